@@ -1,0 +1,18 @@
+//! The joc-ha API: the `JocCluster` custom resource (`joc-ha.dev/v1alpha1`)
+//! and every label, annotation and condition name the operator and the
+//! sidecar use. Nothing else lives here.
+
+pub mod names;
+pub mod v1alpha1;
+
+pub use v1alpha1::{JocCluster, JocClusterSpec, JocClusterStatus};
+
+use kube::CustomResourceExt;
+
+/// The CRD as YAML, exactly as `make crds` writes `crds/jocclusters.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let yaml = serde_yaml::to_string(&JocCluster::crd())?;
+    Ok(format!(
+        "# Generated from the Rust types in crds/src by `make crds`; do not edit.\n{yaml}"
+    ))
+}

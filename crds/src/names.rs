@@ -1,0 +1,149 @@
+//! Every label, annotation, condition, event reason and derived object name of
+//! joc-ha, in one place (DESIGN.md §3). Code elsewhere refers to these
+//! constants, never to the strings.
+
+/// The API group of every joc-ha resource and the prefix of its labels.
+pub const GROUP: &str = "joc-ha.dev";
+
+/// Pod label naming the JocCluster a pod belongs to.
+pub const LABEL_CLUSTER: &str = "joc-ha.dev/cluster";
+/// Pod label telling members from API-server instances.
+pub const LABEL_COMPONENT: &str = "joc-ha.dev/component";
+/// Pod label of a member's role; written only by the sidecar.
+pub const LABEL_ROLE: &str = "joc-ha.dev/role";
+
+/// `joc-ha.dev/component` of a cluster member (takes part in the lease).
+pub const COMPONENT_MEMBER: &str = "member";
+/// `joc-ha.dev/component` of an API-server instance (never in the lease).
+pub const COMPONENT_API_SERVER: &str = "api-server";
+
+/// `joc-ha.dev/role` of the one member that holds the lease.
+pub const ROLE_ACTIVE: &str = "active";
+/// `joc-ha.dev/role` of every other member.
+pub const ROLE_STANDBY: &str = "standby";
+
+/// Annotation on a JocCluster asking for a switch-over to a pod, or to `any`.
+pub const ANNOTATION_SWITCHOVER_TO: &str = "joc-ha.dev/switchover-to";
+/// Value of [`ANNOTATION_SWITCHOVER_TO`] meaning "the best ready standby".
+pub const SWITCHOVER_TO_ANY: &str = "any";
+
+/// Standard labels every object created for a JocCluster carries.
+pub const LABEL_APP_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_APP_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_APP_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const APP_NAME: &str = "joc-cockpit";
+pub const MANAGED_BY: &str = "joc-ha-operator";
+
+/// Field manager of everything the operator applies (server-side apply).
+pub const FIELD_MANAGER_OPERATOR: &str = "joc-ha-operator";
+/// Field manager of the sidecar's writes (role label, switch-over status).
+pub const FIELD_MANAGER_SIDECAR: &str = "joc-ha-sidecar";
+
+/// Status condition types of a JocCluster.
+pub mod condition {
+    /// All members and API servers Ready and one member active.
+    pub const READY: &str = "Ready";
+    /// Exactly one pod behind the active Service.
+    pub const AVAILABLE: &str = "Available";
+    /// The operator is rolling out a change.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something needs a person: bad input, a missing Secret, no active member.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Reasons of Events and conditions, in the words `kubectl describe` shows.
+pub mod reason {
+    pub const SWITCHOVER_COMPLETED: &str = "SwitchoverCompleted";
+    pub const SWITCHOVER_REJECTED: &str = "SwitchoverRejected";
+    pub const BECAME_ACTIVE: &str = "BecameActive";
+    pub const DEMOTED: &str = "Demoted";
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const RECONCILED: &str = "Reconciled";
+}
+
+/// Service routing to the active member only.
+pub fn active_service_name(cluster: &str) -> String {
+    cluster.to_owned()
+}
+
+/// Service routing to every member.
+pub fn members_service_name(cluster: &str) -> String {
+    format!("{cluster}-members")
+}
+
+/// Service routing to the API-server instances.
+pub fn api_service_name(cluster: &str) -> String {
+    format!("{cluster}-api")
+}
+
+/// Headless Service governing the members' StatefulSet (stable pod names).
+pub fn headless_service_name(cluster: &str) -> String {
+    format!("{cluster}-headless")
+}
+
+/// StatefulSet of the members; pods are `<cluster>-<ordinal>`.
+pub fn members_statefulset_name(cluster: &str) -> String {
+    cluster.to_owned()
+}
+
+/// Deployment of the API-server instances.
+pub fn api_server_deployment_name(cluster: &str) -> String {
+    format!("{cluster}-api")
+}
+
+/// ServiceAccount (and Role, RoleBinding) the sidecars run as.
+pub fn sidecar_service_account_name(cluster: &str) -> String {
+    format!("{cluster}-sidecar")
+}
+
+/// The sidecar's configuration contract: environment variables the operator
+/// sets on the sidecar container and the sidecar reads.
+pub mod sidecar_env {
+    pub const POD_NAME: &str = "JOC_HA_POD_NAME";
+    pub const NAMESPACE: &str = "JOC_HA_NAMESPACE";
+    pub const CLUSTER: &str = "JOC_HA_CLUSTER";
+    pub const DATABASE_TYPE: &str = "JOC_HA_DATABASE_TYPE";
+    /// A full URL; when absent the sidecar composes one from the parts below.
+    pub const DATABASE_URL: &str = "JOC_HA_DATABASE_URL";
+    pub const DATABASE_HOST: &str = "JOC_HA_DATABASE_HOST";
+    pub const DATABASE_PORT: &str = "JOC_HA_DATABASE_PORT";
+    pub const DATABASE_NAME: &str = "JOC_HA_DATABASE_NAME";
+    pub const DATABASE_USER: &str = "JOC_HA_DATABASE_USER";
+    pub const DATABASE_PASSWORD: &str = "JOC_HA_DATABASE_PASSWORD";
+    pub const DATABASE_TLS_MODE: &str = "JOC_HA_DATABASE_TLS_MODE";
+    pub const LEASE_TTL: &str = "JOC_HA_LEASE_TTL";
+    pub const RENEW_INTERVAL: &str = "JOC_HA_RENEW_INTERVAL";
+    pub const ROLE_DIR: &str = "JOC_HA_ROLE_DIR";
+    pub const HTTP_ADDR: &str = "JOC_HA_HTTP_ADDR";
+    pub const LOG_FORMAT: &str = "JOC_HA_LOG_FORMAT";
+}
+
+/// Keys of the database Secret a JocCluster names.
+pub mod secret_key {
+    pub const URL: &str = "url";
+    pub const HOST: &str = "host";
+    pub const PORT: &str = "port";
+    pub const DATABASE: &str = "database";
+    pub const USER: &str = "user";
+    pub const PASSWORD: &str = "password";
+}
+
+/// Ports and paths of the pods the operator builds.
+pub mod pod {
+    /// Container names.
+    pub const COCKPIT_CONTAINER: &str = "joc";
+    pub const SIDECAR_CONTAINER: &str = "joc-ha-sidecar";
+    /// The sidecar's HTTP port: /healthz, /readyz, /metrics, /role, /prestop.
+    pub const SIDECAR_PORT: i32 = 9086;
+    pub const SIDECAR_PORT_NAME: &str = "sidecar";
+    /// Where the sidecar writes the role file, shared with the cockpit.
+    pub const ROLE_DIR: &str = "/var/run/joc-ha";
+    pub const ROLE_VOLUME: &str = "joc-ha-role";
+    /// JOC's configuration folder in the sosberlin/js7 image.
+    pub const JOC_RESOURCES_DIR: &str = "/var/sos-berlin.com/js7/joc/resources/joc";
+    pub const CONFIG_VOLUME: &str = "joc-config";
+    pub const LOG_VOLUME: &str = "logs";
+    pub const HTTP_PORT_NAME: &str = "http";
+    pub const HTTPS_PORT_NAME: &str = "https";
+}

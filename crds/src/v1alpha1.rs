@@ -1,0 +1,540 @@
+//! `JocCluster` of `joc-ha.dev/v1alpha1`: a JOC Cockpit cluster with one
+//! active member, standbys, and optional API-server instances.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A JOC Cockpit cluster: `members` instances of which exactly one is active
+/// (it runs JOC's Proxy and History services and receives the traffic of the
+/// Service `<name>`), the others standby, plus optional API-server instances.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "joc-ha.dev",
+    version = "v1alpha1",
+    kind = "JocCluster",
+    plural = "jocclusters",
+    shortname = "joc",
+    namespaced,
+    status = "JocClusterStatus",
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeMember","description":"The member the Service routes to"}"#,
+    printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.memberSummary","description":"Ready members / desired members"}"#,
+    printcolumn = r#"{"name":"API Servers","type":"string","jsonPath":".status.apiServerSummary","description":"Ready API servers / desired API servers"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JocClusterSpec {
+    /// Number of cluster members (JOC instances taking part in fail-over).
+    /// Exactly one is active at a time; the others are standbys.
+    #[serde(default = "default_members")]
+    #[schemars(range(min = 1, max = 9))]
+    pub members: i32,
+
+    /// Number of API-server instances: they serve only JOC's REST API, are
+    /// never active and are not subject to cluster management.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 20))]
+    pub api_servers: i32,
+
+    /// The JOC Cockpit container image, e.g. `sosberlin/js7:joc-2-8-1`.
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// When to pull the images: `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Secrets holding registry credentials for the images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// The joc-ha sidecar container of every member.
+    #[serde(default)]
+    pub sidecar: SidecarSpec,
+
+    /// Ports JOC Cockpit listens on.
+    #[serde(default)]
+    pub ports: PortsSpec,
+
+    /// The database shared by all members: JOC's own tables and the joc-ha lease.
+    pub database: DatabaseSpec,
+
+    /// JOC configuration files (`hibernate.cfg.xml`, `joc.properties`) mounted
+    /// at JOC's resources folder. When unset the operator generates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigSource>,
+
+    /// Timings of the lease that elects the active member.
+    #[serde(default)]
+    pub lease: LeaseSpec,
+
+    /// Compute resources of the two containers of each member pod.
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+
+    /// Where member pods may run. By default members prefer distinct nodes.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+
+    /// The Services in front of the active member and the API servers.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// The PodDisruptionBudget of the members.
+    #[serde(default)]
+    pub pod_disruption_budget: PodDisruptionBudgetSpec,
+
+    /// A persistent volume per member for JOC's logs; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_volume: Option<LogVolumeSpec>,
+}
+
+fn default_members() -> i32 {
+    2
+}
+
+/// Image pull policy, as for any container.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The sidecar container.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// The joc-ha sidecar image; defaults to the image matching the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Log format of the sidecar: `plain` or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Log line format.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// JOC Cockpit's ports.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortsSpec {
+    /// HTTP port of JOC Cockpit.
+    #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http: i32,
+    /// HTTPS port of JOC Cockpit, when JOC is configured for HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub https: Option<i32>,
+}
+
+impl Default for PortsSpec {
+    fn default() -> Self {
+        Self {
+            http: default_http_port(),
+            https: None,
+        }
+    }
+}
+
+fn default_http_port() -> i32 {
+    4446
+}
+
+/// The shared database.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// The database product: `postgresql`, `mysql` or `mariadb`.
+    #[serde(rename = "type")]
+    pub kind: DatabaseKind,
+    /// The Secret holding the connection: either a key `url`
+    /// (`postgres://user:password@host:5432/db`, `mysql://...`), or the keys
+    /// `host`, `port`, `database`, `user` and `password`.
+    pub secret_ref: SecretReference,
+    /// TLS to the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DatabaseTls>,
+}
+
+/// Database products JOC Cockpit and the lease support in a JocCluster.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    Postgresql,
+    Mysql,
+    Mariadb,
+}
+
+/// A Secret in the JocCluster's namespace.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// TLS settings for the database connection.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTls {
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    pub mode: TlsMode,
+    /// Secret with the CA certificate under the key `ca.crt`, for the
+    /// verifying modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretReference>,
+}
+
+/// How the database connection uses TLS.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Where JOC's configuration files come from; exactly one source.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMapName) != has(self.secretName)").message("set exactly one of configMapName and secretName"))]
+pub struct ConfigSource {
+    /// ConfigMap holding `joc.properties` and/or `hibernate.cfg.xml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
+    /// Secret holding `joc.properties` and/or `hibernate.cfg.xml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// Lease timings, as Go-style durations (`5s`, `1500ms`).
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.renewInterval).getMilliseconds() * 3 <= duration(self.ttl).getMilliseconds()").message("lease.renewInterval must be at most a third of lease.ttl, so that a holder renews at least twice before its lease can expire"))]
+pub struct LeaseSpec {
+    /// How long a lease holds without renewal, judged by the database clock.
+    /// A frozen or cut-off active member is replaced after this long.
+    #[serde(default = "default_ttl")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('10m')").message("lease.ttl must be between 1s and 10m"))]
+    pub ttl: String,
+    /// How often the holder renews the lease and standbys heartbeat.
+    #[serde(default = "default_renew_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms')").message("lease.renewInterval must be at least 100ms"))]
+    pub renew_interval: String,
+}
+
+impl Default for LeaseSpec {
+    fn default() -> Self {
+        Self {
+            ttl: default_ttl(),
+            renew_interval: default_renew_interval(),
+        }
+    }
+}
+
+fn default_ttl() -> String {
+    "5s".to_owned()
+}
+
+fn default_renew_interval() -> String {
+    "1s".to_owned()
+}
+
+impl LeaseSpec {
+    /// The TTL as a duration, or the text that could not be read.
+    pub fn ttl(&self) -> Result<Duration, String> {
+        parse_duration(&self.ttl)
+    }
+
+    /// The renew interval as a duration, or the text that could not be read.
+    pub fn renew_interval(&self) -> Result<Duration, String> {
+        parse_duration(&self.renew_interval)
+    }
+}
+
+/// Reads the Go-style durations the CRD admits: a sequence of
+/// `<number><unit>` with units `ms`, `s` and `m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration such as 5s, 1500ms or 1m30s");
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = if rest.starts_with("ms") {
+            (1.0, 2)
+        } else if rest.starts_with('s') {
+            (1_000.0, 1)
+        } else if rest.starts_with('m') {
+            (60_000.0, 1)
+        } else {
+            return Err(invalid());
+        };
+        total += value * unit_ms;
+        rest = &rest[len..];
+    }
+    if !total.is_finite() || total > u64::MAX as f64 / 2.0 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_micros((total * 1_000.0).round() as u64))
+}
+
+/// Resources of the containers of a member pod.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// Requests and limits of the JOC Cockpit container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cockpit: Option<ResourceRequirements>,
+    /// Requests and limits of the sidecar container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<ResourceRequirements>,
+}
+
+/// Placement of member and API-server pods.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a pod's node must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules; when set they replace the default spreading of members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How strictly members are spread over distinct nodes ("different
+    /// servers"): `preferred` (default) or `required`.
+    #[serde(default)]
+    pub spread_members: SpreadMode,
+}
+
+/// Anti-affinity strength between members.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpreadMode {
+    #[default]
+    Preferred,
+    Required,
+}
+
+/// The Services of the cluster.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Type of the Services `<name>` and `<name>-api`: `ClusterIP` (default),
+    /// `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type")]
+    pub kind: ServiceKind,
+    /// Annotations of the Services `<name>` and `<name>-api`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Kubernetes Service types offered.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceKind {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::ClusterIP => "ClusterIP",
+            ServiceKind::NodePort => "NodePort",
+            ServiceKind::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// The members' PodDisruptionBudget.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    /// Create a PodDisruptionBudget allowing one member down at a time.
+    /// Defaults to on when members > 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A per-member persistent volume for JOC's logs.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogVolumeSpec {
+    /// Size of each member's log volume, e.g. `1Gi`.
+    pub size: Quantity,
+    /// StorageClass of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// What the operator and the sidecars observed.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JocClusterStatus {
+    /// `Pending`, `Running`, `Degraded` or `Failed`, in short; see conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The pod holding the lease: the one member the Service `<name>` routes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_member: Option<String>,
+    /// The lease term (fencing token) of the active member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_term: Option<i64>,
+    /// Each member pod with its readiness and role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Ready members.
+    #[serde(default)]
+    pub ready_members: i32,
+    /// `ready/desired` members, for `kubectl get joc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_summary: Option<String>,
+    /// Ready API-server instances.
+    #[serde(default)]
+    pub ready_api_servers: i32,
+    /// `ready/desired` API servers, for `kubectl get joc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server_summary: Option<String>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Available`, `Progressing`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The outcome of the last switch-over request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switchover: Option<SwitchoverStatus>,
+}
+
+/// Summary state of a JocCluster.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Degraded,
+    Failed,
+}
+
+/// One member pod.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pod name.
+    pub name: String,
+    /// Whether the pod is Ready.
+    pub ready: bool,
+    /// `active` or `standby`, from the pod's `joc-ha.dev/role` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// A switch-over request and its outcome.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverStatus {
+    /// The member that was active when the request was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The requested target: a pod name or `any`.
+    pub to: String,
+    /// When the request was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<Time>,
+    /// When the request was completed or rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Time>,
+    /// `Completed` or `Rejected`.
+    pub result: SwitchoverResult,
+    /// Why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Outcome of a switch-over.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchoverResult {
+    Completed,
+    Rejected,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_the_formats_the_crd_admits() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        for bad in ["", "5", "s", "5h", "-1s", "5 s", "1e9s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let spec: JocClusterSpec = serde_json::from_value(serde_json::json!({
+            "image": "sosberlin/js7:joc-2-8-1",
+            "database": {"type": "postgresql", "secretRef": {"name": "db"}}
+        }))
+        .expect("minimal spec");
+        assert_eq!(spec.members, 2);
+        assert_eq!(spec.api_servers, 0);
+        assert_eq!(spec.ports.http, 4446);
+        assert_eq!(spec.lease.ttl(), Ok(Duration::from_secs(5)));
+        assert_eq!(spec.lease.renew_interval(), Ok(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn unknown_database_type_is_refused() {
+        let result: Result<JocClusterSpec, _> = serde_json::from_value(serde_json::json!({
+            "image": "x",
+            "database": {"type": "oracle", "secretRef": {"name": "db"}}
+        }));
+        assert!(result.is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! joc-ha-operator: turns JocCluster resources into running JOC Cockpit
+//! clusters. The reconcile is a pipeline: read → validate → build the desired
+//! objects (`build`, pure) → server-side apply → status.
+
+pub mod build;
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,6 @@
+//! joc-ha-sidecar binary.
+
+fn main() {
+    eprintln!("joc-ha-sidecar: not implemented yet");
+    std::process::exit(2);
+}

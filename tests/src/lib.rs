@@ -1,0 +1,8 @@
+//! The joc-ha test harness: a real Kubernetes control plane on loopback, a fake
+//! kubelet for one Node, and real PostgreSQL, MariaDB and SQLite databases.
+//! Every piece tears itself down on drop, after a panic too.
+
+pub mod controlplane;
+pub mod db;
+pub mod process;
+pub mod wait;

@@ -1,0 +1,145 @@
+//! Bounded polling for conditions. Tests wait on what they expect to observe,
+//! never on a fixed sleep.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+/// Polls `check` every `poll` until it returns `Some`, for at most `timeout`.
+/// The error names `what` and how long was waited.
+pub async fn wait_for<F, Fut, T>(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_for_ok(what, timeout, poll, || {
+        let attempt = check();
+        async move { attempt.await.ok_or("condition not met yet") }
+    })
+    .await
+}
+
+/// Polls `check` every `poll` until it returns `Ok`, for at most `timeout`.
+/// An `Err` means "not yet"; the last one is the observation reported on timeout,
+/// so make it say what was seen ("2 of 3 pods ready: ...").
+pub async fn wait_for_ok<F, Fut, T, E>(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Display,
+{
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        // A check that hangs (an API call against a frozen server) must not outlive the deadline.
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let last = match tokio::time::timeout(remaining, check()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(observation)) => observation.to_string(),
+            Err(_) => "the last check itself did not finish before the deadline".to_owned(),
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {:.1?} ({attempts} checks) waiting for {what}; last observation: {last}",
+                started.elapsed()
+            );
+        }
+        let pause = poll.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Status code of a plain-HTTP GET (`http://127.0.0.1:8080/path`), for readiness
+/// probes and health endpoints on loopback. No TLS, no redirects.
+pub async fn http_get_status(url: &str, timeout: Duration) -> anyhow::Result<u16> {
+    use anyhow::Context as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("not a plain http url: {url}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::with_capacity(64);
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("GET {url}: no answer within {timeout:?}"))?
+        .with_context(|| format!("GET {url}"))?;
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("GET {url}: not an HTTP status line: {status_line:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn returns_first_value() -> anyhow::Result<()> {
+        let calls = AtomicU32::new(0);
+        let value = wait_for(
+            "third call",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || async { (calls.fetch_add(1, Ordering::SeqCst) == 2).then_some(42) },
+        )
+        .await?;
+        assert_eq!(value, 42);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn timeout_names_what_and_last_observation() {
+        let error = wait_for_ok(
+            "the moon",
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+            || async { Err::<(), _>("saw cheese") },
+        )
+        .await
+        .expect_err("must time out");
+        let message = error.to_string();
+        assert!(
+            message.contains("the moon") && message.contains("saw cheese"),
+            "{message}"
+        );
+    }
+}
