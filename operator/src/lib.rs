@@ -2,7 +2,10 @@
 //! clusters. The reconcile is a pipeline: read → validate → build the desired
 //! objects (`build`, pure) → server-side apply → status.
 
+pub mod apply;
 pub mod build;
+pub mod controller;
 pub mod error;
+pub mod status;
 
 pub use error::{Error, Result};

@@ -1,0 +1,203 @@
+//! The reconcile of one JocCluster, as a pipeline:
+//! read → validate → build (pure) → server-side apply → status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::{
+    FIELD_MANAGER_OPERATOR, LABEL_CLUSTER, active_service_name, reason, secret_key,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::apply::apply_all;
+use crate::build::{BuildContext, desired};
+use crate::error::{Error, Result};
+use crate::status::{Observed, Problem, compute_status};
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub reporter: Reporter,
+    pub build: BuildContext,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let clusters: Api<JocCluster> = Api::all(client.clone());
+    let config = watcher::Config::default().any_semantic();
+    let by_cluster_label = watcher::Config::default().labels(LABEL_CLUSTER);
+    Controller::new(clusters, config.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
+        .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), config)
+        // Pods change role and readiness without their owner changing.
+        .watches(Api::<Pod>::all(client), by_cluster_label, |pod| {
+            let cluster = pod.labels().get(LABEL_CLUSTER)?.clone();
+            Some(ObjectRef::<JocCluster>::new(&cluster).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_cluster: Arc<JocCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = cluster.object_ref(&());
+
+    // Read and validate: problems stop the rollout and show in status.
+    let problems = validate(&ctx.client, &cluster, &namespace).await?;
+    if problems.is_empty() {
+        // Build and apply.
+        let desired = desired(&cluster, &ctx.build)?;
+        apply_all(&ctx.client, &cluster, &desired).await?;
+    } else {
+        for problem in &problems {
+            recorder
+                .publish(
+                    &Event {
+                        type_: EventType::Warning,
+                        reason: problem.reason.to_owned(),
+                        note: Some(problem.message.clone()),
+                        action: "Validate".to_owned(),
+                        secondary: None,
+                    },
+                    &reference,
+                )
+                .await?;
+        }
+    }
+
+    // Status.
+    let observed = observe(&ctx.client, &cluster, &namespace).await?;
+    let status = compute_status(&cluster, &observed, &problems, Time(jiff::Timestamp::now()));
+    let api: Api<JocCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "joc-ha.dev/v1alpha1",
+        "kind": "JocCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER_OPERATOR).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    info!(cluster = %cluster.name_any(), namespace, phase = ?status.phase, active = ?status.active_member, "reconciled");
+
+    // A missing Secret cannot be watched without reading every Secret, so
+    // look again soon; otherwise the watches bring us back.
+    Ok(if problems.is_empty() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(10))
+    })
+}
+
+/// Checks what the API server's schema cannot: that the database Secret
+/// exists and holds a URL or all the parts. Never reads out the values.
+async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Result<Vec<Problem>> {
+    let secret_name = &cluster.spec.database.secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(secret_name).await? else {
+        return Ok(vec![Problem {
+            reason: reason::SECRET_MISSING,
+            message: Error::SecretMissing {
+                namespace: namespace.to_owned(),
+                name: secret_name.clone(),
+            }
+            .to_string(),
+        }]);
+    };
+    let keys: Vec<&String> = secret
+        .data
+        .iter()
+        .flat_map(|d| d.keys())
+        .chain(secret.string_data.iter().flat_map(|d| d.keys()))
+        .collect();
+    let has = |key: &str| keys.iter().any(|k| k.as_str() == key);
+    if has(secret_key::URL) {
+        return Ok(vec![]);
+    }
+    let missing: Vec<&str> = [
+        secret_key::HOST,
+        secret_key::DATABASE,
+        secret_key::USER,
+        secret_key::PASSWORD,
+    ]
+    .into_iter()
+    .filter(|key| !has(key))
+    .collect();
+    if missing.is_empty() {
+        Ok(vec![])
+    } else {
+        Ok(vec![Problem {
+            reason: reason::SECRET_MISSING,
+            message: Error::SecretIncomplete {
+                name: secret_name.clone(),
+                missing: missing.join(", "),
+            }
+            .to_string(),
+        }])
+    }
+}
+
+async fn observe(client: &Client, cluster: &JocCluster, namespace: &str) -> Result<Observed> {
+    let name = cluster.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
+        .await?
+        .items;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let slices = slices
+        .list(&ListParams::default().labels(&format!(
+            "kubernetes.io/service-name={}",
+            active_service_name(&name)
+        )))
+        .await?
+        .items;
+    let mut active_endpoints: Vec<String> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+        .collect();
+    active_endpoints.sort();
+    active_endpoints.dedup();
+    Ok(Observed {
+        pods,
+        active_endpoints,
+        rolling_out: false,
+    })
+}

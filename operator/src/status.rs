@@ -1,0 +1,321 @@
+//! The JocCluster's status from what the operator observed: pods, the active
+//! Service's endpoints, and problems found while reading the spec. Pure.
+
+use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::{
+    COMPONENT_API_SERVER, COMPONENT_MEMBER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, condition,
+};
+use joc_ha_crds::v1alpha1::{JocClusterStatus, MemberStatus, Phase};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+/// Annotation the sidecar keeps on its pod with its lease term.
+pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
+
+/// What the operator saw in the cluster.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Pods labeled with the cluster's name.
+    pub pods: Vec<Pod>,
+    /// Ready endpoints behind the active Service `<name>`.
+    pub active_endpoints: Vec<String>,
+    /// A rollout is under way (pods of an older revision remain).
+    pub rolling_out: bool,
+}
+
+/// A problem that needs a person; it makes the cluster Degraded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub fn is_pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+fn component(pod: &Pod) -> Option<&str> {
+    pod.labels().get(LABEL_COMPONENT).map(String::as_str)
+}
+
+pub fn compute_status(
+    cluster: &JocCluster,
+    observed: &Observed,
+    problems: &[Problem],
+    now: Time,
+) -> JocClusterStatus {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+
+    let mut members: Vec<MemberStatus> = observed
+        .pods
+        .iter()
+        .filter(|p| component(p) == Some(COMPONENT_MEMBER))
+        .map(|pod| MemberStatus {
+            name: pod.name_any(),
+            ready: is_pod_ready(pod),
+            role: pod.labels().get(LABEL_ROLE).cloned(),
+        })
+        .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let ready_members = members.iter().filter(|m| m.ready).count() as i32;
+    let ready_api_servers = observed
+        .pods
+        .iter()
+        .filter(|p| component(p) == Some(COMPONENT_API_SERVER) && is_pod_ready(p))
+        .count() as i32;
+
+    let active: Vec<&MemberStatus> = members
+        .iter()
+        .filter(|m| m.role.as_deref() == Some(ROLE_ACTIVE))
+        .collect();
+    let active_member = match active.as_slice() {
+        [one] => Some(one.name.clone()),
+        _ => None,
+    };
+    let lease_term = active_member.as_ref().and_then(|name| {
+        observed
+            .pods
+            .iter()
+            .find(|p| &p.name_any() == name)
+            .and_then(|p| p.annotations().get(ANNOTATION_LEASE_TERM))
+            .and_then(|t| t.parse().ok())
+    });
+
+    let desired_members = cluster.spec.members;
+    let desired_api = cluster.spec.api_servers;
+    let available = observed.active_endpoints.len() == 1;
+    let all_ready = ready_members == desired_members && ready_api_servers == desired_api;
+
+    let set = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let last_transition_time = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+
+    let available_message = match observed.active_endpoints.as_slice() {
+        [one] => format!("the Service routes to the active member {one}"),
+        [] => "no active member: the Service has no endpoint; see the sidecar logs and Events"
+            .to_owned(),
+        many => format!(
+            "the Service routes to {} pods ({}); the sidecars are correcting it",
+            many.len(),
+            many.join(", ")
+        ),
+    };
+    let degraded = problems.first();
+    let conditions = vec![
+        set(
+            condition::READY,
+            all_ready && available && degraded.is_none(),
+            if all_ready { "AllReady" } else { "NotAllReady" },
+            format!(
+                "{ready_members}/{desired_members} members and {ready_api_servers}/{desired_api} API servers Ready"
+            ),
+        ),
+        set(
+            condition::AVAILABLE,
+            available,
+            if available {
+                "ActiveMember"
+            } else {
+                "NoSingleActiveMember"
+            },
+            available_message,
+        ),
+        set(
+            condition::PROGRESSING,
+            observed.rolling_out,
+            if observed.rolling_out {
+                "RollingUpdate"
+            } else {
+                "UpToDate"
+            },
+            if observed.rolling_out {
+                "updating members: standbys first, then a switch-over, then the old active member"
+                    .to_owned()
+            } else {
+                "every pod runs the current template".to_owned()
+            },
+        ),
+        set(
+            condition::DEGRADED,
+            degraded.is_some(),
+            degraded.map_or("AsExpected", |p| p.reason),
+            degraded.map_or_else(|| "no problem found".to_owned(), |p| p.message.clone()),
+        ),
+    ];
+
+    let phase = if degraded.is_some() {
+        Phase::Degraded
+    } else if available {
+        Phase::Running
+    } else if ready_members == 0 {
+        Phase::Pending
+    } else {
+        Phase::Degraded
+    };
+
+    JocClusterStatus {
+        phase: Some(phase),
+        active_member,
+        lease_term,
+        members,
+        ready_members,
+        member_summary: Some(format!("{ready_members}/{desired_members}")),
+        ready_api_servers,
+        api_server_summary: Some(format!("{ready_api_servers}/{desired_api}")),
+        observed_generation: generation,
+        conditions,
+        // Owned by the sidecars; the operator never writes it.
+        last_switchover: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use joc_ha_crds::names::LABEL_CLUSTER;
+
+    fn cluster(members: i32, api_servers: i32) -> JocCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "joc-ha.dev/v1alpha1", "kind": "JocCluster",
+            "metadata": {"name": "joc", "namespace": "js7", "uid": "u", "generation": 4},
+            "spec": {"image": "i", "members": members, "apiServers": api_servers,
+                     "database": {"type": "postgresql", "secretRef": {"name": "db"}}}
+        }))
+        .expect("cluster")
+    }
+
+    fn pod(name: &str, component: &str, role: Option<&str>, ready: bool) -> Pod {
+        let mut labels = serde_json::json!({LABEL_CLUSTER: "joc", LABEL_COMPONENT: component});
+        if let Some(role) = role {
+            labels[LABEL_ROLE] = role.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels, "annotations": {ANNOTATION_LEASE_TERM: "12"}},
+            "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .expect("pod")
+    }
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_healthy_cluster_is_running_and_available() {
+        let observed = Observed {
+            pods: vec![
+                pod("joc-0", "member", Some("active"), true),
+                pod("joc-1", "member", Some("standby"), true),
+                pod("joc-2", "member", Some("standby"), true),
+                pod("joc-api-a", "api-server", None, true),
+            ],
+            active_endpoints: vec!["joc-0".into()],
+            rolling_out: false,
+        };
+        let status = compute_status(&cluster(3, 1), &observed, &[], now());
+        assert_eq!(status.phase, Some(Phase::Running));
+        assert_eq!(status.active_member.as_deref(), Some("joc-0"));
+        assert_eq!(status.lease_term, Some(12));
+        assert_eq!(status.member_summary.as_deref(), Some("3/3"));
+        assert_eq!(status.api_server_summary.as_deref(), Some("1/1"));
+        assert_eq!(status.observed_generation, Some(4));
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(ready.status, "True");
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
+    }
+
+    #[test]
+    fn two_active_endpoints_are_not_available() {
+        let observed = Observed {
+            pods: vec![
+                pod("joc-0", "member", Some("active"), true),
+                pod("joc-1", "member", Some("active"), true),
+            ],
+            active_endpoints: vec!["joc-0".into(), "joc-1".into()],
+            rolling_out: false,
+        };
+        let status = compute_status(&cluster(2, 0), &observed, &[], now());
+        assert_eq!(status.active_member, None);
+        let available = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Available")
+            .expect("Available");
+        assert_eq!(available.status, "False");
+        assert!(available.message.contains("2 pods"));
+    }
+
+    #[test]
+    fn a_problem_degrades_with_its_message() {
+        let problem = Problem {
+            reason: "SecretMissing",
+            message: "Secret db not found".into(),
+        };
+        let status = compute_status(&cluster(2, 0), &Observed::default(), &[problem], now());
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .expect("Degraded");
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, "SecretMissing");
+        assert_eq!(degraded.message, "Secret db not found");
+    }
+
+    #[test]
+    fn transition_times_survive_an_unchanged_condition() {
+        let mut c = cluster(1, 0);
+        let earlier = Time(jiff::Timestamp::from_second(1_000).expect("time"));
+        c.status = Some(JocClusterStatus {
+            conditions: vec![Condition {
+                type_: "Available".into(),
+                status: "False".into(),
+                reason: "x".into(),
+                message: "y".into(),
+                observed_generation: Some(1),
+                last_transition_time: earlier.clone(),
+            }],
+            ..Default::default()
+        });
+        let status = compute_status(&c, &Observed::default(), &[], now());
+        let available = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Available")
+            .expect("Available");
+        assert_eq!(available.last_transition_time, earlier);
+    }
+}

@@ -1,0 +1,495 @@
+//! The sidecar's settings, from flags or the environment the operator sets
+//! (names in `joc_ha_crds::names::sidecar_env`). A wrong or missing setting
+//! stops start-up with one line naming it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use joc_ha_crds::v1alpha1::parse_duration;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Command-line flags; each can also come from its `JOC_HA_*` variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "joc-ha-sidecar",
+    version,
+    about = "Keeps the JOC Cockpit cluster lease and routes the Service to the active member"
+)]
+pub struct Flags {
+    /// Name of this pod (downward API `metadata.name`).
+    #[arg(long, env = "JOC_HA_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Namespace of this pod (downward API `metadata.namespace`).
+    #[arg(long, env = "JOC_HA_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Name of the JocCluster this pod belongs to.
+    #[arg(long, env = "JOC_HA_CLUSTER")]
+    pub cluster: Option<String>,
+    /// `postgresql`, `mysql`, `mariadb` or `sqlite`; inferred from the URL when unset.
+    #[arg(long, env = "JOC_HA_DATABASE_TYPE")]
+    pub database_type: Option<String>,
+    /// Full database URL; the parts below are used when it is unset.
+    #[arg(long, env = "JOC_HA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[arg(long, env = "JOC_HA_DATABASE_HOST")]
+    pub database_host: Option<String>,
+    #[arg(long, env = "JOC_HA_DATABASE_PORT")]
+    pub database_port: Option<String>,
+    #[arg(long, env = "JOC_HA_DATABASE_NAME")]
+    pub database_name: Option<String>,
+    #[arg(long, env = "JOC_HA_DATABASE_USER")]
+    pub database_user: Option<String>,
+    #[arg(long, env = "JOC_HA_DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// TLS mode: disable, prefer, require, verify-ca, verify-full.
+    #[arg(long, env = "JOC_HA_DATABASE_TLS_MODE")]
+    pub database_tls_mode: Option<String>,
+    /// Lease time-to-live, judged by the database clock.
+    #[arg(long, env = "JOC_HA_LEASE_TTL", default_value = "5s")]
+    pub lease_ttl: String,
+    /// How often the holder renews and standbys heartbeat; at most TTL/3.
+    #[arg(long, env = "JOC_HA_RENEW_INTERVAL", default_value = "1s")]
+    pub renew_interval: String,
+    /// Folder (shared with the cockpit container) for the role file.
+    #[arg(long, env = "JOC_HA_ROLE_DIR")]
+    pub role_dir: Option<PathBuf>,
+    /// Command run (through `sh -c`) on every role change, with JOC_HA_ROLE and JOC_HA_TERM set.
+    #[arg(long, env = "JOC_HA_ON_ROLE_CHANGE")]
+    pub on_role_change: Option<String>,
+    /// Address of the HTTP server (/role, /healthz, /readyz, /metrics, /prestop).
+    #[arg(long, env = "JOC_HA_HTTP_ADDR", default_value = "0.0.0.0:9086")]
+    pub http_addr: String,
+    /// Log format: plain or json.
+    #[arg(long, env = "JOC_HA_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Database products the lease runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+/// Validated settings.
+#[derive(Clone)]
+pub struct Config {
+    pub pod_name: String,
+    pub namespace: String,
+    pub cluster: String,
+    pub database_kind: DatabaseKind,
+    /// Holds the password: never log it; use [`Config::redacted_database_url`].
+    pub database_url: String,
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    pub role_dir: Option<PathBuf>,
+    pub on_role_change: Option<String>,
+    pub http_addr: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("pod_name", &self.pod_name)
+            .field("namespace", &self.namespace)
+            .field("cluster", &self.cluster)
+            .field("database_kind", &self.database_kind)
+            .field("database_url", &self.redacted_database_url())
+            .field("lease_ttl", &self.lease_ttl)
+            .field("renew_interval", &self.renew_interval)
+            .field("role_dir", &self.role_dir)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+/// A setting that is missing or wrong; the message names it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("setting {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn config_error(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// Characters kept as they are in a URL's user or password.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+impl Config {
+    pub fn from_flags(flags: Flags) -> Result<Config, ConfigError> {
+        let required = |value: Option<String>, setting: &'static str| {
+            value
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| config_error(setting, "is required"))
+        };
+        let pod_name = required(flags.pod_name, "JOC_HA_POD_NAME (--pod-name)")?;
+        let namespace = required(flags.namespace, "JOC_HA_NAMESPACE (--namespace)")?;
+        let cluster = required(flags.cluster, "JOC_HA_CLUSTER (--cluster)")?;
+
+        let declared_kind = match flags.database_type.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("postgresql" | "postgres") => Some(DatabaseKind::Postgres),
+            Some("mysql" | "mariadb") => Some(DatabaseKind::MySql),
+            Some("sqlite") => Some(DatabaseKind::Sqlite),
+            Some(other) => {
+                return Err(config_error(
+                    "JOC_HA_DATABASE_TYPE (--database-type)",
+                    format!("{other:?} is not one of postgresql, mysql, mariadb, sqlite"),
+                ));
+            }
+        };
+
+        let (database_url, database_kind) = match flags.database_url.filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let kind = kind_of_url(&url).ok_or_else(|| {
+                    config_error(
+                        "JOC_HA_DATABASE_URL (--database-url)",
+                        format!(
+                            "{} does not start with postgres://, mysql://, mariadb:// or sqlite:",
+                            redact_url(&url)
+                        ),
+                    )
+                })?;
+                if let Some(declared) = declared_kind
+                    && declared != kind
+                {
+                    return Err(config_error(
+                        "JOC_HA_DATABASE_TYPE (--database-type)",
+                        "does not match the scheme of JOC_HA_DATABASE_URL",
+                    ));
+                }
+                // sqlx speaks `mysql://` to MariaDB too.
+                let url = match url.strip_prefix("mariadb://") {
+                    Some(rest) => format!("mysql://{rest}"),
+                    None => url,
+                };
+                (url, kind)
+            }
+            None => {
+                let kind = declared_kind.ok_or_else(|| {
+                    config_error(
+                        "JOC_HA_DATABASE_URL (--database-url)",
+                        "is required (or JOC_HA_DATABASE_TYPE with host, port, name, user and password)",
+                    )
+                })?;
+                if kind == DatabaseKind::Sqlite {
+                    return Err(config_error(
+                        "JOC_HA_DATABASE_URL (--database-url)",
+                        "is required for sqlite (sqlite:///path/to/file)",
+                    ));
+                }
+                let host = required(
+                    flags.database_host,
+                    "JOC_HA_DATABASE_HOST (Secret key host)",
+                )?;
+                let name = required(
+                    flags.database_name,
+                    "JOC_HA_DATABASE_NAME (Secret key database)",
+                )?;
+                let user = required(
+                    flags.database_user,
+                    "JOC_HA_DATABASE_USER (Secret key user)",
+                )?;
+                let password = flags.database_password.unwrap_or_default();
+                let port = match flags.database_port.filter(|p| !p.is_empty()) {
+                    Some(port) => port.trim().parse::<u16>().map_err(|_| {
+                        config_error(
+                            "JOC_HA_DATABASE_PORT (Secret key port)",
+                            format!("{port:?} is not a port number"),
+                        )
+                    })?,
+                    None if kind == DatabaseKind::Postgres => 5432,
+                    None => 3306,
+                };
+                let scheme = if kind == DatabaseKind::Postgres {
+                    "postgres"
+                } else {
+                    "mysql"
+                };
+                let url = format!(
+                    "{scheme}://{}:{}@{host}:{port}/{name}",
+                    utf8_percent_encode(&user, USERINFO),
+                    utf8_percent_encode(&password, USERINFO),
+                );
+                (url, kind)
+            }
+        };
+        let database_url = with_tls_mode(database_url, database_kind, flags.database_tls_mode)?;
+
+        let lease_ttl = parse_duration(&flags.lease_ttl)
+            .map_err(|e| config_error("JOC_HA_LEASE_TTL (--lease-ttl)", e))?;
+        let renew_interval = parse_duration(&flags.renew_interval)
+            .map_err(|e| config_error("JOC_HA_RENEW_INTERVAL (--renew-interval)", e))?;
+        if renew_interval.is_zero() || renew_interval * 3 > lease_ttl {
+            return Err(config_error(
+                "JOC_HA_RENEW_INTERVAL (--renew-interval)",
+                format!(
+                    "{} must be above 0 and at most a third of the lease TTL {}, so the holder renews at least twice before its lease can expire",
+                    flags.renew_interval, flags.lease_ttl
+                ),
+            ));
+        }
+        let http_addr = flags.http_addr.parse().map_err(|_| {
+            config_error(
+                "JOC_HA_HTTP_ADDR (--http-addr)",
+                format!(
+                    "{:?} is not an address such as 0.0.0.0:9086",
+                    flags.http_addr
+                ),
+            )
+        })?;
+        Ok(Config {
+            pod_name,
+            namespace,
+            cluster,
+            database_kind,
+            database_url,
+            lease_ttl,
+            renew_interval,
+            role_dir: flags.role_dir,
+            on_role_change: flags.on_role_change.filter(|c| !c.trim().is_empty()),
+            http_addr,
+            log_format: flags.log_format,
+        })
+    }
+
+    /// The database URL with its password replaced, for logs and errors.
+    pub fn redacted_database_url(&self) -> String {
+        redact_url(&self.database_url)
+    }
+}
+
+fn kind_of_url(url: &str) -> Option<DatabaseKind> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(DatabaseKind::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Some(DatabaseKind::MySql)
+    } else if url.starts_with("sqlite:") {
+        Some(DatabaseKind::Sqlite)
+    } else {
+        None
+    }
+}
+
+fn with_tls_mode(
+    url: String,
+    kind: DatabaseKind,
+    mode: Option<String>,
+) -> Result<String, ConfigError> {
+    let Some(mode) = mode.filter(|m| !m.is_empty()) else {
+        return Ok(url);
+    };
+    const SETTING: &str = "JOC_HA_DATABASE_TLS_MODE (--database-tls-mode)";
+    let parameter = match (kind, mode.as_str()) {
+        (DatabaseKind::Sqlite, _) => {
+            return Err(config_error(SETTING, "does not apply to sqlite"));
+        }
+        (
+            DatabaseKind::Postgres,
+            "disable" | "prefer" | "require" | "verify-ca" | "verify-full",
+        ) => {
+            format!("sslmode={mode}")
+        }
+        (DatabaseKind::MySql, "disable") => "ssl-mode=DISABLED".to_owned(),
+        (DatabaseKind::MySql, "prefer") => "ssl-mode=PREFERRED".to_owned(),
+        (DatabaseKind::MySql, "require") => "ssl-mode=REQUIRED".to_owned(),
+        (DatabaseKind::MySql, "verify-ca") => "ssl-mode=VERIFY_CA".to_owned(),
+        (DatabaseKind::MySql, "verify-full") => "ssl-mode=VERIFY_IDENTITY".to_owned(),
+        _ => {
+            return Err(config_error(
+                SETTING,
+                format!("{mode:?} is not one of disable, prefer, require, verify-ca, verify-full"),
+            ));
+        }
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}{parameter}"))
+}
+
+/// Replaces the password of `scheme://user:password@host/...` with `***`;
+/// other text is returned as is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{user}@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec![
+            "joc-ha-sidecar",
+            "--pod-name",
+            "joc-0",
+            "--namespace",
+            "js7",
+            "--cluster",
+            "joc",
+        ];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn composes_a_url_from_secret_parts_with_encoded_password() {
+        let config = Config::from_flags(flags(&[
+            "--database-type",
+            "postgresql",
+            "--database-host",
+            "db",
+            "--database-name",
+            "joc",
+            "--database-user",
+            "joc",
+            "--database-password",
+            "p@ss:w/rd",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.database_url,
+            "postgres://joc:p%40ss%3Aw%2Frd@db:5432/joc"
+        );
+        assert_eq!(
+            config.redacted_database_url(),
+            "postgres://joc:***@db:5432/joc"
+        );
+        assert!(
+            !format!("{config:?}").contains("p%40ss"),
+            "Debug never shows the password"
+        );
+    }
+
+    #[test]
+    fn mariadb_urls_become_mysql_urls() {
+        let config =
+            Config::from_flags(flags(&["--database-url", "mariadb://u:secret@db:3306/joc"]))
+                .expect("valid");
+        assert_eq!(config.database_kind, DatabaseKind::MySql);
+        assert!(config.database_url.starts_with("mysql://"));
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_and_never_shows_the_password() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--database-url", "http://u:secret@db/x"],
+                "JOC_HA_DATABASE_URL",
+            ),
+            (&["--database-type", "oracle"], "JOC_HA_DATABASE_TYPE"),
+            (&[], "JOC_HA_DATABASE_URL"),
+            (&["--database-type", "postgresql"], "JOC_HA_DATABASE_HOST"),
+            (
+                &[
+                    "--database-url",
+                    "postgres://u:secret@db/x",
+                    "--renew-interval",
+                    "2s",
+                ],
+                "JOC_HA_RENEW_INTERVAL",
+            ),
+            (
+                &[
+                    "--database-url",
+                    "postgres://u:secret@db/x",
+                    "--lease-ttl",
+                    "five",
+                ],
+                "JOC_HA_LEASE_TTL",
+            ),
+            (
+                &[
+                    "--database-url",
+                    "postgres://u:secret@db/x",
+                    "--http-addr",
+                    "nowhere",
+                ],
+                "JOC_HA_HTTP_ADDR",
+            ),
+            (
+                &[
+                    "--database-url",
+                    "postgres://u:secret@db/x",
+                    "--database-tls-mode",
+                    "maybe",
+                ],
+                "JOC_HA_DATABASE_TLS_MODE",
+            ),
+        ];
+        for (args, setting) in cases {
+            let error = Config::from_flags(flags(args)).expect_err("refused");
+            let text = error.to_string();
+            assert!(text.contains(setting), "{text:?} should name {setting}");
+            assert!(!text.contains("secret"), "{text:?} shows the password");
+        }
+        let missing_pod =
+            Flags::try_parse_from(["joc-ha-sidecar", "--database-url", "sqlite:///tmp/x"])
+                .expect("parse");
+        let error = Config::from_flags(missing_pod).expect_err("refused");
+        assert!(error.to_string().contains("JOC_HA_POD_NAME"));
+    }
+
+    #[test]
+    fn tls_mode_maps_to_each_driver() {
+        let pg = Config::from_flags(flags(&[
+            "--database-url",
+            "postgres://u:p@db/x",
+            "--database-tls-mode",
+            "verify-full",
+        ]))
+        .expect("valid");
+        assert!(pg.database_url.ends_with("?sslmode=verify-full"));
+        let my = Config::from_flags(flags(&[
+            "--database-url",
+            "mysql://u:p@db/x",
+            "--database-tls-mode",
+            "require",
+        ]))
+        .expect("valid");
+        assert!(my.database_url.ends_with("?ssl-mode=REQUIRED"));
+    }
+
+    #[test]
+    fn redaction_keeps_everything_but_the_password() {
+        assert_eq!(
+            redact_url("mysql://joc:pw@db:3306/joc?x=1"),
+            "mysql://joc:***@db:3306/joc?x=1"
+        );
+        assert_eq!(redact_url("postgres://db/joc"), "postgres://db/joc");
+        assert_eq!(
+            redact_url("sqlite:///tmp/lease.db"),
+            "sqlite:///tmp/lease.db"
+        );
+        assert_eq!(redact_url("postgres://a:b@c@db/x"), "postgres://a:***@db/x");
+    }
+}
