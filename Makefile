@@ -30,9 +30,11 @@ controlplane: setup
 build:
 	$(CARGO) build --workspace --all-targets
 
-# Regenerates the CRD YAML from the Rust types (a test checks they agree).
+# Regenerates the CRD YAML from the Rust types, and the chart's copy (a test
+# checks all three agree).
 crds:
 	$(CARGO) run --quiet -p joc-ha-crds --bin crdgen > crds/jocclusters.yaml
+	cp crds/jocclusters.yaml charts/joc-ha/crds/jocclusters.yaml
 
 test: controlplane
 	$(CARGO) test --workspace --no-fail-fast

@@ -92,9 +92,13 @@ pub fn api_server_deployment_name(cluster: &str) -> String {
     format!("{cluster}-api")
 }
 
+/// Suffix of the sidecars' ServiceAccount; the chart's admission policy
+/// recognizes sidecar requests by it.
+pub const SIDECAR_SERVICE_ACCOUNT_SUFFIX: &str = "-joc-ha-sidecar";
+
 /// ServiceAccount (and Role, RoleBinding) the sidecars run as.
 pub fn sidecar_service_account_name(cluster: &str) -> String {
-    format!("{cluster}-sidecar")
+    format!("{cluster}{SIDECAR_SERVICE_ACCOUNT_SUFFIX}")
 }
 
 /// The sidecar's configuration contract: environment variables the operator
