@@ -3,6 +3,7 @@
 //! ports. No kubelet and no scheduler: see [`crate::kubelet`].
 
 use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,7 +24,8 @@ use crate::wait::{http_get_status, wait_for_ok};
 /// Lines of each log printed when a test panics.
 const LOG_LINES_ON_FAILURE: usize = 40;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
-const APISERVER_STOP_GRACE: Duration = Duration::from_secs(15);
+// The apiserver lingers ~15 s after SIGTERM; a crash-like stop is what tests need.
+const APISERVER_STOP_GRACE: Duration = Duration::from_secs(3);
 /// Longest token the apiserver will issue; tests never need to refresh one.
 const MAX_TOKEN_EXPIRATION: &str = "48h";
 const TOKEN_SECONDS: i64 = 24 * 3600;
@@ -37,18 +39,19 @@ const NOT_BUILT: &str =
 
 /// etcd + kube-apiserver + kube-controller-manager. Everything is killed on drop;
 /// after a panic the temp dir is kept and the log tails are printed.
+// Fields drop in order: processes (clients of etcd first), then the temp dir.
 pub struct ControlPlane {
-    dir: Option<TempDir>,
+    controller_manager: ManagedProcess,
+    /// `None` while stopped by [`ControlPlane::stop_apiserver`].
+    apiserver: Mutex<Option<Arc<ManagedProcess>>>,
+    etcd: ManagedProcess,
+    client: Client,
     root: PathBuf,
     bin_dir: PathBuf,
     api_port: u16,
     apiserver_args: Vec<String>,
-    etcd: ManagedProcess,
-    /// `None` while stopped by [`ControlPlane::stop_apiserver`].
-    apiserver: Mutex<Option<Arc<ManagedProcess>>>,
-    controller_manager: ManagedProcess,
-    client: Client,
     kubeconfig_counter: AtomicU32,
+    dir: Option<TempDir>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -99,6 +102,8 @@ impl ControlPlane {
         for sub in ["certs", "etcd", "logs", "home", "kubeconfigs", "apiserver"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
+        // etcd wants its data dir private.
+        std::fs::set_permissions(root.join("etcd"), std::fs::Permissions::from_mode(0o700))?;
         generate_certificates(&root.join("certs")).await?;
 
         let etcd_port = free_port()?;
@@ -108,13 +113,13 @@ impl ControlPlane {
         let etcd = ManagedProcess::start(
             bin_dir.join("etcd"),
             [
-                "--name=default".to_owned(),
+                "--name=joc-ha-test".to_owned(),
                 format!("--data-dir={}", root.join("etcd").display()),
                 format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
                 format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
                 format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
                 format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
-                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-cluster=joc-ha-test=http://127.0.0.1:{etcd_peer_port}"),
                 // Test data: durability is not worth the fsync latency on a shared disk.
                 "--unsafe-no-fsync=true".to_owned(),
                 "--log-level=warn".to_owned(),
@@ -359,7 +364,7 @@ impl ControlPlane {
         &self.controller_manager
     }
 
-    /// SIGTERM the apiserver (SIGKILL after 15 s) and leave it down.
+    /// SIGTERM the apiserver (SIGKILL after 3 s) and leave it down.
     pub async fn stop_apiserver(&self) -> anyhow::Result<()> {
         let process = lock(&self.apiserver).take();
         if let Some(process) = process {
@@ -463,15 +468,19 @@ impl Drop for ControlPlane {
         if failed {
             self.print_logs();
         }
-        if failed || std::env::var_os(KEEP_ENV).is_some() {
-            if let Some(dir) = self.dir.take() {
-                let _ = dir.keep();
-            }
+        if (failed || std::env::var_os(KEEP_ENV).is_some())
+            && let Some(dir) = self.dir.take()
+        {
+            let _ = dir.keep();
         }
-        // The apiserver first: the controller-manager and clients stop retrying it.
-        if let Some(process) = lock(&self.apiserver).take() {
+        // Kill all before any is reaped, so none spends its last moments retrying another.
+        let _ = self
+            .controller_manager
+            .signal(nix::sys::signal::Signal::SIGKILL);
+        if let Some(process) = lock(&self.apiserver).as_ref() {
             let _ = process.signal(nix::sys::signal::Signal::SIGKILL);
         }
+        let _ = self.etcd.signal(nix::sys::signal::Signal::SIGKILL);
     }
 }
 

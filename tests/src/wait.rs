@@ -43,20 +43,29 @@ where
     let started = Instant::now();
     let deadline = started + timeout;
     let mut attempts = 0u32;
+    let mut last = "none (no check finished)".to_owned();
     loop {
         attempts += 1;
         // A check that hangs (an API call against a frozen server) must not outlive the deadline.
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        let last = match tokio::time::timeout(remaining, check()).await {
+        let hung = match tokio::time::timeout(remaining, check()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(observation)) => observation.to_string(),
-            Err(_) => "the last check itself did not finish before the deadline".to_owned(),
+            Ok(Err(observation)) => {
+                last = observation.to_string();
+                false
+            }
+            Err(_) => true,
         };
         if Instant::now() >= deadline {
+            let hung = if hung {
+                " (the final check was still running at the deadline)"
+            } else {
+                ""
+            };
             bail!(
-                "timed out after {:.1?} ({attempts} checks) waiting for {what}; last observation: {last}",
+                "timed out after {:.1?} ({attempts} checks) waiting for {what}; last observation: {last}{hung}",
                 started.elapsed()
             );
         }

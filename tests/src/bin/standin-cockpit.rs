@@ -1,0 +1,140 @@
+//! A stand-in for the JOC Cockpit container in tests and the demo: while its
+//! sidecar's role report says active, it copies the simulated Controller's
+//! events into the history (see `joc_ha_tests::history`), fenced by its term.
+//! It serves `GET /` saying which member answered, and appends its active
+//! periods (CLOCK_MONOTONIC, comparable across processes of one host) to a
+//! file for the overlap checker.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use joc_ha_sidecar::role::{monotonic_now_ns, read_role_file};
+use joc_ha_tests::history::{self, Dialect, Step};
+use serde_json::json;
+
+struct Args {
+    member: String,
+    role_dir: PathBuf,
+    database_url: Option<String>,
+    http_addr: Option<String>,
+    periods: Option<PathBuf>,
+}
+
+fn args() -> Result<Args> {
+    let mut member = std::env::var("JOC_HA_POD_NAME").ok();
+    let mut role_dir = std::env::var("JOC_HA_ROLE_DIR").ok().map(PathBuf::from);
+    let mut database_url = std::env::var("STANDIN_DATABASE_URL").ok();
+    let mut http_addr = std::env::var("STANDIN_HTTP_ADDR").ok();
+    let mut periods = std::env::var("STANDIN_PERIODS_FILE").ok().map(PathBuf::from);
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--member" => member = Some(value),
+            "--role-dir" => role_dir = Some(PathBuf::from(value)),
+            "--database-url" => database_url = Some(value),
+            "--http-addr" => http_addr = Some(value),
+            "--periods-file" => periods = Some(PathBuf::from(value)),
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(Args {
+        member: member.context("--member (or JOC_HA_POD_NAME) is required")?,
+        role_dir: role_dir.context("--role-dir (or JOC_HA_ROLE_DIR) is required")?,
+        database_url,
+        http_addr,
+        periods,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(json!({
+        "member": args.member, "active": false, "term": null
+    })));
+    if let Some(addr) = &args.http_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let shared = state.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let body = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                async move { axum::Json(body) }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+
+    let mut database = match &args.database_url {
+        Some(url) => Some((history::connect(url).await?, Dialect::of_url(url)?)),
+        None => None,
+    };
+    let mut periods = match &args.periods {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        None => None,
+    };
+    // The term we were told, and whether the database fenced it.
+    let mut acting: Option<(i64, u64)> = None;
+    let mut fenced_term: Option<i64> = None;
+    loop {
+        let report = read_role_file(&args.role_dir).ok();
+        let now = monotonic_now_ns();
+        let active_term = report
+            .as_ref()
+            .filter(|r| r.is_active_now())
+            .and_then(|r| r.term)
+            .filter(|term| Some(*term) != fenced_term);
+        match (acting, active_term) {
+            (None, Some(term)) => {
+                acting = Some((term, now));
+                record(&mut periods, &args.member, "active", term, now);
+            }
+            (Some((term, _)), new) if new != Some(term) => {
+                // End the period no later than the role's own deadline.
+                let deadline = report
+                    .as_ref()
+                    .and_then(|r| r.valid_until_monotonic_ns)
+                    .unwrap_or(now);
+                record(&mut periods, &args.member, "standby", term, now.min(deadline));
+                acting = None;
+                if let Some(term) = new {
+                    acting = Some((term, now));
+                    record(&mut periods, &args.member, "active", term, now);
+                }
+            }
+            _ => {}
+        }
+        if let Ok(mut s) = state.lock() {
+            s["active"] = acting.is_some().into();
+            s["term"] = acting.map(|(t, _)| t).into();
+        }
+        if let (Some((term, _)), Some((conn, dialect))) = (acting, database.as_mut()) {
+            match history::copy_new_events(conn, *dialect, &args.member, term, 50).await {
+                Ok(Step::Fenced) => {
+                    eprintln!("standin {}: term {term} fenced by a newer one", args.member);
+                    fenced_term = Some(term);
+                }
+                Ok(_) => {}
+                Err(error) => eprintln!("standin {}: history step failed: {error:#}", args.member),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn record(file: &mut Option<std::fs::File>, member: &str, event: &str, term: i64, at_ns: u64) {
+    if let Some(file) = file {
+        let line = json!({"member": member, "event": event, "term": term, "mono_ns": at_ns});
+        let _ = writeln!(file, "{line}");
+    }
+}
