@@ -171,7 +171,8 @@ fn default_http_port() -> i32 {
 #[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// The database product: `postgresql`, `mysql` or `mariadb`.
+    /// The database product: `postgresql`, `mysql` or `mariadb`; `sqlite`
+    /// for single-host evaluation only.
     #[serde(rename = "type")]
     pub kind: DatabaseKind,
     /// The Secret holding the connection: either a key `url`
@@ -184,12 +185,15 @@ pub struct DatabaseSpec {
 }
 
 /// Database products JOC Cockpit and the lease support in a JocCluster.
+/// `sqlite` is for single-host evaluation only (the demo): every member must
+/// run on the host that holds the file.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DatabaseKind {
     Postgresql,
     Mysql,
     Mariadb,
+    Sqlite,
 }
 
 /// A Secret in the JocCluster's namespace.

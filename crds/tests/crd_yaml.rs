@@ -13,8 +13,12 @@ fn committed_crd_matches_the_types() {
 
 #[test]
 fn the_chart_ships_the_same_crd() {
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/joc-ha/crds/jocclusters.yaml");
-    let shipped = std::fs::read_to_string(chart).expect("charts/joc-ha/crds/jocclusters.yaml exists");
+    let chart = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/joc-ha/crds/jocclusters.yaml"
+    );
+    let shipped =
+        std::fs::read_to_string(chart).expect("charts/joc-ha/crds/jocclusters.yaml exists");
     let generated = joc_ha_crds::crd_yaml().expect("CRD renders");
     assert!(
         shipped == generated,

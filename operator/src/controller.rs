@@ -30,8 +30,21 @@ use crate::status::{Observed, Problem, compute_status};
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub reporter: Reporter,
     pub build: BuildContext,
+    /// One recorder for the operator's lifetime: it remembers the Events it
+    /// published, so a problem seen at every retry becomes one Event whose
+    /// series count grows, not a new Event every 10 s.
+    recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, reporter: Reporter, build: BuildContext) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            build,
+        }
+    }
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -72,7 +85,7 @@ async fn reconcile(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Result<Action
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let recorder = &ctx.recorder;
     let reference = cluster.object_ref(&());
 
     // Read and validate: problems stop the rollout and show in status.

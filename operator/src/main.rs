@@ -43,7 +43,7 @@ struct Flags {
     #[arg(long, env = "JOC_HA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: String,
     /// Log format: plain or json.
-    #[arg(long, env = "JOC_HA_LOG_FORMAT", default_value = "plain")]
+    #[arg(long, env = "JOC_HA_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
 }
 
@@ -75,7 +75,10 @@ async fn main() -> ExitCode {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: in a container log they are escape-code noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if format == "json" {
         builder.json().init();
     } else {
@@ -154,16 +157,16 @@ async fn run(flags: Flags) -> Result<(), String> {
     let _ = leading_tx.send(true);
     info!("leading: reconciling JocClusters");
 
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        reporter: Reporter {
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Reporter {
             controller: "joc-ha-operator".into(),
             instance: Some(flags.identity.clone()),
         },
-        build: BuildContext {
+        BuildContext {
             sidecar_image: flags.sidecar_image.clone(),
         },
-    });
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = futures::future::FutureExt::shared(async move {
         let _ = stop_rx.await;

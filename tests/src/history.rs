@@ -64,9 +64,10 @@ pub async fn create_schema(url: &str) -> Result<()> {
     ] {
         sqlx::query(statement).execute(&mut conn).await?;
     }
-    let exists: Option<i64> = sqlx::query_scalar("SELECT last_event FROM standin_cursor WHERE id = 1")
-        .fetch_optional(&mut conn)
-        .await?;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT last_event FROM standin_cursor WHERE id = 1")
+            .fetch_optional(&mut conn)
+            .await?;
     if exists.is_none() {
         sqlx::query("INSERT INTO standin_cursor (id, last_event, term) VALUES (1, 0, 0)")
             .execute(&mut conn)
@@ -77,8 +78,14 @@ pub async fn create_schema(url: &str) -> Result<()> {
 
 /// The simulated Controller: appends the next event id; returns it.
 pub async fn append_event(conn: &mut AnyConnection, dialect: Dialect, id: i64) -> Result<()> {
-    let sql = format!("INSERT INTO standin_events (id) VALUES ({})", dialect.bind(1));
-    sqlx::query(AssertSqlSafe(sql)).bind(id).execute(conn).await?;
+    let sql = format!(
+        "INSERT INTO standin_events (id) VALUES ({})",
+        dialect.bind(1)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -198,7 +205,9 @@ pub async fn check(conn: &mut AnyConnection) -> Result<HistoryReport> {
 
 /// The cursor's last copied event.
 pub async fn cursor(conn: &mut AnyConnection) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT last_event FROM standin_cursor WHERE id = 1")
-        .fetch_one(conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT last_event FROM standin_cursor WHERE id = 1")
+            .fetch_one(conn)
+            .await?,
+    )
 }

@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt as _;
@@ -66,6 +67,12 @@ const NODE_DOWN_TAINTS: [&str; 2] = [
 pub trait ContainerRunner: Send + Sync {
     /// `None`: no process; the container counts as running and ready.
     fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec>;
+
+    /// The loopback port where a pod's container port is served, for
+    /// lifecycle hooks (`preStop.httpGet`); `None`: the hook is skipped.
+    fn host_port(&self, _namespace: &str, _pod: &str, _container_port: i32) -> Option<u16> {
+        None
+    }
 }
 
 impl<F> ContainerRunner for F
@@ -1863,6 +1870,7 @@ impl PodWorker {
     /// then native sidecars in reverse order, all within one grace period.
     async fn stop_processes(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
+        self.run_pre_stop_hooks(deadline).await;
         let first: Vec<(String, Arc<ManagedProcess>)> = self
             .slots
             .iter()
@@ -1903,6 +1911,56 @@ impl PodWorker {
                 message: None,
                 not_before: None,
             };
+        }
+    }
+
+    /// Kubelet runs each main container's `preStop.httpGet` before its
+    /// SIGTERM, within the grace period. Ports are mapped to loopback by the
+    /// runner, since pod IPs here are data only.
+    async fn run_pre_stop_hooks(&self, deadline: Instant) {
+        let Some(runner) = self.shared.runner.clone() else {
+            return;
+        };
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return;
+        };
+        let named_port = |name: &str| {
+            spec.containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.container_port)
+        };
+        for container in &spec.containers {
+            let Some(hook) = container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.http_get.as_ref())
+            else {
+                continue;
+            };
+            let port = match &hook.port {
+                IntOrString::Int(port) => Some(*port),
+                IntOrString::String(name) => named_port(name),
+            };
+            let Some(host_port) =
+                port.and_then(|p| runner.host_port(&self.namespace, &self.name, p))
+            else {
+                continue;
+            };
+            let path = hook.path.clone().unwrap_or_else(|| "/".to_owned());
+            let url = format!("http://127.0.0.1:{host_port}{path}");
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome = match crate::wait::http_get_status(&url, remaining).await {
+                Ok(status) => format!("HTTP {status}"),
+                Err(error) => format!("{error:#}"),
+            };
+            self.shared.log(format!(
+                "pod {}/{} container {} preStop GET {url}: {outcome}",
+                self.namespace, self.name, container.name
+            ));
         }
     }
 

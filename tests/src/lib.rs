@@ -4,5 +4,10 @@
 
 pub mod controlplane;
 pub mod db;
+pub mod history;
+pub mod kubelet;
+pub mod lease_history;
+pub mod operator;
 pub mod process;
+pub mod stack;
 pub mod wait;

@@ -17,17 +17,37 @@ async fn stale_terms_are_fenced(backend: Backend) -> anyhow::Result<()> {
     for id in 1..=10 {
         history::append_event(&mut controller, dialect, id).await?;
     }
-    assert_eq!(history::copy_new_events(&mut old, dialect, "joc-0", 1, 4).await?, Step::Copied(4));
-    assert_eq!(history::copy_new_events(&mut new, dialect, "joc-1", 2, 4).await?, Step::Copied(4));
+    assert_eq!(
+        history::copy_new_events(&mut old, dialect, "joc-0", 1, 4).await?,
+        Step::Copied(4)
+    );
+    assert_eq!(
+        history::copy_new_events(&mut new, dialect, "joc-1", 2, 4).await?,
+        Step::Copied(4)
+    );
     // The old holder still believes it is active: the database refuses it.
-    assert_eq!(history::copy_new_events(&mut old, dialect, "joc-0", 1, 4).await?, Step::Fenced);
-    assert_eq!(history::copy_new_events(&mut new, dialect, "joc-1", 2, 4).await?, Step::Copied(2));
-    assert_eq!(history::copy_new_events(&mut new, dialect, "joc-1", 2, 4).await?, Step::Idle);
+    assert_eq!(
+        history::copy_new_events(&mut old, dialect, "joc-0", 1, 4).await?,
+        Step::Fenced
+    );
+    assert_eq!(
+        history::copy_new_events(&mut new, dialect, "joc-1", 2, 4).await?,
+        Step::Copied(2)
+    );
+    assert_eq!(
+        history::copy_new_events(&mut new, dialect, "joc-1", 2, 4).await?,
+        Step::Idle
+    );
 
     let report = history::check(&mut controller).await?;
     assert_eq!(report.events, 10);
     assert_eq!(report.lost, 0, "{}: lost events", backend.name());
-    assert_eq!(report.duplicates, 0, "{}: duplicated events", backend.name());
+    assert_eq!(
+        report.duplicates,
+        0,
+        "{}: duplicated events",
+        backend.name()
+    );
     assert_eq!(history::cursor(&mut controller).await?, 10);
     Ok(())
 }

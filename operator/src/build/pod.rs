@@ -245,6 +245,7 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
         DatabaseKind::Postgresql => "postgresql",
         DatabaseKind::Mysql => "mysql",
         DatabaseKind::Mariadb => "mariadb",
+        DatabaseKind::Sqlite => "sqlite",
     };
     let mut env = vec![
         sourced(sidecar_env::POD_NAME, field("metadata.name")),

@@ -27,7 +27,9 @@ fn args() -> Result<Args> {
     let mut role_dir = std::env::var("JOC_HA_ROLE_DIR").ok().map(PathBuf::from);
     let mut database_url = std::env::var("STANDIN_DATABASE_URL").ok();
     let mut http_addr = std::env::var("STANDIN_HTTP_ADDR").ok();
-    let mut periods = std::env::var("STANDIN_PERIODS_FILE").ok().map(PathBuf::from);
+    let mut periods = std::env::var("STANDIN_PERIODS_FILE")
+        .ok()
+        .map(PathBuf::from);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -105,7 +107,13 @@ async fn main() -> Result<()> {
                     .as_ref()
                     .and_then(|r| r.valid_until_monotonic_ns)
                     .unwrap_or(now);
-                record(&mut periods, &args.member, "standby", term, now.min(deadline));
+                record(
+                    &mut periods,
+                    &args.member,
+                    "standby",
+                    term,
+                    now.min(deadline),
+                );
                 acting = None;
                 if let Some(term) = new {
                     acting = Some((term, now));

@@ -1,0 +1,143 @@
+//! The sidecar's HTTP server: `GET /role` for the cockpit container,
+//! `/healthz`, `/readyz` and `/metrics` for Kubernetes and Prometheus, and
+//! `GET /prestop`, which the cockpit's preStop hook calls so that the lease
+//! (and the Service) move before JOC shuts down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::encode;
+use crate::role::{RoleReport, monotonic_now_ns};
+
+/// Liveness and readiness facts the main loop keeps up to date.
+#[derive(Default)]
+pub struct Health {
+    /// CLOCK_MONOTONIC ns of the main loop's last turn.
+    pub loop_seen_ns: AtomicU64,
+    /// The last lease statement succeeded (database reachable, heartbeat fresh).
+    pub database_ok: AtomicBool,
+}
+
+impl Health {
+    pub fn loop_alive(&self) {
+        self.loop_seen_ns
+            .store(monotonic_now_ns(), Ordering::Relaxed);
+    }
+}
+
+/// A hand-over request from the preStop hook, answered when done.
+pub type PrestopRequest = oneshot::Sender<()>;
+
+#[derive(Clone)]
+struct AppState {
+    role: watch::Receiver<RoleReport>,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    prestop: mpsc::Sender<PrestopRequest>,
+    /// How long the main loop may stay silent before /healthz fails.
+    stall_limit: Duration,
+    /// How long /prestop waits for the hand-over.
+    prestop_limit: Duration,
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub role: watch::Receiver<RoleReport>,
+    pub registry: Arc<Registry>,
+    pub health: Arc<Health>,
+    pub prestop: mpsc::Sender<PrestopRequest>,
+    pub stall_limit: Duration,
+    pub prestop_limit: Duration,
+}
+
+impl Server {
+    /// Binds the address now (so a port in use is a start-up error) and
+    /// serves in the background.
+    pub async fn start(self) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let bound = listener.local_addr()?;
+        let state = AppState {
+            role: self.role,
+            registry: self.registry,
+            health: self.health,
+            prestop: self.prestop,
+            stall_limit: self.stall_limit,
+            prestop_limit: self.prestop_limit,
+        };
+        let app = Router::new()
+            .route("/role", get(role))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/prestop", get(prestop))
+            .with_state(state);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
+        Ok(bound)
+    }
+}
+
+async fn role(State(state): State<AppState>) -> Json<RoleReport> {
+    Json(state.role.borrow().clone())
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let seen = state.health.loop_seen_ns.load(Ordering::Relaxed);
+    let silent = Duration::from_nanos(monotonic_now_ns().saturating_sub(seen));
+    if silent <= state.stall_limit {
+        (StatusCode::OK, "ok".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("main loop silent for {silent:?}"),
+        )
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.health.database_ok.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the lease database is not reachable or the heartbeat is stale",
+        )
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        encode(&state.registry),
+    )
+}
+
+async fn prestop(State(state): State<AppState>) -> impl IntoResponse {
+    let (done_tx, done_rx) = oneshot::channel();
+    if state.prestop.send(done_tx).await.is_err() {
+        return (StatusCode::OK, "sidecar is stopping");
+    }
+    match tokio::time::timeout(state.prestop_limit, done_rx).await {
+        Ok(_) => (StatusCode::OK, "handed over"),
+        Err(_) => (
+            StatusCode::OK,
+            "hand-over still running; continuing shutdown",
+        ),
+    }
+}

@@ -1,0 +1,271 @@
+//! What the sidecar does in Kubernetes: the role label of its own pod and of
+//! stale active pods, the switch-over annotation and status, and Events on
+//! the JocCluster. Only its own namespace; only the calls its Role allows.
+
+use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::{
+    ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER,
+    LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, ROLE_STANDBY,
+};
+use joc_ha_crds::v1alpha1::SwitchoverStatus;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::switchover::Candidate;
+
+/// Annotation on a member pod with the lease term its sidecar holds.
+pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "cannot reach the Kubernetes API: {0}; check the pod's service account token and network"
+    )]
+    Connect(#[source] kube::Error),
+    #[error("Kubernetes API call {what} failed: {source}; it is retried")]
+    Call {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn call(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
+    let what = what.into();
+    move |source| KubeError::Call { what, source }
+}
+
+/// The Kubernetes side of one sidecar.
+#[derive(Clone)]
+pub struct ClusterApi {
+    client: Client,
+    namespace: String,
+    cluster: String,
+    pod_name: String,
+    pods: Api<Pod>,
+    clusters: Api<JocCluster>,
+    reporter: Reporter,
+}
+
+impl ClusterApi {
+    pub fn new(client: Client, namespace: &str, cluster: &str, pod_name: &str) -> ClusterApi {
+        ClusterApi {
+            pods: Api::namespaced(client.clone(), namespace),
+            clusters: Api::namespaced(client.clone(), namespace),
+            reporter: Reporter {
+                controller: FIELD_MANAGER_SIDECAR.into(),
+                instance: Some(pod_name.to_owned()),
+            },
+            client,
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+            pod_name: pod_name.to_owned(),
+        }
+    }
+
+    pub fn pods(&self) -> &Api<Pod> {
+        &self.pods
+    }
+
+    pub fn clusters(&self) -> &Api<JocCluster> {
+        &self.clusters
+    }
+
+    pub fn pod_name(&self) -> &str {
+        &self.pod_name
+    }
+
+    /// Label selector of this cluster's pods.
+    pub fn cluster_selector(&self) -> String {
+        format!("{LABEL_CLUSTER}={}", self.cluster)
+    }
+
+    /// Sets a pod's role label (and its lease-term annotation, on our own
+    /// pod). A pod that is gone is no error: it routes nowhere.
+    pub async fn set_role(
+        &self,
+        pod: &str,
+        role: &str,
+        term: Option<i64>,
+    ) -> Result<(), KubeError> {
+        let mut patch = json!({"metadata": {"labels": {LABEL_ROLE: role}}});
+        if pod == self.pod_name {
+            patch["metadata"]["annotations"] =
+                json!({ANNOTATION_LEASE_TERM: term.map(|t| t.to_string())});
+        }
+        match self
+            .pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(call(format!("label pod {pod} {LABEL_ROLE}={role}"))(e)),
+        }
+    }
+
+    /// Records a switch-over outcome in the JocCluster's status; the
+    /// operator's fields are untouched (server-side apply, own manager).
+    pub async fn record_switchover(&self, outcome: &SwitchoverStatus) -> Result<(), KubeError> {
+        let patch = json!({
+            "apiVersion": "joc-ha.dev/v1alpha1",
+            "kind": "JocCluster",
+            "status": {"lastSwitchover": outcome},
+        });
+        self.clusters
+            .patch_status(
+                &self.cluster,
+                &PatchParams::apply(FIELD_MANAGER_SIDECAR).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+            .map(|_| ())
+            .map_err(call("record lastSwitchover"))
+    }
+
+    /// Removes the switch-over annotation if it still asks for `value`; a
+    /// newer request stays and is handled next. Optimistic concurrency: the
+    /// removal is conditional on the resourceVersion just read.
+    pub async fn clear_switchover(&self, value: &str) -> Result<bool, KubeError> {
+        for _ in 0..10 {
+            let cluster = match self.clusters.get_opt(&self.cluster).await {
+                Ok(Some(cluster)) => cluster,
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(call("read the JocCluster")(e)),
+            };
+            if cluster
+                .annotations()
+                .get(ANNOTATION_SWITCHOVER_TO)
+                .map(String::as_str)
+                != Some(value)
+            {
+                return Ok(false);
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": cluster.resource_version(),
+                "annotations": {ANNOTATION_SWITCHOVER_TO: null},
+            }});
+            match self
+                .clusters
+                .patch(&self.cluster, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
+                Err(e) => return Err(call("remove the switch-over annotation")(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Publishes an Event on the JocCluster, as `kubectl describe joc` shows.
+    pub async fn event(
+        &self,
+        cluster: &JocCluster,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) -> Result<(), KubeError> {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let reference: ObjectReference = cluster.object_ref(&());
+        recorder
+            .publish(
+                &Event {
+                    type_: if warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: reason.to_owned(),
+                    note: Some(note),
+                    action: reason.to_owned(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await
+            .map_err(call(format!("publish Event {reason}")))
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+/// Whether a pod's Ready condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Members of the cluster (by label) other than `me` that carry role=active.
+pub fn other_active_members(pods: &[Pod], me: &str) -> Vec<String> {
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter(|p| p.name_any() != me)
+        .filter(|p| p.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_ACTIVE))
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The role label a pod carries now.
+pub fn role_label(pod: &Pod) -> Option<&str> {
+    pod.labels().get(LABEL_ROLE).map(String::as_str)
+}
+
+/// Switch-over candidates from the cluster's pods and the fresh heartbeats
+/// of the lease database.
+pub fn candidates(pods: &[Pod], fresh_members: &[String]) -> Vec<Candidate> {
+    pods.iter()
+        .map(|pod| Candidate {
+            name: pod.name_any(),
+            component: pod.labels().get(LABEL_COMPONENT).cloned(),
+            ready: is_ready(pod),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            heartbeat_fresh: fresh_members.contains(&pod.name_any()),
+        })
+        .collect()
+}
+
+/// Only member pods take part in routing.
+pub fn is_member(pod: &Pod) -> bool {
+    pod.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(COMPONENT_MEMBER)
+}
+
+/// The label a member should carry given whether it holds the lease.
+pub fn wanted_role(active: bool) -> &'static str {
+    if active { ROLE_ACTIVE } else { ROLE_STANDBY }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, role: Option<&str>) -> Pod {
+        let mut labels = json!({LABEL_CLUSTER: "joc", LABEL_COMPONENT: "member"});
+        if let Some(role) = role {
+            labels[LABEL_ROLE] = role.into();
+        }
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("pod")
+    }
+
+    #[test]
+    fn finds_other_active_members() {
+        let pods = vec![
+            pod("joc-0", Some("active")),
+            pod("joc-1", Some("active")),
+            pod("joc-2", Some("standby")),
+            pod("joc-3", None),
+        ];
+        assert_eq!(other_active_members(&pods, "joc-0"), ["joc-1"]);
+        assert_eq!(other_active_members(&pods, "joc-2"), ["joc-0", "joc-1"]);
+    }
+}

@@ -1,0 +1,585 @@
+//! The whole joc-ha stack on the harness: a control plane, the fake kubelet
+//! running the real sidecar binary and the stand-in cockpit in each member
+//! pod, the operator binary, a real database, and one JocCluster. Used by the
+//! end-to-end tests, the fault campaign, the benchmarks and the demo.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::{
+    ANNOTATION_SWITCHOVER_TO, LABEL_ROLE, ROLE_ACTIVE, active_service_name, pod as pod_names,
+};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::controlplane::ControlPlane;
+use crate::db::{Backend, TestDb};
+use crate::kubelet::{
+    ContainerRunner, FakeKubelet, FakeKubeletConfig, PodContext, ProcessSpec, Readiness,
+};
+use crate::process::ManagedProcess;
+use crate::wait::wait_for;
+
+/// A binary of the workspace, next to the running test executable
+/// (`<target>/<profile>/deps/<test>` → `<target>/<profile>/<name>`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(candidate) = dir {
+        let path = candidate.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+        dir = candidate.parent().map(Path::to_path_buf);
+        if candidate.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+    }
+    bail!("{name} not built: run `cargo build --workspace --bins` (make test does)")
+}
+
+/// Plays the containers of JocCluster pods: the sidecar binary for the
+/// sidecar container, the stand-in cockpit for the cockpit container.
+pub struct JocRunner {
+    sidecar: PathBuf,
+    standin: PathBuf,
+    /// History database of the stand-ins (None: they only follow the role).
+    history_url: Option<String>,
+    /// Where the stand-ins append their active periods.
+    periods_dir: PathBuf,
+    ports: Mutex<HashMap<(String, String, i32), u16>>,
+}
+
+impl JocRunner {
+    pub fn new(history_url: Option<String>, periods_dir: PathBuf) -> Result<JocRunner> {
+        Ok(JocRunner {
+            sidecar: workspace_binary("joc-ha-sidecar")?,
+            standin: workspace_binary("standin-cockpit")?,
+            history_url,
+            periods_dir,
+            ports: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A stable loopback port per pod and container port, so restarts keep it.
+    fn port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
+        let mut ports = self.ports.lock().ok()?;
+        let key = (namespace.to_owned(), pod.to_owned(), container_port);
+        if let Some(port) = ports.get(&key) {
+            return Some(*port);
+        }
+        let port = crate::db::free_port().ok()?;
+        ports.insert(key, port);
+        Some(port)
+    }
+}
+
+impl ContainerRunner for JocRunner {
+    fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec> {
+        let namespace = pod.namespace()?;
+        let name = pod.name_any();
+        let role_dir = ctx.mount(pod_names::ROLE_DIR)?.to_path_buf();
+        match container.name.as_str() {
+            pod_names::SIDECAR_CONTAINER => {
+                let port = self.port(&namespace, &name, pod_names::SIDECAR_PORT)?;
+                let mut spec = ProcessSpec::new(&self.sidecar)
+                    .env("JOC_HA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                    .env("JOC_HA_ROLE_DIR", role_dir.display().to_string())
+                    .env("RUST_LOG", "info,kube=warn,sqlx=warn")
+                    .readiness(Readiness::HttpGet(format!(
+                        "http://127.0.0.1:{port}/readyz"
+                    )));
+                if let Some(kubeconfig) = &ctx.kubeconfig_path {
+                    spec = spec.env("KUBECONFIG", kubeconfig.display().to_string());
+                }
+                Some(spec)
+            }
+            pod_names::COCKPIT_CONTAINER => {
+                let http = self.port(&namespace, &name, 4446)?;
+                let mut spec = ProcessSpec::new(&self.standin)
+                    .args(["--member", &name])
+                    .arg("--role-dir")
+                    .arg(role_dir.display().to_string())
+                    .arg("--http-addr")
+                    .arg(format!("127.0.0.1:{http}"))
+                    .arg("--periods-file")
+                    .arg(
+                        self.periods_dir
+                            .join(format!("{name}.jsonl"))
+                            .display()
+                            .to_string(),
+                    )
+                    .readiness(Readiness::TcpConnect(std::net::SocketAddr::from((
+                        [127, 0, 0, 1],
+                        http,
+                    ))));
+                if let Some(url) = &self.history_url {
+                    spec = spec.arg("--database-url").arg(url.clone());
+                }
+                Some(spec)
+            }
+            _ => None,
+        }
+    }
+
+    fn host_port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
+        self.port(namespace, pod, container_port)
+    }
+}
+
+/// Records every state of the active Service's EndpointSlices for the whole
+/// test: which pods it routed to, and when.
+#[derive(Clone, Default)]
+pub struct EndpointRecorder {
+    inner: Arc<Mutex<RecorderState>>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    slices: BTreeMap<String, BTreeSet<String>>,
+    /// (instant, pods the Service routes to) after every change.
+    timeline: Vec<(Instant, BTreeSet<String>)>,
+    /// Every moment the Service had more than one pod.
+    violations: Vec<BTreeSet<String>>,
+}
+
+impl EndpointRecorder {
+    /// Starts watching the EndpointSlices of Service `service`.
+    pub fn start(client: Client, namespace: &str, service: &str) -> EndpointRecorder {
+        let recorder = EndpointRecorder::default();
+        let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
+        let config =
+            watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+        let state = recorder.inner.clone();
+        tokio::spawn(async move {
+            let stream = watcher(api, config);
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
+                let Ok(mut state) = state.lock() else { return };
+                match event {
+                    watcher::Event::Apply(slice) | watcher::Event::InitApply(slice) => {
+                        state.slices.insert(slice.name_any(), endpoint_pods(&slice));
+                    }
+                    watcher::Event::Delete(slice) => {
+                        state.slices.remove(&slice.name_any());
+                    }
+                    watcher::Event::Init => state.slices.clear(),
+                    watcher::Event::InitDone => {}
+                }
+                let routed: BTreeSet<String> = state.slices.values().flatten().cloned().collect();
+                if routed.len() > 1 {
+                    state.violations.push(routed.clone());
+                }
+                let changed = state
+                    .timeline
+                    .last()
+                    .is_none_or(|(_, last)| *last != routed);
+                if changed {
+                    state.timeline.push((Instant::now(), routed));
+                }
+            }
+        });
+        recorder
+    }
+
+    /// The pods the Service routes to now.
+    pub fn current(&self) -> BTreeSet<String> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|s| s.timeline.last().map(|(_, pods)| pods.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Every moment two or more pods were behind the Service.
+    pub fn violations(&self) -> Vec<BTreeSet<String>> {
+        self.inner
+            .lock()
+            .map(|s| s.violations.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn timeline(&self) -> Vec<(Instant, BTreeSet<String>)> {
+        self.inner
+            .lock()
+            .map(|s| s.timeline.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the Service routes to exactly one pod, other than `not`.
+    pub async fn wait_single(&self, not: Option<&str>, timeout: Duration) -> Result<String> {
+        wait_for(
+            "one active endpoint",
+            timeout,
+            Duration::from_millis(5),
+            || async {
+                let current = self.current();
+                match current.iter().collect::<Vec<_>>().as_slice() {
+                    [one] if Some(one.as_str()) != not => Some((*one).clone()),
+                    _ => None,
+                }
+            },
+        )
+        .await
+    }
+
+    /// Asserts the invariant: never two pods behind the active Service.
+    pub fn assert_never_two(&self) {
+        let violations = self.violations();
+        assert!(
+            violations.is_empty(),
+            "the active Service routed to several pods at once: {violations:?}"
+        );
+    }
+}
+
+/// All endpoints of a slice, whatever their conditions: the strictest count.
+fn endpoint_pods(slice: &EndpointSlice) -> BTreeSet<String> {
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+        .collect()
+}
+
+/// How to build the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub backend: Backend,
+    pub members: i32,
+    pub api_servers: i32,
+    pub ttl: String,
+    pub renew_interval: String,
+    pub namespace: String,
+    pub name: String,
+    /// Run the stand-ins' history workload against the database.
+    pub history: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            backend: Backend::Postgres,
+            members: 3,
+            api_servers: 0,
+            ttl: "5s".into(),
+            renew_interval: "1s".into(),
+            namespace: "js7".into(),
+            name: "joc".into(),
+            history: false,
+        }
+    }
+}
+
+/// A running stack. Dropping it stops everything.
+pub struct Stack {
+    pub options: StackOptions,
+    pub db: TestDb,
+    pub periods_dir: PathBuf,
+    pub endpoints: EndpointRecorder,
+    pub operator: ManagedProcess,
+    pub kubelet: FakeKubelet,
+    pub plane: ControlPlane,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Result<Stack> {
+        let db = TestDb::start_private(options.backend).await?;
+        let plane = ControlPlane::start().await?;
+        let client = plane.client();
+        let dir = tempfile::Builder::new().prefix("joc-ha-stack-").tempdir()?;
+        let periods_dir = dir.path().join("periods");
+        std::fs::create_dir_all(&periods_dir)?;
+        if options.history {
+            crate::history::create_schema(&db.url()).await?;
+        }
+
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        crds.create(
+            &PostParams::default(),
+            &<JocCluster as kube::CustomResourceExt>::crd(),
+        )
+        .await
+        .or_else(ignore_conflict)?;
+        wait_for(
+            "the CRD to be established",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let crds = crds.clone();
+                async move {
+                    let crd = crds.get("jocclusters.joc-ha.dev").await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await?;
+        plane.create_namespace(&options.namespace).await?;
+        install_sidecar_admission_policy(&plane, dir.path()).await?;
+
+        let runner = JocRunner::new(options.history.then(|| db.url()), periods_dir.clone())?;
+        let kubelet = FakeKubelet::start(
+            client.clone(),
+            FakeKubeletConfig::new(&plane)
+                .with_runner(runner)
+                .with_restart_backoff(Duration::from_millis(500)),
+        )
+        .await?;
+        let operator = ManagedProcess::spawn(
+            {
+                let mut command = std::process::Command::new(workspace_binary("joc-ha-operator")?);
+                command
+                    .env("KUBECONFIG", plane.kubeconfig_path())
+                    .env(
+                        "JOC_HA_HTTP_ADDR",
+                        format!("127.0.0.1:{}", crate::db::free_port()?),
+                    )
+                    .env("JOC_HA_SIDECAR_IMAGE", "joc-ha-sidecar:test")
+                    .env("POD_NAMESPACE", "default")
+                    .env("RUST_LOG", "info,kube=warn");
+                command
+            },
+            dir.path().join("operator.log"),
+        )?;
+
+        let endpoints = EndpointRecorder::start(
+            client.clone(),
+            &options.namespace,
+            &active_service_name(&options.name),
+        );
+        let stack = Stack {
+            options,
+            db,
+            periods_dir,
+            endpoints,
+            operator,
+            kubelet,
+            plane,
+            _dir: dir,
+        };
+        stack.create_cluster().await?;
+        Ok(stack)
+    }
+
+    async fn create_cluster(&self) -> Result<()> {
+        let o = &self.options;
+        let secrets: Api<Secret> = Api::namespaced(self.client(), &o.namespace);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{}-db", o.name)},
+            "stringData": {"url": self.db.url()},
+        }))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+        let database_type = match o.backend {
+            Backend::Postgres => "postgresql",
+            Backend::MariaDb => "mariadb",
+            Backend::Sqlite => "sqlite",
+        };
+        let cluster: JocCluster = serde_json::from_value(json!({
+            "apiVersion": "joc-ha.dev/v1alpha1",
+            "kind": "JocCluster",
+            "metadata": {"name": o.name, "namespace": o.namespace},
+            "spec": {
+                "members": o.members,
+                "apiServers": o.api_servers,
+                "image": "sosberlin/js7:joc-2-8-1",
+                "database": {"type": database_type, "secretRef": {"name": format!("{}-db", o.name)}},
+                "lease": {"ttl": o.ttl, "renewInterval": o.renew_interval},
+            }
+        }))?;
+        self.clusters()
+            .create(&PostParams::default(), &cluster)
+            .await?;
+        Ok(())
+    }
+
+    pub fn client(&self) -> Client {
+        self.plane.client()
+    }
+
+    pub fn clusters(&self) -> Api<JocCluster> {
+        Api::namespaced(self.client(), &self.options.namespace)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client(), &self.options.namespace)
+    }
+
+    /// Member pod names, `<name>-0` ...
+    pub fn member_names(&self) -> Vec<String> {
+        (0..self.options.members)
+            .map(|i| format!("{}-{i}", self.options.name))
+            .collect()
+    }
+
+    /// Waits until every member pod is Ready.
+    pub async fn wait_members_ready(&self, timeout: Duration) -> Result<()> {
+        let pods = self.pods();
+        let names = self.member_names();
+        wait_for(
+            "all members Ready",
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let pods = pods.clone();
+                let names = names.clone();
+                async move {
+                    for name in &names {
+                        let pod = pods.get(name).await.ok()?;
+                        if !crate::stack::is_ready(&pod) {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Pods labeled active now.
+    pub async fn labeled_active(&self) -> Result<Vec<String>> {
+        let list = self
+            .pods()
+            .list(&kube::api::ListParams::default().labels(&format!("{LABEL_ROLE}={ROLE_ACTIVE}")))
+            .await?;
+        Ok(list.items.iter().map(|p| p.name_any()).collect())
+    }
+
+    /// Requests a switch-over the way a user does.
+    pub async fn annotate_switchover(&self, value: &str) -> Result<()> {
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_SWITCHOVER_TO: value}}});
+        self.clusters()
+            .patch(
+                &self.options.name,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .context("annotate the JocCluster")?;
+        Ok(())
+    }
+
+    /// The sidecar process of a member, to signal it.
+    pub fn sidecar(&self, pod: &str) -> Option<Arc<ManagedProcess>> {
+        self.kubelet
+            .process(&self.options.namespace, pod, pod_names::SIDECAR_CONTAINER)
+    }
+
+    /// The stand-in cockpit process of a member.
+    pub fn cockpit(&self, pod: &str) -> Option<Arc<ManagedProcess>> {
+        self.kubelet
+            .process(&self.options.namespace, pod, pod_names::COCKPIT_CONTAINER)
+    }
+
+    /// Notes of the Events with `reason` on the JocCluster, oldest first.
+    pub async fn cluster_events(&self, reason: &str) -> Result<Vec<String>> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client(), &self.options.namespace);
+        let mut matching: Vec<_> = events
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("JocCluster")
+            })
+            .collect();
+        matching.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        Ok(matching.into_iter().filter_map(|e| e.note).collect())
+    }
+
+    /// Waits until an Event with `reason` whose note contains `text` exists.
+    pub async fn wait_event(&self, reason: &str, text: &str, timeout: Duration) -> Result<String> {
+        wait_for(
+            &format!("an Event {reason} mentioning {text:?}"),
+            timeout,
+            Duration::from_millis(100),
+            || async {
+                self.cluster_events(reason)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|note| note.contains(text))
+            },
+        )
+        .await
+    }
+
+    /// The JocCluster as stored now.
+    pub async fn cluster(&self) -> Result<JocCluster> {
+        Ok(self.clusters().get(&self.options.name).await?)
+    }
+
+    /// Deletes a pod gracefully, as `kubectl delete pod` does.
+    pub async fn delete_pod(&self, pod: &str) -> Result<()> {
+        self.pods().delete(pod, &DeleteParams::default()).await?;
+        Ok(())
+    }
+}
+
+/// The chart's ValidatingAdmissionPolicy that confines the sidecars to the
+/// role label of their own cluster's pods: the sidecars run under it here too.
+async fn install_sidecar_admission_policy(plane: &ControlPlane, dir: &Path) -> Result<()> {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/joc-ha");
+    let rendered = plane
+        .helm([
+            "template".as_ref(),
+            "joc-ha".as_ref(),
+            chart.as_os_str(),
+            "--kube-version".as_ref(),
+            "1.37.2".as_ref(),
+            "--show-only".as_ref(),
+            "templates/sidecar-admission-policy.yaml".as_ref(),
+        ] as [&std::ffi::OsStr; 7])
+        .await?;
+    if !rendered.status.success() {
+        bail!(
+            "helm template failed: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+    }
+    let file = dir.join("sidecar-admission-policy.yaml");
+    std::fs::write(&file, &rendered.stdout)?;
+    let applied = plane
+        .kubectl(["apply".as_ref(), "-f".as_ref(), file.as_os_str()] as [&std::ffi::OsStr; 3])
+        .await?;
+    if !applied.status.success() {
+        bail!(
+            "kubectl apply of the admission policy failed: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+    Ok(())
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn ignore_conflict<T: Default>(error: kube::Error) -> Result<T, kube::Error> {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => Ok(T::default()),
+        other => Err(other),
+    }
+}

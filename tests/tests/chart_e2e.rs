@@ -1,0 +1,1 @@
+//! The Helm chart end to end (filled in below).

@@ -1,0 +1,827 @@
+//! The operator end to end, from its built binary, on the harness: a real
+//! control plane, the fake kubelet (no processes: every container counts as
+//! running and Ready), and the operator running under the chart's
+//! least-privileged ServiceAccount. No sidecar runs here, so no pod is ever
+//! labeled active: these tests cover what the operator alone must do.
+//!
+//! Needs the operator binary: `cargo build -p joc-ha-operator` (make test
+//! builds every binary first).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::{
+    COMPONENT_API_SERVER, COMPONENT_MEMBER, LABEL_CLUSTER, LABEL_COMPONENT, condition, reason,
+};
+use joc_ha_tests::controlplane::ControlPlane;
+use joc_ha_tests::kubelet::{FakeKubelet, FakeKubeletConfig};
+use joc_ha_tests::operator::{
+    OperatorOptions, OperatorProcess, chart_fullname, install_chart_rbac, install_crd,
+    lease_holder, succeeded, write_yaml,
+};
+use joc_ha_tests::wait::{wait_for, wait_for_ok};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::{Api, Client, Resource, ResourceExt as _};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(250);
+const RELEASE: &str = "joc-ha";
+const OPERATOR_NAMESPACE: &str = "joc-ha-system";
+const NAMESPACE: &str = "js7";
+
+/// Fields drop in order: operators before the kubelet before the plane.
+struct Env {
+    operators: Vec<OperatorProcess>,
+    _kubelet: FakeKubelet,
+    plane: ControlPlane,
+}
+
+impl Env {
+    /// Control plane, fake kubelet, CRD, the chart's operator RBAC, the
+    /// namespace `js7`, and `operators` operator processes (`op-0`, `op-1`,
+    /// ...) running under the chart's ServiceAccount token.
+    async fn start(operators: usize) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let plane = ControlPlane::start().await?;
+        let kubelet = FakeKubelet::start(plane.client(), FakeKubeletConfig::new(&plane)).await?;
+        install_crd(&plane).await?;
+        let account = install_chart_rbac(&plane, RELEASE, OPERATOR_NAMESPACE).await?;
+        plane.create_namespace(NAMESPACE).await?;
+        let token = plane
+            .token_for(&account.namespace, &account.service_account)
+            .await?;
+        let mut processes = Vec::new();
+        for n in 0..operators {
+            let options = OperatorOptions::new(format!("op-{n}"), OPERATOR_NAMESPACE)
+                .lease_name(chart_fullname(RELEASE));
+            processes.push(OperatorProcess::start_with_token(&plane, &token, options).await?);
+        }
+        eprintln!(
+            "control plane, kubelet and {operators} operator(s) ready in {:.1?}",
+            started.elapsed()
+        );
+        Ok(Self {
+            operators: processes,
+            _kubelet: kubelet,
+            plane,
+        })
+    }
+
+    fn client(&self) -> Client {
+        self.plane.client()
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client(), NAMESPACE)
+    }
+
+    fn operator_logs(&self) -> String {
+        self.operators
+            .iter()
+            .map(OperatorProcess::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn ensure_operators_running(&self) -> anyhow::Result<()> {
+        self.operators
+            .iter()
+            .try_for_each(OperatorProcess::ensure_running)
+    }
+}
+
+fn jocluster(name: &str, spec: serde_json::Value) -> anyhow::Result<JocCluster> {
+    let mut full = json!({
+        "image": "sosberlin/js7:joc-2-8-1",
+        "database": {"type": "postgresql", "secretRef": {"name": format!("{name}-db")}}
+    });
+    if let (Some(base), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+        base.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "joc-ha.dev/v1alpha1",
+        "kind": "JocCluster",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": full,
+    }))
+    .context("building a JocCluster")
+}
+
+fn db_secret(name: &str) -> anyhow::Result<Secret> {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": {"url": "postgres://u:p@db/x"},
+    }))
+    .context("building a Secret")
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn status_condition(
+    cluster: &JocCluster,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    cluster
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+fn pods_of(cluster: &str, component: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{LABEL_CLUSTER}={cluster},{LABEL_COMPONENT}={component}"
+    ))
+}
+
+/// Waits until the cluster has `members` ready member pods (and no others),
+/// `api_servers` ready API-server pods, the StatefulSet asks for `members`,
+/// and the status says so for the current generation.
+async fn wait_reconciled(
+    env: &Env,
+    name: &str,
+    members: i32,
+    api_servers: i32,
+) -> anyhow::Result<JocCluster> {
+    let clusters: Api<JocCluster> = env.api();
+    let statefulsets: Api<StatefulSet> = env.api();
+    let pods: Api<Pod> = env.api();
+    wait_for_ok(
+        &format!("{name}: {members} members and {api_servers} API servers Ready in status"),
+        TIMEOUT,
+        POLL,
+        || async {
+            env.ensure_operators_running()
+                .map_err(|e| format!("{e:#}"))?;
+            let sts = statefulsets.get(name).await.map_err(|e| e.to_string())?;
+            let replicas = sts.spec.replicas;
+            if replicas != Some(members) {
+                return Err(format!("StatefulSet replicas {replicas:?}"));
+            }
+            let member_pods = pods
+                .list(&pods_of(name, COMPONENT_MEMBER))
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let ready = member_pods.iter().filter(|p| is_ready(p)).count();
+            if member_pods.len() != members as usize || ready != members as usize {
+                return Err(format!(
+                    "{} member pods, {ready} ready: {:?}",
+                    member_pods.len(),
+                    member_pods.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+                ));
+            }
+            let cluster = clusters.get(name).await.map_err(|e| e.to_string())?;
+            let status = cluster.status.clone().unwrap_or_default();
+            let summary = (
+                status.ready_members,
+                status.member_summary.clone(),
+                status.ready_api_servers,
+                status.api_server_summary.clone(),
+                status.observed_generation,
+            );
+            let want = (
+                members,
+                Some(format!("{members}/{members}")),
+                api_servers,
+                Some(format!("{api_servers}/{api_servers}")),
+                cluster.metadata.generation,
+            );
+            if summary == want {
+                Ok(cluster)
+            } else {
+                Err(format!("status {summary:?}, want {want:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// Ready endpoints (target pod names) behind a Service.
+async fn ready_endpoints(client: Client, service: &str) -> Result<BTreeSet<String>, String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client, NAMESPACE);
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+        .collect())
+}
+
+// ---- 1. Invalid specs ----
+
+fn dynamic_api(client: Client) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<JocCluster>(&());
+    Api::namespaced_with(client, NAMESPACE, &resource)
+}
+
+fn raw_cluster(name: &str, spec: serde_json::Value) -> anyhow::Result<DynamicObject> {
+    serde_json::from_value(json!({
+        "apiVersion": "joc-ha.dev/v1alpha1",
+        "kind": "JocCluster",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .context("building a raw JocCluster")
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_naming_the_field() -> anyhow::Result<()> {
+    let plane = ControlPlane::start().await?;
+    install_crd(&plane).await?;
+    plane.create_namespace(NAMESPACE).await?;
+    let api = dynamic_api(plane.client());
+    let valid = || {
+        json!({
+            "members": 2,
+            "image": "sosberlin/js7:joc-2-8-1",
+            "database": {"type": "postgresql", "secretRef": {"name": "joc-db"}},
+        })
+    };
+    let with = |path: &[&str], value: serde_json::Value| {
+        let mut spec = valid();
+        let mut at = &mut spec;
+        for key in &path[..path.len() - 1] {
+            at = &mut at[*key];
+        }
+        at[path[path.len() - 1]] = value;
+        spec
+    };
+    // (what, spec, texts the API server's message must contain)
+    let cases: Vec<(&str, serde_json::Value, Vec<&str>)> = vec![
+        (
+            "members 0",
+            with(&["members"], json!(0)),
+            vec!["spec.members", "greater than or equal to 1"],
+        ),
+        (
+            "renewInterval above a third of the ttl",
+            with(&["lease"], json!({"ttl": "3s", "renewInterval": "2s"})),
+            vec![
+                "spec.lease",
+                "lease.renewInterval must be at most a third of lease.ttl",
+            ],
+        ),
+        (
+            "unknown database type",
+            with(&["database", "type"], json!("oracle")),
+            vec!["spec.database.type", "Unsupported value", "oracle"],
+        ),
+        (
+            "secretRef without name",
+            with(&["database", "secretRef"], json!({})),
+            vec!["spec.database.secretRef.name", "Required value"],
+        ),
+        (
+            "secretRef with an empty name",
+            with(&["database", "secretRef"], json!({"name": ""})),
+            vec!["spec.database.secretRef.name", "at least 1 chars long"],
+        ),
+    ];
+    for (n, (what, spec, expected)) in cases.into_iter().enumerate() {
+        let object = raw_cluster(&format!("bad-{n}"), spec)?;
+        match api.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{what}: {status:?}");
+                for text in expected {
+                    assert!(
+                        status.message.contains(text),
+                        "{what}: the message must contain {text:?}: {}",
+                        status.message
+                    );
+                }
+                eprintln!("{what}: refused: {}", status.message);
+            }
+            other => panic!("{what}: must be refused with 422, got {other:?}"),
+        }
+    }
+
+    // An unknown field, with kubectl's default strict field validation.
+    let yaml = "apiVersion: joc-ha.dev/v1alpha1
+kind: JocCluster
+metadata:
+  name: bad-unknown
+spec:
+  members: 2
+  replicas: 3
+  image: sosberlin/js7:joc-2-8-1
+  database:
+    type: postgresql
+    secretRef:
+      name: joc-db
+";
+    let path = write_yaml(&plane, yaml)?;
+    let output = plane
+        .kubectl(["apply", "-n", NAMESPACE, "-f", &path.to_string_lossy()])
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "an unknown field must be refused");
+    assert!(
+        stderr.contains("unknown field \"spec.replicas\""),
+        "kubectl must name the unknown field: {stderr}"
+    );
+    eprintln!("unknown field: refused: {}", stderr.trim());
+
+    // Nothing was stored; and the boundary case the lease rule admits is accepted
+    // (renewInterval exactly a third of the ttl), so the rules are not too strict.
+    let stored = api.list(&ListParams::default()).await?;
+    assert!(
+        stored.items.is_empty(),
+        "refused objects must not be stored: {:?}",
+        stored
+            .items
+            .iter()
+            .map(|o| o.name_any())
+            .collect::<Vec<_>>()
+    );
+    let boundary = raw_cluster(
+        "ok-boundary",
+        with(&["lease"], json!({"ttl": "3s", "renewInterval": "1s"})),
+    )?;
+    api.create(&PostParams::default(), &boundary)
+        .await
+        .context("renewInterval = ttl/3 must be accepted")?;
+    Ok(())
+}
+
+// ---- 2. Missing Secret, then the whole cluster ----
+
+#[tokio::test]
+async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<()> {
+    let env = Env::start(1).await?;
+    let client = env.client();
+    let clusters: Api<JocCluster> = env.api();
+    let created = clusters
+        .create(
+            &PostParams::default(),
+            &jocluster("joc", json!({"members": 3, "apiServers": 1}))?,
+        )
+        .await?;
+    let uid = created.uid().context("no uid")?;
+
+    // Degraded, naming the Secret, with a Warning Event.
+    let degraded = wait_for_ok(
+        "status Degraded=True reason SecretMissing",
+        TIMEOUT,
+        POLL,
+        || async {
+            let cluster = clusters.get("joc").await.map_err(|e| e.to_string())?;
+            match status_condition(&cluster, condition::DEGRADED) {
+                Some(c) if c.status == "True" && c.reason == reason::SECRET_MISSING => Ok(c),
+                other => Err(format!("Degraded condition {other:?}")),
+            }
+        },
+    )
+    .await
+    .with_context(|| env.operator_logs())?;
+    assert!(
+        degraded.message.contains("joc-db"),
+        "the message must name the Secret: {}",
+        degraded.message
+    );
+    let events: Api<Event> = env.api();
+    let warning = |min_count: i32| {
+        let events = events.clone();
+        let uid = uid.clone();
+        async move {
+            wait_for_ok(
+                &format!("a Warning Event SecretMissing seen {min_count} time(s)"),
+                TIMEOUT,
+                POLL,
+                || async {
+                    let list = events
+                        .list(&ListParams::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let found: Vec<&Event> = list
+                        .items
+                        .iter()
+                        .filter(|e| {
+                            e.regarding.as_ref().and_then(|r| r.uid.as_deref())
+                                == Some(uid.as_str())
+                                && e.reason.as_deref() == Some(reason::SECRET_MISSING)
+                        })
+                        .collect();
+                    match found.as_slice() {
+                        [event] => {
+                            let count = event.series.as_ref().map_or(1, |s| s.count);
+                            if event.type_.as_deref() == Some("Warning") && count >= min_count {
+                                Ok((*event).clone())
+                            } else {
+                                Err(format!("type {:?}, count {count}", event.type_))
+                            }
+                        }
+                        [] => Err("no such Event yet".to_owned()),
+                        many => Err(format!(
+                            "{} separate Events: repeats must be one Event's series",
+                            many.len()
+                        )),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let event = warning(1).await?;
+    let note = event.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("joc-db"),
+        "the Event must name the Secret: {note}"
+    );
+    // The operator keeps checking (it requeues every 10 s) without creating
+    // anything and without crashing: the third sighting comes from a requeue.
+    let again = Instant::now();
+    warning(3).await.with_context(|| env.operator_logs())?;
+    eprintln!(
+        "SecretMissing seen 3 times; the last {:.1?} after the first",
+        again.elapsed()
+    );
+    let statefulsets: Api<StatefulSet> = env.api();
+    assert!(
+        statefulsets.get_opt("joc").await?.is_none(),
+        "no StatefulSet may be created while the Secret is missing"
+    );
+    env.ensure_operators_running()?;
+
+    // The Secret arrives: everything is built.
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &db_secret("joc-db")?)
+        .await?;
+    let cluster = wait_reconciled(&env, "joc", 3, 1)
+        .await
+        .with_context(|| env.operator_logs())?;
+    let degraded = status_condition(&cluster, condition::DEGRADED).context("no Degraded")?;
+    assert_eq!(degraded.status, "False", "{degraded:?}");
+
+    let owned_by_cluster = |meta: &kube::api::ObjectMeta, what: &str| {
+        let owner = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .unwrap_or_else(|| panic!("{what} has no controller owner"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("JocCluster", uid.as_str()),
+            "{what}"
+        );
+    };
+    let sts = statefulsets.get("joc").await?;
+    owned_by_cluster(&sts.metadata, "StatefulSet joc");
+    let spec = sts.spec;
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(
+        spec.update_strategy.and_then(|s| s.type_).as_deref(),
+        Some("OnDelete")
+    );
+    assert_eq!(spec.service_name.as_deref(), Some("joc-headless"));
+    let deployment = env.api::<Deployment>().get("joc-api").await?;
+    owned_by_cluster(&deployment.metadata, "Deployment joc-api");
+    assert_eq!(deployment.spec.replicas, Some(1));
+    let services: Api<Service> = env.api();
+    for name in ["joc", "joc-members", "joc-api", "joc-headless"] {
+        let service = services
+            .get_opt(name)
+            .await?
+            .with_context(|| format!("Service {name} missing"))?;
+        owned_by_cluster(&service.metadata, &format!("Service {name}"));
+    }
+    let sidecar = "joc-joc-ha-sidecar";
+    owned_by_cluster(
+        &env.api::<ServiceAccount>().get(sidecar).await?.metadata,
+        "ServiceAccount",
+    );
+    owned_by_cluster(&env.api::<Role>().get(sidecar).await?.metadata, "Role");
+    owned_by_cluster(
+        &env.api::<RoleBinding>().get(sidecar).await?.metadata,
+        "RoleBinding",
+    );
+    owned_by_cluster(
+        &env.api::<PodDisruptionBudget>().get("joc").await?.metadata,
+        "PodDisruptionBudget",
+    );
+
+    // kubectl shows the printer columns.
+    let table = succeeded(
+        "kubectl get joc",
+        env.plane.kubectl(["get", "joc", "-n", NAMESPACE]).await?,
+    )?;
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in ["NAME", "ACTIVE", "MEMBERS", "API SERVERS", "PHASE", "AGE"] {
+        assert!(header.contains(column), "column {column} missing: {table}");
+    }
+    let row: Vec<&str> = lines
+        .find(|l| l.starts_with("joc "))
+        .with_context(|| format!("no row for joc: {table}"))?
+        .split_whitespace()
+        .collect();
+    assert!(
+        row.contains(&"3/3") && row.contains(&"1/1"),
+        "MEMBERS 3/3 and API SERVERS 1/1 expected: {table}"
+    );
+
+    // The API server is behind joc-api only; members behind joc-members only;
+    // nothing is active (no sidecar labels a pod), so joc has no endpoint.
+    let pods: Api<Pod> = env.api();
+    let api_pods: BTreeSet<String> = pods
+        .list(&pods_of("joc", COMPONENT_API_SERVER))
+        .await?
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(api_pods.len(), 1, "{api_pods:?}");
+    let member_pods: BTreeSet<String> = ["joc-0", "joc-1", "joc-2"].map(String::from).into();
+    for (service, want) in [("joc-api", &api_pods), ("joc-members", &member_pods)] {
+        wait_for_ok(
+            &format!("the endpoints of {service}"),
+            TIMEOUT,
+            POLL,
+            || async {
+                let got = ready_endpoints(client.clone(), service).await?;
+                if &got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}, want {want:?}"))
+                }
+            },
+        )
+        .await?;
+    }
+    assert_eq!(
+        ready_endpoints(client.clone(), "joc")
+            .await
+            .map_err(anyhow::Error::msg)?,
+        BTreeSet::new()
+    );
+
+    // Credentials never reach the operator's log.
+    let log = env.operators[0].log();
+    assert!(
+        !log.contains("u:p@"),
+        "the operator logged the database URL"
+    );
+    env.ensure_operators_running()?;
+    Ok(())
+}
+
+// ---- 3. Scaling and deletion ----
+
+async fn set_members(env: &Env, name: &str, members: i32) -> anyhow::Result<()> {
+    env.api::<JocCluster>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"members": members}})),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn scaling_and_deletion_follow_the_cluster() -> anyhow::Result<()> {
+    let env = Env::start(1).await?;
+    Api::<Secret>::namespaced(env.client(), NAMESPACE)
+        .create(&PostParams::default(), &db_secret("joc-db")?)
+        .await?;
+    env.api::<JocCluster>()
+        .create(
+            &PostParams::default(),
+            &jocluster("joc", json!({"members": 2, "apiServers": 1}))?,
+        )
+        .await?;
+    let started = Instant::now();
+    wait_reconciled(&env, "joc", 2, 1)
+        .await
+        .with_context(|| env.operator_logs())?;
+    eprintln!("2 members Ready after {:.1?}", started.elapsed());
+    let pdbs: Api<PodDisruptionBudget> = env.api();
+    assert!(pdbs.get_opt("joc").await?.is_some(), "2 members get a PDB");
+
+    for members in [3, 1] {
+        let started = Instant::now();
+        set_members(&env, "joc", members).await?;
+        wait_reconciled(&env, "joc", members, 1)
+            .await
+            .with_context(|| env.operator_logs())?;
+        eprintln!("scaled to {members} in {:.1?}", started.elapsed());
+    }
+    // One member: no budget (it would block every drain of its node).
+    wait_for("the PDB to go at 1 member", TIMEOUT, POLL, || async {
+        matches!(pdbs.get_opt("joc").await, Ok(None)).then_some(())
+    })
+    .await?;
+    set_members(&env, "joc", 2).await?;
+    wait_reconciled(&env, "joc", 2, 1)
+        .await
+        .with_context(|| env.operator_logs())?;
+    wait_for("the PDB to return at 2 members", TIMEOUT, POLL, || async {
+        matches!(pdbs.get_opt("joc").await, Ok(Some(_))).then_some(())
+    })
+    .await?;
+
+    // Deleting the JocCluster removes every child, by owner references.
+    let client = env.client();
+    let remaining = || async {
+        let mut left = Vec::new();
+        let label = ListParams::default().labels(&format!("{LABEL_CLUSTER}=joc"));
+        macro_rules! check {
+            ($kind:ty, $names:expr) => {
+                let api: Api<$kind> = Api::namespaced(client.clone(), NAMESPACE);
+                for name in $names {
+                    if api
+                        .get_opt(name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some()
+                    {
+                        left.push(format!("{} {name}", <$kind as Resource>::kind(&())));
+                    }
+                }
+            };
+        }
+        check!(StatefulSet, ["joc"]);
+        check!(Deployment, ["joc-api"]);
+        check!(Service, ["joc", "joc-members", "joc-api", "joc-headless"]);
+        check!(ServiceAccount, ["joc-joc-ha-sidecar"]);
+        check!(Role, ["joc-joc-ha-sidecar"]);
+        check!(RoleBinding, ["joc-joc-ha-sidecar"]);
+        check!(PodDisruptionBudget, ["joc"]);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        for pod in pods.list(&label).await.map_err(|e| e.to_string())?.items {
+            left.push(format!("Pod {}", pod.name_any()));
+        }
+        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
+        for set in sets.list(&label).await.map_err(|e| e.to_string())?.items {
+            left.push(format!("ReplicaSet {}", set.name_any()));
+        }
+        Ok::<_, String>(left)
+    };
+    let before = remaining().await.map_err(anyhow::Error::msg)?;
+    // 10 named objects, 2 member pods, 1 API-server pod and its ReplicaSet.
+    assert_eq!(
+        before.len(),
+        14,
+        "every child must exist before the deletion: {before:?}"
+    );
+    let started = Instant::now();
+    env.api::<JocCluster>()
+        .delete("joc", &DeleteParams::default())
+        .await?;
+    let last = std::sync::Mutex::new(before);
+    wait_for_ok(
+        "every child of the deleted JocCluster to be gone",
+        TIMEOUT,
+        POLL,
+        || async {
+            let left = remaining().await?;
+            let mut last = last.lock().map_err(|e| e.to_string())?;
+            if *last != left {
+                eprintln!(
+                    "{:>6.1?} after the deletion, left: {left:?}",
+                    started.elapsed()
+                );
+                *last = left.clone();
+            }
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "all children gone {:.1?} after the deletion",
+        started.elapsed()
+    );
+    // The Secret is the user's, not the cluster's: it stays.
+    assert!(
+        Api::<Secret>::namespaced(client, NAMESPACE)
+            .get_opt("joc-db")
+            .await?
+            .is_some()
+    );
+    env.ensure_operators_running()?;
+    Ok(())
+}
+
+// ---- 4. Leader election ----
+
+#[tokio::test]
+async fn leader_election_hands_over_when_the_leader_is_killed() -> anyhow::Result<()> {
+    let mut env = Env::start(2).await?;
+    let client = env.client();
+    let lease = chart_fullname(RELEASE);
+
+    // Exactly one leads, and it is the Lease's holder.
+    let (leader, follower) = wait_for_ok("one leader", TIMEOUT, POLL, || async {
+        let holder = lease_holder(client.clone(), OPERATOR_NAMESPACE, &lease)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the Lease has no holder")?;
+        let mut leading = Vec::new();
+        for (n, operator) in env.operators.iter().enumerate() {
+            if operator.is_leading().await.map_err(|e| e.to_string())? {
+                leading.push(n);
+            }
+        }
+        match leading.as_slice() {
+            [one] if env.operators[*one].identity() == holder => Ok((*one, 1 - *one)),
+            _ => Err(format!("holder {holder}, leading {leading:?}")),
+        }
+    })
+    .await
+    .with_context(|| env.operator_logs())?;
+    let (leader_id, follower_id) = (
+        env.operators[leader].identity().to_owned(),
+        env.operators[follower].identity().to_owned(),
+    );
+    eprintln!("{leader_id} leads, {follower_id} follows");
+
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &db_secret("joc-db")?)
+        .await?;
+    env.api::<JocCluster>()
+        .create(
+            &PostParams::default(),
+            &jocluster("joc", json!({"members": 1}))?,
+        )
+        .await?;
+    wait_reconciled(&env, "joc", 1, 0)
+        .await
+        .with_context(|| env.operator_logs())?;
+    assert!(
+        !env.operators[follower].is_leading().await?,
+        "the follower must not lead while the leader lives"
+    );
+
+    // SIGKILL: no release of the Lease; the follower waits for its expiry.
+    let killed = Instant::now();
+    let dead = env.operators.remove(leader);
+    dead.process().kill().await?;
+    let follower = 0;
+    set_members(&env, "joc", 2).await?;
+    let statefulsets: Api<StatefulSet> = env.api();
+    let handover = Duration::from_secs(30);
+    wait_for_ok(
+        "the follower to take over and scale the StatefulSet to 2",
+        handover,
+        POLL,
+        || async {
+            let replicas = statefulsets
+                .get("joc")
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .replicas;
+            if replicas == Some(2) {
+                Ok(())
+            } else {
+                Err(format!("replicas {replicas:?}"))
+            }
+        },
+    )
+    .await
+    .with_context(|| env.operators[follower].describe())?;
+    let took = killed.elapsed();
+    eprintln!("{follower_id} took over and reconciled {took:.1?} after {leader_id} was killed");
+    assert_eq!(
+        lease_holder(client.clone(), OPERATOR_NAMESPACE, &lease).await?,
+        Some(follower_id.clone())
+    );
+    assert!(env.operators[follower].is_leading().await?);
+    env.operators[follower].ensure_running()?;
+    wait_reconciled(&env, "joc", 2, 0).await?;
+    if took > handover {
+        bail!("the hand-over took {took:?}");
+    }
+    Ok(())
+}

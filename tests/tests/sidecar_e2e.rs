@@ -1,0 +1,364 @@
+//! The sidecar on the harness: the real operator, real sidecars and stand-in
+//! cockpits as processes (with their pods' own service-account tokens, under
+//! the chart's admission policy), real PostgreSQL and MariaDB. A watch on the
+//! active Service's EndpointSlices runs for the whole of every test and must
+//! never see two pods behind it.
+
+use std::time::Duration;
+
+use joc_ha_crds::names::{
+    ANNOTATION_SWITCHOVER_TO, LABEL_COMPONENT, LABEL_ROLE, ROLE_STANDBY, reason,
+};
+use joc_ha_crds::v1alpha1::SwitchoverResult;
+use joc_ha_sidecar::role::read_role_file;
+use joc_ha_tests::db::Backend;
+use joc_ha_tests::stack::{Stack, StackOptions};
+use joc_ha_tests::wait::wait_for;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
+
+const UP: Duration = Duration::from_secs(120);
+/// Generous: the lease TTL is 5 s; a loaded 2-core machine is slow.
+const FAILOVER: Duration = Duration::from_secs(45);
+const SIDECAR: &str = "joc-ha-sidecar";
+
+async fn cluster(backend: Backend, api_servers: i32) -> anyhow::Result<(Stack, String)> {
+    let stack = Stack::start(StackOptions {
+        backend,
+        api_servers,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    let active = stack.endpoints.wait_single(None, UP).await?;
+    Ok((stack, active))
+}
+
+async fn role_label(stack: &Stack, pod: &str) -> anyhow::Result<Option<String>> {
+    Ok(stack
+        .pods()
+        .get(pod)
+        .await?
+        .labels()
+        .get(LABEL_ROLE)
+        .cloned())
+}
+
+/// SIGKILL of the active member's sidecar: one new active endpoint.
+async fn sigkill_of_the_active(backend: Backend) -> anyhow::Result<()> {
+    let (stack, first) = cluster(backend, 0).await?;
+    assert_eq!(stack.labeled_active().await?, vec![first.clone()]);
+    // Keep it dead, as a crashed pod would be, to see the others take over.
+    stack
+        .kubelet
+        .block_starts(&stack.options.namespace, &first, SIDECAR);
+    stack
+        .sidecar(&first)
+        .expect("sidecar process")
+        .kill()
+        .await?;
+    let second = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
+    assert_ne!(first, second);
+    assert_eq!(stack.labeled_active().await?, vec![second]);
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// SIGSTOP of the active sidecar beyond the TTL: another member takes over
+/// and strips the frozen pod's label; once resumed, the frozen one is standby.
+async fn sigstop_beyond_the_ttl(backend: Backend) -> anyhow::Result<()> {
+    let (stack, first) = cluster(backend, 0).await?;
+    let sidecar = stack.sidecar(&first).expect("sidecar process");
+    sidecar.freeze()?;
+    let second = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
+    sidecar.thaw()?;
+    let dir = stack
+        .kubelet
+        .pod_dir(&stack.options.namespace, &first)
+        .expect("pod dir");
+    wait_for(
+        "the resumed member to be standby",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let label = role_label(&stack, &first).await.ok()??;
+            let report = role_files(&dir).into_iter().next()?;
+            (label == ROLE_STANDBY && !report.is_active_now()).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![second]
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// The role files under a pod's folder (the emptyDir shared with the cockpit).
+fn role_files(dir: &std::path::Path) -> Vec<joc_ha_sidecar::role::RoleReport> {
+    let mut found = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "role.json")
+                && let Some(parent) = path.parent()
+                && let Ok(report) = read_role_file(parent)
+            {
+                found.push(report);
+            }
+        }
+    }
+    found
+}
+
+/// Deleting the active pod: its preStop hook hands over first.
+async fn deletion_of_the_active_pod(backend: Backend) -> anyhow::Result<()> {
+    let (stack, first) = cluster(backend, 0).await?;
+    stack.delete_pod(&first).await?;
+    let second = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
+    assert_ne!(first, second);
+    // The StatefulSet brings the pod back, as a standby.
+    wait_for(
+        "the recreated pod to be a Ready standby",
+        UP,
+        Duration::from_millis(200),
+        || async {
+            let pod = stack.pods().get(&first).await.ok()?;
+            (joc_ha_tests::stack::is_ready(&pod)
+                && pod.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_STANDBY))
+            .then_some(())
+        },
+    )
+    .await?;
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// Switch-over to a named pod, then to `any`.
+async fn switchover_named_and_any(backend: Backend) -> anyhow::Result<()> {
+    let (stack, first) = cluster(backend, 0).await?;
+    let target = stack
+        .member_names()
+        .into_iter()
+        .find(|name| *name != first)
+        .expect("a standby");
+    stack.annotate_switchover(&target).await?;
+    let now = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
+    assert_eq!(now, target);
+    stack
+        .wait_event(reason::SWITCHOVER_COMPLETED, &target, FAILOVER)
+        .await?;
+    let status = wait_for(
+        "lastSwitchover completed",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let cluster = stack.cluster().await.ok()?;
+            let last = cluster.status?.last_switchover?;
+            (last.to == target).then_some(last)
+        },
+    )
+    .await?;
+    assert_eq!(status.result, SwitchoverResult::Completed);
+    assert_eq!(status.from.as_deref(), Some(first.as_str()));
+    let cluster = stack.cluster().await?;
+    assert!(
+        !cluster.annotations().contains_key(ANNOTATION_SWITCHOVER_TO),
+        "the request annotation is removed"
+    );
+
+    stack.annotate_switchover("any").await?;
+    let third = stack.endpoints.wait_single(Some(&target), FAILOVER).await?;
+    assert_ne!(third, target);
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// Every rejection says why in an Event and status, and changes nothing.
+async fn switchover_rejections(backend: Backend) -> anyhow::Result<()> {
+    let (stack, active) = cluster(backend, 1).await?;
+    let api_server = wait_for(
+        "the API-server pod",
+        UP,
+        Duration::from_millis(200),
+        || async {
+            let list = stack
+                .pods()
+                .list(&ListParams::default().labels(&format!("{LABEL_COMPONENT}=api-server")))
+                .await
+                .ok()?;
+            list.items.first().map(|p| p.name_any())
+        },
+    )
+    .await?;
+    let standbys: Vec<String> = stack
+        .member_names()
+        .into_iter()
+        .filter(|n| *n != active)
+        .collect();
+    // A standby made not Ready: its sidecar frozen (readiness probe fails).
+    let not_ready = standbys[0].clone();
+    stack.sidecar(&not_ready).expect("sidecar").freeze()?;
+    wait_for(
+        "the frozen standby to be not Ready",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let pod = stack.pods().get(&not_ready).await.ok()?;
+            (!joc_ha_tests::stack::is_ready(&pod)).then_some(())
+        },
+    )
+    .await?;
+
+    let cases = [
+        ("joc-9".to_owned(), "not a member of this cluster"),
+        (api_server.clone(), "API server"),
+        (not_ready.clone(), "not Ready"),
+        (active.clone(), "already the active member"),
+        ("Not_A_Pod!".to_owned(), "neither a pod name"),
+    ];
+    for (value, why) in cases {
+        stack.annotate_switchover(&value).await?;
+        let note = stack
+            .wait_event(reason::SWITCHOVER_REJECTED, why, FAILOVER)
+            .await?;
+        assert!(
+            note.contains(&value),
+            "{note:?} names the request {value:?}"
+        );
+        let last = wait_for(
+            "lastSwitchover rejected",
+            FAILOVER,
+            Duration::from_millis(100),
+            || async {
+                let status = stack.cluster().await.ok()?.status?;
+                let last = status.last_switchover?;
+                (last.to == value).then_some(last)
+            },
+        )
+        .await?;
+        assert_eq!(last.result, SwitchoverResult::Rejected);
+        assert!(last.message.as_deref().unwrap_or_default().contains(why));
+        wait_for(
+            "the annotation to be removed",
+            FAILOVER,
+            Duration::from_millis(100),
+            || async {
+                let cluster = stack.cluster().await.ok()?;
+                (!cluster.annotations().contains_key(ANNOTATION_SWITCHOVER_TO)).then_some(())
+            },
+        )
+        .await?;
+        // Nothing else changed: the same member is active.
+        assert_eq!(
+            stack.labeled_active().await?,
+            vec![active.clone()],
+            "after {value:?}"
+        );
+        assert_eq!(
+            stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+            vec![active.clone()]
+        );
+    }
+    assert!(
+        stack
+            .cluster_events(reason::SWITCHOVER_COMPLETED)
+            .await?
+            .is_empty(),
+        "no switch-over happened"
+    );
+    stack.sidecar(&not_ready).expect("sidecar").thaw()?;
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// Labels changed by hand are corrected by the sidecars.
+async fn hand_made_labels_are_corrected(backend: Backend) -> anyhow::Result<()> {
+    let (stack, active) = cluster(backend, 0).await?;
+    let standby = stack
+        .member_names()
+        .into_iter()
+        .find(|n| *n != active)
+        .expect("a standby");
+    let set_label = |pod: String, role: &'static str| {
+        let pods = stack.pods();
+        async move {
+            let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
+            pods.patch(&pod, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+        }
+    };
+    // The active pod relabeled standby: it labels itself active again.
+    set_label(active.clone(), "standby").await?;
+    wait_for(
+        "the active label restored",
+        FAILOVER,
+        Duration::from_millis(50),
+        || async {
+            (role_label(&stack, &active).await.ok()?.as_deref() == Some("active")).then_some(())
+        },
+    )
+    .await?;
+    stack.endpoints.assert_never_two();
+
+    // A standby labeled active by hand: the holder strips it. (Only this
+    // hand-made pair may ever have been behind the Service together.)
+    set_label(standby.clone(), "active").await?;
+    wait_for(
+        "the hand-made active label removed",
+        FAILOVER,
+        Duration::from_millis(50),
+        || async {
+            (role_label(&stack, &standby).await.ok()?.as_deref() == Some(ROLE_STANDBY))
+                .then_some(())
+        },
+    )
+    .await?;
+    stack.endpoints.wait_single(None, FAILOVER).await?;
+    let expected: std::collections::BTreeSet<String> = [active.clone(), standby.clone()].into();
+    for violation in stack.endpoints.violations() {
+        assert_eq!(
+            violation, expected,
+            "only the hand-made label may double the Service"
+        );
+    }
+    assert_eq!(stack.labeled_active().await?, vec![active]);
+    Ok(())
+}
+
+macro_rules! on_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(joc_ha_tests::db::Backend::Postgres).await
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(joc_ha_tests::db::Backend::MariaDb).await
+                }
+            )*
+        }
+    };
+}
+
+on_backends!(
+    sigkill_of_the_active,
+    sigstop_beyond_the_ttl,
+    deletion_of_the_active_pod,
+    switchover_named_and_any,
+    switchover_rejections,
+    hand_made_labels_are_corrected,
+);
