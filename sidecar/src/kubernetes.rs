@@ -18,6 +18,9 @@ use crate::switchover::Candidate;
 
 /// Annotation on a member pod with the lease term its sidecar holds.
 pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
+/// Annotation on the active pod while it stays active in failsafe mode (the
+/// database is down for everyone); a new holder waits for it to go.
+pub const ANNOTATION_FAILSAFE: &str = "joc-ha.dev/failsafe";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -93,8 +96,10 @@ impl ClusterApi {
     ) -> Result<(), KubeError> {
         let mut patch = json!({"metadata": {"labels": {LABEL_ROLE: role}}});
         if pod == self.pod_name {
-            patch["metadata"]["annotations"] =
-                json!({ANNOTATION_LEASE_TERM: term.map(|t| t.to_string())});
+            patch["metadata"]["annotations"] = json!({
+                ANNOTATION_LEASE_TERM: term.map(|t| t.to_string()),
+                ANNOTATION_FAILSAFE: null,
+            });
         }
         match self
             .pods
@@ -104,6 +109,35 @@ impl ClusterApi {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(call(format!("label pod {pod} {LABEL_ROLE}={role}"))(e)),
+        }
+    }
+
+    /// Marks our own pod as active in failsafe mode.
+    pub async fn mark_failsafe(&self) -> Result<(), KubeError> {
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_FAILSAFE: "true"}}});
+        self.pods
+            .patch(&self.pod_name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(call("mark this pod failsafe"))
+    }
+
+    /// Reads the cluster's pods from the API server itself (not a cache):
+    /// a success proves the API is reachable now.
+    pub async fn list_pods_now(&self) -> Result<Vec<Pod>, KubeError> {
+        self.pods
+            .list(&kube::api::ListParams::default().labels(&self.cluster_selector()))
+            .await
+            .map(|list| list.items)
+            .map_err(call("list the cluster's pods"))
+    }
+
+    /// Whether a pod (read from the API server) is in failsafe mode.
+    pub async fn is_failsafe(&self, pod: &str) -> Result<bool, KubeError> {
+        match self.pods.get_opt(pod).await {
+            Ok(Some(pod)) => Ok(pod.annotations().contains_key(ANNOTATION_FAILSAFE)),
+            Ok(None) => Ok(false),
+            Err(e) => Err(call(format!("read pod {pod}"))(e)),
         }
     }
 

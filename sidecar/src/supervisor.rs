@@ -110,6 +110,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         elector_status,
         active_term: None,
         stepped_down: false,
+        failsafe_until: None,
     };
     sidecar.publish(standby);
     sidecar
@@ -159,6 +160,10 @@ struct Sidecar {
     active_term: Option<i64>,
     /// After a preStop hand-over we never take the lease again.
     stepped_down: bool,
+    /// Active in failsafe mode until then: the database is down for
+    /// everyone, so nobody else can take the lease, and the API server shows
+    /// no other active pod. Extended by each successful check of the API.
+    failsafe_until: Option<tokio::time::Instant>,
 }
 
 impl Sidecar {
@@ -226,12 +231,23 @@ impl Sidecar {
         let role = self.roles.borrow_and_update().clone();
         let connected = self.elector_status.borrow().connected;
         self.health.database_ok.store(connected, Ordering::Relaxed);
-        match role {
+        let held = match role {
             Role::Active { term, until } if !self.stepped_down => {
                 let remaining = until.saturating_duration_since(tokio::time::Instant::now());
-                if remaining.is_zero() {
-                    self.demote("the lease could not be renewed in time").await;
-                    return;
+                (!remaining.is_zero()).then_some((term, remaining))
+            }
+            _ => None,
+        };
+        match held {
+            Some((term, remaining)) => {
+                if self.failsafe_until.take().is_some() {
+                    info!(term, "the database is back; failsafe mode ends");
+                    if let Err(error) = self.api.set_role(&self.config.pod_name, ROLE_ACTIVE, Some(term)).await {
+                        warn!(%error, "cannot clear the failsafe mark");
+                    }
+                    if self.active_term != Some(term) {
+                        self.active_term = None;
+                    }
                 }
                 if self.active_term != Some(term) {
                     self.promote(term).await;
@@ -243,11 +259,90 @@ impl Sidecar {
                     remaining,
                 ));
             }
-            _ => {
-                if self.active_term.is_some() {
-                    self.demote("the lease moved to another member").await;
+            None => {
+                let Some(term) = self.active_term else {
+                    return;
+                };
+                if !self.stepped_down && self.database_trouble().await && self.failsafe(term).await {
+                    return;
                 }
+                let why = if self.failsafe_until.is_some() {
+                    "failsafe mode ended: cut off from the Kubernetes API too, or another member is active"
+                } else if connected {
+                    "the lease moved to another member"
+                } else {
+                    "the lease could not be renewed (database unreachable)"
+                };
+                self.demote(why).await;
             }
+        }
+    }
+
+    /// Whether the elector lost the database (rather than the lease to
+    /// another member). Its status may trail its role by a moment, so a
+    /// demotion while still seeing ourselves as holder waits briefly for it.
+    async fn database_trouble(&mut self) -> bool {
+        let me = self.config.pod_name.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        loop {
+            let (trouble, still_holder) = {
+                let status = self.elector_status.borrow_and_update();
+                let holder = status.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(me.as_str());
+                (!status.connected || status.last_error.is_some(), holder)
+            };
+            if trouble {
+                return true;
+            }
+            if !still_holder {
+                return false;
+            }
+            match tokio::time::timeout_at(deadline, self.elector_status.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Database down for everyone: the holder stays active while the API
+    /// server shows no other active pod (nobody can take the lease without
+    /// the database). Each successful check extends the role by the lease's
+    /// validity; cut off from the API too, the role runs out by itself
+    /// (isolation). Returns whether we stay active.
+    async fn failsafe(&mut self, term: i64) -> bool {
+        let now = tokio::time::Instant::now();
+        let validity = self.config.lease_ttl - self.config.lease_ttl / 5;
+        match self.api.list_pods_now().await {
+            Ok(pods) => {
+                let me = &self.config.pod_name;
+                let mine_active = pods
+                    .iter()
+                    .any(|p| &p.name_any() == me && role_label(p) == Some(ROLE_ACTIVE));
+                let members: Vec<Pod> = pods.into_iter().filter(is_member).collect();
+                if !mine_active || !other_active_members(&members, me).is_empty() {
+                    return false;
+                }
+                if self.failsafe_until.is_none() {
+                    warn!(term, "database unreachable for everyone; staying active in failsafe mode");
+                    if let Err(error) = self.api.mark_failsafe().await {
+                        warn!(%error, "cannot mark this pod failsafe");
+                        return false;
+                    }
+                }
+                self.failsafe_until = Some(now + validity);
+            }
+            Err(error) => warn!(%error, "failsafe check failed: the Kubernetes API is unreachable"),
+        }
+        match self.failsafe_until {
+            Some(until) if until > now => {
+                self.publish(RoleReport::active(
+                    &self.config.pod_name,
+                    &self.config.cluster,
+                    term,
+                    until - now,
+                ));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -255,8 +350,12 @@ impl Sidecar {
     async fn promote(&mut self, term: i64) {
         let me = self.config.pod_name.clone();
         for other in other_active_members(&self.member_pods(), &me) {
+            let failsafe = self.api.is_failsafe(&other).await.unwrap_or(true);
             if let Err(error) = self.api.set_role(&other, ROLE_STANDBY, None).await {
                 warn!(%error, pod = %other, "cannot remove a stale active label");
+            }
+            if failsafe {
+                self.wait_for_failsafe_end(&other).await;
             }
         }
         match self.api.set_role(&me, ROLE_ACTIVE, Some(term)).await {
@@ -283,6 +382,7 @@ impl Sidecar {
             &self.config.pod_name,
             &self.config.cluster,
         ));
+        self.failsafe_until = None;
         let was = self.active_term.take();
         self.metrics.role.set(0);
         self.metrics.lease_term.set(0);
@@ -304,6 +404,22 @@ impl Sidecar {
         }
     }
 
+    /// A holder in failsafe mode demotes when it sees its label go; wait
+    /// for that (its mark disappears), at most the lease's validity, which
+    /// bounds how long its last failsafe role report can hold.
+    async fn wait_for_failsafe_end(&self, pod: &str) {
+        let validity = self.config.lease_ttl - self.config.lease_ttl / 5;
+        let deadline = tokio::time::Instant::now() + validity;
+        info!(%pod, "waiting for the former holder to leave failsafe mode");
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(false) = self.api.is_failsafe(pod).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
+    }
+
     /// Keeps our own label true to the lease and, while active, other pods'
     /// active labels off. Corrects hand-made changes within a tick.
     async fn correct_labels(&mut self) {
@@ -312,6 +428,12 @@ impl Sidecar {
         let Some(own) = pods.iter().find(|p| p.name_any() == me) else {
             return;
         };
+        if self.failsafe_until.is_some()
+            && (role_label(own) != Some(ROLE_ACTIVE) || !other_active_members(&pods, me).is_empty())
+        {
+            self.demote("failsafe mode ended: another member became active").await;
+            return;
+        }
         let wanted = if self.active_term.is_some() {
             ROLE_ACTIVE
         } else {

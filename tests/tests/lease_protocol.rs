@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use joc_ha_sidecar::lease::{
+    Elector, HandOverOutcome, HandOverTarget, LeaseConfig, MemberKind, Role,
+};
 use joc_ha_tests::db::{Backend, TEST_PASSWORD, TestDb, free_port};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
 use joc_ha_tests::process::{ManagedProcess, ProcessSignal};
@@ -645,4 +648,155 @@ async fn malformed_urls_fail_fast_without_the_password() -> Result<()> {
     }
     assert_no_secret(work, &[secret])?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- API
+
+/// Waits until `role` satisfies `pred`; returns that role.
+async fn wait_role(
+    role: &mut tokio::sync::watch::Receiver<Role>,
+    what: &str,
+    pred: impl Fn(&Role) -> bool,
+) -> Result<Role> {
+    let result = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let now = *role.borrow_and_update();
+            if pred(&now) {
+                return Ok(now);
+            }
+            role.changed().await.context("elector stopped")?;
+        }
+    })
+    .await;
+    result.with_context(|| format!("timed out waiting for {what}"))?
+}
+
+fn term_of(role: &Role) -> i64 {
+    match role {
+        Role::Active { term, .. } => *term,
+        Role::Standby => 0,
+    }
+}
+
+/// The library API in-process: API-server members, readiness, member rows,
+/// refused and successful hand-overs, release.
+async fn elector_api(backend: Backend) -> Result<()> {
+    let db = TestDb::start(backend).await?;
+    let config = |member: &str| {
+        let mut config = LeaseConfig::new("api-test", member);
+        config.ttl = FAST.ttl();
+        config.renew_interval = Duration::from_millis(FAST.renew_ms);
+        config
+    };
+    let (a, mut a_role) = Elector::start(config("a"), &db.url())?;
+    let first = wait_role(&mut a_role, "a active", Role::is_active).await?;
+    let mut api_config = config("api");
+    api_config.kind = MemberKind::ApiServer;
+    let (api, api_role) = Elector::start(api_config, &db.url())?;
+    let mut b_config = config("b");
+    b_config.ready = false;
+    let (b, mut b_role) = Elector::start(b_config, &db.url())?;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let members = loop {
+        let members = a.members().await?;
+        if members.len() == 3 && members.iter().all(|m| m.fresh) {
+            break members;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "members never all fresh: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let row = |name: &str| members.iter().find(|m| m.member == name).cloned();
+    let (ra, rapi, rb) = (
+        row("a").context("a")?,
+        row("api").context("api")?,
+        row("b").context("b")?,
+    );
+    ensure!(
+        ra.holder && ra.ready && ra.kind == MemberKind::Member,
+        "{ra:?}"
+    );
+    ensure!(
+        !rapi.holder && rapi.kind == MemberKind::ApiServer,
+        "{rapi:?}"
+    );
+    ensure!(
+        !rb.holder && !rb.ready && rb.kind == MemberKind::Member,
+        "{rb:?}"
+    );
+
+    // Refused hand-overs end a's term; a goes on under a new one.
+    let mut term = term_of(&first);
+    for (target, reason) in [
+        ("api", "cannot take over"),
+        ("b", "cannot take over"),
+        ("nobody", "not a member"),
+    ] {
+        let outcome = a.hand_over(HandOverTarget::Member(target.into())).await?;
+        match &outcome {
+            HandOverOutcome::NoEligibleTarget { reason: said } if said.contains(reason) => {}
+            other => bail!("hand-over to {target}: {other:?}"),
+        }
+        let now = wait_role(&mut a_role, "a active again", |r| term_of(r) > term).await?;
+        term = term_of(&now);
+    }
+    ensure!(
+        b.hand_over(HandOverTarget::Any).await? == HandOverOutcome::NotHolder,
+        "b is no holder"
+    );
+
+    b.set_ready(true).await?;
+    let outcome = a.hand_over(HandOverTarget::Any).await?;
+    let HandOverOutcome::HandedOver { to, term: handed } = outcome else {
+        bail!("hand-over to the ready member failed: {outcome:?}");
+    };
+    ensure!(
+        to == "b" && handed == term + 1,
+        "{to} {handed} after {term}"
+    );
+    let b_active = wait_role(&mut b_role, "b active", Role::is_active).await?;
+    ensure!(
+        term_of(&b_active) == handed,
+        "b runs term {}",
+        term_of(&b_active)
+    );
+    ensure!(!a_role.borrow().is_active());
+
+    // Release: b stands back, the lease is free, a (ready again) takes it.
+    ensure!(!a.release().await?, "a held nothing");
+    ensure!(b.release().await?, "b held the lease");
+    ensure!(!b_role.borrow().is_active());
+    a.set_ready(true).await?;
+    let again = wait_role(&mut a_role, "a active after release", |r| {
+        term_of(r) > handed
+    })
+    .await?;
+    ensure!(term_of(&again) == handed + 1, "{again:?}");
+    ensure!(
+        !api_role.has_changed()? && !api_role.borrow().is_active(),
+        "the API server was never to be active"
+    );
+    ensure!(a.statements() > 0);
+    a.shutdown().await;
+    b.shutdown().await;
+    api.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_elector_api_members_and_hand_over() -> Result<()> {
+    elector_api(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_elector_api_members_and_hand_over() -> Result<()> {
+    elector_api(Backend::MariaDb).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_elector_api_members_and_hand_over() -> Result<()> {
+    elector_api(Backend::Sqlite).await
 }

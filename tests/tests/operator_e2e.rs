@@ -647,7 +647,11 @@ async fn scaling_and_deletion_follow_the_cluster() -> anyhow::Result<()> {
     })
     .await?;
 
-    // Deleting the JocCluster removes every child, by owner references.
+    // Deleting the JocCluster removes every child, by owner references. Here
+    // this takes up to ~40 s: the CRD was created after the controller-manager
+    // started, and its garbage collector only learns of new kinds at its next
+    // discovery sync (every 30 s). In a cluster where the CRD predates the
+    // controller-manager's start, collection starts at once.
     let client = env.client();
     let remaining = || async {
         let mut left = Vec::new();

@@ -234,6 +234,44 @@ mod tests {
     }
 
     #[test]
+    fn the_cockpit_runs_as_a_numeric_non_root_user() {
+        let desired = desired(
+            &cluster(serde_json::json!({"apiServers": 1, "logVolume": {"size": "1Gi"}})),
+            &ctx(),
+        )
+        .expect("builds");
+        let api_pod = desired.api_servers.expect("deployment").spec.template.spec;
+        for pod in [desired.members.spec.template.spec, api_pod] {
+            let pod = pod.expect("pod");
+            let security = pod.containers[0]
+                .security_context
+                .clone()
+                .expect("security");
+            assert_eq!(security.run_as_user, Some(pod::JOC_USER_ID));
+            assert_ne!(security.run_as_user, Some(0));
+            assert_eq!(security.run_as_non_root, Some(true));
+        }
+        let members = desired_members_pod(serde_json::json!({"logVolume": {"size": "1Gi"}}));
+        assert_eq!(
+            members.security_context.and_then(|s| s.fs_group),
+            Some(pod::JOC_GROUP_ID),
+            "the log volume must be writable by JOC's group"
+        );
+        let members = desired_members_pod(serde_json::json!({}));
+        assert_eq!(members.security_context.and_then(|s| s.fs_group), None);
+    }
+
+    fn desired_members_pod(spec: serde_json::Value) -> k8s_openapi::api::core::v1::PodSpec {
+        desired(&cluster(spec), &ctx())
+            .expect("builds")
+            .members
+            .spec
+            .template
+            .spec
+            .expect("pod")
+    }
+
+    #[test]
     fn a_cluster_without_uid_is_an_error_not_a_panic() {
         let mut c = cluster(serde_json::json!({}));
         c.metadata.uid = None;

@@ -22,6 +22,11 @@ use super::labels::{Component, label_selector, pod_labels, selector_labels};
 /// JOC's own shutdown.
 pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 
+/// The `jobscheduler` account of the sosberlin/js7 images (their
+/// Dockerfile's `JS_USER_ID` default; member of group 0).
+pub const JOC_USER_ID: i64 = 1001;
+pub const JOC_GROUP_ID: i64 = 0;
+
 pub fn pod_template(
     cluster: &JocCluster,
     component: Component,
@@ -184,7 +189,17 @@ fn cockpit_container(cluster: &JocCluster, component: Component) -> Container {
         resources: spec.resources.cockpit.clone(),
         // JOC writes below /var/sos-berlin.com, so its root filesystem stays
         // writable (documented exception to the restricted profile's advice).
-        security_context: Some(restricted_security_context()),
+        // The kubelet can enforce runAsNonRoot only for a numeric user, and
+        // the sosberlin/js7 images start as root unless told otherwise (their
+        // entrypoint then switches to `jobscheduler`); so the cockpit runs as
+        // that account's ids from the start: uid 1001, group 0, which the
+        // image's files are writable by. Nothing else of the restricted
+        // profile needs an exception.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(JOC_USER_ID),
+            run_as_group: Some(JOC_GROUP_ID),
+            ..restricted_security_context()
+        }),
         ..Default::default()
     };
     if component == Component::Member {

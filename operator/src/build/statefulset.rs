@@ -39,6 +39,16 @@ pub fn members_statefulset(cluster: &JocCluster, ctx: &BuildContext) -> Result<S
             }),
             ..Default::default()
         }]);
+        // A fresh volume belongs to root; group ownership lets JOC (group 0,
+        // see pod::JOC_GROUP_ID) write its logs there.
+        if let Some(security) = template
+            .spec
+            .as_mut()
+            .and_then(|spec| spec.security_context.as_mut())
+        {
+            security.fs_group = Some(super::pod::JOC_GROUP_ID);
+            security.fs_group_change_policy = Some("OnRootMismatch".to_owned());
+        }
         if let Some(cockpit) = template
             .spec
             .as_mut()

@@ -85,7 +85,7 @@ pub enum HandOverOutcome {
     /// This member does not hold the lease.
     NotHolder,
     /// No eligible target (named member missing, not ready, API server or
-    /// stale heartbeat); the lease stays here.
+    /// stale heartbeat); the lease stays here under a new term.
     NoEligibleTarget {
         reason: String,
     },
@@ -127,7 +127,9 @@ impl std::fmt::Debug for Command {
 impl ElectorHandle {
     /// Hands the lease over: this member demotes first, then the target gets
     /// term + 1. Standbys hear of it at once (NOTIFY on PostgreSQL, session
-    /// lock wake-up on MariaDB, next heartbeat on SQLite).
+    /// lock wake-up on MariaDB, next heartbeat on SQLite). Stop the workload
+    /// before calling: the current term ends in every case, and without an
+    /// eligible target this member continues under a new term.
     pub async fn hand_over(&self, target: HandOverTarget) -> Result<HandOverOutcome, LeaseError> {
         self.call(|reply| Command::HandOver(target, reply)).await?
     }
@@ -563,10 +565,16 @@ impl Runner {
             match view {
                 Some(view) => self.on_view(s, view, Instant::now()).await,
                 None => {
-                    let stale = s
-                        .view
-                        .as_ref()
-                        .is_none_or(|(_, at)| at.elapsed() > self.config.ttl);
+                    // MariaDB: the lease is read when something happens and
+                    // at the observed expiry; besides that once per TTL, or
+                    // every tick for a member standing back after a release
+                    // (so it learns soon that someone else took over).
+                    let every = if self.config.kind == MemberKind::Member && !self.ready {
+                        self.config.renew_interval
+                    } else {
+                        self.config.ttl
+                    };
+                    let stale = s.view.as_ref().is_none_or(|(_, at)| at.elapsed() >= every);
                     let reads_lease = matches!(s.store, Store::Postgres(_) | Store::Sqlite(_));
                     if reads_lease || stale {
                         self.refresh(s).await
@@ -867,6 +875,10 @@ impl Runner {
         }
     }
 
+    /// Ends this member's active period in every case: the caller's
+    /// workload may already have stopped (it should, before asking). If a
+    /// target is eligible it gets `term + 1`; otherwise this member goes on
+    /// with a new term.
     async fn hand_over(
         &mut self,
         s: &mut Session,
@@ -875,43 +887,16 @@ impl Runner {
         let Some(active) = s.active else {
             return Ok(HandOverOutcome::NotHolder);
         };
-        let members = s.store.members().await?;
-        let me = self.config.member.as_str();
-        let eligible =
-            |m: &&MemberRow| m.member != me && m.kind == MemberKind::Member && m.ready && m.fresh;
-        let chosen = match &target {
-            HandOverTarget::Member(name) => match members.iter().find(|m| &m.member == name) {
-                None => {
-                    return Ok(HandOverOutcome::NoEligibleTarget {
-                        reason: format!("{name:?} is not a member of this cluster"),
-                    });
-                }
-                Some(m) if !eligible(&m) => {
-                    return Ok(HandOverOutcome::NoEligibleTarget {
-                        reason: format!(
-                            "{name:?} cannot take over (it is this member, an API server, not \
-                             ready, or its heartbeat is older than {:?})",
-                            self.config.freshness()
-                        ),
-                    });
-                }
-                Some(m) => m.member.clone(),
-            },
-            HandOverTarget::Any => match members
-                .iter()
-                .filter(eligible)
-                .min_by_key(|m| m.heartbeat_age)
-            {
-                Some(m) => m.member.clone(),
-                None => {
-                    return Ok(HandOverOutcome::NoEligibleTarget {
-                        reason: "no other member is ready with a fresh heartbeat".to_owned(),
-                    });
-                }
-            },
-        };
         // Stop acting before the target can start.
         self.demote(s, "handing over");
+        let chosen = match self.choose_target(s, &target).await {
+            Ok(chosen) => chosen,
+            Err(refused) => {
+                // Back to work under a new term (the row is still ours).
+                self.refresh(s).await?;
+                return Ok(refused);
+            }
+        };
         if s.store.hand_over(active.term, &chosen).await? {
             tracing::info!(member = %self.config.member, to = %chosen, term = active.term + 1,
                 "handed the lease over");
@@ -927,6 +912,48 @@ impl Runner {
             Ok(HandOverOutcome::NoEligibleTarget {
                 reason: format!("{chosen:?} could not take over: the lease or the target changed"),
             })
+        }
+    }
+
+    /// The member to hand over to, or why there is none.
+    async fn choose_target(
+        &mut self,
+        s: &mut Session,
+        target: &HandOverTarget,
+    ) -> Result<String, HandOverOutcome> {
+        let members = match s.store.members().await {
+            Ok(members) => members,
+            Err(error) => {
+                return Err(HandOverOutcome::NoEligibleTarget {
+                    reason: format!("cannot list the members: {error}"),
+                });
+            }
+        };
+        let me = self.config.member.as_str();
+        let eligible =
+            |m: &&MemberRow| m.member != me && m.kind == MemberKind::Member && m.ready && m.fresh;
+        match target {
+            HandOverTarget::Member(name) => match members.iter().find(|m| &m.member == name) {
+                None => Err(HandOverOutcome::NoEligibleTarget {
+                    reason: format!("{name:?} is not a member of this cluster"),
+                }),
+                Some(m) if !eligible(&m) => Err(HandOverOutcome::NoEligibleTarget {
+                    reason: format!(
+                        "{name:?} cannot take over (it is this member, an API server, not ready, \
+                         or its heartbeat is older than {:?})",
+                        self.config.freshness()
+                    ),
+                }),
+                Some(m) => Ok(m.member.clone()),
+            },
+            HandOverTarget::Any => members
+                .iter()
+                .filter(eligible)
+                .min_by_key(|m| m.heartbeat_age)
+                .map(|m| m.member.clone())
+                .ok_or_else(|| HandOverOutcome::NoEligibleTarget {
+                    reason: "no other member is ready with a fresh heartbeat".to_owned(),
+                }),
         }
     }
 

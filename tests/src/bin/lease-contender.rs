@@ -23,7 +23,10 @@ use joc_ha_sidecar::lease::{
 };
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A request to end the active period now (reason, acknowledgement).
+type Stop = (&'static str, oneshot::Sender<()>);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -221,7 +224,14 @@ async fn run(args: Args) -> ExitCode {
     };
     let handle = Arc::new(handle);
     let clock = Clock::new();
-    let roles = tokio::spawn(watch_role(role, events.clone(), handle.status(), clock));
+    let (stop_tx, stop_rx) = mpsc::channel(4);
+    let roles = tokio::spawn(watch_role(
+        role,
+        events.clone(),
+        handle.status(),
+        clock,
+        stop_rx,
+    ));
     let statuses = tokio::spawn(watch_status(handle.status(), events.clone()));
     let stats = tokio::spawn(report_stats(
         handle.clone(),
@@ -229,7 +239,8 @@ async fn run(args: Args) -> ExitCode {
         Duration::from_secs(args.stats_every_s.max(1)),
     ));
     let mut rejoins = tokio::task::JoinSet::new();
-    let stopped = control(&handle, &events, &mut rejoins).await;
+    let stopped = control(&handle, &events, &stop_tx, &mut rejoins).await;
+    stop_workload(&stop_tx, "stopping").await;
     rejoins.abort_all();
     while rejoins.join_next().await.is_some() {}
     stats.abort();
@@ -253,12 +264,22 @@ async fn watch_role(
     events: Arc<Events>,
     status: watch::Receiver<ElectorStatus>,
     clock: Clock,
+    mut stops: mpsc::Receiver<Stop>,
 ) {
     let mut current: Option<(i64, tokio::time::Instant)> = None;
     let mut ended_term: i64 = 0;
     loop {
         let deadline = current.map(|(_, until)| until);
         tokio::select! {
+            Some((reason, done)) = stops.recv() => {
+                // The workload stops before the elector is asked to release
+                // or hand over; the term it held never resumes.
+                if let Some((term, _)) = current.take() {
+                    ended_term = term;
+                    events.emit("demoted", json!({ "term": term, "reason": reason }));
+                }
+                let _ = done.send(());
+            }
             changed = role.changed() => {
                 if changed.is_err() {
                     if let Some((term, _)) = current.take() {
@@ -364,9 +385,18 @@ async fn report_stats(handle: Arc<ElectorHandle>, events: Arc<Events>, every: Du
 }
 
 /// Serves signals until SIGTERM or SIGINT.
+/// Ends the active period (if any) before the elector is told anything.
+async fn stop_workload(stops: &mpsc::Sender<Stop>, reason: &'static str) {
+    let (done, stopped) = oneshot::channel();
+    if stops.send((reason, done)).await.is_ok() {
+        let _ = stopped.await;
+    }
+}
+
 async fn control(
     handle: &Arc<ElectorHandle>,
     events: &Arc<Events>,
+    stops: &mpsc::Sender<Stop>,
     rejoins: &mut tokio::task::JoinSet<()>,
 ) -> ExitCode {
     let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut usr2)) = (
@@ -384,6 +414,7 @@ async fn control(
             _ = int.recv() => return ExitCode::SUCCESS,
             _ = usr1.recv() => {
                 let term_before = handle.status().borrow().lease.as_ref().map_or(0, |l| l.term);
+                stop_workload(stops, "releasing").await;
                 match handle.release().await {
                     Ok(held) => events.emit("released", json!({ "held": held })),
                     Err(error) => events.emit("error", json!({ "message": error.to_string() })),
@@ -391,6 +422,7 @@ async fn control(
                 rejoins.spawn(rejoin(handle.clone(), events.clone(), term_before));
             }
             _ = usr2.recv() => {
+                stop_workload(stops, "handing over").await;
                 let outcome = handle.hand_over(HandOverTarget::Any).await;
                 events.emit("handover", json!({ "outcome": format!("{outcome:?}") }));
             }

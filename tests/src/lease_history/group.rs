@@ -321,7 +321,7 @@ impl Group {
         loop {
             let holders = self.holders()?;
             if holders.len() == 1 {
-                return Ok(holders.into_iter().next().context("one holder")?);
+                return holders.into_iter().next().context("one holder");
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!(
