@@ -36,7 +36,10 @@ crds:
 	$(CARGO) run --quiet -p joc-ha-crds --bin crdgen > crds/jocclusters.yaml
 	cp crds/jocclusters.yaml charts/joc-ha/crds/jocclusters.yaml
 
+# The end-to-end tests run the operator, sidecar and stand-in binaries as
+# processes, so they are built first.
 test: controlplane
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

@@ -26,6 +26,7 @@ use crate::db::{Backend, TestDb};
 use crate::kubelet::{
     ContainerRunner, FakeKubelet, FakeKubeletConfig, PodContext, ProcessSpec, Readiness,
 };
+use crate::operator::{OperatorOptions, OperatorProcess};
 use crate::process::ManagedProcess;
 use crate::wait::wait_for;
 
@@ -288,7 +289,7 @@ pub struct Stack {
     pub db: TestDb,
     pub periods_dir: PathBuf,
     pub endpoints: EndpointRecorder,
-    pub operator: ManagedProcess,
+    pub operator: OperatorProcess,
     pub kubelet: FakeKubelet,
     pub plane: ControlPlane,
     _dir: tempfile::TempDir,
@@ -306,33 +307,9 @@ impl Stack {
             crate::history::create_schema(&db.url()).await?;
         }
 
-        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-            Api::all(client.clone());
-        crds.create(
-            &PostParams::default(),
-            &<JocCluster as kube::CustomResourceExt>::crd(),
-        )
-        .await
-        .or_else(ignore_conflict)?;
-        wait_for(
-            "the CRD to be established",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || {
-                let crds = crds.clone();
-                async move {
-                    let crd = crds.get("jocclusters.joc-ha.dev").await.ok()?;
-                    crd.status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                }
-            },
-        )
-        .await?;
+        crate::operator::install_crd(&plane).await?;
         plane.create_namespace(&options.namespace).await?;
-        install_sidecar_admission_policy(&plane, dir.path()).await?;
+        install_sidecar_admission_policy(&plane).await?;
 
         let runner = JocRunner::new(options.history.then(|| db.url()), periods_dir.clone())?;
         let kubelet = FakeKubelet::start(
@@ -342,22 +319,17 @@ impl Stack {
                 .with_restart_backoff(Duration::from_millis(500)),
         )
         .await?;
-        let operator = ManagedProcess::spawn(
-            {
-                let mut command = std::process::Command::new(workspace_binary("joc-ha-operator")?);
-                command
-                    .env("KUBECONFIG", plane.kubeconfig_path())
-                    .env(
-                        "JOC_HA_HTTP_ADDR",
-                        format!("127.0.0.1:{}", crate::db::free_port()?),
-                    )
-                    .env("JOC_HA_SIDECAR_IMAGE", "joc-ha-sidecar:test")
-                    .env("POD_NAMESPACE", "default")
-                    .env("RUST_LOG", "info,kube=warn");
-                command
-            },
-            dir.path().join("operator.log"),
-        )?;
+        // The operator runs with the chart's least-privilege account, as its
+        // image would.
+        let account = crate::operator::install_chart_rbac(&plane, "joc-ha", "joc-ha-system").await?;
+        let token = plane.token_for(&account.namespace, &account.service_account).await?;
+        let operator = OperatorProcess::start_with_token(
+            &plane,
+            &token,
+            OperatorOptions::new("joc-ha-operator-0", &account.namespace)
+                .lease_name(account.service_account.clone()),
+        )
+        .await?;
 
         let endpoints = EndpointRecorder::start(
             client.clone(),
@@ -535,38 +507,17 @@ impl Stack {
     }
 }
 
-/// The chart's ValidatingAdmissionPolicy that confines the sidecars to the
-/// role label of their own cluster's pods: the sidecars run under it here too.
-async fn install_sidecar_admission_policy(plane: &ControlPlane, dir: &Path) -> Result<()> {
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/joc-ha");
-    let rendered = plane
-        .helm([
-            "template".as_ref(),
-            "joc-ha".as_ref(),
-            chart.as_os_str(),
-            "--kube-version".as_ref(),
-            "1.37.2".as_ref(),
-            "--show-only".as_ref(),
-            "templates/sidecar-admission-policy.yaml".as_ref(),
-        ] as [&std::ffi::OsStr; 7])
-        .await?;
-    if !rendered.status.success() {
-        bail!(
-            "helm template failed: {}",
-            String::from_utf8_lossy(&rendered.stderr)
-        );
-    }
-    let file = dir.join("sidecar-admission-policy.yaml");
-    std::fs::write(&file, &rendered.stdout)?;
-    let applied = plane
-        .kubectl(["apply".as_ref(), "-f".as_ref(), file.as_os_str()] as [&std::ffi::OsStr; 3])
-        .await?;
-    if !applied.status.success() {
-        bail!(
-            "kubectl apply of the admission policy failed: {}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
-    }
+/// The chart's ValidatingAdmissionPolicies that confine the sidecars to the
+/// role label of their own cluster's pods: the sidecars run under them here too.
+async fn install_sidecar_admission_policy(plane: &ControlPlane) -> Result<()> {
+    let yaml = crate::operator::helm_template(
+        plane,
+        "joc-ha",
+        "joc-ha-system",
+        &["--show-only", "templates/sidecar-admission-policy.yaml"],
+    )
+    .await?;
+    crate::operator::kubectl_apply(plane, &yaml, &[]).await?;
     Ok(())
 }
 
@@ -575,11 +526,4 @@ pub fn is_ready(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn ignore_conflict<T: Default>(error: kube::Error) -> Result<T, kube::Error> {
-    match error {
-        kube::Error::Api(status) if status.code == 409 => Ok(T::default()),
-        other => Err(other),
-    }
 }
