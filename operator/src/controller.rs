@@ -7,14 +7,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
-    FIELD_MANAGER_OPERATOR, LABEL_CLUSTER, active_service_name, reason, secret_key,
+    ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_OPERATOR, LABEL_CLUSTER,
+    LABEL_COMPONENT, active_service_name, members_statefulset_name, reason, secret_key,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -25,6 +26,7 @@ use tracing::{info, warn};
 use crate::apply::apply_all;
 use crate::build::{BuildContext, desired};
 use crate::error::{Error, Result};
+use crate::rollout;
 use crate::status::{Observed, Problem, compute_status};
 
 /// Shared by every reconcile.
@@ -111,8 +113,13 @@ async fn reconcile(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Result<Action
         }
     }
 
+    // Roll out a changed pod template: standbys first, the active last.
+    let mut observed = observe(&ctx.client, &cluster, &namespace).await?;
+    if problems.is_empty() {
+        observed.rolling_out = roll_out(&ctx, &cluster, &namespace, &observed).await?;
+    }
+
     // Status.
-    let observed = observe(&ctx.client, &cluster, &namespace).await?;
     let status = compute_status(&cluster, &observed, &problems, Time(jiff::Timestamp::now()));
     let api: Api<JocCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
@@ -130,7 +137,9 @@ async fn reconcile(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Result<Action
 
     // A missing Secret cannot be watched without reading every Secret, so
     // look again soon; otherwise the watches bring us back.
-    Ok(if problems.is_empty() {
+    Ok(if observed.rolling_out {
+        Action::requeue(Duration::from_secs(2))
+    } else if problems.is_empty() {
         Action::requeue(Duration::from_secs(300))
     } else {
         Action::requeue(Duration::from_secs(10))
@@ -183,6 +192,76 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
             .to_string(),
         }])
     }
+}
+
+/// Takes the next rollout step; returns whether a rollout is under way.
+async fn roll_out(
+    ctx: &Context,
+    cluster: &JocCluster,
+    namespace: &str,
+    observed: &Observed,
+) -> Result<bool> {
+    let name = cluster.name_any();
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(statefulset) = statefulsets
+        .get_opt(&members_statefulset_name(&name))
+        .await?
+    else {
+        return Ok(false);
+    };
+    let update_revision = statefulset
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.clone());
+    let members: Vec<Pod> = observed
+        .pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(COMPONENT_MEMBER))
+        .cloned()
+        .collect();
+    let pending = cluster.annotations().contains_key(ANNOTATION_SWITCHOVER_TO);
+    let step = rollout::next_step(
+        &members,
+        update_revision.as_deref(),
+        cluster.spec.members,
+        pending,
+    );
+    let reference = cluster.object_ref(&());
+    let note = match &step {
+        rollout::Step::Done => return Ok(false),
+        rollout::Step::Wait(why) => {
+            info!(cluster = %name, namespace, why, "rollout waiting");
+            return Ok(true);
+        }
+        rollout::Step::Replace(pod) => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            pods.delete(pod, &DeleteParams::default()).await?;
+            format!("replacing {pod} with the updated pod template")
+        }
+        rollout::Step::SwitchOver(target) => {
+            let clusters: Api<JocCluster> = Api::namespaced(ctx.client.clone(), namespace);
+            let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_SWITCHOVER_TO: target}}});
+            clusters
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            "every standby is updated: switching over so the old active member can be updated"
+                .to_owned()
+        }
+    };
+    info!(cluster = %name, namespace, "{note}");
+    ctx.recorder
+        .publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "RollingUpdate".to_owned(),
+                note: Some(note),
+                action: "RollOut".to_owned(),
+                secondary: None,
+            },
+            &reference,
+        )
+        .await?;
+    Ok(true)
 }
 
 async fn observe(client: &Client, cluster: &JocCluster, namespace: &str) -> Result<Observed> {

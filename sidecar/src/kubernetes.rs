@@ -116,7 +116,11 @@ impl ClusterApi {
     pub async fn mark_failsafe(&self) -> Result<(), KubeError> {
         let patch = json!({"metadata": {"annotations": {ANNOTATION_FAILSAFE: "true"}}});
         self.pods
-            .patch(&self.pod_name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(
+                &self.pod_name,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
             .await
             .map(|_| ())
             .map_err(call("mark this pod failsafe"))

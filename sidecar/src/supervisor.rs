@@ -242,7 +242,11 @@ impl Sidecar {
             Some((term, remaining)) => {
                 if self.failsafe_until.take().is_some() {
                     info!(term, "the database is back; failsafe mode ends");
-                    if let Err(error) = self.api.set_role(&self.config.pod_name, ROLE_ACTIVE, Some(term)).await {
+                    if let Err(error) = self
+                        .api
+                        .set_role(&self.config.pod_name, ROLE_ACTIVE, Some(term))
+                        .await
+                    {
                         warn!(%error, "cannot clear the failsafe mark");
                     }
                     if self.active_term != Some(term) {
@@ -263,7 +267,8 @@ impl Sidecar {
                 let Some(term) = self.active_term else {
                     return;
                 };
-                if !self.stepped_down && self.database_trouble().await && self.failsafe(term).await {
+                if !self.stepped_down && self.database_trouble().await && self.failsafe(term).await
+                {
                     return;
                 }
                 let why = if self.failsafe_until.is_some() {
@@ -287,7 +292,8 @@ impl Sidecar {
         loop {
             let (trouble, still_holder) = {
                 let status = self.elector_status.borrow_and_update();
-                let holder = status.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(me.as_str());
+                let holder =
+                    status.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(me.as_str());
                 (!status.connected || status.last_error.is_some(), holder)
             };
             if trouble {
@@ -322,7 +328,10 @@ impl Sidecar {
                     return false;
                 }
                 if self.failsafe_until.is_none() {
-                    warn!(term, "database unreachable for everyone; staying active in failsafe mode");
+                    warn!(
+                        term,
+                        "database unreachable for everyone; staying active in failsafe mode"
+                    );
                     if let Err(error) = self.api.mark_failsafe().await {
                         warn!(%error, "cannot mark this pod failsafe");
                         return false;
@@ -431,7 +440,8 @@ impl Sidecar {
         if self.failsafe_until.is_some()
             && (role_label(own) != Some(ROLE_ACTIVE) || !other_active_members(&pods, me).is_empty())
         {
-            self.demote("failsafe mode ended: another member became active").await;
+            self.demote("failsafe mode ended: another member became active")
+                .await;
             return;
         }
         let wanted = if self.active_term.is_some() {

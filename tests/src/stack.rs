@@ -321,8 +321,11 @@ impl Stack {
         .await?;
         // The operator runs with the chart's least-privilege account, as its
         // image would.
-        let account = crate::operator::install_chart_rbac(&plane, "joc-ha", "joc-ha-system").await?;
-        let token = plane.token_for(&account.namespace, &account.service_account).await?;
+        let account =
+            crate::operator::install_chart_rbac(&plane, "joc-ha", "joc-ha-system").await?;
+        let token = plane
+            .token_for(&account.namespace, &account.service_account)
+            .await?;
         let operator = OperatorProcess::start_with_token(
             &plane,
             &token,

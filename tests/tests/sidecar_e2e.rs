@@ -339,29 +339,57 @@ async fn hand_made_labels_are_corrected(backend: Backend) -> anyhow::Result<()> 
 async fn database_down_for_everyone(backend: Backend) -> anyhow::Result<()> {
     let (mut stack, active) = cluster(backend, 0).await?;
     let ttl = Duration::from_secs(5);
-    stack.db.server_mut().expect("private server").stop().await?;
-    wait_for("the holder to enter failsafe mode", FAILOVER, Duration::from_millis(100), || async {
-        let pod = stack.pods().get(&active).await.ok()?;
-        pod.annotations().contains_key("joc-ha.dev/failsafe").then_some(())
-    })
+    stack
+        .db
+        .server_mut()
+        .expect("private server")
+        .stop()
+        .await?;
+    wait_for(
+        "the holder to enter failsafe mode",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let pod = stack.pods().get(&active).await.ok()?;
+            pod.annotations()
+                .contains_key("joc-ha.dev/failsafe")
+                .then_some(())
+        },
+    )
     .await?;
     // Past the TTL the holder is still the one active member, and tells its
     // cockpit so.
     tokio::time::sleep(ttl).await;
     assert_eq!(stack.labeled_active().await?, vec![active.clone()]);
-    let dir = stack.kubelet.pod_dir(&stack.options.namespace, &active).expect("pod dir");
-    assert!(role_files(&dir).iter().any(|r| r.is_active_now()), "failsafe keeps the cockpit active");
+    let dir = stack
+        .kubelet
+        .pod_dir(&stack.options.namespace, &active)
+        .expect("pod dir");
+    assert!(
+        role_files(&dir).iter().any(|r| r.is_active_now()),
+        "failsafe keeps the cockpit active"
+    );
 
-    stack.db.server_mut().expect("private server").start().await?;
+    stack
+        .db
+        .server_mut()
+        .expect("private server")
+        .start()
+        .await?;
     stack.endpoints.wait_single(None, FAILOVER).await?;
-    wait_for("the failsafe mark to go", FAILOVER, Duration::from_millis(100), || async {
-        let pods = stack.pods().list(&ListParams::default()).await.ok()?;
-        let marked = pods
-            .items
-            .iter()
-            .any(|p| p.annotations().contains_key("joc-ha.dev/failsafe"));
-        (!marked).then_some(())
-    })
+    wait_for(
+        "the failsafe mark to go",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let pods = stack.pods().list(&ListParams::default()).await.ok()?;
+            let marked = pods
+                .items
+                .iter()
+                .any(|p| p.annotations().contains_key("joc-ha.dev/failsafe"));
+            (!marked).then_some(())
+        },
+    )
     .await?;
     assert_eq!(stack.labeled_active().await?.len(), 1);
     stack.endpoints.assert_never_two();
@@ -372,18 +400,39 @@ async fn database_down_for_everyone(backend: Backend) -> anyhow::Result<()> {
 /// demotes itself (isolation check): its cockpit is told standby.
 async fn isolated_holder_demotes(backend: Backend) -> anyhow::Result<()> {
     let (mut stack, active) = cluster(backend, 0).await?;
-    let dir = stack.kubelet.pod_dir(&stack.options.namespace, &active).expect("pod dir");
-    stack.db.server_mut().expect("private server").stop().await?;
+    let dir = stack
+        .kubelet
+        .pod_dir(&stack.options.namespace, &active)
+        .expect("pod dir");
+    stack
+        .db
+        .server_mut()
+        .expect("private server")
+        .stop()
+        .await?;
     stack.plane.stop_apiserver().await?;
-    let demoted = wait_for("the isolated holder to demote", FAILOVER, Duration::from_millis(50), || async {
-        let reports = role_files(&dir);
-        (!reports.is_empty() && reports.iter().all(|r| !r.is_active_now())).then_some(())
-    })
+    let demoted = wait_for(
+        "the isolated holder to demote",
+        FAILOVER,
+        Duration::from_millis(50),
+        || async {
+            let reports = role_files(&dir);
+            (!reports.is_empty() && reports.iter().all(|r| !r.is_active_now())).then_some(())
+        },
+    )
     .await;
     stack.plane.start_apiserver().await?;
-    stack.db.server_mut().expect("private server").start().await?;
+    stack
+        .db
+        .server_mut()
+        .expect("private server")
+        .start()
+        .await?;
     demoted?;
-    stack.endpoints.wait_single(None, Duration::from_secs(90)).await?;
+    stack
+        .endpoints
+        .wait_single(None, Duration::from_secs(90))
+        .await?;
     stack.endpoints.assert_never_two();
     Ok(())
 }

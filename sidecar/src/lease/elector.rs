@@ -197,6 +197,9 @@ impl Elector {
     ) -> Result<(ElectorHandle, watch::Receiver<Role>), LeaseError> {
         config.validate()?;
         let url = DatabaseUrl::parse(url)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            LeaseError::InvalidConfig("Elector::start must be called within a Tokio runtime".into())
+        })?;
         let statements = Arc::new(AtomicU64::new(0));
         let ctx = Arc::new(Ctx::new(&config, url, statements.clone()));
         let (role_tx, role_rx) = watch::channel(Role::Standby);
@@ -213,7 +216,7 @@ impl Elector {
             shutdown_replies: Vec::new(),
             last_active_term: 0,
         };
-        let task = tokio::spawn(runner.run());
+        let task = runtime.spawn(runner.run());
         Ok((
             ElectorHandle {
                 commands: commands_tx,
@@ -985,5 +988,35 @@ impl Runner {
                 "could not release the lease while stopping; it expires by itself");
         }
         self.demote(s, "stopping");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_checks_runtime_config_and_url() {
+        let error = Elector::start(LeaseConfig::new("c", "m"), "sqlite:///tmp/lease.db")
+            .expect_err("no runtime");
+        assert!(error.to_string().contains("Tokio runtime"), "{error}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut config = LeaseConfig::new("c", "m");
+            config.renew_interval = Duration::from_secs(3);
+            let error =
+                Elector::start(config, "sqlite:///tmp/lease.db").expect_err("renew > ttl/3");
+            assert!(matches!(error, LeaseError::InvalidConfig(_)), "{error}");
+            let error = Elector::start(LeaseConfig::new("c", "m"), "postgres://u:hunter2@h:bad/db")
+                .expect_err("malformed URL");
+            let text = error.to_string();
+            assert!(
+                text.contains("invalid port") && !text.contains("hunter2"),
+                "{text}"
+            );
+        });
     }
 }
