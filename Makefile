@@ -17,7 +17,7 @@ export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
 
-.PHONY: all setup controlplane build crds test lint fmt bench-lease clean-cache
+.PHONY: all setup controlplane build crds test lint fmt bench-lease clean-cache demo
 
 all: build
 
@@ -57,3 +57,11 @@ bench-lease: controlplane
 
 clean-cache:
 	rm -rf "$(JOC_HA_CACHE)"
+
+# The main job, locally: a 3-member JocCluster on the embedded SQLite store
+# (DATABASE_URL=postgres://... or mysql://... to use a server), a switch-over
+# and a fail-over with their times, then a live view until Ctrl-C.
+# DEMO_ARGS=--once runs the scripted part only and exits 0 on success.
+demo: controlplane
+	$(CARGO) build --workspace --bins
+	"$(CARGO_TARGET_DIR)/debug/demo" $(DEMO_ARGS)

@@ -17,7 +17,7 @@ use joc_ha_crds::names::{
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -162,7 +162,9 @@ impl EndpointRecorder {
             watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
         let state = recorder.inner.clone();
         tokio::spawn(async move {
-            let stream = watcher(api, config);
+            // Back off on errors: a watch whose API server is gone must not
+            // spin (and keep the runtime from shutting down).
+            let stream = watcher(api, config).default_backoff();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 let Ok(event) = event else { continue };
@@ -266,6 +268,9 @@ pub struct StackOptions {
     pub name: String,
     /// Run the stand-ins' history workload against the database.
     pub history: bool,
+    /// Use this database instead of a private server (the backend follows
+    /// its scheme); tests that stop the database need the private one.
+    pub database_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -279,6 +284,7 @@ impl Default for StackOptions {
             namespace: "js7".into(),
             name: "joc".into(),
             history: false,
+            database_url: None,
         }
     }
 }
@@ -286,7 +292,10 @@ impl Default for StackOptions {
 /// A running stack. Dropping it stops everything.
 pub struct Stack {
     pub options: StackOptions,
-    pub db: TestDb,
+    /// The private database, unless `database_url` named another.
+    pub db: Option<TestDb>,
+    /// URL of the database the cluster uses (with its password).
+    pub database_url: String,
     pub periods_dir: PathBuf,
     pub endpoints: EndpointRecorder,
     pub operator: OperatorProcess,
@@ -297,21 +306,31 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: StackOptions) -> Result<Stack> {
-        let db = TestDb::start_private(options.backend).await?;
+        let (db, database_url) = match &options.database_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let db = TestDb::start_private(options.backend).await?;
+                let url = db.url();
+                (Some(db), url)
+            }
+        };
         let plane = ControlPlane::start().await?;
         let client = plane.client();
         let dir = tempfile::Builder::new().prefix("joc-ha-stack-").tempdir()?;
         let periods_dir = dir.path().join("periods");
         std::fs::create_dir_all(&periods_dir)?;
         if options.history {
-            crate::history::create_schema(&db.url()).await?;
+            crate::history::create_schema(&database_url).await?;
         }
 
         crate::operator::install_crd(&plane).await?;
         plane.create_namespace(&options.namespace).await?;
         install_sidecar_admission_policy(&plane).await?;
 
-        let runner = JocRunner::new(options.history.then(|| db.url()), periods_dir.clone())?;
+        let runner = JocRunner::new(
+            options.history.then(|| database_url.clone()),
+            periods_dir.clone(),
+        )?;
         let kubelet = FakeKubelet::start(
             client.clone(),
             FakeKubeletConfig::new(&plane)
@@ -342,6 +361,7 @@ impl Stack {
         let stack = Stack {
             options,
             db,
+            database_url,
             periods_dir,
             endpoints,
             operator,
@@ -358,7 +378,7 @@ impl Stack {
         let secrets: Api<Secret> = Api::namespaced(self.client(), &o.namespace);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": format!("{}-db", o.name)},
-            "stringData": {"url": self.db.url()},
+            "stringData": {"url": self.database_url},
         }))?;
         secrets.create(&PostParams::default(), &secret).await?;
         let database_type = match o.backend {
@@ -382,6 +402,14 @@ impl Stack {
             .create(&PostParams::default(), &cluster)
             .await?;
         Ok(())
+    }
+
+    /// The private database server, to stop and start it.
+    pub fn db_server(&mut self) -> Result<&mut crate::db::DatabaseServer> {
+        self.db
+            .as_mut()
+            .and_then(TestDb::server_mut)
+            .context("this stack has no private database server")
     }
 
     pub fn client(&self) -> Client {
@@ -461,6 +489,26 @@ impl Stack {
     pub fn cockpit(&self, pod: &str) -> Option<Arc<ManagedProcess>> {
         self.kubelet
             .process(&self.options.namespace, pod, pod_names::COCKPIT_CONTAINER)
+    }
+
+    /// The last `n` Events on the JocCluster as (reason, note), oldest first.
+    pub async fn recent_cluster_events(&self, n: usize) -> Result<Vec<(String, String)>> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client(), &self.options.namespace);
+        let mut all: Vec<_> = events
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("JocCluster"))
+            .collect();
+        all.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        let skip = all.len().saturating_sub(n);
+        Ok(all
+            .into_iter()
+            .skip(skip)
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect())
     }
 
     /// Notes of the Events with `reason` on the JocCluster, oldest first.

@@ -14,8 +14,8 @@
 //!   A process also never starts two active periods with the same term.
 //! * **Expiry** is judged only by the database's clock inside each statement
 //!   (`expires_at <= now()`); clients never send wall-clock times, so a
-//!   skewed host clock changes nothing. (SQLite has no server: see
-//!   [`store::sqlite`](self) — it uses the host's monotonic clock.)
+//!   skewed host clock changes nothing. (SQLite has no server: it uses the
+//!   host's monotonic clock, tagged with the boot id; see `store/sqlite.rs`.)
 //! * **Holder's deadline**: a renew sent at local monotonic instant `t` that
 //!   succeeds lets the holder act until `t + ttl - margin` (margin = ttl/5,
 //!   see [`LeaseConfig::margin`]). The database expires the lease at
@@ -31,8 +31,11 @@
 //!   and a standby takes over (`term + 1`) without waiting for the TTL.
 //!   Keys belong to sessions, not terms, so a hand-over target already holds
 //!   its key and no waiter can grab it first. Frozen or cut-off holders keep
-//!   their session: for them only the TTL applies. See
-//!   `store::postgres` and `store::mysql` for each product's rule.
+//!   their session: for them only the TTL applies. See `store/postgres.rs`
+//!   (250 ms guard, [`TAKEOVER_GUARD`]) and `store/mysql.rs` (the holder
+//!   cannot see its own session end, so its role is also bounded by
+//!   `2 × renew interval` after its last verified renew, and a standby takes
+//!   over early only `hold + margin` after that renew).
 //! * **Wake-ups**: NOTIFY on PostgreSQL; on MariaDB the holder moves to a new
 //!   session lock on release and hand-over, which wakes the waiters; SQLite
 //!   polls every renew interval.

@@ -13,6 +13,16 @@
 //!   very connection still holds the session lock.
 //! * Frozen (SIGSTOP) or cut-off holder: its session stays open, so only the
 //!   TTL applies.
+//! * Only a release *seen while waiting* counts: after a server restart every
+//!   session ends, the standbys' waiters too, and a lock found free on a
+//!   fresh waiter connection says nothing about when the holder's session
+//!   ended, so only the TTL applies then.
+//!
+//! Assumption: the server ends a live holder's session without the holder
+//! noticing only after a network partition, once the server's TCP keepalive
+//! gives up (about 2 hours by default; keep the server's `tcp_keepalives_*`
+//! well above the TTL). A holder cut off that long has demoted at its
+//! deadline long before.
 
 use std::sync::Arc;
 use std::time::Duration;
