@@ -228,7 +228,7 @@ impl Sidecar {
 
     /// Applies the elector's current role.
     async fn follow_lease(&mut self) {
-        let role = self.roles.borrow_and_update().clone();
+        let role = *self.roles.borrow_and_update();
         let connected = self.elector_status.borrow().connected;
         self.health.database_ok.store(connected, Ordering::Relaxed);
         let held = match role {

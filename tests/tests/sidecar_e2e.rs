@@ -339,12 +339,7 @@ async fn hand_made_labels_are_corrected(backend: Backend) -> anyhow::Result<()> 
 async fn database_down_for_everyone(backend: Backend) -> anyhow::Result<()> {
     let (mut stack, active) = cluster(backend, 0).await?;
     let ttl = Duration::from_secs(5);
-    stack
-        .db
-        .server_mut()
-        .expect("private server")
-        .stop()
-        .await?;
+    stack.db_server()?.stop().await?;
     wait_for(
         "the holder to enter failsafe mode",
         FAILOVER,
@@ -370,12 +365,7 @@ async fn database_down_for_everyone(backend: Backend) -> anyhow::Result<()> {
         "failsafe keeps the cockpit active"
     );
 
-    stack
-        .db
-        .server_mut()
-        .expect("private server")
-        .start()
-        .await?;
+    stack.db_server()?.start().await?;
     stack.endpoints.wait_single(None, FAILOVER).await?;
     wait_for(
         "the failsafe mark to go",
@@ -404,12 +394,7 @@ async fn isolated_holder_demotes(backend: Backend) -> anyhow::Result<()> {
         .kubelet
         .pod_dir(&stack.options.namespace, &active)
         .expect("pod dir");
-    stack
-        .db
-        .server_mut()
-        .expect("private server")
-        .stop()
-        .await?;
+    stack.db_server()?.stop().await?;
     stack.plane.stop_apiserver().await?;
     let demoted = wait_for(
         "the isolated holder to demote",
@@ -422,12 +407,7 @@ async fn isolated_holder_demotes(backend: Backend) -> anyhow::Result<()> {
     )
     .await;
     stack.plane.start_apiserver().await?;
-    stack
-        .db
-        .server_mut()
-        .expect("private server")
-        .start()
-        .await?;
+    stack.db_server()?.start().await?;
     demoted?;
     stack
         .endpoints

@@ -44,7 +44,9 @@ async fn run(once: bool) -> Result<()> {
         Some(url) if url.starts_with("postgres") => Backend::Postgres,
         Some(url) if url.starts_with("mysql") || url.starts_with("mariadb") => Backend::MariaDb,
         Some(url) if url.starts_with("sqlite") => Backend::Sqlite,
-        Some(_) => bail!("DATABASE_URL must start with postgres://, mysql://, mariadb:// or sqlite://"),
+        Some(_) => {
+            bail!("DATABASE_URL must start with postgres://, mysql://, mariadb:// or sqlite://")
+        }
     };
     say(format!(
         "joc-ha demo: starting a control plane, the operator and a 3-member JocCluster on {}",
@@ -63,7 +65,10 @@ async fn run(once: bool) -> Result<()> {
     })
     .await?;
     stack.wait_members_ready(Duration::from_secs(120)).await?;
-    let first = stack.endpoints.wait_single(None, Duration::from_secs(120)).await?;
+    let first = stack
+        .endpoints
+        .wait_single(None, Duration::from_secs(120))
+        .await?;
     say(format!(
         "cluster up in {:.1} s: {first} is active\n",
         started.elapsed().as_secs_f64()
@@ -92,9 +97,15 @@ async fn run(once: bool) -> Result<()> {
         ])
         .await?;
     if !output.status.success() {
-        bail!("kubectl annotate failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "kubectl annotate failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    let now = stack.endpoints.wait_single(Some(&first), STEP_TIMEOUT).await?;
+    let now = stack
+        .endpoints
+        .wait_single(Some(&first), STEP_TIMEOUT)
+        .await?;
     let switchover = asked.elapsed();
     say(format!(
         "   the Service routes to {now} after {} ms (annotation → endpoint moved)",
@@ -111,10 +122,16 @@ async fn run(once: bool) -> Result<()> {
         stack.kubelet.block_starts(&namespace, &now, container);
     }
     let killed = Instant::now();
-    for process in [stack.sidecar(&now), stack.cockpit(&now)].into_iter().flatten() {
+    for process in [stack.sidecar(&now), stack.cockpit(&now)]
+        .into_iter()
+        .flatten()
+    {
         process.kill().await?;
     }
-    let next = stack.endpoints.wait_single(Some(&now), STEP_TIMEOUT).await?;
+    let next = stack
+        .endpoints
+        .wait_single(Some(&now), STEP_TIMEOUT)
+        .await?;
     let failover = killed.elapsed();
     say(format!(
         "   the Service routes to {next} after {} ms (kill → endpoint moved)",
@@ -184,7 +201,11 @@ async fn print_view(stack: &Stack) -> Result<()> {
     pods.sort_by_key(|p| p.name_any());
     for pod in &pods {
         let name = pod.name_any();
-        let role = pod.labels().get(LABEL_ROLE).cloned().unwrap_or_else(|| "-".into());
+        let role = pod
+            .labels()
+            .get(LABEL_ROLE)
+            .cloned()
+            .unwrap_or_else(|| "-".into());
         let term = pod
             .annotations()
             .get("joc-ha.dev/lease-term")
@@ -200,7 +221,11 @@ async fn print_view(stack: &Stack) -> Result<()> {
             role,
             term,
             if is_ready(pod) { "yes" } else { "no" },
-            if routed.contains(&name) { "<- here" } else { "" },
+            if routed.contains(&name) {
+                "<- here"
+            } else {
+                ""
+            },
             pid
         ));
     }
