@@ -10,6 +10,8 @@ use clap::{Parser, ValueEnum};
 use joc_ha_crds::v1alpha1::parse_duration;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+pub use crate::lease::redact_url;
+
 /// Command-line flags; each can also come from its `JOC_HA_*` variable.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -320,27 +322,6 @@ fn with_tls_mode(
     };
     let separator = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{separator}{parameter}"))
-}
-
-/// Replaces the password of `scheme://user:password@host/...` with `***`;
-/// other text is returned as is.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         active_term: None,
         stepped_down: false,
         failsafe_until: None,
+        last_database_error: None,
     };
     sidecar.publish(standby);
     sidecar
@@ -164,6 +165,8 @@ struct Sidecar {
     /// everyone, so nobody else can take the lease, and the API server shows
     /// no other active pod. Extended by each successful check of the API.
     failsafe_until: Option<tokio::time::Instant>,
+    /// The elector's last error, to count each new one once.
+    last_database_error: Option<String>,
 }
 
 impl Sidecar {
@@ -229,8 +232,15 @@ impl Sidecar {
     /// Applies the elector's current role.
     async fn follow_lease(&mut self) {
         let role = *self.roles.borrow_and_update();
-        let connected = self.elector_status.borrow().connected;
+        let (connected, error) = {
+            let status = self.elector_status.borrow();
+            (status.connected, status.last_error.as_ref().map(|e| e.to_string()))
+        };
         self.health.database_ok.store(connected, Ordering::Relaxed);
+        if error.is_some() && error != self.last_database_error {
+            self.metrics.database_errors.inc();
+        }
+        self.last_database_error = error;
         let held = match role {
             Role::Active { term, until } if !self.stepped_down => {
                 let remaining = until.saturating_duration_since(tokio::time::Instant::now());
