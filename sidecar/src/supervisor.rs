@@ -234,7 +234,10 @@ impl Sidecar {
         let role = *self.roles.borrow_and_update();
         let (connected, error) = {
             let status = self.elector_status.borrow();
-            (status.connected, status.last_error.as_ref().map(|e| e.to_string()))
+            (
+                status.connected,
+                status.last_error.as_ref().map(|e| e.to_string()),
+            )
         };
         self.health.database_ok.store(connected, Ordering::Relaxed);
         if error.is_some() && error != self.last_database_error {

@@ -57,7 +57,26 @@ pub struct JocRunner {
     history_url: Option<String>,
     /// Where the stand-ins append their active periods.
     periods_dir: PathBuf,
-    ports: Mutex<HashMap<(String, String, i32), u16>>,
+    ports: PortMap,
+}
+
+/// Loopback ports standing for pods' container ports, shared with the stack
+/// so tests can reach a sidecar's HTTP server.
+#[derive(Clone, Default)]
+pub struct PortMap(Arc<Mutex<HashMap<(String, String, i32), u16>>>);
+
+impl PortMap {
+    /// A stable loopback port per pod and container port, so restarts keep it.
+    pub fn port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
+        let mut ports = self.0.lock().ok()?;
+        let key = (namespace.to_owned(), pod.to_owned(), container_port);
+        if let Some(port) = ports.get(&key) {
+            return Some(*port);
+        }
+        let port = crate::db::free_port().ok()?;
+        ports.insert(key, port);
+        Some(port)
+    }
 }
 
 impl JocRunner {
@@ -67,20 +86,13 @@ impl JocRunner {
             standin: workspace_binary("standin-cockpit")?,
             history_url,
             periods_dir,
-            ports: Mutex::new(HashMap::new()),
+            ports: PortMap::default(),
         })
     }
 
     /// A stable loopback port per pod and container port, so restarts keep it.
     fn port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
-        let mut ports = self.ports.lock().ok()?;
-        let key = (namespace.to_owned(), pod.to_owned(), container_port);
-        if let Some(port) = ports.get(&key) {
-            return Some(*port);
-        }
-        let port = crate::db::free_port().ok()?;
-        ports.insert(key, port);
-        Some(port)
+        self.ports.port(namespace, pod, container_port)
     }
 }
 
@@ -96,6 +108,14 @@ impl ContainerRunner for JocRunner {
                     .env("JOC_HA_HTTP_ADDR", format!("127.0.0.1:{port}"))
                     .env("JOC_HA_ROLE_DIR", role_dir.display().to_string())
                     .env("RUST_LOG", "info,kube=warn,sqlx=warn")
+                    // Every role change appends a line the tests can read.
+                    .env(
+                        "JOC_HA_ON_ROLE_CHANGE",
+                        format!(
+                            "echo \"$JOC_HA_ROLE $JOC_HA_TERM\" >> {}",
+                            ctx.pod_dir.join("role-changes.log").display()
+                        ),
+                    )
                     .readiness(Readiness::HttpGet(format!(
                         "http://127.0.0.1:{port}/readyz"
                     )));
@@ -297,6 +317,8 @@ pub struct Stack {
     /// URL of the database the cluster uses (with its password).
     pub database_url: String,
     pub periods_dir: PathBuf,
+    /// Loopback ports of the pods' containers.
+    pub ports: PortMap,
     pub endpoints: EndpointRecorder,
     pub operator: OperatorProcess,
     pub kubelet: FakeKubelet,
@@ -331,6 +353,7 @@ impl Stack {
             options.history.then(|| database_url.clone()),
             periods_dir.clone(),
         )?;
+        let ports = runner.ports.clone();
         let kubelet = FakeKubelet::start(
             client.clone(),
             FakeKubeletConfig::new(&plane)
@@ -363,6 +386,7 @@ impl Stack {
             db,
             database_url,
             periods_dir,
+            ports,
             endpoints,
             operator,
             kubelet,
@@ -402,6 +426,13 @@ impl Stack {
             .create(&PostParams::default(), &cluster)
             .await?;
         Ok(())
+    }
+
+    /// Base URL of a member's sidecar HTTP server (its port 9086).
+    pub fn sidecar_url(&self, pod: &str) -> Option<String> {
+        self.ports
+            .port(&self.options.namespace, pod, pod_names::SIDECAR_PORT)
+            .map(|port| format!("http://127.0.0.1:{port}"))
     }
 
     /// The private database server, to stop and start it.

@@ -77,6 +77,24 @@ where
 /// Status code of a plain-HTTP GET (`http://127.0.0.1:8080/path`), for readiness
 /// probes and health endpoints on loopback. No TLS, no redirects.
 pub async fn http_get_status(url: &str, timeout: Duration) -> anyhow::Result<u16> {
+    Ok(plain_get(url, timeout, false).await?.0)
+}
+
+/// Status code and body of a plain-HTTP GET on loopback (the server closes
+/// the connection after the response; no chunked encoding expected).
+pub async fn http_get(url: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    let (status, response) = plain_get(url, timeout, true).await?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Sends `GET` with `Connection: close`; reads the status line, or the whole
+/// response when `whole`.
+async fn plain_get(url: &str, timeout: Duration, whole: bool) -> anyhow::Result<(u16, Vec<u8>)> {
     use anyhow::Context as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -92,28 +110,29 @@ pub async fn http_get_status(url: &str, timeout: Duration) -> anyhow::Result<u16
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
-        let mut head = Vec::with_capacity(64);
-        let mut buf = [0u8; 256];
-        while !head.contains(&b'\n') {
+        let mut response = Vec::with_capacity(256);
+        let mut buf = [0u8; 4096];
+        while whole || !response.contains(&b'\n') {
             let n = stream.read(&mut buf).await?;
             if n == 0 {
                 break;
             }
-            head.extend_from_slice(&buf[..n]);
+            response.extend_from_slice(&buf[..n]);
         }
-        anyhow::Ok(head)
+        anyhow::Ok(response)
     };
-    let head = tokio::time::timeout(timeout, exchange)
+    let response = tokio::time::timeout(timeout, exchange)
         .await
         .with_context(|| format!("GET {url}: no answer within {timeout:?}"))?
         .with_context(|| format!("GET {url}"))?;
-    let status_line = String::from_utf8_lossy(&head);
-    let status_line = status_line.lines().next().unwrap_or_default();
-    status_line
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or_default();
+    let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .with_context(|| format!("GET {url}: not an HTTP status line: {status_line:?}"))
+        .with_context(|| format!("GET {url}: not an HTTP status line: {status_line:?}"))?;
+    Ok((status, response))
 }
 
 #[cfg(test)]

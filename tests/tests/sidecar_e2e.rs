@@ -417,6 +417,74 @@ async fn isolated_holder_demotes(backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the cockpit and Prometheus see: `GET /role`, the role file, the
+/// role-change command, `/metrics`, `/healthz` and `/readyz`.
+async fn role_endpoints_metrics_and_command(backend: Backend) -> anyhow::Result<()> {
+    let (stack, active) = cluster(backend, 0).await?;
+    let standby = stack
+        .member_names()
+        .into_iter()
+        .find(|n| *n != active)
+        .expect("a standby");
+    let get = |pod: &str, path: &str| {
+        let url = format!("{}{path}", stack.sidecar_url(pod).expect("sidecar port"));
+        async move { joc_ha_tests::wait::http_get(&url, Duration::from_secs(5)).await }
+    };
+    let (status, body) = get(&active, "/role").await?;
+    assert_eq!(status, 200);
+    let report: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&body)?;
+    assert_eq!(report.role, "active");
+    assert!(report.is_active_now(), "{body}");
+    let term = report.term.expect("an active role carries its term");
+    let (_, body) = get(&standby, "/role").await?;
+    let report: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&body)?;
+    assert_eq!(report.role, "standby");
+    assert!(report.term.is_none());
+
+    // The role file in the shared emptyDir says the same.
+    let dir = stack
+        .kubelet
+        .pod_dir(&stack.options.namespace, &active)
+        .expect("pod dir");
+    assert!(
+        role_files(&dir)
+            .iter()
+            .any(|r| r.is_active_now() && r.term == Some(term))
+    );
+    // The role-change command ran with the role and term.
+    let log = wait_for(
+        "the role-change command",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let text = std::fs::read_to_string(dir.join("role-changes.log")).ok()?;
+            text.lines()
+                .any(|l| l == format!("active {term}"))
+                .then_some(text)
+        },
+    )
+    .await?;
+    assert!(!log.is_empty());
+
+    let (status, metrics) = get(&active, "/metrics").await?;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("joc_ha_role{") && metrics.contains(&format!("member=\"{active}\"")));
+    let role_line = metrics
+        .lines()
+        .find(|l| l.starts_with("joc_ha_role{"))
+        .expect("joc_ha_role");
+    assert!(role_line.ends_with(" 1"), "{role_line}");
+    let term_line = metrics
+        .lines()
+        .find(|l| l.starts_with("joc_ha_lease_term{"))
+        .expect("joc_ha_lease_term");
+    assert!(term_line.ends_with(&format!(" {term}")), "{term_line}");
+    assert_eq!(get(&active, "/healthz").await?.0, 200);
+    assert_eq!(get(&active, "/readyz").await?.0, 200);
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
 macro_rules! on_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -447,4 +515,5 @@ on_backends!(
     hand_made_labels_are_corrected,
     database_down_for_everyone,
     isolated_holder_demotes,
+    role_endpoints_metrics_and_command,
 );
