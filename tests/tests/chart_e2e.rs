@@ -1126,3 +1126,122 @@ spec:
         .context("an admin relabeling a pod")?;
     Ok(())
 }
+
+/// Runs the chart's operator pods from the operator binary and every other
+/// pod as the stack does (sidecar and stand-in cockpit processes).
+struct OperatorAndClusters {
+    operator: ChartOperatorRunner,
+    clusters: joc_ha_tests::stack::JocRunner,
+}
+
+impl joc_ha_tests::kubelet::ContainerRunner for OperatorAndClusters {
+    fn command(
+        &self,
+        pod: &Pod,
+        container: &k8s_openapi::api::core::v1::Container,
+        ctx: &joc_ha_tests::kubelet::PodContext,
+    ) -> Option<joc_ha_tests::kubelet::ProcessSpec> {
+        if ChartOperatorRunner::is_operator_pod(pod) {
+            self.operator.command(pod, container, ctx)
+        } else {
+            self.clusters.command(pod, container, ctx)
+        }
+    }
+
+    fn host_port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
+        self.operator
+            .host_port(namespace, pod, container_port)
+            .or_else(|| self.clusters.host_port(namespace, pod, container_port))
+    }
+}
+
+/// Points an example's database Secret at a real test database, keeping its
+/// shape (a `url`, or host/port/database/user/password).
+fn with_test_database(example: &Path, db: &joc_ha_tests::db::TestDb) -> anyhow::Result<String> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(example)?;
+    let mut out = String::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut value = serde_yaml::Value::deserialize(document)?;
+        if value["kind"] == serde_yaml::Value::from("Secret") {
+            let data = &mut value["stringData"];
+            if data.get("url").is_some() {
+                data["url"] = db.url().into();
+            } else {
+                let port = db.server().map(|s| s.port()).context("private server")?;
+                data["host"] = "127.0.0.1".into();
+                data["port"] = port.to_string().into();
+                data["database"] = db.name().into();
+                data["user"] = joc_ha_tests::db::TEST_USER.into();
+                data["password"] = joc_ha_tests::db::TEST_PASSWORD.into();
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&value)?);
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> anyhow::Result<()> {
+    let postgres =
+        joc_ha_tests::db::TestDb::start_private(joc_ha_tests::db::Backend::Postgres).await?;
+    let mariadb =
+        joc_ha_tests::db::TestDb::start_private(joc_ha_tests::db::Backend::MariaDb).await?;
+    let plane = ControlPlane::start().await?;
+    let periods = tempfile::tempdir()?;
+    let runner = OperatorAndClusters {
+        operator: ChartOperatorRunner::new()?,
+        clusters: joc_ha_tests::stack::JocRunner::new(None, periods.path().to_path_buf())?,
+    };
+    let kubelet = FakeKubelet::start(
+        plane.client(),
+        FakeKubeletConfig::new(&plane).with_runner(runner),
+    )
+    .await?;
+    let env = Installed { kubelet, plane };
+    env.install(true, &[]).await?;
+
+    let mut examples: Vec<_> = std::fs::read_dir(examples_dir())?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    examples.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    examples.sort();
+    let mut recorders = vec![];
+    for example in &examples {
+        let stem = example
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("example without a name")?;
+        let namespace = format!("ex-{stem}");
+        env.plane.create_namespace(&namespace).await?;
+        let (name, _, _) = example_cluster(example)?;
+        let db = if stem.contains("mariadb") {
+            &mariadb
+        } else {
+            &postgres
+        };
+        let yaml = with_test_database(example, db)?;
+        let recorder =
+            joc_ha_tests::stack::EndpointRecorder::start(env.client(), &namespace, &name);
+        kubectl_apply(&env.plane, &yaml, &["-n", &namespace]).await?;
+        recorders.push((namespace, name, recorder));
+    }
+    for (namespace, name, recorder) in &recorders {
+        let active = recorder
+            .wait_single(None, Duration::from_secs(180))
+            .await
+            .with_context(|| format!("{namespace}/{name}: {}", env.operator_logs()))?;
+        let cluster = wait_cluster_ready(env.client(), namespace, name).await?;
+        let status = cluster.status.context("status")?;
+        assert_eq!(status.active_member.as_deref(), Some(active.as_str()));
+        eprintln!("example {namespace}/{name}: active member {active}");
+    }
+    for (namespace, name, recorder) in &recorders {
+        assert!(
+            recorder.violations().is_empty(),
+            "{namespace}/{name}: two pods behind the active Service"
+        );
+    }
+    Ok(())
+}
