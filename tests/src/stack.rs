@@ -63,7 +63,10 @@ pub struct JocRunner {
 /// Loopback ports standing for pods' container ports, shared with the stack
 /// so tests can reach a sidecar's HTTP server.
 #[derive(Clone, Default)]
-pub struct PortMap(Arc<Mutex<HashMap<(String, String, i32), u16>>>);
+pub struct PortMap(Arc<Mutex<HashMap<PortKey, u16>>>);
+
+/// (namespace, pod, container port).
+type PortKey = (String, String, i32);
 
 impl PortMap {
     /// A stable loopback port per pod and container port, so restarts keep it.

@@ -301,6 +301,10 @@ async fn settle(group: &Group) -> Result<()> {
 async fn trial(group: &mut Group, case: &str) -> Result<f64> {
     let (holder, _) = group.wait_single_holder(Duration::from_secs(10)).await?;
     let bound = Timing::DEFAULT.ttl() + Duration::from_secs(5);
+    // Faults land at a random point of the renew cycle, not phase-locked to
+    // the record that ended the settling.
+    let phase = rand::random_range(0..Timing::DEFAULT.renew_ms);
+    tokio::time::sleep(Duration::from_millis(phase)).await;
     match case {
         "sigkill" => {
             let (sent, _) = group.kill(&holder).await?;
