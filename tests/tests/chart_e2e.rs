@@ -1163,7 +1163,7 @@ fn with_test_database(example: &Path, db: &joc_ha_tests::db::TestDb) -> anyhow::
     let mut out = String::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let mut value = serde_yaml::Value::deserialize(document)?;
-        if value["kind"] == serde_yaml::Value::from("Secret") {
+        if value["kind"] == "Secret" {
             let data = &mut value["stringData"];
             if data.get("url").is_some() {
                 data["url"] = db.url().into();
