@@ -394,6 +394,7 @@ impl DatabaseServer {
                         "--pid-file={}",
                         self.path.join("mysqld.pid").display()
                     ))
+                    .arg(format!("--tmpdir={}", self.path.join("tmp").display()))
                     .args(["--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2"])
                     .args(["--innodb-buffer-pool-size=32M", "--max-connections=300"])
                     .args(["--skip-log-bin", "--log-warnings=1"]);
@@ -504,15 +505,21 @@ async fn init_postgres(dir: &Path) -> Result<()> {
 
 async fn init_mariadb(dir: &Path) -> Result<()> {
     let data = dir.join("data");
+    // Each instance its own tmpdir: a MariaDB server removes every `#sql*`
+    // file it finds in its tmpdir at start, including another instance's.
+    let tmp = dir.join("tmp");
     std::fs::create_dir_all(&data)?;
+    std::fs::create_dir_all(&tmp)?;
     if is_root() {
         chown_to(dir, "mysql")?;
         chown_to(&data, "mysql")?;
+        chown_to(&tmp, "mysql")?;
     }
     let mut command = tokio::process::Command::new(which("mariadb-install-db")?);
     command
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
     if is_root() {
         command.arg("--user=mysql");
