@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         stepped_down: false,
         failsafe_until: None,
         last_database_error: None,
+        last_renew_latency: None,
     };
     sidecar.publish(standby);
     sidecar
@@ -167,6 +168,8 @@ struct Sidecar {
     failsafe_until: Option<tokio::time::Instant>,
     /// The elector's last error, to count each new one once.
     last_database_error: Option<String>,
+    /// The last renew latency recorded in the histogram.
+    last_renew_latency: Option<Duration>,
 }
 
 impl Sidecar {
@@ -232,13 +235,20 @@ impl Sidecar {
     /// Applies the elector's current role.
     async fn follow_lease(&mut self) {
         let role = *self.roles.borrow_and_update();
-        let (connected, error) = {
+        let (connected, error, renew_latency) = {
             let status = self.elector_status.borrow();
             (
                 status.connected,
                 status.last_error.as_ref().map(|e| e.to_string()),
+                status.last_renew_latency,
             )
         };
+        if let Some(latency) = renew_latency
+            && Some(latency) != self.last_renew_latency
+        {
+            self.metrics.renew_latency.observe(latency.as_secs_f64());
+            self.last_renew_latency = Some(latency);
+        }
         self.health.database_ok.store(connected, Ordering::Relaxed);
         if error.is_some() && error != self.last_database_error {
             self.metrics.database_errors.inc();

@@ -479,6 +479,24 @@ async fn role_endpoints_metrics_and_command(backend: Backend) -> anyhow::Result<
         .find(|l| l.starts_with("joc_ha_lease_term{"))
         .expect("joc_ha_lease_term");
     assert!(term_line.ends_with(&format!(" {term}")), "{term_line}");
+    // Renewals are timed in the histogram.
+    wait_for(
+        "a renew in the latency histogram",
+        FAILOVER,
+        Duration::from_millis(200),
+        || async {
+            let (_, metrics) = get(&active, "/metrics").await.ok()?;
+            let count = metrics
+                .lines()
+                .find(|l| l.starts_with("joc_ha_renew_latency_seconds_count{"))?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()?;
+            (count >= 1).then_some(())
+        },
+    )
+    .await?;
     assert_eq!(get(&active, "/healthz").await?.0, 200);
     assert_eq!(get(&active, "/readyz").await?.0, 200);
     stack.endpoints.assert_never_two();

@@ -66,6 +66,8 @@ pub struct ElectorStatus {
     pub lease: Option<LeaseSnapshot>,
     /// The database's time at the last read (Unix ms; SQLite: host monotonic ms).
     pub db_time_ms: Option<i64>,
+    /// How long the holder's last successful renew took.
+    pub last_renew_latency: Option<Duration>,
 }
 
 /// Whom to hand the lease to.
@@ -542,6 +544,9 @@ impl Runner {
                     self.refresh(s).await
                 }
                 Ok(true) => {
+                    let took = sent.elapsed();
+                    self.status
+                        .send_modify(|st| st.last_renew_latency = Some(took));
                     s.retry.reset();
                     s.next_tick = sent + self.config.renew_interval;
                     let until = self.until_after(s, sent);
