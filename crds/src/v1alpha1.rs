@@ -69,7 +69,7 @@ pub struct JocClusterSpec {
     pub database: DatabaseSpec,
 
     /// JOC configuration files (`hibernate.cfg.xml`, `joc.properties`) mounted
-    /// at JOC's resources folder. When unset the operator generates them.
+    /// at JOC's resources folder. When unset, JOC uses the files in its image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigSource>,
 
