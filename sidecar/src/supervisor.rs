@@ -81,6 +81,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     lease.kind = MemberKind::Member;
     lease.ttl = config.lease_ttl;
     lease.renew_interval = config.renew_interval;
+    let lease_validity = lease.validity();
     let (elector, roles) = Elector::start(lease, &config.database_url)?;
     let elector_status = elector.status();
 
@@ -111,6 +112,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         active_term: None,
         stepped_down: false,
         failsafe_until: None,
+        lease_validity,
         last_database_error: None,
         last_renew_latency: None,
     };
@@ -166,6 +168,8 @@ struct Sidecar {
     /// everyone, so nobody else can take the lease, and the API server shows
     /// no other active pod. Extended by each successful check of the API.
     failsafe_until: Option<tokio::time::Instant>,
+    /// How long a renew lets the holder act (TTL − margin, from the lease).
+    lease_validity: Duration,
     /// The elector's last error, to count each new one once.
     last_database_error: Option<String>,
     /// The last renew latency recorded in the histogram.
@@ -339,7 +343,7 @@ impl Sidecar {
     /// (isolation). Returns whether we stay active.
     async fn failsafe(&mut self, term: i64) -> bool {
         let now = tokio::time::Instant::now();
-        let validity = self.config.lease_ttl - self.config.lease_ttl / 5;
+        let validity = self.lease_validity;
         match self.api.list_pods_now().await {
             Ok(pods) => {
                 let me = &self.config.pod_name;
@@ -440,8 +444,7 @@ impl Sidecar {
     /// for that (its mark disappears), at most the lease's validity, which
     /// bounds how long its last failsafe role report can hold.
     async fn wait_for_failsafe_end(&self, pod: &str) {
-        let validity = self.config.lease_ttl - self.config.lease_ttl / 5;
-        let deadline = tokio::time::Instant::now() + validity;
+        let deadline = tokio::time::Instant::now() + self.lease_validity;
         info!(%pod, "waiting for the former holder to leave failsafe mode");
         while tokio::time::Instant::now() < deadline {
             if let Ok(false) = self.api.is_failsafe(pod).await {

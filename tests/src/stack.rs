@@ -525,8 +525,8 @@ impl Stack {
             .process(&self.options.namespace, pod, pod_names::COCKPIT_CONTAINER)
     }
 
-    /// The last `n` Events on the JocCluster as (reason, note), oldest first.
-    pub async fn recent_cluster_events(&self, n: usize) -> Result<Vec<(String, String)>> {
+    /// The Events on the JocCluster, oldest first.
+    async fn jocluster_events(&self) -> Result<Vec<k8s_openapi::api::events::v1::Event>> {
         let events: Api<k8s_openapi::api::events::v1::Event> =
             Api::namespaced(self.client(), &self.options.namespace);
         let mut all: Vec<_> = events
@@ -537,6 +537,12 @@ impl Stack {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("JocCluster"))
             .collect();
         all.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        Ok(all)
+    }
+
+    /// The last `n` Events on the JocCluster as (reason, note), oldest first.
+    pub async fn recent_cluster_events(&self, n: usize) -> Result<Vec<(String, String)>> {
+        let all = self.jocluster_events().await?;
         let skip = all.len().saturating_sub(n);
         Ok(all
             .into_iter()
@@ -547,20 +553,18 @@ impl Stack {
 
     /// Notes of the Events with `reason` on the JocCluster, oldest first.
     pub async fn cluster_events(&self, reason: &str) -> Result<Vec<String>> {
-        let events: Api<k8s_openapi::api::events::v1::Event> =
-            Api::namespaced(self.client(), &self.options.namespace);
-        let mut matching: Vec<_> = events
-            .list(&kube::api::ListParams::default())
+        Ok(self
+            .jocluster_events()
             .await?
-            .items
             .into_iter()
-            .filter(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("JocCluster")
-            })
-            .collect();
-        matching.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
-        Ok(matching.into_iter().filter_map(|e| e.note).collect())
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect())
+    }
+
+    /// The first member (by ordinal) other than `pod`.
+    pub fn member_other_than(&self, pod: &str) -> Option<String> {
+        self.member_names().into_iter().find(|name| name != pod)
     }
 
     /// Waits until an Event with `reason` whose note contains `text` exists.

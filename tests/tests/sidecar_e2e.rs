@@ -144,11 +144,7 @@ async fn deletion_of_the_active_pod(backend: Backend) -> anyhow::Result<()> {
 /// Switch-over to a named pod, then to `any`.
 async fn switchover_named_and_any(backend: Backend) -> anyhow::Result<()> {
     let (stack, first) = cluster(backend, 0).await?;
-    let target = stack
-        .member_names()
-        .into_iter()
-        .find(|name| *name != first)
-        .expect("a standby");
+    let target = stack.member_other_than(&first).expect("a standby");
     stack.annotate_switchover(&target).await?;
     let now = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
     assert_eq!(now, target);
@@ -198,13 +194,8 @@ async fn switchover_rejections(backend: Backend) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let standbys: Vec<String> = stack
-        .member_names()
-        .into_iter()
-        .filter(|n| *n != active)
-        .collect();
     // A standby made not Ready: its sidecar frozen (readiness probe fails).
-    let not_ready = standbys[0].clone();
+    let not_ready = stack.member_other_than(&active).expect("a standby");
     stack.sidecar(&not_ready).expect("sidecar").freeze()?;
     wait_for(
         "the frozen standby to be not Ready",
@@ -282,11 +273,7 @@ async fn switchover_rejections(backend: Backend) -> anyhow::Result<()> {
 /// Labels changed by hand are corrected by the sidecars.
 async fn hand_made_labels_are_corrected(backend: Backend) -> anyhow::Result<()> {
     let (stack, active) = cluster(backend, 0).await?;
-    let standby = stack
-        .member_names()
-        .into_iter()
-        .find(|n| *n != active)
-        .expect("a standby");
+    let standby = stack.member_other_than(&active).expect("a standby");
     let set_label = |pod: String, role: &'static str| {
         let pods = stack.pods();
         async move {
@@ -421,11 +408,7 @@ async fn isolated_holder_demotes(backend: Backend) -> anyhow::Result<()> {
 /// role-change command, `/metrics`, `/healthz` and `/readyz`.
 async fn role_endpoints_metrics_and_command(backend: Backend) -> anyhow::Result<()> {
     let (stack, active) = cluster(backend, 0).await?;
-    let standby = stack
-        .member_names()
-        .into_iter()
-        .find(|n| *n != active)
-        .expect("a standby");
+    let standby = stack.member_other_than(&active).expect("a standby");
     let get = |pod: &str, path: &str| {
         let url = format!("{}{path}", stack.sidecar_url(pod).expect("sidecar port"));
         async move { joc_ha_tests::wait::http_get(&url, Duration::from_secs(5)).await }

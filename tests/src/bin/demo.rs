@@ -76,11 +76,7 @@ async fn run(once: bool) -> Result<()> {
     print_view(&stack).await?;
 
     // Switch-over, the way a user asks for it.
-    let target = stack
-        .member_names()
-        .into_iter()
-        .find(|m| *m != first)
-        .context("no standby")?;
+    let target = stack.member_other_than(&first).context("no standby")?;
     say(format!(
         "\n1) switch-over: kubectl annotate joccluster joc -n js7 joc-ha.dev/switchover-to={target}"
     ));
