@@ -68,20 +68,7 @@ pub fn operator_binary() -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let profile_dir = exe
-        .parent()
-        .filter(|dir| dir.file_name().is_some_and(|name| name == "deps"))
-        .and_then(Path::parent)
-        .or_else(|| exe.parent())
-        .context("the test executable has no parent dir")?;
-    let path = profile_dir.join(OPERATOR_BIN);
-    if !path.is_file() {
-        bail!(
-            "{OPERATOR_BIN} not found at {}: {NOT_BUILT}",
-            path.display()
-        );
-    }
+    let path = crate::stack::workspace_binary(OPERATOR_BIN)?;
     let built = modified(&path)?;
     let root = workspace_dir();
     for source in [
