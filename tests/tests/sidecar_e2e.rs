@@ -368,7 +368,16 @@ async fn database_down_for_everyone(backend: Backend) -> anyhow::Result<()> {
         },
     )
     .await?;
-    assert_eq!(stack.labeled_active().await?.len(), 1);
+    // The hand-off from the failsafe holder may still be under way: wait
+    // for one member labeled active and behind the Service again.
+    wait_for(
+        "one member labeled active after the outage",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async { (stack.labeled_active().await.ok()?.len() == 1).then_some(()) },
+    )
+    .await?;
+    stack.endpoints.wait_single(None, FAILOVER).await?;
     stack.endpoints.assert_never_two();
     Ok(())
 }
