@@ -60,6 +60,10 @@ pub mod reason {
     pub const SECRET_MISSING: &str = "SecretMissing";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const RECONCILED: &str = "Reconciled";
+    /// js7 mode: the lease holder asked JOC to make its member active.
+    pub const JOC_SWITCH_REQUESTED: &str = "JocSwitchRequested";
+    /// js7 mode: JOC moved its active member by itself; the lease followed.
+    pub const LEASE_FOLLOWED_JOC: &str = "LeaseFollowedJoc";
 }
 
 /// Service routing to the active member only.
@@ -92,6 +96,11 @@ pub fn api_server_deployment_name(cluster: &str) -> String {
     format!("{cluster}-api")
 }
 
+/// ConfigMap of the JOC configuration the operator writes (js7 mode).
+pub fn joc_config_map_name(cluster: &str) -> String {
+    format!("{cluster}-joc-config")
+}
+
 /// Suffix of the sidecars' ServiceAccount; the chart's admission policy
 /// recognizes sidecar requests by it.
 pub const SIDECAR_SERVICE_ACCOUNT_SUFFIX: &str = "-joc-ha-sidecar";
@@ -121,6 +130,14 @@ pub mod sidecar_env {
     pub const ROLE_DIR: &str = "JOC_HA_ROLE_DIR";
     pub const HTTP_ADDR: &str = "JOC_HA_HTTP_ADDR";
     pub const LOG_FORMAT: &str = "JOC_HA_LOG_FORMAT";
+    /// `js7` or `generic`.
+    pub const WORKLOAD: &str = "JOC_HA_WORKLOAD";
+    /// js7: JOC's data directory (part of its member id).
+    pub const JOC_DATA_DIR: &str = "JOC_HA_JOC_DATA_DIR";
+    /// js7: JOC's `cluster_polling_interval`, seconds.
+    pub const JOC_POLLING_INTERVAL: &str = "JOC_HA_JOC_POLLING_INTERVAL";
+    /// js7: JOC's `cluster_heart_beat_exceeded_interval`, seconds.
+    pub const JOC_HEART_BEAT_EXCEEDED_INTERVAL: &str = "JOC_HA_JOC_HEART_BEAT_EXCEEDED_INTERVAL";
 }
 
 /// Keys of the database Secret a JocCluster names.
@@ -147,6 +164,20 @@ pub mod pod {
     /// JOC's configuration folder in the sosberlin/js7 image.
     pub const JOC_RESOURCES_DIR: &str = "/var/sos-berlin.com/js7/joc/resources/joc";
     pub const CONFIG_VOLUME: &str = "joc-config";
+    /// js7 mode: the init container that writes JOC's configuration files
+    /// (the database settings from the Secret) into [`RENDERED_CONFIG_VOLUME`].
+    pub const JOC_CONFIG_INIT_CONTAINER: &str = "joc-config";
+    /// In-memory volume holding the rendered files.
+    pub const RENDERED_CONFIG_VOLUME: &str = "joc-config-rendered";
+    /// Where the init container writes the files.
+    pub const RENDERED_CONFIG_DIR: &str = "/var/run/joc-ha-config";
+    /// Where the init container reads the operator's ConfigMap.
+    pub const TEMPLATE_CONFIG_DIR: &str = "/etc/joc-ha/joc-config";
+    /// Keys of the operator's ConfigMap: `joc.properties` of members and of
+    /// API servers (JOC marks an API server by `cluster_id = api`).
+    pub const JOC_PROPERTIES: &str = "joc.properties";
+    pub const API_SERVER_JOC_PROPERTIES: &str = "api-server.joc.properties";
+    pub const HIBERNATE_CFG: &str = "hibernate.cfg.xml";
     pub const LOG_VOLUME: &str = "logs";
     pub const HTTP_PORT_NAME: &str = "http";
     pub const HTTPS_PORT_NAME: &str = "https";

@@ -77,6 +77,12 @@ pub struct JocClusterSpec {
     #[serde(default)]
     pub lease: LeaseSpec,
 
+    /// What runs in the cockpit container: JS7 JOC Cockpit (default), whose
+    /// own active member the sidecars keep in agreement with the lease, or a
+    /// generic active/standby application told its role by the sidecar.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+
     /// Compute resources of the two containers of each member pod.
     #[serde(default)]
     pub resources: ResourcesSpec,
@@ -321,6 +327,95 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros((total * 1_000.0).round() as u64))
 }
 
+/// The application in the cockpit container and how the sidecar agrees with it.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// `js7` (default): JS7 JOC Cockpit. The operator writes JOC's cluster
+    /// settings (`joc.properties`, `hibernate.cfg.xml`) and each sidecar keeps
+    /// JOC's own active member (table `JOC_CLUSTER`) equal to the lease holder.
+    /// `generic`: any active/standby application that follows the sidecar's
+    /// role report (`/role`, the role file, the role-change command).
+    #[serde(default)]
+    pub mode: WorkloadMode,
+    /// JOC's own cluster timings (js7 mode), written to `joc.properties`.
+    #[serde(default)]
+    pub joc_cluster: JocClusterTimings,
+    /// JOC's data directory in the image (JOC's `user.dir`, where Jetty
+    /// starts). A JOC member id is `<hostname>:<SHA-256 of this path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub joc_data_directory: Option<String>,
+}
+
+/// Kinds of workload in the cockpit container.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadMode {
+    #[default]
+    Js7,
+    Generic,
+}
+
+/// JOC Cockpit's cluster service timings (`joc.properties`), whole seconds.
+/// By default fitted to the lease: JOC polls every renew interval (at least
+/// 1 s) and a standby JOC takes over after a TTL without heartbeat. JOC's own
+/// defaults are a 30 s poll and a 60 s timeout.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JocClusterTimings {
+    /// `cluster_polling_interval`: how often each JOC instance polls the
+    /// cluster table and writes its heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("workload.jocCluster.pollingInterval must be at least 1s (JOC counts whole seconds)"))]
+    pub polling_interval: Option<String>,
+    /// `cluster_heart_beat_exceeded_interval`: how old the active instance's
+    /// heartbeat must be before a standby JOC takes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('2s')").message("workload.jocCluster.heartBeatExceededInterval must be at least 2s"))]
+    pub heart_beat_exceeded_interval: Option<String>,
+}
+
+/// JOC's default data directory in the `sosberlin/js7` JOC image (`JETTY_BASE`).
+pub const DEFAULT_JOC_DATA_DIRECTORY: &str = "/var/sos-berlin.com/js7/joc";
+
+/// JOC cluster timings in whole seconds, as written to `joc.properties`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JocTimings {
+    pub polling_interval_s: u64,
+    pub heart_beat_exceeded_interval_s: u64,
+}
+
+impl WorkloadSpec {
+    /// JOC's data directory, defaulted.
+    pub fn joc_data_directory(&self) -> &str {
+        self.joc_data_directory
+            .as_deref()
+            .unwrap_or(DEFAULT_JOC_DATA_DIRECTORY)
+    }
+
+    /// The timings written to `joc.properties`: the spec's, else fitted to
+    /// the lease (poll = renew interval rounded up, at least 1 s; timeout =
+    /// TTL rounded up, at least two polls).
+    pub fn joc_timings(&self, lease: &LeaseSpec) -> Result<JocTimings, String> {
+        let ceil_s = |d: Duration| d.as_millis().div_ceil(1000).max(1) as u64;
+        let polling_interval_s = match &self.joc_cluster.polling_interval {
+            Some(text) => ceil_s(parse_duration(text)?),
+            None => ceil_s(lease.renew_interval()?),
+        };
+        let heart_beat_exceeded_interval_s = match &self.joc_cluster.heart_beat_exceeded_interval {
+            Some(text) => ceil_s(parse_duration(text)?),
+            None => ceil_s(lease.ttl()?).max(2 * polling_interval_s),
+        };
+        Ok(JocTimings {
+            polling_interval_s,
+            heart_beat_exceeded_interval_s,
+        })
+    }
+}
+
 /// Resources of the containers of a member pod.
 #[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -531,6 +626,46 @@ mod tests {
         assert_eq!(spec.ports.http, 4446);
         assert_eq!(spec.lease.ttl(), Ok(Duration::from_secs(5)));
         assert_eq!(spec.lease.renew_interval(), Ok(Duration::from_secs(1)));
+        assert_eq!(spec.workload.mode, WorkloadMode::Js7);
+        assert_eq!(
+            spec.workload.joc_data_directory(),
+            "/var/sos-berlin.com/js7/joc"
+        );
+    }
+
+    #[test]
+    fn joc_timings_follow_the_lease_unless_set() {
+        let mut workload = WorkloadSpec::default();
+        let lease = LeaseSpec::default();
+        assert_eq!(
+            workload.joc_timings(&lease),
+            Ok(JocTimings {
+                polling_interval_s: 1,
+                heart_beat_exceeded_interval_s: 5
+            })
+        );
+        let slow = LeaseSpec {
+            ttl: "10s".into(),
+            renew_interval: "2500ms".into(),
+        };
+        assert_eq!(
+            workload.joc_timings(&slow),
+            Ok(JocTimings {
+                polling_interval_s: 3,
+                heart_beat_exceeded_interval_s: 10
+            })
+        );
+        workload.joc_cluster = JocClusterTimings {
+            polling_interval: Some("30s".into()),
+            heart_beat_exceeded_interval: Some("1m".into()),
+        };
+        assert_eq!(
+            workload.joc_timings(&lease),
+            Ok(JocTimings {
+                polling_interval_s: 30,
+                heart_beat_exceeded_interval_s: 60
+            })
+        );
     }
 
     #[test]

@@ -3,11 +3,12 @@
 
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
-    FIELD_MANAGER_OPERATOR, api_server_deployment_name, api_service_name, members_statefulset_name,
+    FIELD_MANAGER_OPERATOR, api_server_deployment_name, api_service_name, joc_config_map_name,
+    members_statefulset_name,
 };
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -29,9 +30,14 @@ pub async fn apply_all(client: &Client, cluster: &JocCluster, desired: &Desired)
     for service in &desired.services {
         apply(client, &namespace, service).await?;
     }
+    let name = cluster.name_any();
+    // Before the pods that mount it.
+    match &desired.joc_config {
+        Some(config_map) => apply(client, &namespace, config_map).await?,
+        None => delete::<ConfigMap>(client, &namespace, &joc_config_map_name(&name)).await?,
+    }
     apply(client, &namespace, &desired.members).await?;
 
-    let name = cluster.name_any();
     match &desired.api_servers {
         Some(deployment) => apply(client, &namespace, deployment).await?,
         None => {

@@ -11,7 +11,7 @@ use joc_ha_crds::names::{
     LABEL_COMPONENT, active_service_name, members_statefulset_name, reason, secret_key,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -62,6 +62,7 @@ pub async fn run(
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Deployment>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), config)
         // Pods change role and readiness without their owner changing.
         .watches(Api::<Pod>::all(client), by_cluster_label, |pod| {

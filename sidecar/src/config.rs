@@ -66,6 +66,67 @@ pub struct Flags {
     /// Log format: plain or json.
     #[arg(long, env = "JOC_HA_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
+    /// What runs in the cockpit container: `js7` (JOC Cockpit, whose own
+    /// active member is kept in agreement with the lease) or `generic`.
+    #[arg(long, env = "JOC_HA_WORKLOAD", value_enum, default_value = "js7")]
+    pub workload: Workload,
+    /// js7: JOC's data directory (its `user.dir`), part of the JOC member id.
+    #[arg(
+        long,
+        env = "JOC_HA_JOC_DATA_DIR",
+        default_value = "/var/sos-berlin.com/js7/joc"
+    )]
+    pub joc_data_dir: String,
+    /// js7: the host name JOC sees (its `HOSTNAME`); the pod name by default.
+    #[arg(long, env = "JOC_HA_JOC_HOSTNAME")]
+    pub joc_hostname: Option<String>,
+    /// js7: JOC's `cluster_polling_interval` in seconds.
+    #[arg(long, env = "JOC_HA_JOC_POLLING_INTERVAL", default_value_t = 30)]
+    pub joc_polling_interval: u64,
+    /// js7: JOC's `cluster_heart_beat_exceeded_interval` in seconds.
+    #[arg(
+        long,
+        env = "JOC_HA_JOC_HEART_BEAT_EXCEEDED_INTERVAL",
+        default_value_t = 60
+    )]
+    pub joc_heart_beat_exceeded_interval: u64,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Work other than running the sidecar.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Writes JOC's `hibernate.cfg.xml` (database settings from the same
+    /// Secret as the lease) and `joc.properties` into a folder, then exits:
+    /// the init container of js7 pods.
+    RenderJocConfig(RenderArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RenderArgs {
+    /// The `joc.properties` to copy (from the operator's ConfigMap).
+    #[arg(long)]
+    pub properties: PathBuf,
+    /// Folder to write `joc.properties` and `hibernate.cfg.xml` into.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+}
+
+/// The application in the cockpit container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Js7,
+    Generic,
+}
+
+/// js7 mode: who this member is to JOC and JOC's cluster timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JocSettings {
+    /// `<hostname>:<SHA-256 of the data directory>`.
+    pub member_id: String,
+    pub polling_interval: Duration,
+    pub heart_beat_exceeded_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +158,8 @@ pub struct Config {
     pub on_role_change: Option<String>,
     pub http_addr: SocketAddr,
     pub log_format: LogFormat,
+    /// Set in js7 mode.
+    pub joc: Option<JocSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -140,99 +203,11 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or_else(|| config_error(setting, "is required"))
         };
-        let pod_name = required(flags.pod_name, "JOC_HA_POD_NAME (--pod-name)")?;
-        let namespace = required(flags.namespace, "JOC_HA_NAMESPACE (--namespace)")?;
-        let cluster = required(flags.cluster, "JOC_HA_CLUSTER (--cluster)")?;
+        let pod_name = required(flags.pod_name.clone(), "JOC_HA_POD_NAME (--pod-name)")?;
+        let namespace = required(flags.namespace.clone(), "JOC_HA_NAMESPACE (--namespace)")?;
+        let cluster = required(flags.cluster.clone(), "JOC_HA_CLUSTER (--cluster)")?;
 
-        let declared_kind = match flags.database_type.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some("postgresql" | "postgres") => Some(DatabaseKind::Postgres),
-            Some("mysql" | "mariadb") => Some(DatabaseKind::MySql),
-            Some("sqlite") => Some(DatabaseKind::Sqlite),
-            Some(other) => {
-                return Err(config_error(
-                    "JOC_HA_DATABASE_TYPE (--database-type)",
-                    format!("{other:?} is not one of postgresql, mysql, mariadb, sqlite"),
-                ));
-            }
-        };
-
-        let (database_url, database_kind) = match flags.database_url.filter(|u| !u.is_empty()) {
-            Some(url) => {
-                let kind = kind_of_url(&url).ok_or_else(|| {
-                    config_error(
-                        "JOC_HA_DATABASE_URL (--database-url)",
-                        format!(
-                            "{} does not start with postgres://, mysql://, mariadb:// or sqlite:",
-                            redact_url(&url)
-                        ),
-                    )
-                })?;
-                if let Some(declared) = declared_kind
-                    && declared != kind
-                {
-                    return Err(config_error(
-                        "JOC_HA_DATABASE_TYPE (--database-type)",
-                        "does not match the scheme of JOC_HA_DATABASE_URL",
-                    ));
-                }
-                // sqlx speaks `mysql://` to MariaDB too.
-                let url = match url.strip_prefix("mariadb://") {
-                    Some(rest) => format!("mysql://{rest}"),
-                    None => url,
-                };
-                (url, kind)
-            }
-            None => {
-                let kind = declared_kind.ok_or_else(|| {
-                    config_error(
-                        "JOC_HA_DATABASE_URL (--database-url)",
-                        "is required (or JOC_HA_DATABASE_TYPE with host, port, name, user and password)",
-                    )
-                })?;
-                if kind == DatabaseKind::Sqlite {
-                    return Err(config_error(
-                        "JOC_HA_DATABASE_URL (--database-url)",
-                        "is required for sqlite (sqlite:///path/to/file)",
-                    ));
-                }
-                let host = required(
-                    flags.database_host,
-                    "JOC_HA_DATABASE_HOST (Secret key host)",
-                )?;
-                let name = required(
-                    flags.database_name,
-                    "JOC_HA_DATABASE_NAME (Secret key database)",
-                )?;
-                let user = required(
-                    flags.database_user,
-                    "JOC_HA_DATABASE_USER (Secret key user)",
-                )?;
-                let password = flags.database_password.unwrap_or_default();
-                let port = match flags.database_port.filter(|p| !p.is_empty()) {
-                    Some(port) => port.trim().parse::<u16>().map_err(|_| {
-                        config_error(
-                            "JOC_HA_DATABASE_PORT (Secret key port)",
-                            format!("{port:?} is not a port number"),
-                        )
-                    })?,
-                    None if kind == DatabaseKind::Postgres => 5432,
-                    None => 3306,
-                };
-                let scheme = if kind == DatabaseKind::Postgres {
-                    "postgres"
-                } else {
-                    "mysql"
-                };
-                let url = format!(
-                    "{scheme}://{}:{}@{host}:{port}/{name}",
-                    utf8_percent_encode(&user, USERINFO),
-                    utf8_percent_encode(&password, USERINFO),
-                );
-                (url, kind)
-            }
-        };
-        let database_url = with_tls_mode(database_url, database_kind, flags.database_tls_mode)?;
+        let (database_url, database_kind) = database_from_flags(&flags)?;
 
         let lease_ttl = parse_duration(&flags.lease_ttl)
             .map_err(|e| config_error("JOC_HA_LEASE_TTL (--lease-ttl)", e))?;
@@ -256,6 +231,34 @@ impl Config {
                 ),
             )
         })?;
+        let joc = match flags.workload {
+            Workload::Generic => None,
+            Workload::Js7 => {
+                if flags.joc_polling_interval == 0 {
+                    return Err(config_error(
+                        "JOC_HA_JOC_POLLING_INTERVAL (--joc-polling-interval)",
+                        "must be at least 1 (seconds)",
+                    ));
+                }
+                if flags.joc_heart_beat_exceeded_interval < 2 {
+                    return Err(config_error(
+                        "JOC_HA_JOC_HEART_BEAT_EXCEEDED_INTERVAL (--joc-heart-beat-exceeded-interval)",
+                        "must be at least 2 (seconds)",
+                    ));
+                }
+                let hostname = flags
+                    .joc_hostname
+                    .filter(|h| !h.trim().is_empty())
+                    .unwrap_or_else(|| pod_name.clone());
+                Some(JocSettings {
+                    member_id: crate::js7::member_id(&hostname, &flags.joc_data_dir),
+                    polling_interval: Duration::from_secs(flags.joc_polling_interval),
+                    heart_beat_exceeded_interval: Duration::from_secs(
+                        flags.joc_heart_beat_exceeded_interval,
+                    ),
+                })
+            }
+        };
         Ok(Config {
             pod_name,
             namespace,
@@ -268,6 +271,7 @@ impl Config {
             on_role_change: flags.on_role_change.filter(|c| !c.trim().is_empty()),
             http_addr,
             log_format: flags.log_format,
+            joc,
         })
     }
 
@@ -275,6 +279,107 @@ impl Config {
     pub fn redacted_database_url(&self) -> String {
         redact_url(&self.database_url)
     }
+}
+
+/// The database URL (with its password) and product, from a full URL or the
+/// Secret's parts; shared by the sidecar and the JOC configuration it writes.
+pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), ConfigError> {
+    let required = |value: Option<String>, setting: &'static str| {
+        value
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| config_error(setting, "is required"))
+    };
+    let flags = flags.clone();
+    let declared_kind = match flags.database_type.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some("postgresql" | "postgres") => Some(DatabaseKind::Postgres),
+        Some("mysql" | "mariadb") => Some(DatabaseKind::MySql),
+        Some("sqlite") => Some(DatabaseKind::Sqlite),
+        Some(other) => {
+            return Err(config_error(
+                "JOC_HA_DATABASE_TYPE (--database-type)",
+                format!("{other:?} is not one of postgresql, mysql, mariadb, sqlite"),
+            ));
+        }
+    };
+
+    let (database_url, database_kind) = match flags.database_url.filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let kind = kind_of_url(&url).ok_or_else(|| {
+                config_error(
+                    "JOC_HA_DATABASE_URL (--database-url)",
+                    format!(
+                        "{} does not start with postgres://, mysql://, mariadb:// or sqlite:",
+                        redact_url(&url)
+                    ),
+                )
+            })?;
+            if let Some(declared) = declared_kind
+                && declared != kind
+            {
+                return Err(config_error(
+                    "JOC_HA_DATABASE_TYPE (--database-type)",
+                    "does not match the scheme of JOC_HA_DATABASE_URL",
+                ));
+            }
+            // sqlx speaks `mysql://` to MariaDB too.
+            let url = match url.strip_prefix("mariadb://") {
+                Some(rest) => format!("mysql://{rest}"),
+                None => url,
+            };
+            (url, kind)
+        }
+        None => {
+            let kind = declared_kind.ok_or_else(|| {
+                    config_error(
+                        "JOC_HA_DATABASE_URL (--database-url)",
+                        "is required (or JOC_HA_DATABASE_TYPE with host, port, name, user and password)",
+                    )
+                })?;
+            if kind == DatabaseKind::Sqlite {
+                return Err(config_error(
+                    "JOC_HA_DATABASE_URL (--database-url)",
+                    "is required for sqlite (sqlite:///path/to/file)",
+                ));
+            }
+            let host = required(
+                flags.database_host,
+                "JOC_HA_DATABASE_HOST (Secret key host)",
+            )?;
+            let name = required(
+                flags.database_name,
+                "JOC_HA_DATABASE_NAME (Secret key database)",
+            )?;
+            let user = required(
+                flags.database_user,
+                "JOC_HA_DATABASE_USER (Secret key user)",
+            )?;
+            let password = flags.database_password.unwrap_or_default();
+            let port = match flags.database_port.filter(|p| !p.is_empty()) {
+                Some(port) => port.trim().parse::<u16>().map_err(|_| {
+                    config_error(
+                        "JOC_HA_DATABASE_PORT (Secret key port)",
+                        format!("{port:?} is not a port number"),
+                    )
+                })?,
+                None if kind == DatabaseKind::Postgres => 5432,
+                None => 3306,
+            };
+            let scheme = if kind == DatabaseKind::Postgres {
+                "postgres"
+            } else {
+                "mysql"
+            };
+            let url = format!(
+                "{scheme}://{}:{}@{host}:{port}/{name}",
+                utf8_percent_encode(&user, USERINFO),
+                utf8_percent_encode(&password, USERINFO),
+            );
+            (url, kind)
+        }
+    };
+    let database_url = with_tls_mode(database_url, database_kind, flags.database_tls_mode)?;
+    Ok((database_url, database_kind))
 }
 
 fn kind_of_url(url: &str) -> Option<DatabaseKind> {

@@ -3,6 +3,7 @@
 //! labels, and tells the cockpit container its role.
 pub mod config;
 pub mod http;
+pub mod js7;
 pub mod kubernetes;
 pub mod lease;
 pub mod metrics;

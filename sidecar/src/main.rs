@@ -3,11 +3,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use joc_ha_sidecar::config::{Config, Flags, LogFormat};
+use joc_ha_sidecar::config::{Command, Config, Flags, LogFormat, database_from_flags};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_flags(Flags::parse()) {
+    let flags = Flags::parse();
+    if let Some(Command::RenderJocConfig(args)) = &flags.command {
+        return render_joc_config(&flags, args);
+    }
+    let config = match Config::from_flags(flags) {
         Ok(config) => config,
         Err(error) => {
             // One line naming the setting; nothing else starts.
@@ -30,6 +34,29 @@ async fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The js7 init container: JOC's configuration files, then exit.
+fn render_joc_config(flags: &Flags, args: &joc_ha_sidecar::config::RenderArgs) -> ExitCode {
+    let result = database_from_flags(flags)
+        .map_err(|e| e.to_string())
+        .and_then(|(url, kind)| {
+            joc_ha_sidecar::js7::render_joc_config(&url, kind, &args.properties, &args.out_dir)
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => {
+            println!(
+                "joc-ha-sidecar: wrote hibernate.cfg.xml and joc.properties to {}",
+                args.out_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("joc-ha-sidecar: {error}");
+            ExitCode::from(2)
         }
     }
 }

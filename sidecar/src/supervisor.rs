@@ -18,8 +18,9 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, JocSettings};
 use crate::http::{Health, PrestopRequest, Server};
+use crate::js7::{HolderStep, JocTables, holder_step, hostname_of};
 use crate::kubernetes::{ClusterApi, candidates, is_member, other_active_members, role_label};
 use crate::lease::{
     Elector, ElectorHandle, ElectorStatus, HandOverOutcome, HandOverTarget, LeaseConfig,
@@ -64,7 +65,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         health: health.clone(),
         prestop: prestop_tx,
         stall_limit: config.lease_ttl * 2,
-        prestop_limit: config.lease_ttl * 2,
+        prestop_limit: prestop_limit(&config),
     }
     .start()
     .await
@@ -81,7 +82,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     lease.kind = MemberKind::Member;
     lease.ttl = config.lease_ttl;
     lease.renew_interval = config.renew_interval;
+    // js7: a member is ready for the lease only once its JOC heartbeats.
+    lease.ready = config.joc.is_none();
     let lease_validity = lease.validity();
+    let joc = match &config.joc {
+        Some(settings) => {
+            let url = crate::lease::DatabaseUrl::parse(&config.database_url)?;
+            info!(member_id = %settings.member_id, polling_interval = ?settings.polling_interval,
+                heart_beat_exceeded_interval = ?settings.heart_beat_exceeded_interval,
+                "js7 mode: keeping JOC's active member in agreement with the lease");
+            Some(JocAgreement::new(
+                settings.clone(),
+                JocTables::new(&url, settings.heart_beat_exceeded_interval),
+            ))
+        }
+        None => None,
+    };
     let (elector, roles) = Elector::start(lease, &config.database_url)?;
     let elector_status = elector.status();
 
@@ -115,6 +131,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         lease_validity,
         last_database_error: None,
         last_renew_latency: None,
+        joc,
     };
     sidecar.publish(standby);
     sidecar
@@ -174,6 +191,44 @@ struct Sidecar {
     last_database_error: Option<String>,
     /// The last renew latency recorded in the histogram.
     last_renew_latency: Option<Duration>,
+    /// js7 mode: agreement with JOC's own active member.
+    joc: Option<JocAgreement>,
+}
+
+/// js7 mode: what the sidecar knows of JOC's cluster service.
+struct JocAgreement {
+    settings: JocSettings,
+    tables: JocTables,
+    /// JOC's active member at the previous look, to tell a move JOC made by
+    /// itself from one we asked for.
+    previous_active: Option<String>,
+    /// The readiness last set in the lease (our JOC instance is fresh).
+    ready: Option<bool>,
+    /// JOC runs this member active: the holder may carry the label.
+    confirmed: bool,
+    /// The last thing said about waiting or failing, to say it once.
+    last_note: Option<String>,
+}
+
+impl JocAgreement {
+    fn new(settings: JocSettings, tables: JocTables) -> JocAgreement {
+        JocAgreement {
+            settings,
+            tables,
+            previous_active: None,
+            ready: None,
+            confirmed: false,
+            last_note: None,
+        }
+    }
+
+    /// Logs `note` when it differs from the last one.
+    fn note(&mut self, note: String) {
+        if self.last_note.as_ref() != Some(&note) {
+            info!("{note}");
+            self.last_note = Some(note);
+        }
+    }
 }
 
 impl Sidecar {
@@ -203,6 +258,7 @@ impl Sidecar {
                         return;
                     }
                     self.follow_lease().await;
+                    self.agree_with_joc().await;
                 }
                 () = pods_changed.notified() => self.correct_labels().await,
                 () = cluster_changed.notified() => self.handle_switchover().await,
@@ -216,6 +272,7 @@ impl Sidecar {
                 }
                 _ = tick.tick() => {
                     self.follow_lease().await;
+                    self.agree_with_joc().await;
                     self.correct_labels().await;
                     self.handle_switchover().await;
                 }
@@ -394,12 +451,31 @@ impl Sidecar {
                 self.wait_for_failsafe_end(&other).await;
             }
         }
+        if !self.joc_confirmed() {
+            // js7: the label waits until JOC runs this member active.
+            self.active_term = Some(term);
+            self.metrics.lease_term.set(term);
+            self.metrics.takeovers.inc();
+            info!(
+                term,
+                "holding the lease; the {ROLE_ACTIVE} label waits for JOC to confirm this member"
+            );
+            return;
+        }
+        self.label_active(term, true).await;
+    }
+
+    /// Labels this pod active (the lease holder, confirmed by JOC in js7 mode).
+    async fn label_active(&mut self, term: i64, new_term: bool) {
+        let me = self.config.pod_name.clone();
         match self.api.set_role(&me, ROLE_ACTIVE, Some(term)).await {
             Ok(()) => {
                 self.active_term = Some(term);
                 self.metrics.role.set(1);
                 self.metrics.lease_term.set(term);
-                self.metrics.takeovers.inc();
+                if new_term {
+                    self.metrics.takeovers.inc();
+                }
                 info!(term, "active: labeled {ROLE_ACTIVE}");
                 self.cluster_event(
                     false,
@@ -419,6 +495,9 @@ impl Sidecar {
             &self.config.cluster,
         ));
         self.failsafe_until = None;
+        if let Some(joc) = &mut self.joc {
+            joc.confirmed = false;
+        }
         let was = self.active_term.take();
         self.metrics.role.set(0);
         self.metrics.lease_term.set(0);
@@ -470,7 +549,7 @@ impl Sidecar {
                 .await;
             return;
         }
-        let wanted = if self.active_term.is_some() {
+        let wanted = if self.active_term.is_some() && self.joc_confirmed() {
             ROLE_ACTIVE
         } else {
             ROLE_STANDBY
@@ -596,9 +675,11 @@ impl Sidecar {
             .map_err(|e| format!("cannot read member heartbeats: {e}"))
     }
 
-    /// Waits (bounded by twice the TTL) until `target` carries the active label.
+    /// Waits (bounded by [`Self::switchover_bound`]) until `target` carries
+    /// the active label.
     async fn wait_for_active(&self, target: &str) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + self.config.lease_ttl * 2;
+        let bound = self.switchover_bound();
+        let deadline = tokio::time::Instant::now() + bound;
         loop {
             let labeled = self
                 .pods
@@ -608,10 +689,10 @@ impl Sidecar {
             if labeled {
                 return Ok(());
             }
+            self.health.loop_alive();
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
-                    "{target} took the lease but was not labeled active within {:?}",
-                    self.config.lease_ttl * 2
+                    "{target} took the lease but was not labeled active within {bound:?}"
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -649,6 +730,177 @@ impl Sidecar {
             warn!(%error, "cannot release the lease; standbys take over when it expires");
         }
         self.demote(why).await;
+        if handed {
+            self.wait_for_joc_to_leave().await;
+        }
+    }
+
+    /// js7 mode, stepping down: JOC in this pod is still running (the
+    /// preStop hook holds its stop), so it can execute the new holder's
+    /// switch request at its next poll; wait for that, bounded, so that JOC
+    /// hands over cleanly instead of timing out.
+    async fn wait_for_joc_to_leave(&mut self) {
+        let Some(joc) = &self.joc else {
+            return;
+        };
+        let me = joc.settings.member_id.clone();
+        let deadline = tokio::time::Instant::now()
+            + joc.settings.polling_interval * 2
+            + self.config.renew_interval * 2;
+        while tokio::time::Instant::now() < deadline {
+            self.health.loop_alive();
+            match joc.tables.read().await {
+                Ok(view) if view.active_member() != Some(me.as_str()) => {
+                    info!("JOC's active member moved to the new lease holder");
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        warn!(
+            "JOC did not move its active member in time; it takes over once this instance's heartbeat is exceeded"
+        );
+    }
+
+    /// Whether the holder may carry the label: always in generic mode; in
+    /// js7 mode once JOC runs this member active.
+    fn joc_confirmed(&self) -> bool {
+        self.joc.as_ref().is_none_or(|joc| joc.confirmed)
+    }
+
+    /// js7 mode: reads JOC's cluster tables; keeps this member's lease
+    /// readiness equal to its JOC instance's freshness; as holder, labels
+    /// once JOC confirms, asks JOC to switch, or follows JOC (module `js7`).
+    async fn agree_with_joc(&mut self) {
+        let Some(joc) = &mut self.joc else {
+            return;
+        };
+        let view = match joc.tables.read().await {
+            Ok(view) => view,
+            Err(error) => {
+                let not_installed = matches!(error, crate::js7::TablesError::NotInstalled { .. });
+                if joc.last_note.as_deref() != Some(&error.to_string()) {
+                    warn!("{error}");
+                    joc.last_note = Some(error.to_string());
+                }
+                if not_installed && joc.ready != Some(false) {
+                    joc.ready = Some(false);
+                    if let Err(error) = self.elector.set_ready(false).await {
+                        warn!(%error, "cannot mark this member not ready in the lease database");
+                    }
+                }
+                return;
+            }
+        };
+        let me_id = joc.settings.member_id.clone();
+        let ready = view.is_ready_member(&me_id) && !self.stepped_down;
+        if joc.ready != Some(ready) {
+            match self.elector.set_ready(ready).await {
+                Ok(()) => {
+                    joc.ready = Some(ready);
+                    if ready {
+                        info!(member_id = %me_id, "this member's JOC instance heartbeats: ready for the lease");
+                    } else {
+                        warn!(member_id = %me_id, "this member's JOC instance has no fresh heartbeat in JOC_INSTANCES (or is an API server): not ready for the lease");
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "cannot set this member's readiness in the lease database")
+                }
+            }
+        }
+        let previous = std::mem::replace(
+            &mut joc.previous_active,
+            view.active_member().map(str::to_owned),
+        );
+        let Some(term) = self.active_term else {
+            return;
+        };
+        let me_pod = self.config.pod_name.clone();
+        let members: Vec<String> = self.member_pods().iter().map(|p| p.name_any()).collect();
+        let step = holder_step(&view, &me_id, previous.as_deref(), |id| {
+            let pod = hostname_of(id);
+            (pod != me_pod && members.iter().any(|m| m == pod)).then(|| pod.to_owned())
+        });
+        let Some(joc) = &mut self.joc else {
+            return;
+        };
+        let was_confirmed = joc.confirmed;
+        joc.confirmed = step == HolderStep::Confirmed;
+        match step {
+            HolderStep::Confirmed => {
+                joc.last_note = None;
+                if !was_confirmed {
+                    info!(term, "JOC confirms this member active");
+                    self.label_active(term, false).await;
+                }
+            }
+            HolderStep::Wait(why) => {
+                joc.note(format!("holding the lease (term {term}): {why}"));
+            }
+            HolderStep::RequestSwitch => {
+                let Some(active) = view.active_member().map(str::to_owned) else {
+                    return;
+                };
+                match joc.tables.request_switch(&active, &me_id).await {
+                    Ok(true) => {
+                        let note = format!(
+                            "{me_pod} holds the lease (term {term}); asked JOC to switch its active member from {} to {me_pod}",
+                            hostname_of(&active)
+                        );
+                        info!("{note}");
+                        joc.last_note = Some(note.clone());
+                        self.cluster_event(false, reason::JOC_SWITCH_REQUESTED, note)
+                            .await;
+                    }
+                    Ok(false) => {} // JOC moved meanwhile: judged at the next look.
+                    Err(error) => warn!("{error}"),
+                }
+            }
+            HolderStep::FollowJoc(pod) => {
+                let note =
+                    format!("JOC made {pod} active by itself; {me_pod} hands the lease over to it");
+                info!("{note}");
+                match self
+                    .elector
+                    .hand_over(HandOverTarget::Member(pod.clone()))
+                    .await
+                {
+                    Ok(HandOverOutcome::HandedOver { .. }) => {
+                        self.cluster_event(false, reason::LEASE_FOLLOWED_JOC, note)
+                            .await;
+                        self.follow_lease().await;
+                        if self.active_term.is_some() {
+                            self.demote("handed the lease to the member JOC made active")
+                                .await;
+                        }
+                    }
+                    Ok(other) => {
+                        warn!(?other, %pod, "cannot hand the lease to JOC's active member")
+                    }
+                    Err(error) => {
+                        warn!(%error, %pod, "cannot hand the lease to JOC's active member")
+                    }
+                }
+            }
+        }
+        if was_confirmed && !self.joc_confirmed() && self.active_term.is_some() {
+            // JOC no longer runs us: users must not be sent here.
+            if let Err(error) = self.api.set_role(&me_pod, ROLE_STANDBY, None).await {
+                warn!(%error, "cannot remove this pod's active label");
+            }
+            self.metrics.role.set(0);
+        }
+    }
+
+    /// How long a switch-over may take until the target is labeled: the
+    /// lease hand-over, and in js7 mode JOC's switch (two polls).
+    fn switchover_bound(&self) -> Duration {
+        let joc = self
+            .joc
+            .as_ref()
+            .map_or(Duration::ZERO, |j| j.settings.polling_interval * 3);
+        self.config.lease_ttl * 2 + joc
     }
 
     /// Every pod of the cluster (members and API servers), from the cache.
@@ -669,6 +921,16 @@ impl Sidecar {
             warn!(%error, "cannot publish an Event");
         }
     }
+}
+
+/// How long the cockpit's preStop hook may wait for the hand-over: twice
+/// the TTL, and in js7 mode JOC's switch too (two polls), within the pod's
+/// grace period.
+fn prestop_limit(config: &Config) -> Duration {
+    let joc = config.joc.as_ref().map_or(Duration::ZERO, |j| {
+        j.polling_interval * 2 + config.renew_interval * 2
+    });
+    (config.lease_ttl * 2 + joc).min(Duration::from_secs(50))
 }
 
 async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {

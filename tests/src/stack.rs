@@ -14,6 +14,7 @@ use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     ANNOTATION_SWITCHOVER_TO, LABEL_ROLE, ROLE_ACTIVE, active_service_name, pod as pod_names,
 };
+pub use joc_ha_crds::v1alpha1::WorkloadMode;
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -53,6 +54,8 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 pub struct JocRunner {
     sidecar: PathBuf,
     standin: PathBuf,
+    /// js7 mode: the JOC stand-in (`joc-standin`) plays the cockpit.
+    joc_standin: PathBuf,
     /// History database of the stand-ins (None: they only follow the role).
     history_url: Option<String>,
     /// Where the stand-ins append their active periods.
@@ -87,6 +90,7 @@ impl JocRunner {
         Ok(JocRunner {
             sidecar: workspace_binary("joc-ha-sidecar")?,
             standin: workspace_binary("standin-cockpit")?,
+            joc_standin: workspace_binary("joc-standin")?,
             history_url,
             periods_dir,
             ports: PortMap::default(),
@@ -103,6 +107,40 @@ impl ContainerRunner for JocRunner {
     fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec> {
         let namespace = pod.namespace()?;
         let name = pod.name_any();
+        // js7 mode: the operator's init container writes JOC's files, and
+        // the JOC stand-in reads them as JOC would (members and API servers).
+        if let Some(resources) = ctx.volume(pod_names::RENDERED_CONFIG_VOLUME) {
+            match container.name.as_str() {
+                pod_names::JOC_CONFIG_INIT_CONTAINER => {
+                    return Some(ProcessSpec::new(&self.sidecar).args(host_args(container, ctx)));
+                }
+                pod_names::COCKPIT_CONTAINER => {
+                    let http = self.port(&namespace, &name, 4446)?;
+                    return Some(
+                        ProcessSpec::new(&self.joc_standin)
+                            .arg("--resources-dir")
+                            .arg(resources.display().to_string())
+                            .args(["--hostname", &name])
+                            .args(["--data-dir", JOC_DATA_DIR])
+                            .arg("--http-addr")
+                            .arg(format!("127.0.0.1:{http}"))
+                            .arg("--periods-file")
+                            .arg(
+                                self.periods_dir
+                                    .join(format!("{name}.joc.jsonl"))
+                                    .display()
+                                    .to_string(),
+                            )
+                            .env("RUST_LOG", "info")
+                            .readiness(Readiness::TcpConnect(std::net::SocketAddr::from((
+                                [127, 0, 0, 1],
+                                http,
+                            )))),
+                    );
+                }
+                _ => {}
+            }
+        }
         let role_dir = ctx.mount(pod_names::ROLE_DIR)?.to_path_buf();
         match container.name.as_str() {
             pod_names::SIDECAR_CONTAINER => {
@@ -158,6 +196,30 @@ impl ContainerRunner for JocRunner {
     fn host_port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
         self.port(namespace, pod, container_port)
     }
+}
+
+/// JOC's data directory in the sosberlin/js7 image, as the operator tells
+/// the sidecars by default; the JOC stand-in hashes the same path.
+pub const JOC_DATA_DIR: &str = "/var/sos-berlin.com/js7/joc";
+
+/// A container's args with every path inside one of its mounts turned into
+/// the host path the fake kubelet prepared.
+fn host_args(container: &Container, ctx: &PodContext) -> Vec<String> {
+    container
+        .args
+        .iter()
+        .flatten()
+        .map(|arg| {
+            ctx.mounts
+                .iter()
+                .find_map(|(mount, host)| {
+                    arg.strip_prefix(mount.as_str())
+                        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                        .map(|rest| format!("{}{rest}", host.display()))
+                })
+                .unwrap_or_else(|| arg.clone())
+        })
+        .collect()
 }
 
 /// Records every state of the active Service's EndpointSlices for the whole
@@ -294,6 +356,11 @@ pub struct StackOptions {
     /// Use this database instead of a private server (the backend follows
     /// its scheme); tests that stop the database need the private one.
     pub database_url: Option<String>,
+    /// `js7` (the product's default: JOC stand-ins) or `generic`.
+    pub workload: WorkloadMode,
+    /// js7: JOC's cluster timings (`pollingInterval`,
+    /// `heartBeatExceededInterval`); None: fitted to the lease.
+    pub joc_timings: Option<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -308,6 +375,8 @@ impl Default for StackOptions {
             name: "joc".into(),
             history: false,
             database_url: None,
+            workload: WorkloadMode::Js7,
+            joc_timings: None,
         }
     }
 }
@@ -413,6 +482,12 @@ impl Stack {
             Backend::MariaDb => "mariadb",
             Backend::Sqlite => "sqlite",
         };
+        let workload = match (&o.workload, &o.joc_timings) {
+            (WorkloadMode::Generic, _) => json!({"mode": "generic"}),
+            (WorkloadMode::Js7, None) => json!({"mode": "js7"}),
+            (WorkloadMode::Js7, Some((poll, exceeded))) => json!({"mode": "js7", "jocCluster": {
+                "pollingInterval": poll, "heartBeatExceededInterval": exceeded}}),
+        };
         let cluster: JocCluster = serde_json::from_value(json!({
             "apiVersion": "joc-ha.dev/v1alpha1",
             "kind": "JocCluster",
@@ -423,6 +498,7 @@ impl Stack {
                 "image": "sosberlin/js7:joc-2-8-1",
                 "database": {"type": database_type, "secretRef": {"name": format!("{}-db", o.name)}},
                 "lease": {"ttl": o.ttl, "renewInterval": o.renew_interval},
+                "workload": workload,
             }
         }))?;
         self.clusters()

@@ -12,7 +12,7 @@ use joc_ha_crds::names::{
 use joc_ha_crds::v1alpha1::SwitchoverResult;
 use joc_ha_sidecar::role::read_role_file;
 use joc_ha_tests::db::Backend;
-use joc_ha_tests::stack::{Stack, StackOptions};
+use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode};
 use joc_ha_tests::wait::wait_for;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -23,9 +23,12 @@ const FAILOVER: Duration = Duration::from_secs(45);
 const SIDECAR: &str = "joc-ha-sidecar";
 
 async fn cluster(backend: Backend, api_servers: i32) -> anyhow::Result<(Stack, String)> {
+    // The lease and sidecar behaviour on its own: the generic workload (the
+    // stand-in cockpit follows the role report). js7_e2e covers JOC.
     let stack = Stack::start(StackOptions {
         backend,
         api_servers,
+        workload: WorkloadMode::Generic,
         ..StackOptions::default()
     })
     .await?;

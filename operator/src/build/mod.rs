@@ -2,6 +2,7 @@
 //! kind. No API calls here: everything is unit-tested without a cluster.
 
 pub mod api_servers;
+pub mod config_map;
 pub mod labels;
 pub mod pdb;
 pub mod pod;
@@ -11,7 +12,7 @@ pub mod statefulset;
 
 use joc_ha_crds::JocCluster;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::error::Result;
@@ -32,6 +33,8 @@ pub struct Desired {
     pub members: StatefulSet,
     pub api_servers: Option<Deployment>,
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// js7 mode: JOC's configuration.
+    pub joc_config: Option<ConfigMap>,
 }
 
 pub fn desired(cluster: &JocCluster, ctx: &BuildContext) -> Result<Desired> {
@@ -41,6 +44,7 @@ pub fn desired(cluster: &JocCluster, ctx: &BuildContext) -> Result<Desired> {
         members: statefulset::members_statefulset(cluster, ctx)?,
         api_servers: api_servers::api_server_deployment(cluster, ctx)?,
         pod_disruption_budget: pdb::pod_disruption_budget(cluster)?,
+        joc_config: config_map::joc_config_map(cluster)?,
     })
 }
 
@@ -80,7 +84,11 @@ mod tests {
         assert_eq!(sts.replicas, Some(3));
         assert_eq!(sts.service_name.as_deref(), Some("joc-headless"));
         let pod = sts.template.spec.expect("pod spec");
-        let sidecar = &pod.init_containers.expect("init containers")[0];
+        let init = pod.init_containers.expect("init containers");
+        // js7 (default): JOC's configuration is written first, then the sidecar starts.
+        assert_eq!(init[0].name, pod_names::JOC_CONFIG_INIT_CONTAINER);
+        assert_eq!(init[0].restart_policy, None, "runs to completion");
+        let sidecar = &init[1];
         assert_eq!(sidecar.name, pod_names::SIDECAR_CONTAINER);
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
         assert_eq!(sidecar.image.as_deref(), Some("joc-ha-sidecar:test"));
@@ -147,9 +155,29 @@ mod tests {
             desired(&cluster(serde_json::json!({"apiServers": 2})), &ctx()).expect("builds");
         let deployment = desired.api_servers.expect("deployment");
         let pod = deployment.spec.template.spec.expect("pod");
+        let init: Vec<_> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            init,
+            [pod_names::JOC_CONFIG_INIT_CONTAINER],
+            "API servers take no part in the lease: no sidecar"
+        );
+        let properties = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default();
         assert!(
-            pod.init_containers.is_none(),
-            "API servers take no part in the lease"
+            properties
+                .iter()
+                .any(|a| a.ends_with(pod_names::API_SERVER_JOC_PROPERTIES)),
+            "API servers are installed as API servers: {properties:?}"
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert!(
@@ -173,6 +201,8 @@ mod tests {
         metas.extend(desired.services.iter().map(|s| &s.metadata));
         metas.extend(desired.api_servers.iter().map(|d| &d.metadata));
         metas.extend(desired.pod_disruption_budget.iter().map(|p| &p.metadata));
+        metas.extend(desired.joc_config.iter().map(|c| &c.metadata));
+        assert_eq!(metas.len(), 11, "every kind is checked");
         for meta in metas {
             let owners = meta.owner_references.as_ref().expect("owner");
             assert_eq!(owners[0].uid, "1234");

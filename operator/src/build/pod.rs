@@ -2,8 +2,10 @@
 //! (cockpit only).
 
 use joc_ha_crds::JocCluster;
-use joc_ha_crds::names::{pod, secret_key, sidecar_env, sidecar_service_account_name};
-use joc_ha_crds::v1alpha1::{DatabaseKind, LogFormat, SpreadMode};
+use joc_ha_crds::names::{
+    joc_config_map_name, pod, secret_key, sidecar_env, sidecar_service_account_name,
+};
+use joc_ha_crds::v1alpha1::{DatabaseKind, LogFormat, SpreadMode, WorkloadMode};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
@@ -46,6 +48,38 @@ pub fn pod_template(
             }),
             ..Default::default()
         });
+    }
+    if super::config_map::writes_joc_config(cluster) {
+        // js7: JOC's configuration files, written before JOC starts.
+        volumes.push(Volume {
+            name: pod::CONFIG_VOLUME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: joc_config_map_name(&cluster.name_any()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: pod::RENDERED_CONFIG_VOLUME.to_owned(),
+            // The rendered hibernate.cfg.xml holds the password: keep it in memory.
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        init_containers.push(joc_config_container(cluster, component, ctx));
+        let mounts = cockpit.volume_mounts.get_or_insert_with(Vec::new);
+        for file in [pod::JOC_PROPERTIES, pod::HIBERNATE_CFG] {
+            mounts.push(VolumeMount {
+                name: pod::RENDERED_CONFIG_VOLUME.to_owned(),
+                mount_path: format!("{}/{file}", pod::JOC_RESOURCES_DIR),
+                sub_path: Some(file.to_owned()),
+                ..Default::default()
+            });
+        }
+    }
+    if component == Component::Member {
         // A native sidecar: it starts before and stops after the cockpit.
         init_containers.push(sidecar_container(cluster, ctx));
     }
@@ -226,16 +260,70 @@ fn cockpit_container(cluster: &JocCluster, component: Component) -> Container {
     container
 }
 
-fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
-    let spec = &cluster.spec;
-    let secret = &spec.database.secret_ref.name;
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector {
-            field_path: path.to_owned(),
-            ..Default::default()
+/// js7: writes `hibernate.cfg.xml` from the database Secret and copies the
+/// operator's `joc.properties` for this kind of pod, then exits. Runs as
+/// JOC's user so that JOC can read the owner-only file.
+fn joc_config_container(
+    cluster: &JocCluster,
+    component: Component,
+    ctx: &BuildContext,
+) -> Container {
+    let properties = match component {
+        Component::Member => pod::JOC_PROPERTIES,
+        Component::ApiServer => pod::API_SERVER_JOC_PROPERTIES,
+    };
+    Container {
+        name: pod::JOC_CONFIG_INIT_CONTAINER.to_owned(),
+        image: Some(sidecar_image(cluster, ctx)),
+        image_pull_policy: cluster
+            .spec
+            .image_pull_policy
+            .map(|p| p.as_str().to_owned()),
+        args: Some(vec![
+            "render-joc-config".to_owned(),
+            "--properties".to_owned(),
+            format!("{}/{properties}", pod::TEMPLATE_CONFIG_DIR),
+            "--out-dir".to_owned(),
+            pod::RENDERED_CONFIG_DIR.to_owned(),
+        ]),
+        env: Some(database_env(cluster)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: pod::CONFIG_VOLUME.to_owned(),
+                mount_path: pod::TEMPLATE_CONFIG_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: pod::RENDERED_CONFIG_VOLUME.to_owned(),
+                mount_path: pod::RENDERED_CONFIG_DIR.to_owned(),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(JOC_USER_ID),
+            run_as_group: Some(JOC_GROUP_ID),
+            read_only_root_filesystem: Some(true),
+            ..restricted_security_context()
         }),
         ..Default::default()
-    };
+    }
+}
+
+fn sidecar_image(cluster: &JocCluster, ctx: &BuildContext) -> String {
+    cluster
+        .spec
+        .sidecar
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.sidecar_image.clone())
+}
+
+/// The database settings from the Secret, as the sidecar reads them (the
+/// init container of js7 pods reads the same).
+fn database_env(cluster: &JocCluster) -> Vec<EnvVar> {
+    let spec = &cluster.spec;
+    let secret = &spec.database.secret_ref.name;
     let from_secret = |key: &str| EnvVarSource {
         secret_key_ref: Some(SecretKeySelector {
             name: secret.clone(),
@@ -246,11 +334,7 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
         }),
         ..Default::default()
     };
-    let value = |name: &str, value: String| EnvVar {
-        name: name.to_owned(),
-        value: Some(value),
-        ..Default::default()
-    };
+    let value = env_value;
     let sourced = |name: &str, source: EnvVarSource| EnvVar {
         name: name.to_owned(),
         value_from: Some(source),
@@ -263,9 +347,6 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
         DatabaseKind::Sqlite => "sqlite",
     };
     let mut env = vec![
-        sourced(sidecar_env::POD_NAME, field("metadata.name")),
-        sourced(sidecar_env::NAMESPACE, field("metadata.namespace")),
-        value(sidecar_env::CLUSTER, cluster.name_any()),
         value(sidecar_env::DATABASE_TYPE, database_type.to_owned()),
         sourced(sidecar_env::DATABASE_URL, from_secret(secret_key::URL)),
         sourced(sidecar_env::DATABASE_HOST, from_secret(secret_key::HOST)),
@@ -279,6 +360,47 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
             sidecar_env::DATABASE_PASSWORD,
             from_secret(secret_key::PASSWORD),
         ),
+    ];
+    if let Some(tls) = &spec.database.tls {
+        let mode = serde_json::to_value(tls.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        env.push(value(sidecar_env::DATABASE_TLS_MODE, mode));
+    }
+    env
+}
+
+fn env_value(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
+    let spec = &cluster.spec;
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sourced = |name: &str, source: EnvVarSource| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(source),
+        ..Default::default()
+    };
+    let value = env_value;
+    let mut env = vec![
+        sourced(sidecar_env::POD_NAME, field("metadata.name")),
+        sourced(sidecar_env::NAMESPACE, field("metadata.namespace")),
+        value(sidecar_env::CLUSTER, cluster.name_any()),
+    ];
+    env.extend(database_env(cluster));
+    env.extend([
         value(sidecar_env::LEASE_TTL, spec.lease.ttl.clone()),
         value(
             sidecar_env::RENEW_INTERVAL,
@@ -289,13 +411,28 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
             sidecar_env::HTTP_ADDR,
             format!("0.0.0.0:{}", pod::SIDECAR_PORT),
         ),
-    ];
-    if let Some(tls) = &spec.database.tls {
-        let mode = serde_json::to_value(tls.mode)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        env.push(value(sidecar_env::DATABASE_TLS_MODE, mode));
+    ]);
+    match spec.workload.mode {
+        WorkloadMode::Generic => env.push(value(sidecar_env::WORKLOAD, "generic".to_owned())),
+        WorkloadMode::Js7 => {
+            env.push(value(sidecar_env::WORKLOAD, "js7".to_owned()));
+            env.push(value(
+                sidecar_env::JOC_DATA_DIR,
+                spec.workload.joc_data_directory().to_owned(),
+            ));
+            // Invalid durations are refused by the API server; the sidecar
+            // falls back to JOC's defaults if one slipped through.
+            if let Ok(timings) = spec.workload.joc_timings(&spec.lease) {
+                env.push(value(
+                    sidecar_env::JOC_POLLING_INTERVAL,
+                    timings.polling_interval_s.to_string(),
+                ));
+                env.push(value(
+                    sidecar_env::JOC_HEART_BEAT_EXCEEDED_INTERVAL,
+                    timings.heart_beat_exceeded_interval_s.to_string(),
+                ));
+            }
+        }
     }
     if let Some(format) = spec.sidecar.log_format {
         let format = match format {
@@ -315,12 +452,7 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
     };
     Container {
         name: pod::SIDECAR_CONTAINER.to_owned(),
-        image: Some(
-            spec.sidecar
-                .image
-                .clone()
-                .unwrap_or_else(|| ctx.sidecar_image.clone()),
-        ),
+        image: Some(sidecar_image(cluster, ctx)),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         restart_policy: Some("Always".to_owned()),
         env: Some(env),

@@ -58,6 +58,9 @@ pub use elector::{
     Elector, ElectorHandle, ElectorStatus, HandOverOutcome, HandOverTarget, LeaseSnapshot, Role,
     TAKEOVER_GUARD,
 };
+/// For the js7 module, which reads JOC's tables in the same database.
+pub(crate) use error::scrub;
 pub use error::{LeaseError, redact_url};
 pub use store::MemberRow;
+pub(crate) use url::Options;
 pub use url::{DatabaseKind, DatabaseUrl};

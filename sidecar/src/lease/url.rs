@@ -166,6 +166,16 @@ impl DatabaseUrl {
         }
     }
 
+    /// The connect options.
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Passwords to scrub from messages.
+    pub(crate) fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
     /// The URL with its password replaced by `***`.
     pub fn redacted(&self) -> &str {
         &self.redacted

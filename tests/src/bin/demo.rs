@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use joc_ha_crds::names::{LABEL_ROLE, pod as pod_names};
 use joc_ha_tests::db::Backend;
-use joc_ha_tests::stack::{Stack, StackOptions, is_ready};
+use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode, is_ready};
 use kube::ResourceExt;
 use kube::api::ListParams;
 
@@ -61,6 +61,8 @@ async fn run(once: bool) -> Result<()> {
         members: 3,
         history: true,
         database_url,
+        // The stand-in cockpit's history workload shows "nothing lost".
+        workload: WorkloadMode::Generic,
         ..StackOptions::default()
     })
     .await?;

@@ -1,0 +1,233 @@
+//! Reading JOC's cluster tables and writing a switch request, in the
+//! shared database. Table and column names are JOC's (its PostgreSQL DDL
+//! quotes the upper-case column names; table names are unquoted). Ages are
+//! computed by the database in whole seconds of its UTC clock, as JOC does.
+
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::view::{ClusterRow, InstanceRow, JocView};
+use crate::lease::{DatabaseUrl, Options, scrub};
+
+/// Why JOC's tables could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TablesError {
+    #[error(
+        "JOC's tables JOC_CLUSTER and JOC_INSTANCES do not exist in {url}: JOC creates them at its first start (or its installer's setup); until then this member is not ready"
+    )]
+    NotInstalled { url: String },
+    #[error(
+        "reading or writing JOC's tables in {url} failed: {detail}; check the database and the Secret"
+    )]
+    Database { url: String, detail: String },
+}
+
+enum Pool {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// JOC's tables in the shared database (one lazily opened connection).
+pub struct JocTables {
+    pool: Pool,
+    url: DatabaseUrl,
+    exceeded_interval: Duration,
+}
+
+/// kind ('c' cluster, 'i' instance), member id, heartbeat age, switch
+/// member id, switch heartbeat age, API server (0/1).
+type ViewRow = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    i64,
+);
+
+/// The same decoding for each database product's row type.
+macro_rules! fetch_view_rows {
+    ($pool:expr, $sql:expr) => {
+        sqlx::query(AssertSqlSafe($sql))
+            .fetch_all($pool)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get(0)?,
+                            r.try_get(1)?,
+                            r.try_get(2)?,
+                            r.try_get(3)?,
+                            r.try_get(4)?,
+                            r.try_get(5)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<ViewRow>, sqlx::Error>>()
+            })
+    };
+}
+
+const PG_AGE: &str = "(EXTRACT(EPOCH FROM date_trunc('second', timezone('UTC', now()))) - EXTRACT(EPOCH FROM date_trunc('second', {col})))::bigint";
+const MY_AGE: &str = "CAST(TIMESTAMPDIFF(SECOND, {col}, UTC_TIMESTAMP()) AS SIGNED)";
+const LITE_AGE: &str =
+    "(CAST(strftime('%s','now') AS INTEGER) - CAST(strftime('%s', {col}) AS INTEGER))";
+
+impl JocTables {
+    pub fn new(url: &DatabaseUrl, exceeded_interval: Duration) -> JocTables {
+        let timeout = Duration::from_secs(5);
+        let pool = match url.options().clone() {
+            Options::Postgres(o) => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(o.application_name("joc-ha-js7")),
+            ),
+            Options::MySql(o) => Pool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(o),
+            ),
+            Options::Sqlite(o) => Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(o.busy_timeout(Duration::from_secs(1))),
+            ),
+        };
+        JocTables {
+            pool,
+            url: url.clone(),
+            exceeded_interval,
+        }
+    }
+
+    fn error(&self, error: sqlx::Error) -> TablesError {
+        let text = error.to_string();
+        let missing_table = match &error {
+            sqlx::Error::Database(db) => {
+                // undefined_table (PostgreSQL), ER_NO_SUCH_TABLE (MySQL).
+                db.code().as_deref() == Some("42P01")
+                    || db.code().as_deref() == Some("42S02")
+                    || text.contains("no such table")
+                    || text.contains("doesn't exist")
+            }
+            _ => false,
+        };
+        if missing_table {
+            TablesError::NotInstalled {
+                url: self.url.redacted().to_owned(),
+            }
+        } else {
+            TablesError::Database {
+                url: self.url.redacted().to_owned(),
+                detail: scrub(&text, self.url.secrets()),
+            }
+        }
+    }
+
+    /// JOC's cluster row and instances, in one statement.
+    pub async fn read(&self) -> Result<JocView, TablesError> {
+        let (age, cast_api, zero, quote) = match self.pool {
+            Pool::Postgres(_) => (
+                PG_AGE,
+                "CAST(\"API_SERVER\" AS bigint)",
+                "CAST(0 AS bigint)",
+                "\"",
+            ),
+            Pool::MySql(_) => (
+                MY_AGE,
+                "CAST(API_SERVER AS SIGNED)",
+                "CAST(0 AS SIGNED)",
+                "",
+            ),
+            Pool::Sqlite(_) => (LITE_AGE, "CAST(API_SERVER AS INTEGER)", "0", ""),
+        };
+        let col = |name: &str| format!("{quote}{name}{quote}");
+        let age_of = |name: &str| age.replace("{col}", &col(name));
+        let (null_text, null_int) = match self.pool {
+            Pool::Postgres(_) => ("CAST(NULL AS varchar)", "CAST(NULL AS bigint)"),
+            _ => ("NULL", "NULL"),
+        };
+        let sql = format!(
+            "SELECT 'c' AS kind, {member}, {age}, {switch}, {switch_age}, {zero} AS api FROM JOC_CLUSTER WHERE {id} = 'cluster' \
+             UNION ALL SELECT 'i', {member}, {age}, {null_text}, {null_int}, {cast_api} FROM JOC_INSTANCES",
+            member = col("MEMBER_ID"),
+            age = age_of("HEART_BEAT"),
+            switch = col("SWITCH_MEMBER_ID"),
+            switch_age = age_of("SWITCH_HEART_BEAT"),
+            id = col("ID"),
+        );
+        let rows: Vec<ViewRow> = match &self.pool {
+            Pool::Postgres(pool) => fetch_view_rows!(pool, sql),
+            Pool::MySql(pool) => fetch_view_rows!(pool, sql),
+            Pool::Sqlite(pool) => fetch_view_rows!(pool, sql),
+        }
+        .map_err(|e| self.error(e))?;
+        let mut cluster = None;
+        let mut instances = Vec::new();
+        for (kind, member_id, age, switch_member_id, switch_age, api) in rows {
+            // A missing heartbeat counts as exceeded.
+            let heart_beat_age_s = age.unwrap_or(i64::MAX);
+            if kind == "c" {
+                cluster = Some(ClusterRow {
+                    member_id,
+                    heart_beat_age_s,
+                    switch_member_id,
+                    switch_heart_beat_age_s: switch_age,
+                });
+            } else {
+                instances.push(InstanceRow {
+                    member_id,
+                    heart_beat_age_s,
+                    api_server: api != 0,
+                });
+            }
+        }
+        Ok(JocView::new(cluster, instances, self.exceeded_interval))
+    }
+
+    /// Asks JOC to make `target` active: sets `SWITCH_MEMBER_ID` and
+    /// `SWITCH_HEART_BEAT` (database UTC now) — what JOC's `switch_member`
+    /// writes when the receiving instance is not the active one — provided
+    /// JOC's active member is still `active`. True if written.
+    pub async fn request_switch(&self, active: &str, target: &str) -> Result<bool, TablesError> {
+        let affected = match &self.pool {
+            Pool::Postgres(pool) => sqlx::query(
+                "UPDATE JOC_CLUSTER SET \"SWITCH_MEMBER_ID\" = $1, \"SWITCH_HEART_BEAT\" = timezone('UTC', now()) \
+                 WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $2",
+            )
+            .bind(target)
+            .bind(active)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+            Pool::MySql(pool) => sqlx::query(
+                "UPDATE JOC_CLUSTER SET SWITCH_MEMBER_ID = ?, SWITCH_HEART_BEAT = UTC_TIMESTAMP() \
+                 WHERE ID = 'cluster' AND MEMBER_ID = ?",
+            )
+            .bind(target)
+            .bind(active)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+            Pool::Sqlite(pool) => sqlx::query(
+                "UPDATE JOC_CLUSTER SET SWITCH_MEMBER_ID = ?1, SWITCH_HEART_BEAT = strftime('%Y-%m-%d %H:%M:%S','now') \
+                 WHERE ID = 'cluster' AND MEMBER_ID = ?2",
+            )
+            .bind(target)
+            .bind(active)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+        }
+        .map_err(|e| self.error(e))?;
+        Ok(affected > 0)
+    }
+}

@@ -1,0 +1,271 @@
+//! What the sidecar reads of JOC's cluster tables, and what the lease
+//! holder does about it (pure, unit-tested).
+
+use std::time::Duration;
+
+/// The row `JOC_CLUSTER` (id `cluster`): JOC's active member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRow {
+    pub member_id: String,
+    /// Whole seconds since `HEART_BEAT`, by the database's UTC clock.
+    pub heart_beat_age_s: i64,
+    pub switch_member_id: Option<String>,
+    pub switch_heart_beat_age_s: Option<i64>,
+}
+
+/// A row of `JOC_INSTANCES`: one JOC instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    pub member_id: String,
+    /// Whole seconds since `HEART_BEAT`, by the database's UTC clock.
+    pub heart_beat_age_s: i64,
+    pub api_server: bool,
+}
+
+/// JOC's cluster state at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JocView {
+    /// None while no JOC instance is active (no row).
+    pub cluster: Option<ClusterRow>,
+    pub instances: Vec<InstanceRow>,
+    /// JOC's `cluster_heart_beat_exceeded_interval`.
+    pub exceeded_interval_s: i64,
+}
+
+impl JocView {
+    pub fn new(
+        cluster: Option<ClusterRow>,
+        instances: Vec<InstanceRow>,
+        exceeded_interval: Duration,
+    ) -> JocView {
+        JocView {
+            cluster,
+            instances,
+            exceeded_interval_s: exceeded_interval.as_secs() as i64,
+        }
+    }
+
+    /// JOC's rule (`JocCluster.isHeartBeatExceeded`): strictly more than
+    /// the interval, in whole seconds.
+    fn exceeded(&self, age_s: i64) -> bool {
+        age_s > self.exceeded_interval_s
+    }
+
+    /// JOC's active member, if any.
+    pub fn active_member(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.member_id.as_str())
+    }
+
+    /// A cluster member (not an API server) whose JOC heartbeat is fresh:
+    /// the only kind that may take or receive the lease, and the only kind
+    /// JOC's `switch_member` accepts as target.
+    pub fn is_ready_member(&self, member_id: &str) -> bool {
+        self.instances.iter().any(|i| {
+            i.member_id == member_id && !i.api_server && !self.exceeded(i.heart_beat_age_s)
+        })
+    }
+
+    /// Whether `member_id` is an API-server instance.
+    pub fn is_api_server(&self, member_id: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.member_id == member_id && i.api_server)
+    }
+
+    /// JOC runs `member_id` active: it is `MEMBER_ID` and not still waiting
+    /// to clear a switch request to itself (which it does at the poll that
+    /// starts its services).
+    pub fn confirms(&self, member_id: &str) -> bool {
+        self.cluster.as_ref().is_some_and(|c| {
+            c.member_id == member_id && c.switch_member_id.as_deref() != Some(member_id)
+        })
+    }
+
+    /// A switch request to `member_id` that JOC will still execute.
+    pub fn switch_pending_to(&self, member_id: &str) -> bool {
+        self.cluster.as_ref().is_some_and(|c| {
+            c.switch_member_id.as_deref() == Some(member_id)
+                && c.switch_heart_beat_age_s
+                    .is_some_and(|age| !self.exceeded(age))
+        })
+    }
+}
+
+/// What the lease holder does next about JOC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderStep {
+    /// JOC runs this member active: it may carry the `active` label.
+    Confirmed,
+    /// JOC is on its way; nothing to do now (the reason, for the log).
+    Wait(&'static str),
+    /// Ask JOC to make this member active.
+    RequestSwitch,
+    /// JOC made another ready member active by itself: hand the lease to
+    /// this pod.
+    FollowJoc(String),
+}
+
+/// The holder's decision. `previous_active` is JOC's active member at the
+/// sidecar's previous look (None when unknown); `pod_of` maps a ready
+/// member id to its pod if that pod is a lease member that may receive it.
+pub fn holder_step(
+    view: &JocView,
+    me: &str,
+    previous_active: Option<&str>,
+    pod_of: impl Fn(&str) -> Option<String>,
+) -> HolderStep {
+    let Some(cluster) = &view.cluster else {
+        // JOC deleted its row (clean shutdown of the active instance) or
+        // never had one: its instances elect one at their next poll.
+        return HolderStep::Wait(
+            "JOC has no active member yet; its instances elect one at their next poll",
+        );
+    };
+    if cluster.member_id == me {
+        return if view.confirms(me) {
+            HolderStep::Confirmed
+        } else {
+            HolderStep::Wait(
+                "JOC handed over to this member; waiting for its next poll to start its services",
+            )
+        };
+    }
+    let moved_by_itself = previous_active.is_some_and(|previous| previous != cluster.member_id)
+        && !view.switch_pending_to(me);
+    if moved_by_itself
+        && view.is_ready_member(&cluster.member_id)
+        && let Some(pod) = pod_of(&cluster.member_id)
+    {
+        return HolderStep::FollowJoc(pod);
+    }
+    if view.switch_pending_to(me) {
+        return HolderStep::Wait(
+            "asked JOC to switch to this member; JOC executes it at its next poll, or once the old active member's heartbeat is exceeded",
+        );
+    }
+    HolderStep::RequestSwitch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, age: i64, api: bool) -> InstanceRow {
+        InstanceRow {
+            member_id: id.to_owned(),
+            heart_beat_age_s: age,
+            api_server: api,
+        }
+    }
+
+    fn view(active: Option<&str>, switch: Option<(&str, i64)>) -> JocView {
+        JocView::new(
+            active.map(|id| ClusterRow {
+                member_id: id.to_owned(),
+                heart_beat_age_s: 0,
+                switch_member_id: switch.map(|(s, _)| s.to_owned()),
+                switch_heart_beat_age_s: switch.map(|(_, age)| age),
+            }),
+            vec![
+                instance("a:1", 0, false),
+                instance("b:1", 1, false),
+                instance("c:1", 9, false),
+                instance("api:1", 0, true),
+            ],
+            Duration::from_secs(5),
+        )
+    }
+
+    fn pod(id: &str) -> Option<String> {
+        Some(super::super::hostname_of(id).to_owned())
+    }
+
+    #[test]
+    fn readiness_needs_a_fresh_heartbeat_and_no_api_server() {
+        let v = view(Some("a:1"), None);
+        assert!(v.is_ready_member("a:1"));
+        assert!(v.is_ready_member("b:1"));
+        assert!(!v.is_ready_member("c:1"), "9 s > 5 s is exceeded");
+        assert!(!v.is_ready_member("api:1"), "API servers never take part");
+        assert!(!v.is_ready_member("unknown:1"));
+        assert!(v.is_api_server("api:1"));
+        let mut edge = view(None, None);
+        edge.instances = vec![instance("e:1", 5, false)];
+        assert!(
+            edge.is_ready_member("e:1"),
+            "JOC's rule is strictly greater"
+        );
+    }
+
+    #[test]
+    fn the_holder_is_confirmed_only_when_joc_runs_it() {
+        assert_eq!(
+            holder_step(&view(Some("a:1"), None), "a:1", None, pod),
+            HolderStep::Confirmed
+        );
+        assert!(matches!(
+            holder_step(&view(Some("a:1"), Some(("a:1", 0))), "a:1", None, pod),
+            HolderStep::Wait(_)
+        ));
+        // A pending switch away from us: JOC still runs us until it executes.
+        assert_eq!(
+            holder_step(&view(Some("a:1"), Some(("b:1", 0))), "a:1", None, pod),
+            HolderStep::Confirmed
+        );
+        assert!(matches!(
+            holder_step(&view(None, None), "a:1", Some("a:1"), pod),
+            HolderStep::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_new_holder_asks_joc_to_switch_once() {
+        let v = view(Some("a:1"), None);
+        assert_eq!(
+            holder_step(&v, "b:1", Some("a:1"), pod),
+            HolderStep::RequestSwitch
+        );
+        assert_eq!(holder_step(&v, "b:1", None, pod), HolderStep::RequestSwitch);
+        let asked = view(Some("a:1"), Some(("b:1", 1)));
+        assert!(matches!(
+            holder_step(&asked, "b:1", Some("a:1"), pod),
+            HolderStep::Wait(_)
+        ));
+        // JOC ignores a request whose heartbeat is exceeded: ask again.
+        let stale = view(Some("a:1"), Some(("b:1", 6)));
+        assert_eq!(
+            holder_step(&stale, "b:1", Some("a:1"), pod),
+            HolderStep::RequestSwitch
+        );
+    }
+
+    #[test]
+    fn the_lease_follows_joc_when_it_moved_by_itself_to_a_ready_member() {
+        let v = view(Some("b:1"), None);
+        assert_eq!(
+            holder_step(&v, "a:1", Some("a:1"), pod),
+            HolderStep::FollowJoc("b".into())
+        );
+        // Not moved since the last look: ask JOC instead.
+        assert_eq!(
+            holder_step(&v, "a:1", Some("b:1"), pod),
+            HolderStep::RequestSwitch
+        );
+        // Moved to a member that may not hold the lease: ask JOC back.
+        let to_stale = view(Some("c:1"), None);
+        assert_eq!(
+            holder_step(&to_stale, "a:1", Some("a:1"), pod),
+            HolderStep::RequestSwitch
+        );
+        assert_eq!(
+            holder_step(&v, "a:1", Some("a:1"), |_| None),
+            HolderStep::RequestSwitch
+        );
+        // Moved while our own request is pending: it is on its way to us.
+        let pending = view(Some("b:1"), Some(("a:1", 0)));
+        assert!(matches!(
+            holder_step(&pending, "a:1", Some("c:1"), pod),
+            HolderStep::Wait(_)
+        ));
+    }
+}

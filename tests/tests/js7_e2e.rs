@@ -1,0 +1,131 @@
+//! js7 mode end to end: JOC stand-ins (`joc-standin`, faithful to SOS's
+//! cluster service) in the member pods, the operator's JOC configuration,
+//! real sidecars. After each fault the lease holder, the `active` label, the
+//! active Service's endpoint and `JOC_CLUSTER.MEMBER_ID` name one pod again;
+//! API-server instances never take part.
+
+use std::time::Duration;
+
+use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, reason};
+use joc_ha_tests::agreement::{kill_pod_processes, lease_members, wait_agreement};
+use joc_ha_tests::db::Backend;
+use joc_ha_tests::stack::{Stack, StackOptions, is_ready};
+use joc_ha_tests::wait::wait_for;
+use kube::ResourceExt;
+use kube::api::ListParams;
+
+const UP: Duration = Duration::from_secs(120);
+/// Generous bounds for a loaded 2-core machine; JOC's timings here are the
+/// operator's (poll 1 s, timeout 5 s).
+const AGREEMENT: Duration = Duration::from_secs(60);
+
+async fn api_server_pod(stack: &Stack) -> anyhow::Result<String> {
+    wait_for(
+        "the API-server pod to be Ready",
+        UP,
+        Duration::from_millis(200),
+        || async {
+            let pods = stack
+                .pods()
+                .list(&ListParams::default().labels("joc-ha.dev/component=api-server"))
+                .await
+                .ok()?;
+            pods.items.into_iter().find(is_ready).map(|p| p.name_any())
+        },
+    )
+    .await
+}
+
+async fn agreement_through_faults(backend: Backend) -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        backend,
+        api_servers: 1,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    let api_pod = api_server_pod(&stack).await?;
+    let (first, took) = wait_agreement(&stack, None, UP).await?;
+    println!("{backend:?}: agreement on {first} {took:?} after the members were ready");
+
+    // The API server registered with JOC as an API server.
+    let instances = joc_ha_tests::joc::instances(&stack.database_url).await?;
+    let api = instances
+        .iter()
+        .find(|i| joc_ha_tests::agreement::host_of(&i.member_id) == api_pod)
+        .expect("the API server's JOC instance");
+    assert!(api.api_server, "installed as API server: {api:?}");
+
+    // 1. Fail-over: the active pod's processes crash.
+    kill_pod_processes(&stack, &first).await?;
+    let (second, took) = wait_agreement(&stack, Some(&first), AGREEMENT).await?;
+    println!("{backend:?}: fail-over {first} -> {second}: agreement after {took:?}");
+
+    // 2. Switch-over by annotation to a named standby.
+    let target = stack
+        .member_names()
+        .into_iter()
+        .find(|m| *m != second)
+        .expect("a standby");
+    stack.annotate_switchover(&target).await?;
+    let (third, took) = wait_agreement(&stack, Some(&second), AGREEMENT).await?;
+    assert_eq!(third, target, "the switch-over went where asked");
+    stack
+        .wait_event(reason::SWITCHOVER_COMPLETED, &target, AGREEMENT)
+        .await?;
+    println!("{backend:?}: switch-over {second} -> {third}: agreement after {took:?}");
+
+    // 3. JOC fails inside the active pod (hangs; its sidecar is fine): JOC's
+    //    standbys take over after the exceeded interval and the lease follows.
+    let joc = stack.cockpit(&third).expect("JOC process");
+    joc.freeze()?;
+    let outcome = wait_agreement(&stack, Some(&third), AGREEMENT).await;
+    joc.thaw()?;
+    let (fourth, took) = outcome?;
+    println!("{backend:?}: JOC hung in {third} -> {fourth}: agreement after {took:?}");
+    // The thawed JOC finds itself standby; agreement holds.
+    let (still, _) = wait_agreement(&stack, None, AGREEMENT).await?;
+    assert_eq!(still, fourth);
+
+    // 4. An API server is never a switch-over target, never in the lease,
+    //    never behind the active Service.
+    stack.annotate_switchover(&api_pod).await?;
+    stack
+        .wait_event(reason::SWITCHOVER_REJECTED, &api_pod, AGREEMENT)
+        .await?;
+    assert!(
+        stack
+            .clusters()
+            .get("joc")
+            .await?
+            .annotations()
+            .get(ANNOTATION_SWITCHOVER_TO)
+            .is_none(),
+        "the request was taken"
+    );
+    let members = lease_members(&stack).await?;
+    assert!(
+        !members.contains(&api_pod),
+        "{api_pod} is in the lease: {members:?}"
+    );
+    assert!(
+        stack
+            .endpoints
+            .timeline()
+            .iter()
+            .all(|(_, pods)| !pods.contains(&api_pod)),
+        "the API server was behind the active Service"
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+#[tokio::test]
+async fn agreement_through_faults_postgres() -> anyhow::Result<()> {
+    agreement_through_faults(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn agreement_through_faults_mariadb() -> anyhow::Result<()> {
+    agreement_through_faults(Backend::MariaDb).await
+}
