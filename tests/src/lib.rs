@@ -5,6 +5,7 @@
 pub mod controlplane;
 pub mod db;
 pub mod history;
+pub mod joc;
 pub mod kubelet;
 pub mod lease_history;
 pub mod operator;
