@@ -6,6 +6,7 @@ pub mod agreement;
 pub mod controlplane;
 pub mod db;
 pub mod history;
+pub mod joc;
 pub mod kubelet;
 pub mod lease_history;
 pub mod operator;
