@@ -26,6 +26,9 @@ pub struct Health {
     pub loop_seen_ns: AtomicU64,
     /// The last lease statement succeeded (database reachable, heartbeat fresh).
     pub database_ok: AtomicBool,
+    /// js7 mode: this member's JOC instance has no fresh heartbeat, so it
+    /// may not take or receive the lease.
+    pub joc_not_ready: AtomicBool,
 }
 
 impl Health {
@@ -108,13 +111,18 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.database_ok.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
+    if !state.health.database_ok.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "the lease database is not reachable or the heartbeat is stale",
         )
+    } else if state.health.joc_not_ready.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this member's JOC instance has no fresh heartbeat in JOC_INSTANCES",
+        )
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 

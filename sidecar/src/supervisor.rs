@@ -55,6 +55,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (metrics, registry) = Metrics::new(&config.namespace, &config.cluster, &config.pod_name);
     let health = Arc::new(Health::default());
     health.loop_alive();
+    // js7: not ready until this member's JOC heartbeats.
+    health
+        .joc_not_ready
+        .store(config.joc.is_some(), Ordering::Relaxed);
     let standby = RoleReport::standby(&config.pod_name, &config.cluster);
     let (report_tx, report_rx) = watch::channel(standby.clone());
     let (prestop_tx, prestop_rx) = mpsc::channel::<PrestopRequest>(4);
@@ -783,6 +787,9 @@ impl Sidecar {
                     warn!("{error}");
                     joc.last_note = Some(error.to_string());
                 }
+                if not_installed {
+                    self.health.joc_not_ready.store(true, Ordering::Relaxed);
+                }
                 if not_installed && joc.ready != Some(false) {
                     joc.ready = Some(false);
                     if let Err(error) = self.elector.set_ready(false).await {
@@ -793,7 +800,11 @@ impl Sidecar {
             }
         };
         let me_id = joc.settings.member_id.clone();
-        let ready = view.is_ready_member(&me_id) && !self.stepped_down;
+        let joc_fresh = view.is_ready_member(&me_id);
+        self.health
+            .joc_not_ready
+            .store(!joc_fresh, Ordering::Relaxed);
+        let ready = joc_fresh && !self.stepped_down;
         if joc.ready != Some(ready) {
             match self.elector.set_ready(ready).await {
                 Ok(()) => {

@@ -60,6 +60,8 @@ async fn agreement_through_faults(backend: Backend) -> anyhow::Result<()> {
     kill_pod_processes(&stack, &first).await?;
     let (second, took) = wait_agreement(&stack, Some(&first), AGREEMENT).await?;
     println!("{backend:?}: fail-over {first} -> {second}: agreement after {took:?}");
+    // The crashed pod's containers are back and its JOC heartbeats again.
+    stack.wait_members_ready(UP).await?;
 
     // 2. Switch-over by annotation to a named standby.
     let target = stack
