@@ -255,15 +255,21 @@ fn delivery_date() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-/// JOC answers errors of its REST API with HTTP 420 and a JSON `error` (ours:
-/// the facts file does not state the status code or body shape).
+/// JOC's error answer (`JOCDefaultResponse.responseStatusJSError` →
+/// `responseStatus420`, sos-joc, tool id 47219513439): HTTP 420, body `Err420`
+/// `{"error": {"code", "message"}, "surveyDate", "deliveryDate"}`. For a
+/// `JocException` the message is `getErrorMessage(e)` = `"<ExceptionClass>: " + message`;
+/// `ClusterResourceImpl` throws `JocServiceException`. The code "JOC-420" is ours
+/// (JocServiceException's error code was not looked up).
 fn refusal(message: &str) -> (StatusCode, axum::Json<Value>) {
     let status = StatusCode::from_u16(420).unwrap_or(StatusCode::BAD_REQUEST);
+    let now = delivery_date();
     (
         status,
         axum::Json(json!({
             "error": {"code": "JOC-420", "message": message},
-            "deliveryDate": delivery_date(),
+            "surveyDate": now,
+            "deliveryDate": now,
         })),
     )
 }
@@ -297,7 +303,7 @@ async fn switch_member(
         ),
         Err(SwitchError::Refused(message)) => {
             tracing::info!("[switch_member][refused]{message}");
-            refusal(&message)
+            refusal(&format!("JocServiceException: {message}"))
         }
         Err(SwitchError::Database(error)) => {
             tracing::warn!("[switch_member][db error]{error:#}");
