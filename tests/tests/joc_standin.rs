@@ -358,6 +358,15 @@ async fn scenarios(
     api: &Standin,
 ) -> Result<()> {
     let members = [s0, s1, s2];
+    for m in [s0, s1, s2, api] {
+        wait_for_ok(
+            &format!("GET / of {}", m.host),
+            Duration::from_secs(15),
+            CHECK,
+            || m.status(),
+        )
+        .await?;
+    }
 
     // (1) Three start at once: one is JOC-active, the others standby.
     let first = wait_for_ok(
@@ -680,6 +689,10 @@ async fn sqlite_api_server_alone_leaves_no_cluster_row() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("joc-standin-").tempdir()?;
     let resources = write_resources(dir.path(), &url, "api")?;
     let api = Standin::start(dir.path(), "api-0", &resources, true)?;
+    wait_for_ok("GET / of api-0", Duration::from_secs(15), CHECK, || {
+        api.status()
+    })
+    .await?;
     let first = wait_for_ok(
         "the API server's instance row",
         Duration::from_secs(15),
