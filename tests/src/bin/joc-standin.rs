@@ -83,7 +83,8 @@ fn hostname(flag: Option<String>) -> String {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_target(false)
         .with_ansi(false)
@@ -123,33 +124,9 @@ async fn run() -> Result<i32> {
         properties.heart_beat_exceeded_interval_s,
         joc::redact_url(&url)
     );
-    if !args.no_create_schema {
-        joc::create_schema(&url).await?;
-    }
     let services = Services::new(&member_id, args.periods_file.as_deref())?;
     let api_server = config.api_server();
-    let mut member = Member::new(config, &url, services)?;
-    // Start-up: register the instance, delete a row left from a previous run.
-    // On a database error JOC keeps retrying; so do we.
-    let (poll, wait_on_error) = joc::polling(&properties);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => return Ok(0),
-            started = member.start() => match started {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!("[start][db error, retrying in {wait_on_error:?}]{error:#}");
-                    tokio::select! {
-                        _ = &mut shutdown => return Ok(0),
-                        _ = tokio::time::sleep(wait_on_error) => {}
-                    }
-                }
-            }
-        }
-    }
-
+    let member = Member::new(config, &url, services)?;
     let shared = Arc::new(Shared {
         member: tokio::sync::Mutex::new(member),
         status: std::sync::Mutex::new(json!({
@@ -159,6 +136,8 @@ async fn run() -> Result<i32> {
             "apiServer": api_server,
         })),
     });
+    // The web server answers from the start, like JOC's (the cluster service
+    // starts behind it).
     if let Some(addr) = &args.http_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -169,6 +148,34 @@ async fn run() -> Result<i32> {
                 tracing::error!("[http] server stopped: {error}");
             }
         });
+    }
+
+    // Start-up: (our installer step: the tables), register the instance,
+    // delete a row left from a previous run. On a database error, retry after
+    // pollingWaitIntervalOnError (ours: JOC's start-up retry was not looked up).
+    let (poll, wait_on_error) = joc::polling(&properties);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let attempt = async {
+            if !args.no_create_schema {
+                joc::create_schema(&url).await?;
+            }
+            shared.member.lock().await.start().await
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => return Ok(0),
+            started = attempt => match started {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!("[start][db error, retrying in {wait_on_error:?}]{error:#}");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(0),
+                        _ = tokio::time::sleep(wait_on_error) => {}
+                    }
+                }
+            }
+        }
     }
 
     // JocCluster.doProcessing: process, then wait pollingInterval (on error
@@ -255,15 +262,21 @@ fn delivery_date() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-/// JOC answers errors of its REST API with HTTP 420 and a JSON `error` (ours:
-/// the facts file does not state the status code or body shape).
+/// JOC's error answer (`JOCDefaultResponse.responseStatusJSError` →
+/// `responseStatus420`, sos-joc, tool id 47219513439): HTTP 420, body `Err420`
+/// `{"error": {"code", "message"}, "surveyDate", "deliveryDate"}`. For a
+/// `JocException` the message is `getErrorMessage(e)` = `"<ExceptionClass>: " + message`;
+/// `ClusterResourceImpl` throws `JocServiceException`. The code "JOC-420" is ours
+/// (JocServiceException's error code was not looked up).
 fn refusal(message: &str) -> (StatusCode, axum::Json<Value>) {
     let status = StatusCode::from_u16(420).unwrap_or(StatusCode::BAD_REQUEST);
+    let now = delivery_date();
     (
         status,
         axum::Json(json!({
             "error": {"code": "JOC-420", "message": message},
-            "deliveryDate": delivery_date(),
+            "surveyDate": now,
+            "deliveryDate": now,
         })),
     )
 }
@@ -297,7 +310,7 @@ async fn switch_member(
         ),
         Err(SwitchError::Refused(message)) => {
             tracing::info!("[switch_member][refused]{message}");
-            refusal(&message)
+            refusal(&format!("JocServiceException: {message}"))
         }
         Err(SwitchError::Database(error)) => {
             tracing::warn!("[switch_member][db error]{error:#}");
