@@ -1232,9 +1232,20 @@ async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> an
             .wait_single(None, Duration::from_secs(180))
             .await
             .with_context(|| format!("{namespace}/{name}: {}", env.operator_logs()))?;
-        let cluster = wait_cluster_ready(env.client(), namespace, name).await?;
-        let status = cluster.status.context("status")?;
-        assert_eq!(status.active_member.as_deref(), Some(active.as_str()));
+        wait_cluster_ready(env.client(), namespace, name).await?;
+        // The status follows the label at the operator's next reconcile
+        // (pods may be Ready before JOC confirms the active member).
+        let clusters: Api<JocCluster> = Api::namespaced(env.client(), namespace);
+        wait_for(
+            &format!("{namespace}/{name}: status.activeMember {active}"),
+            TIMEOUT,
+            POLL,
+            || async {
+                let cluster = clusters.get(name).await.ok()?;
+                (cluster.status?.active_member.as_deref() == Some(active.as_str())).then_some(())
+            },
+        )
+        .await?;
         eprintln!("example {namespace}/{name}: active member {active}");
     }
     for (namespace, name, recorder) in &recorders {
