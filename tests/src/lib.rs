@@ -2,6 +2,7 @@
 //! kubelet for one Node, and real PostgreSQL, MariaDB and SQLite databases.
 //! Every piece tears itself down on drop, after a panic too.
 
+pub mod bench;
 pub mod controlplane;
 pub mod db;
 pub mod history;
