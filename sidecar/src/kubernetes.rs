@@ -2,6 +2,7 @@
 //! stale active pods, the switch-over annotation and status, and Events on
 //! the JocCluster. Only its own namespace; only the calls its Role allows.
 
+use axum::http;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER,
@@ -39,6 +40,31 @@ pub enum KubeError {
 fn call(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
     let what = what.into();
     move |source| KubeError::Call { what, source }
+}
+
+/// A client for the API server of the pod's kubeconfig or service account
+/// (as `Client::try_default`) that counts every request it sends in
+/// `requests`.
+pub async fn counting_client(
+    requests: prometheus_client::metrics::counter::Counter,
+) -> Result<Client, KubeError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| KubeError::Connect(kube::Error::InferConfig(e)))?;
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(KubeError::Connect)?
+        .with_layer(&count_requests(requests))
+        .build())
+}
+
+/// A tower layer that counts the requests passing through it.
+fn count_requests<B>(
+    requests: prometheus_client::metrics::counter::Counter,
+) -> tower::util::MapRequestLayer<impl Fn(http::Request<B>) -> http::Request<B> + Clone> {
+    tower::util::MapRequestLayer::new(move |request: http::Request<B>| {
+        requests.inc();
+        request
+    })
 }
 
 /// The Kubernetes side of one sidecar.
@@ -286,6 +312,23 @@ pub fn wanted_role(active: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_request_counter_counts_every_request() {
+        use tower::{Layer, ServiceExt};
+        let requests = prometheus_client::metrics::counter::Counter::<u64>::default();
+        let service = count_requests(requests.clone()).layer(tower::service_fn(
+            |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(()) },
+        ));
+        for _ in 0..3 {
+            service
+                .clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .expect("infallible");
+        }
+        assert_eq!(requests.get(), 3);
+    }
 
     fn pod(name: &str, role: Option<&str>) -> Pod {
         let mut labels = json!({LABEL_CLUSTER: "joc", LABEL_COMPONENT: "member"});

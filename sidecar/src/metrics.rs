@@ -27,6 +27,9 @@ pub struct Metrics {
     pub switchovers: Family<ResultLabel, Counter>,
     /// Failed database statements.
     pub database_errors: Counter,
+    /// Requests sent to the Kubernetes API server (a watch counts once, when
+    /// it is opened).
+    pub kube_api_requests: Counter,
 }
 
 impl Metrics {
@@ -48,6 +51,7 @@ impl Metrics {
             takeovers: Counter::default(),
             switchovers: Family::default(),
             database_errors: Counter::default(),
+            kube_api_requests: Counter::default(),
         };
         registry.register(
             "role",
@@ -78,6 +82,11 @@ impl Metrics {
             "database_errors",
             "Failed lease database statements",
             metrics.database_errors.clone(),
+        );
+        registry.register(
+            "kube_api_requests",
+            "Requests sent to the Kubernetes API server",
+            metrics.kube_api_requests.clone(),
         );
         (metrics, registry)
     }
@@ -115,6 +124,7 @@ mod tests {
             "joc_ha_takeovers_total{",
             "joc_ha_switchovers_total{",
             "joc_ha_database_errors_total{",
+            "joc_ha_kube_api_requests_total{",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

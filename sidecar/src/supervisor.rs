@@ -12,9 +12,9 @@ use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, ROLE_ACTIVE, ROLE_STANDBY, re
 use joc_ha_crds::v1alpha1::{SwitchoverResult, SwitchoverStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
@@ -47,12 +47,10 @@ pub enum StartError {
 
 /// Runs until SIGTERM (after stepping down) or a fatal start-up error.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    let client = Client::try_default()
-        .await
-        .map_err(crate::kubernetes::KubeError::Connect)?;
+    let (metrics, registry) = Metrics::new(&config.namespace, &config.cluster, &config.pod_name);
+    let client = crate::kubernetes::counting_client(metrics.kube_api_requests.clone()).await?;
     let api = ClusterApi::new(client, &config.namespace, &config.cluster, &config.pod_name);
 
-    let (metrics, registry) = Metrics::new(&config.namespace, &config.cluster, &config.pod_name);
     let health = Arc::new(Health::default());
     health.loop_alive();
     // js7: not ready until this member's JOC heartbeats.

@@ -3,6 +3,7 @@
 //! Every piece tears itself down on drop, after a panic too.
 
 pub mod agreement;
+pub mod bench;
 pub mod controlplane;
 pub mod db;
 pub mod history;

@@ -299,7 +299,7 @@ impl OperatorProcess {
 }
 
 /// Body of a plain-HTTP GET on loopback (small responses only).
-async fn http_get_body(url: &str) -> anyhow::Result<String> {
+pub async fn http_get_body(url: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rest = url
         .strip_prefix("http://")

@@ -61,6 +61,8 @@ pub struct JocRunner {
     /// Where the stand-ins append their active periods.
     periods_dir: PathBuf,
     ports: PortMap,
+    /// Runs this program instead of the sidecar (the benchmarks' baseline).
+    labeler: Option<PathBuf>,
 }
 
 /// Loopback ports standing for pods' container ports, shared with the stack
@@ -94,7 +96,15 @@ impl JocRunner {
             history_url,
             periods_dir,
             ports: PortMap::default(),
+            labeler: None,
         })
+    }
+
+    /// Runs the baseline labeler (Kubernetes Lease, client-go timings) in
+    /// place of the sidecar.
+    pub fn with_baseline_labeler(mut self) -> Result<JocRunner> {
+        self.labeler = Some(workspace_binary("baseline-labeler")?);
+        Ok(self)
     }
 
     /// A stable loopback port per pod and container port, so restarts keep it.
@@ -145,7 +155,8 @@ impl ContainerRunner for JocRunner {
         match container.name.as_str() {
             pod_names::SIDECAR_CONTAINER => {
                 let port = self.port(&namespace, &name, pod_names::SIDECAR_PORT)?;
-                let mut spec = ProcessSpec::new(&self.sidecar)
+                let program = self.labeler.as_ref().unwrap_or(&self.sidecar);
+                let mut spec = ProcessSpec::new(program)
                     .env("JOC_HA_HTTP_ADDR", format!("127.0.0.1:{port}"))
                     .env("JOC_HA_ROLE_DIR", role_dir.display().to_string())
                     .env("RUST_LOG", "info,kube=warn,sqlx=warn")
@@ -361,6 +372,9 @@ pub struct StackOptions {
     /// js7: JOC's cluster timings (`pollingInterval`,
     /// `heartBeatExceededInterval`); None: fitted to the lease.
     pub joc_timings: Option<(String, String)>,
+    /// Label the pods with the benchmarks' baseline (a Kubernetes Lease with
+    /// client-go's timings) instead of the sidecar.
+    pub baseline_labeler: bool,
 }
 
 impl Default for StackOptions {
@@ -377,6 +391,7 @@ impl Default for StackOptions {
             database_url: None,
             workload: WorkloadMode::Js7,
             joc_timings: None,
+            baseline_labeler: false,
         }
     }
 }
@@ -421,10 +436,13 @@ impl Stack {
         plane.create_namespace(&options.namespace).await?;
         install_sidecar_admission_policy(&plane).await?;
 
-        let runner = JocRunner::new(
+        let mut runner = JocRunner::new(
             options.history.then(|| database_url.clone()),
             periods_dir.clone(),
         )?;
+        if options.baseline_labeler {
+            runner = runner.with_baseline_labeler()?;
+        }
         let ports = runner.ports.clone();
         let kubelet = FakeKubelet::start(
             client.clone(),
@@ -465,15 +483,20 @@ impl Stack {
             plane,
             _dir: dir,
         };
-        stack.create_cluster().await?;
+        stack.add_cluster(&stack.options.name).await?;
         Ok(stack)
     }
 
-    async fn create_cluster(&self) -> Result<()> {
+    /// Creates a JocCluster `name` (and its Secret `<name>-db`) with the
+    /// stack's options; the stack starts with `options.name`.
+    pub async fn add_cluster(&self, name: &str) -> Result<()> {
         let o = &self.options;
+        if o.baseline_labeler {
+            self.grant_baseline_leases(name).await?;
+        }
         let secrets: Api<Secret> = Api::namespaced(self.client(), &o.namespace);
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": format!("{}-db", o.name)},
+            "metadata": {"name": format!("{name}-db")},
             "stringData": {"url": self.database_url},
         }))?;
         secrets.create(&PostParams::default(), &secret).await?;
@@ -491,12 +514,12 @@ impl Stack {
         let cluster: JocCluster = serde_json::from_value(json!({
             "apiVersion": "joc-ha.dev/v1alpha1",
             "kind": "JocCluster",
-            "metadata": {"name": o.name, "namespace": o.namespace},
+            "metadata": {"name": name, "namespace": o.namespace},
             "spec": {
                 "members": o.members,
                 "apiServers": o.api_servers,
                 "image": "sosberlin/js7:joc-2-8-1",
-                "database": {"type": database_type, "secretRef": {"name": format!("{}-db", o.name)}},
+                "database": {"type": database_type, "secretRef": {"name": format!("{name}-db")}},
                 "lease": {"ttl": o.ttl, "renewInterval": o.renew_interval},
                 "workload": workload,
             }
@@ -504,6 +527,36 @@ impl Stack {
         self.clusters()
             .create(&PostParams::default(), &cluster)
             .await?;
+        Ok(())
+    }
+
+    /// The baseline labeler runs as the sidecar's ServiceAccount, whose Role
+    /// (made by the operator) has no Leases: the harness grants them.
+    async fn grant_baseline_leases(&self, cluster: &str) -> Result<()> {
+        let namespace = &self.options.namespace;
+        let name = format!("{cluster}-baseline-leases");
+        let account = joc_ha_crds::names::sidecar_service_account_name(cluster);
+        let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": [{
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch"],
+            }],
+        }))?;
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        }))?;
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(self.client(), namespace)
+            .create(&PostParams::default(), &role)
+            .await
+            .context("create the baseline's Role")?;
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(self.client(), namespace)
+            .create(&PostParams::default(), &binding)
+            .await
+            .context("create the baseline's RoleBinding")?;
         Ok(())
     }
 

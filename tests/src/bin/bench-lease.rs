@@ -18,13 +18,13 @@
 #[allow(dead_code)]
 mod contender;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use joc_ha_tests::bench::{merge_results, percentiles, round1};
 use joc_ha_tests::db::{Backend, TestDb};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
 use joc_ha_tests::process::ProcessSignal;
@@ -133,15 +133,6 @@ enum Line {
 }
 
 impl Line {
-    fn key(&self) -> (String, String) {
-        match self {
-            Line::Takeover { bench, backend, .. } => (bench.clone(), (*backend).to_owned()),
-            Line::Statements { backend, .. } => {
-                ("lease_statements_per_s".to_owned(), (*backend).to_owned())
-            }
-        }
-    }
-
     fn json(&self) -> serde_json::Value {
         match self {
             Line::Takeover {
@@ -169,24 +160,6 @@ impl Line {
             }),
         }
     }
-}
-
-fn round1(value: f64) -> f64 {
-    (value * 10.0).round() / 10.0
-}
-
-/// Nearest-rank percentiles (p50, p99, max).
-fn percentiles(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = |p: f64| {
-        let index = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-        sorted[index]
-    };
-    if sorted.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    (rank(0.50), rank(0.99), sorted[sorted.len() - 1])
 }
 
 async fn run(options: Options) -> Result<()> {
@@ -384,36 +357,10 @@ async fn steady_statements(group: &Group) -> Result<f64> {
     Ok(rates.iter().sum::<f64>() / rates.len() as f64)
 }
 
-fn repository_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// Merges `lines` into the results file (same bench and backend replaced).
 fn write_results(lines: &[Line]) -> Result<PathBuf> {
-    let dir = repository_root().join("target").join("joc-ha-bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("lease.jsonl");
-    let mut merged: BTreeMap<(String, String), String> = BTreeMap::new();
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        for line in text.lines() {
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
-                let key = (
-                    value["bench"].as_str().unwrap_or_default().to_owned(),
-                    value["backend"].as_str().unwrap_or_default().to_owned(),
-                );
-                merged.insert(key, line.to_owned());
-            }
-        }
-    }
-    for line in lines {
-        merged.insert(line.key(), line.json().to_string());
-    }
-    let mut text = merged.into_values().collect::<Vec<_>>().join("\n");
-    text.push('\n');
-    std::fs::write(&path, text)?;
-    Ok(path)
+    let values: Vec<serde_json::Value> = lines.iter().map(Line::json).collect();
+    merge_results("lease.jsonl", &values)
 }
 
 fn print_table(lines: &[Line]) {
