@@ -17,7 +17,7 @@ export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
 
-.PHONY: all setup controlplane build crds test lint fmt bench-lease clean-cache demo
+.PHONY: all setup controlplane build crds test lint fmt bench-lease bench-js7 clean-cache demo
 
 all: build
 
@@ -54,6 +54,13 @@ fmt:
 
 bench-lease: controlplane
 	$(CARGO) run --release -p joc-ha-tests --bin bench-lease -- $(BENCH_ARGS)
+
+# Time from a fault to agreement of lease, label, Service and JOC's own
+# active member (js7 mode), with the operator's and JOC's default timings.
+# Debug binaries: the times are JOC's poll intervals, not CPU.
+bench-js7: controlplane
+	$(CARGO) build --workspace --bins
+	"$(CARGO_TARGET_DIR)/debug/bench-js7" $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf "$(JOC_HA_CACHE)"

@@ -40,16 +40,15 @@ pub fn results_dir() -> Result<PathBuf> {
 }
 
 /// Merges JSON objects into the results file `name` (one per line): a line
-/// with the same `bench` and `backend` replaces the old one, others stay.
+/// with the same `bench`, `backend` and `variant` replaces the old one,
+/// others stay.
 pub fn merge_results(name: &str, lines: &[serde_json::Value]) -> Result<PathBuf> {
     let path = results_dir()?.join(name);
     let key = |value: &serde_json::Value| {
-        (
-            value["bench"].as_str().unwrap_or_default().to_owned(),
-            value["backend"].as_str().unwrap_or_default().to_owned(),
-        )
+        let field = |name: &str| value[name].as_str().unwrap_or_default().to_owned();
+        (field("bench"), field("backend"), field("variant"))
     };
-    let mut merged: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut merged: BTreeMap<(String, String, String), String> = BTreeMap::new();
     if let Ok(text) = std::fs::read_to_string(&path) {
         for line in text.lines() {
             if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {

@@ -23,7 +23,7 @@ use joc_ha_tests::operator::{
 };
 use joc_ha_tests::wait::{wait_for, wait_for_ok};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -678,6 +678,7 @@ async fn scaling_and_deletion_follow_the_cluster() -> anyhow::Result<()> {
         check!(Role, ["joc-joc-ha-sidecar"]);
         check!(RoleBinding, ["joc-joc-ha-sidecar"]);
         check!(PodDisruptionBudget, ["joc"]);
+        check!(ConfigMap, ["joc-joc-config"]);
         let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
         for pod in pods.list(&label).await.map_err(|e| e.to_string())?.items {
             left.push(format!("Pod {}", pod.name_any()));
@@ -689,10 +690,10 @@ async fn scaling_and_deletion_follow_the_cluster() -> anyhow::Result<()> {
         Ok::<_, String>(left)
     };
     let before = remaining().await.map_err(anyhow::Error::msg)?;
-    // 10 named objects, 2 member pods, 1 API-server pod and its ReplicaSet.
+    // 11 named objects, 2 member pods, 1 API-server pod and its ReplicaSet.
     assert_eq!(
         before.len(),
-        14,
+        15,
         "every child must exist before the deletion: {before:?}"
     );
     let started = Instant::now();
