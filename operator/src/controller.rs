@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::apply::apply_all;
 use crate::build::{BuildContext, desired};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::rollout;
 use crate::status::{Observed, Problem, compute_status};
 
@@ -37,14 +38,16 @@ pub struct Context {
     /// published, so a problem seen at every retry becomes one Event whose
     /// series count grows, not a new Event every 10 s.
     recorder: Recorder,
+    metrics: Metrics,
 }
 
 impl Context {
-    pub fn new(client: Client, reporter: Reporter, build: BuildContext) -> Self {
+    pub fn new(client: Client, reporter: Reporter, build: BuildContext, metrics: Metrics) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             build,
+            metrics,
         }
     }
 }
@@ -84,7 +87,15 @@ fn error_policy(_cluster: Arc<JocCluster>, error: &Error, _ctx: Arc<Context>) ->
     Action::requeue(Duration::from_secs(5))
 }
 
+/// One reconciliation, counted and timed.
 async fn reconcile(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_pipeline(cluster, ctx.clone()).await;
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;

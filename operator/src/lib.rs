@@ -6,6 +6,7 @@ pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod error;
+pub mod metrics;
 pub mod rollout;
 pub mod status;
 

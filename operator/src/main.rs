@@ -14,7 +14,6 @@ use joc_ha_operator::controller::{self, Context};
 use kube::Client;
 use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
@@ -91,7 +90,6 @@ async fn run(flags: Flags) -> Result<(), String> {
         format!("cannot reach the Kubernetes API: {e} (set KUBECONFIG or run in a pod)")
     })?;
 
-    let (leading_tx, leading_rx) = watch::channel(false);
     let http_addr: std::net::SocketAddr = flags.http_addr.parse().map_err(|_| {
         format!(
             "JOC_HA_HTTP_ADDR {:?} is not an address such as 0.0.0.0:8080",
@@ -101,7 +99,8 @@ async fn run(flags: Flags) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| format!("cannot listen on {http_addr}: {e}"))?;
-    let ready = leading_rx.clone();
+    let (metrics, registry) = joc_ha_operator::metrics::Metrics::new();
+    let registry = Arc::new(registry);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         // Every replica is ready: followers are hot standbys.
@@ -109,13 +108,8 @@ async fn run(flags: Flags) -> Result<(), String> {
         .route(
             "/metrics",
             get(move || {
-                let leading = *ready.borrow();
-                async move {
-                    format!(
-                        "# HELP joc_ha_operator_leader 1 when this replica reconciles.\n# TYPE joc_ha_operator_leader gauge\njoc_ha_operator_leader {}\n",
-                        u8::from(leading)
-                    )
-                }
+                let text = joc_ha_operator::metrics::encode(&registry);
+                async move { text }
             }),
         );
     tokio::spawn(async move {
@@ -154,7 +148,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             }
         }
     }
-    let _ = leading_tx.send(true);
+    metrics.leader.set(1);
     info!("leading: reconciling JocClusters");
 
     let ctx = Arc::new(Context::new(
@@ -166,6 +160,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         BuildContext {
             sidecar_image: flags.sidecar_image.clone(),
         },
+        metrics,
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = futures::future::FutureExt::shared(async move {
