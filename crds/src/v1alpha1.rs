@@ -363,6 +363,7 @@ pub enum WorkloadMode {
 /// defaults are a 30 s poll and a 60 s timeout.
 #[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.pollingInterval) || !has(self.heartBeatExceededInterval) || duration(self.heartBeatExceededInterval).getMilliseconds() >= 2 * duration(self.pollingInterval).getMilliseconds()").message("workload.jocCluster.heartBeatExceededInterval must be at least twice the pollingInterval, or a JOC instance that polls a little late loses its active role"))]
 pub struct JocClusterTimings {
     /// `cluster_polling_interval`: how often each JOC instance polls the
     /// cluster table and writes its heartbeat.

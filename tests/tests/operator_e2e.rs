@@ -289,6 +289,22 @@ async fn invalid_specs_are_refused_naming_the_field() -> anyhow::Result<()> {
             ],
         ),
         (
+            "JOC's heartbeat timeout below two polls",
+            with(
+                &["workload"],
+                json!({"jocCluster": {"pollingInterval": "30s", "heartBeatExceededInterval": "40s"}}),
+            ),
+            vec![
+                "spec.workload.jocCluster",
+                "heartBeatExceededInterval must be at least twice the pollingInterval",
+            ],
+        ),
+        (
+            "unknown workload mode",
+            with(&["workload", "mode"], json!("jboss")),
+            vec!["spec.workload.mode", "Unsupported value"],
+        ),
+        (
             "unknown database type",
             with(&["database", "type"], json!("oracle")),
             vec!["spec.database.type", "Unsupported value", "oracle"],
