@@ -1,5 +1,5 @@
 //! `make demo`: a 3-member JOC cluster on a local control plane, run by the
-//! real operator and sidecars (stand-in cockpits play JOC), on SQLite by
+//! real operator and sidecars (JOC stand-ins play JOC Cockpit), on SQLite by
 //! default or on the database in `DATABASE_URL`. It shows a switch-over by
 //! annotation and a fail-over by killing the active member, with their
 //! measured times, then stays up for you to try until Ctrl-C.
@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use joc_ha_crds::names::{LABEL_ROLE, pod as pod_names};
+use joc_ha_tests::agreement::wait_agreement;
 use joc_ha_tests::db::Backend;
-use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode, is_ready};
+use joc_ha_tests::stack::{Stack, StackOptions, is_ready};
 use kube::ResourceExt;
 use kube::api::ListParams;
 
@@ -59,10 +60,7 @@ async fn run(once: bool) -> Result<()> {
     let stack = Stack::start(StackOptions {
         backend,
         members: 3,
-        history: true,
         database_url,
-        // The stand-in cockpit's history workload shows "nothing lost".
-        workload: WorkloadMode::Generic,
         ..StackOptions::default()
     })
     .await?;
@@ -106,8 +104,12 @@ async fn run(once: bool) -> Result<()> {
         .await?;
     let switchover = asked.elapsed();
     say(format!(
-        "   the Service routes to {now} after {} ms (annotation → endpoint moved)",
+        "   the Service routes to {now} after {} ms (annotation → endpoint moved; the label waited for JOC to confirm {now})",
         switchover.as_millis()
+    ));
+    let (agreed, _) = wait_agreement(&stack, Some(&first), STEP_TIMEOUT).await?;
+    say(format!(
+        "   lease holder, label, Service and JOC's own active member (JOC_CLUSTER) agree on {agreed}"
     ));
     print_view(&stack).await?;
 
@@ -132,8 +134,12 @@ async fn run(once: bool) -> Result<()> {
         .await?;
     let failover = killed.elapsed();
     say(format!(
-        "   the Service routes to {next} after {} ms (kill → endpoint moved)",
+        "   the Service routes to {next} after {} ms (kill → endpoint moved: the lease TTL, then JOC's own take-over once the dead instance's heartbeat is exceeded)",
         failover.as_millis()
+    ));
+    let (agreed, _) = wait_agreement(&stack, Some(&now), STEP_TIMEOUT).await?;
+    say(format!(
+        "   lease holder, label, Service and JOC's own active member agree on {agreed}"
     ));
     for container in [pod_names::SIDECAR_CONTAINER, pod_names::COCKPIT_CONTAINER] {
         stack.kubelet.allow_starts(&namespace, &now, container);
@@ -191,9 +197,15 @@ async fn print_view(stack: &Stack) -> Result<()> {
         .list(&ListParams::default().labels("joc-ha.dev/component=member"))
         .await?;
     let routed: BTreeSet<String> = stack.endpoints.current();
+    // JOC's own view: its active member's host name is the pod name.
+    let joc_active = joc_ha_tests::joc::joc_active_member(&stack.database_url)
+        .await
+        .ok()
+        .flatten()
+        .map(|id| joc_ha_tests::agreement::host_of(&id).to_owned());
     say(format!(
-        "   {:<8} {:<8} {:<5} {:<6} {:<8} {}",
-        "MEMBER", "ROLE", "TERM", "READY", "SERVICE", "SIDECAR PID"
+        "   {:<8} {:<8} {:<5} {:<6} {:<8} {:<10} {}",
+        "MEMBER", "ROLE", "TERM", "READY", "SERVICE", "JOC", "SIDECAR PID"
     ));
     let mut pods = pods.items;
     pods.sort_by_key(|p| p.name_any());
@@ -214,7 +226,7 @@ async fn print_view(stack: &Stack) -> Result<()> {
             .map(|p| p.pid().to_string())
             .unwrap_or_else(|| "-".into());
         say(format!(
-            "   {:<8} {:<8} {:<5} {:<6} {:<8} {}",
+            "   {:<8} {:<8} {:<5} {:<6} {:<8} {:<10} {}",
             name,
             role,
             term,
@@ -223,6 +235,11 @@ async fn print_view(stack: &Stack) -> Result<()> {
                 "<- here"
             } else {
                 ""
+            },
+            if joc_active.as_deref() == Some(name.as_str()) {
+                "active"
+            } else {
+                "standby"
             },
             pid
         ));
