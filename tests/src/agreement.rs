@@ -79,11 +79,7 @@ pub async fn parties(stack: &Stack) -> Result<Parties> {
 }
 
 /// The host name part of a JOC member id (`<host>:<sha256>`).
-pub fn host_of(member_id: &str) -> &str {
-    member_id
-        .rsplit_once(':')
-        .map_or(member_id, |(host, _)| host)
-}
+pub use joc_ha_sidecar::js7::hostname_of as host_of;
 
 /// Waits until all parties agree on one pod other than `not`; returns it
 /// and the time waited. The error shows the last look.

@@ -6,7 +6,7 @@
 //!
 //! The schema is the test's own (JOC's real tables are never touched).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -40,18 +40,8 @@ impl Dialect {
     }
 }
 
-pub async fn connect(url: &str) -> Result<AnyConnection> {
-    sqlx::any::install_default_drivers();
-    let mut conn = AnyConnection::connect(url)
-        .await
-        .context("cannot connect to the history database")?;
-    if Dialect::of_url(url)? == Dialect::Sqlite {
-        sqlx::query("PRAGMA busy_timeout = 5000")
-            .execute(&mut conn)
-            .await?;
-    }
-    Ok(conn)
-}
+/// A connection to any of the test databases.
+pub use crate::db::connect_any as connect;
 
 /// Creates the tables (idempotent) and the cursor row.
 pub async fn create_schema(url: &str) -> Result<()> {

@@ -776,18 +776,7 @@ pub fn is_heart_beat_exceeded(now_s: i64, heart_beat_s: Option<i64>, interval_s:
 }
 
 /// Connects; SQLite gets a busy timeout so that several stand-ins can share a file.
-pub async fn connect(url: &str) -> Result<AnyConnection> {
-    sqlx::any::install_default_drivers();
-    let mut conn = AnyConnection::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
-    if Dialect::of_url(url)? == Dialect::Sqlite {
-        sqlx::query("PRAGMA busy_timeout = 5000")
-            .execute(&mut conn)
-            .await?;
-    }
-    Ok(conn)
-}
+pub use crate::db::connect_any as connect;
 
 /// Creates JOC_INSTANCES and JOC_CLUSTER if missing, standing in for JOC's
 /// installer. Idempotent; safe when several stand-ins start at once

@@ -61,21 +61,7 @@ pub fn joc_config_map(cluster: &JocCluster) -> Result<Option<ConfigMap>> {
 mod tests {
     use super::*;
 
-    fn cluster(extra: serde_json::Value) -> JocCluster {
-        let mut object = serde_json::json!({
-            "apiVersion": "joc-ha.dev/v1alpha1",
-            "kind": "JocCluster",
-            "metadata": {"name": "joc", "namespace": "js7", "uid": "1234"},
-            "spec": {
-                "image": "sosberlin/js7:joc-2-8-1",
-                "database": {"type": "postgresql", "secretRef": {"name": "joc-db"}}
-            }
-        });
-        if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), extra.as_object()) {
-            base.extend(extra.clone());
-        }
-        serde_json::from_value(object).expect("valid JocCluster")
-    }
+    use crate::build::test_cluster as cluster;
 
     #[test]
     fn timings_fitted_to_the_lease_and_api_servers_marked() {

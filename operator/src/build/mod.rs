@@ -48,6 +48,25 @@ pub fn desired(cluster: &JocCluster, ctx: &BuildContext) -> Result<Desired> {
     })
 }
 
+/// A JocCluster for the builders' unit tests: a minimal valid spec with
+/// `spec` merged in.
+#[cfg(test)]
+pub(crate) fn test_cluster(spec: serde_json::Value) -> JocCluster {
+    let mut object = serde_json::json!({
+        "apiVersion": "joc-ha.dev/v1alpha1",
+        "kind": "JocCluster",
+        "metadata": {"name": "joc", "namespace": "js7", "uid": "1234"},
+        "spec": {
+            "image": "sosberlin/js7:joc-2-8-1",
+            "database": {"type": "postgresql", "secretRef": {"name": "joc-db"}}
+        }
+    });
+    if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), spec.as_object()) {
+        base.extend(extra.clone());
+    }
+    serde_json::from_value(object).expect("valid JocCluster")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,19 +75,7 @@ mod tests {
     };
 
     fn cluster(spec: serde_json::Value) -> JocCluster {
-        let mut object = serde_json::json!({
-            "apiVersion": "joc-ha.dev/v1alpha1",
-            "kind": "JocCluster",
-            "metadata": {"name": "joc", "namespace": "js7", "uid": "1234"},
-            "spec": {
-                "image": "sosberlin/js7:joc-2-8-1",
-                "database": {"type": "postgresql", "secretRef": {"name": "joc-db"}}
-            }
-        });
-        if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), spec.as_object()) {
-            base.extend(extra.clone());
-        }
-        serde_json::from_value(object).expect("valid JocCluster")
+        test_cluster(spec)
     }
 
     fn ctx() -> BuildContext {
