@@ -125,6 +125,8 @@ pub enum Workload {
 pub struct JocSettings {
     /// `<hostname>:<SHA-256 of the data directory>`.
     pub member_id: String,
+    /// JOC's data directory: other members' ids use it too.
+    pub data_dir: String,
     pub polling_interval: Duration,
     pub heart_beat_exceeded_interval: Duration,
 }
@@ -252,6 +254,7 @@ impl Config {
                     .unwrap_or_else(|| pod_name.clone());
                 Some(JocSettings {
                     member_id: crate::js7::member_id(&hostname, &flags.joc_data_dir),
+                    data_dir: flags.joc_data_dir.clone(),
                     polling_interval: Duration::from_secs(flags.joc_polling_interval),
                     heart_beat_exceeded_interval: Duration::from_secs(
                         flags.joc_heart_beat_exceeded_interval,

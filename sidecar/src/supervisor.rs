@@ -250,6 +250,8 @@ impl Sidecar {
             };
         let mut tick = tokio::time::interval(self.config.renew_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut joc_tick = tokio::time::interval(JOC_WAIT_LOOK);
+        joc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.health.loop_alive();
             tokio::select! {
@@ -272,6 +274,7 @@ impl Sidecar {
                     self.step_down("SIGTERM").await;
                     return;
                 }
+                _ = joc_tick.tick(), if self.waiting_for_joc() => self.agree_with_joc().await,
                 _ = tick.tick() => {
                     self.follow_lease().await;
                     self.agree_with_joc().await;
@@ -644,6 +647,7 @@ impl Sidecar {
         let fresh = self.fresh_members().await?;
         let pods = self.cluster_pods();
         let target = choose_target(request, &self.config.pod_name, &candidates(&pods, &fresh))?;
+        self.ask_joc_to_switch_to(&target).await;
         match self
             .elector
             .hand_over(HandOverTarget::Member(target.clone()))
@@ -719,10 +723,13 @@ impl Sidecar {
                     &self.config.pod_name,
                     &candidates(&pods, &fresh),
                 ) {
-                    Ok(target) => matches!(
-                        self.elector.hand_over(HandOverTarget::Member(target)).await,
-                        Ok(HandOverOutcome::HandedOver { .. })
-                    ),
+                    Ok(target) => {
+                        self.ask_joc_to_switch_to(&target).await;
+                        matches!(
+                            self.elector.hand_over(HandOverTarget::Member(target)).await,
+                            Ok(HandOverOutcome::HandedOver { .. })
+                        )
+                    }
                     Err(_) => false,
                 }
             }
@@ -902,6 +909,32 @@ impl Sidecar {
         }
     }
 
+    /// js7 mode, handing the lease over while JOC runs this member: ask JOC
+    /// to switch to the target right away, so that JOC's active instance
+    /// executes it at its next poll rather than after the target's first
+    /// look. If the hand-over then fails, the lease follows JOC.
+    async fn ask_joc_to_switch_to(&mut self, pod: &str) {
+        let Some(joc) = &self.joc else {
+            return;
+        };
+        if !joc.confirmed {
+            return;
+        }
+        let me = joc.settings.member_id.clone();
+        let target = crate::js7::member_id(pod, &joc.settings.data_dir);
+        match joc.tables.request_switch(&me, &target).await {
+            Ok(true) => info!(%pod, "asked JOC to switch its active member to {pod}"),
+            Ok(false) => {}
+            Err(error) => warn!("{error}"),
+        }
+    }
+
+    /// js7 mode: the holder is waiting for JOC to confirm it, so it looks
+    /// more often than once per renew interval.
+    fn waiting_for_joc(&self) -> bool {
+        self.active_term.is_some() && self.joc.as_ref().is_some_and(|j| !j.confirmed)
+    }
+
     /// How long a switch-over may take until the target is labeled: the
     /// lease hand-over, and in js7 mode JOC's switch (two polls).
     fn switchover_bound(&self) -> Duration {
@@ -931,6 +964,10 @@ impl Sidecar {
         }
     }
 }
+
+/// How often a js7 holder looks at JOC's tables while it waits for JOC to
+/// confirm it (JOC switches at its polls; this bounds the added delay).
+const JOC_WAIT_LOOK: Duration = Duration::from_millis(200);
 
 /// How long the cockpit's preStop hook may wait for the hand-over: twice
 /// the TTL, and in js7 mode JOC's switch too (two polls), within the pod's
