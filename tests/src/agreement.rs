@@ -14,6 +14,8 @@ use crate::stack::Stack;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parties {
     pub lease_holder: Option<String>,
+    /// The lease term (fencing token): +1 on every change of holder.
+    pub term: i64,
     pub labeled: Vec<String>,
     pub endpoints: Vec<String>,
     /// The pod (host name) of JOC's active member.
@@ -31,8 +33,17 @@ impl Parties {
     }
 }
 
-/// The lease row's holder of the stack's cluster.
-pub async fn lease_holder(stack: &Stack) -> Result<Option<String>> {
+/// Agreement on one pod under one lease term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreement {
+    pub pod: String,
+    pub term: i64,
+    /// How long the wait took.
+    pub took: Duration,
+}
+
+/// The lease row's holder and term of the stack's cluster.
+pub async fn lease_holder(stack: &Stack) -> Result<(Option<String>, i64)> {
     let mut conn = crate::joc::connect(&stack.database_url).await?;
     let cluster_id = format!("{}/{}", stack.options.namespace, stack.options.name);
     let placeholder = if stack.database_url.starts_with("postgres") {
@@ -41,15 +52,15 @@ pub async fn lease_holder(stack: &Stack) -> Result<Option<String>> {
         "?"
     };
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT holder FROM joc_ha_lease WHERE cluster_id = {placeholder}"
+        "SELECT holder, term FROM joc_ha_lease WHERE cluster_id = {placeholder}"
     )))
     .bind(cluster_id)
     .fetch_optional(&mut conn)
     .await
     .context("reading the lease row")?;
     Ok(match row {
-        Some(row) => row.try_get::<Option<String>, _>(0)?,
-        None => None,
+        Some(row) => (row.try_get::<Option<String>, _>(0)?, row.try_get(1)?),
+        None => (None, 0),
     })
 }
 
@@ -70,8 +81,10 @@ pub async fn parties(stack: &Stack) -> Result<Parties> {
     let joc = crate::joc::joc_active_member(&stack.database_url)
         .await?
         .map(|id| host_of(&id).to_owned());
+    let (lease_holder, term) = lease_holder(stack).await?;
     Ok(Parties {
-        lease_holder: lease_holder(stack).await?,
+        lease_holder,
+        term,
         labeled: stack.labeled_active().await?,
         endpoints: stack.endpoints.current().into_iter().collect(),
         joc,
@@ -81,22 +94,27 @@ pub async fn parties(stack: &Stack) -> Result<Parties> {
 /// The host name part of a JOC member id (`<host>:<sha256>`).
 pub use joc_ha_sidecar::js7::hostname_of as host_of;
 
-/// Waits until all parties agree on one pod other than `not`; returns it
-/// and the time waited. The error shows the last look.
+/// Waits until all parties agree on one pod under a lease term above
+/// `after_term` (every change of holder, even back to the same pod after a
+/// crash, raises the term). The error shows the last look.
 pub async fn wait_agreement(
     stack: &Stack,
-    not: Option<&str>,
+    after_term: Option<i64>,
     timeout: Duration,
-) -> Result<(String, Duration)> {
+) -> Result<Agreement> {
     let started = Instant::now();
     let mut last = None;
     while started.elapsed() < timeout {
         match parties(stack).await {
             Ok(look) => {
                 if let Some(pod) = look.agreed()
-                    && Some(pod) != not
+                    && after_term.is_none_or(|t| look.term > t)
                 {
-                    return Ok((pod.to_owned(), started.elapsed()));
+                    return Ok(Agreement {
+                        pod: pod.to_owned(),
+                        term: look.term,
+                        took: started.elapsed(),
+                    });
                 }
                 last = Some(look);
             }
@@ -104,7 +122,9 @@ pub async fn wait_agreement(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("no agreement (other than {not:?}) within {timeout:?}; last look: {last:?}")
+    bail!(
+        "no agreement under a lease term above {after_term:?} within {timeout:?}; last look: {last:?}"
+    )
 }
 
 /// A failed pod: its sidecar and JOC processes are killed (the kubelet

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use joc_ha_tests::agreement::{kill_pod_processes, wait_agreement};
+use joc_ha_tests::agreement::{Agreement, kill_pod_processes, wait_agreement};
 use joc_ha_tests::bench::{merge_results, percentiles, round1};
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::stack::{Stack, StackOptions};
@@ -100,17 +100,20 @@ fn args() -> Result<Args> {
     Ok(args)
 }
 
-/// One fault and the wait for agreement on another pod; milliseconds.
+/// One fault and the wait for agreement under a new lease term (after a
+/// crash JOC may elect the restarted pod again; the lease follows it).
 async fn one_run(
     stack: &Stack,
     fault: Fault,
-    active: &str,
+    before: &Agreement,
     bound: Duration,
-) -> Result<(String, f64)> {
-    let (agreed, took) = match fault {
+) -> Result<Agreement> {
+    let active = before.pod.as_str();
+    let after = Some(before.term);
+    Ok(match fault {
         Fault::Failover => {
             kill_pod_processes(stack, active).await?;
-            wait_agreement(stack, Some(active), bound).await?
+            wait_agreement(stack, after, bound).await?
         }
         Fault::Switchover => {
             let target = stack
@@ -119,17 +122,16 @@ async fn one_run(
                 .find(|m| m != active)
                 .context("a standby")?;
             stack.annotate_switchover(&target).await?;
-            wait_agreement(stack, Some(active), bound).await?
+            wait_agreement(stack, after, bound).await?
         }
         Fault::JocHang => {
             let joc = stack.cockpit(active).context("JOC process")?;
             joc.freeze()?;
-            let outcome = wait_agreement(stack, Some(active), bound).await;
+            let outcome = wait_agreement(stack, after, bound).await;
             joc.thaw()?;
             outcome?
         }
-    };
-    Ok((agreed, took.as_secs_f64() * 1000.0))
+    })
 }
 
 #[tokio::main]
@@ -147,23 +149,26 @@ async fn main() -> Result<()> {
             .await?;
             let up = Duration::from_secs(180 + 3 * timing.exceeded_s);
             stack.wait_members_ready(up).await?;
-            let (mut active, _) = wait_agreement(&stack, None, up).await?;
+            let mut agreed = wait_agreement(&stack, None, up).await?;
             // A switch needs up to two polls; a hang the timeout and a poll.
             let bound = Duration::from_secs(60 + 3 * timing.poll_s + 2 * timing.exceeded_s);
             let mut samples: Vec<(Fault, f64)> = Vec::new();
             for run in 0..args.runs {
                 let fault = Fault::ALL[run % Fault::ALL.len()];
-                let (agreed, ms) = one_run(&stack, fault, &active, bound)
+                let next = one_run(&stack, fault, &agreed, bound)
                     .await
                     .with_context(|| format!("run {run} ({})", fault.name()))?;
+                let ms = next.took.as_secs_f64() * 1000.0;
                 eprintln!(
-                    "{} {} run {run:>2} {:<10} {active} -> {agreed}: {ms:.0} ms",
+                    "{} {} run {run:>2} {:<10} {} -> {}: {ms:.0} ms",
                     backend.name(),
                     timing.name,
-                    fault.name()
+                    fault.name(),
+                    agreed.pod,
+                    next.pod
                 );
                 samples.push((fault, ms));
-                active = agreed;
+                agreed = next;
                 // Every member back and heartbeating before the next fault.
                 stack.wait_members_ready(up).await?;
             }

@@ -107,7 +107,7 @@ async fn run(once: bool) -> Result<()> {
         "   the Service routes to {now} after {} ms (annotation → endpoint moved; the label waited for JOC to confirm {now})",
         switchover.as_millis()
     ));
-    let (agreed, _) = wait_agreement(&stack, Some(&first), STEP_TIMEOUT).await?;
+    let agreed = wait_agreement(&stack, None, STEP_TIMEOUT).await?.pod;
     say(format!(
         "   lease holder, label, Service and JOC's own active member (JOC_CLUSTER) agree on {agreed}"
     ));
@@ -137,7 +137,7 @@ async fn run(once: bool) -> Result<()> {
         "   the Service routes to {next} after {} ms (kill → endpoint moved: the lease TTL, then JOC's own take-over once the dead instance's heartbeat is exceeded)",
         failover.as_millis()
     ));
-    let (agreed, _) = wait_agreement(&stack, Some(&now), STEP_TIMEOUT).await?;
+    let agreed = wait_agreement(&stack, None, STEP_TIMEOUT).await?.pod;
     say(format!(
         "   lease holder, label, Service and JOC's own active member agree on {agreed}"
     ));
