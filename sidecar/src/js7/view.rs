@@ -72,13 +72,15 @@ impl JocView {
             .any(|i| i.member_id == member_id && i.api_server)
     }
 
-    /// JOC runs `member_id` active: it is `MEMBER_ID` and not still waiting
-    /// to clear a switch request to itself (which it does at the poll that
-    /// starts its services).
+    /// JOC's record says `member_id` is active (`JOC_CLUSTER.MEMBER_ID`).
+    /// After a switch the new member's services start at its own next poll,
+    /// within one polling interval; waiting for that too would only keep
+    /// the Service empty longer, since the old member stopped its services
+    /// before it wrote the new `MEMBER_ID`.
     pub fn confirms(&self, member_id: &str) -> bool {
-        self.cluster.as_ref().is_some_and(|c| {
-            c.member_id == member_id && c.switch_member_id.as_deref() != Some(member_id)
-        })
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.member_id == member_id)
     }
 
     /// A switch request to `member_id` that JOC will still execute.
@@ -121,14 +123,8 @@ pub fn holder_step(
             "JOC has no active member yet; its instances elect one at their next poll",
         );
     };
-    if cluster.member_id == me {
-        return if view.confirms(me) {
-            HolderStep::Confirmed
-        } else {
-            HolderStep::Wait(
-                "JOC handed over to this member; waiting for its next poll to start its services",
-            )
-        };
+    if view.confirms(me) {
+        return HolderStep::Confirmed;
     }
     let moved_by_itself = previous_active.is_some_and(|previous| previous != cluster.member_id)
         && !view.switch_pending_to(me);
@@ -203,10 +199,15 @@ mod tests {
             holder_step(&view(Some("a:1"), None), "a:1", None, pod),
             HolderStep::Confirmed
         );
-        assert!(matches!(
+        // JOC executed our switch request: MEMBER_ID is ours.
+        assert_eq!(
             holder_step(&view(Some("a:1"), Some(("a:1", 0))), "a:1", None, pod),
-            HolderStep::Wait(_)
-        ));
+            HolderStep::Confirmed
+        );
+        assert_eq!(
+            holder_step(&view(Some("b:1"), None), "a:1", None, pod),
+            HolderStep::RequestSwitch
+        );
         // A pending switch away from us: JOC still runs us until it executes.
         assert_eq!(
             holder_step(&view(Some("a:1"), Some(("b:1", 0))), "a:1", None, pod),
