@@ -2,6 +2,7 @@
 //! kubelet for one Node, and real PostgreSQL, MariaDB and SQLite databases.
 //! Every piece tears itself down on drop, after a panic too.
 
+pub mod chaos;
 pub mod controlplane;
 pub mod db;
 pub mod history;
@@ -9,5 +10,6 @@ pub mod kubelet;
 pub mod lease_history;
 pub mod operator;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 pub mod wait;
