@@ -55,6 +55,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let health = Arc::new(Health::default());
     health.loop_alive();
     let standby = RoleReport::standby(&config.pod_name, &config.cluster);
+    // Held for this process's life: consumers stop the moment it dies.
+    let _role_lock = config.role_dir.as_ref().and_then(|dir| {
+        crate::role::claim(dir, &standby)
+            .inspect_err(|error| warn!(%error, dir = %dir.display(), "cannot take the role lock"))
+            .ok()
+    });
     let (report_tx, report_rx) = watch::channel(standby.clone());
     let (prestop_tx, prestop_rx) = mpsc::channel::<PrestopRequest>(4);
     let bound = Server {
