@@ -655,6 +655,26 @@ impl Campaign<'_> {
                     let to = choices[self.rng.random_range(0..choices.len())].clone();
                     stack.annotate_switchover(&to).await?;
                 }
+                // Recovery counts from the last annotation, once the holder
+                // has taken it (and done the switch-over it asked for).
+                let asked = Instant::now();
+                wait_for(
+                    "the last switch-over request to be taken",
+                    kind.bound(ttl) + GIVE_UP,
+                    Duration::from_millis(50),
+                    || async {
+                        let cluster = stack.cluster().await.ok()?;
+                        (!cluster
+                            .metadata
+                            .annotations
+                            .unwrap_or_default()
+                            .contains_key(joc_ha_crds::names::ANNOTATION_SWITCHOVER_TO))
+                        .then_some(())
+                    },
+                )
+                .await?;
+                let recovered = self.recovered(stack, kind, None, asked).await?;
+                return self.record(kind, target, active, recovered, at_s, start.elapsed());
             }
             FaultKind::ClockSkew => {
                 let members = stack.member_names();
