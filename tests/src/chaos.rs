@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::db::Backend;
 use crate::history::{self, Dialect};
-use crate::lease_history::group::{libfaketime, monotonic_ns};
+use crate::lease_history::group::{clock_an_hour_ahead, monotonic_ns};
 use crate::lease_history::{Period, Violation, read_records, violations};
 use crate::stack::{Stack, StackOptions};
 use crate::wait::wait_for;
@@ -681,7 +681,7 @@ impl Campaign<'_> {
                 let member = members[self.rng.random_range(0..members.len())].clone();
                 let skew = !self.skewed.contains(&member);
                 let env = if skew {
-                    skewed_clock_env()?
+                    clock_an_hour_ahead()?
                 } else {
                     Vec::new()
                 };
@@ -922,19 +922,6 @@ fn copy_logs(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The environment that sets a process's wall clock an hour ahead, its
-/// monotonic clock untouched.
-fn skewed_clock_env() -> Result<Vec<(String, String)>> {
-    let library =
-        libfaketime().context("libfaketime not found: install the Debian package faketime")?;
-    Ok(vec![
-        ("LD_PRELOAD".to_owned(), library.display().to_string()),
-        ("FAKETIME".to_owned(), "+1h".to_owned()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
-        ("FAKETIME_NO_CACHE".to_owned(), "1".to_owned()),
-    ])
 }
 
 /// The restarted sidecar's wall clock is an hour ahead (or not): its role
