@@ -17,7 +17,7 @@ export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
 
-.PHONY: all setup controlplane build crds test lint fmt bench-lease clean-cache demo
+.PHONY: all setup controlplane build crds test lint fmt bench-lease chaos clean-cache demo
 
 all: build
 
@@ -54,6 +54,14 @@ fmt:
 
 bench-lease: controlplane
 	$(CARGO) run --release -p joc-ha-tests --bin bench-lease -- $(BENCH_ARGS)
+
+# The fault campaign: at least 300 seeded random faults per backend
+# (PostgreSQL, then MariaDB) on a 3-member cluster, with its checkers; reports
+# in target/joc-ha-chaos/<backend>.json under this folder. CHAOS_ARGS, e.g.
+# "--seed 7", "--backend mariadb", "--faults 50", "--max-minutes 20".
+chaos: controlplane
+	$(CARGO) build --release --workspace --bins
+	"$(CARGO_TARGET_DIR)/release/chaos" $(CHAOS_ARGS)
 
 clean-cache:
 	rm -rf "$(JOC_HA_CACHE)"
