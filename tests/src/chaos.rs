@@ -464,6 +464,14 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     Ok(report)
 }
 
+/// A pod a fault took away: by name and uid, since a deleted member comes
+/// back under its name.
+#[derive(Debug, Clone)]
+struct Victim {
+    name: String,
+    uid: Option<String>,
+}
+
 struct Campaign<'a> {
     config: &'a ChaosConfig,
     rng: StdRng,
@@ -550,8 +558,13 @@ impl Campaign<'_> {
         let namespace = stack.options.namespace.clone();
         let at_s = self.started.elapsed().as_secs_f64();
         let start = Instant::now();
-        // The member that must not be the one active endpoint afterwards.
-        let mut victim: Option<String> = None;
+        // The pod (name and uid) that must not be the one active endpoint
+        // afterwards; a new pod of that name (after a deletion) may be.
+        let victim_pod = Victim {
+            name: active.clone(),
+            uid: stack.pods().get(&active).await?.metadata.uid,
+        };
+        let mut victim: Option<Victim> = None;
         let mut target: Option<String> = Some(active.clone());
         match kind {
             FaultKind::KillActive => {
@@ -573,8 +586,8 @@ impl Campaign<'_> {
                         .context("a killed process did not exit")?;
                 }
                 note_killed(&stack.periods_dir, &active)?;
-                victim = Some(active.clone());
-                let recovered = self.recovered(stack, kind, victim.as_deref(), start).await;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await;
                 for container in containers {
                     stack.kubelet.allow_starts(&namespace, &active, container);
                 }
@@ -598,10 +611,8 @@ impl Campaign<'_> {
                 if let Some(cockpit) = &cockpit {
                     cockpit.thaw()?;
                 }
-                victim = Some(active.clone());
-                let recovered = self
-                    .recovered(stack, kind, victim.as_deref(), start)
-                    .await?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
                 return self.record(kind, target, active, recovered, at_s, hold);
             }
             FaultKind::CutActive => {
@@ -613,10 +624,8 @@ impl Campaign<'_> {
                 proxy.cut();
                 tokio::time::sleep(hold).await;
                 proxy.restore();
-                victim = Some(active.clone());
-                let recovered = self
-                    .recovered(stack, kind, victim.as_deref(), start)
-                    .await?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
                 return self.record(kind, target, active, recovered, at_s, hold);
             }
             FaultKind::DatabaseDown => {
@@ -637,10 +646,8 @@ impl Campaign<'_> {
             }
             FaultKind::DeleteActive => {
                 stack.delete_pod(&active).await?;
-                victim = Some(active.clone());
-                let recovered = self
-                    .recovered(stack, kind, victim.as_deref(), start)
-                    .await?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
                 return self.record(kind, target, active, recovered, at_s, Duration::ZERO);
             }
             FaultKind::SwitchoverStorm => {
@@ -701,32 +708,30 @@ impl Campaign<'_> {
                     .wait_exit(ttl * 4)
                     .await
                     .context("the sidecar did not exit on SIGTERM")?;
-                if member == active {
-                    victim = Some(member.clone());
-                }
+                // The SIGTERMed sidecar has stepped down and exited: whoever
+                // is labeled active now (even its own restarted process, when
+                // no standby was ready) holds the lease.
                 target = Some(format!("{member}{}", if skew { "+1h" } else { "±0" }));
-                let recovered = self
-                    .recovered(stack, kind, victim.as_deref(), start)
-                    .await?;
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
                 check_clock(stack, &member, skew).await?;
                 return self.record(kind, target, active, recovered, at_s, Duration::ZERO);
             }
         }
         let held = start.elapsed();
         let recovered = self
-            .recovered(stack, kind, victim.as_deref(), Instant::now())
+            .recovered(stack, kind, victim.as_ref(), Instant::now())
             .await?;
         self.record(kind, target, active, recovered, at_s, held)
     }
 
-    /// Waits for one active endpoint (not `victim`) that is the one pod
-    /// labeled active; returns it and when it became the Service's only
+    /// Waits for one active endpoint (not the `victim` pod) that is the one
+    /// pod labeled active; returns it and when it became the Service's only
     /// endpoint, measured from `from` (zero if it already was).
     async fn recovered(
         &self,
         stack: &Stack,
         kind: FaultKind,
-        victim: Option<&str>,
+        victim: Option<&Victim>,
         from: Instant,
     ) -> Result<(String, Duration)> {
         let seen = std::sync::Mutex::new(String::new());
@@ -744,8 +749,16 @@ impl Campaign<'_> {
                 let [pod] = pods.iter().collect::<Vec<_>>()[..] else {
                     return None;
                 };
-                if Some(pod.as_str()) == victim || labeled? != [pod.clone()] {
+                if labeled? != [pod.clone()] {
                     return None;
+                }
+                if let Some(victim) = victim
+                    && *pod == victim.name
+                {
+                    let uid = stack.pods().get(pod).await.ok()?.metadata.uid;
+                    if uid == victim.uid {
+                        return None;
+                    }
                 }
                 Some((pod.clone(), since.saturating_duration_since(from)))
             },
