@@ -42,6 +42,9 @@ pub enum FaultKind {
     /// SIGKILL of the active pod's sidecar and cockpit (a crashed pod; its
     /// containers stay down until another member is active).
     KillActive,
+    /// SIGKILL of the active pod's sidecar only: its cockpit lives on and
+    /// must stop acting by itself (not in the default mix; `--kinds`).
+    KillSidecar,
     /// SIGSTOP of the active sidecar (and, every other time, its cockpit)
     /// for longer than the TTL, then SIGCONT.
     FreezeActive,
@@ -76,9 +79,13 @@ impl FaultKind {
         FaultKind::ClockSkew,
     ];
 
+    /// Kinds that only run when asked for by name.
+    pub const EXTRA: [FaultKind; 1] = [FaultKind::KillSidecar];
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillActive => "kill-active",
+            FaultKind::KillSidecar => "kill-sidecar",
             FaultKind::FreezeActive => "freeze-active",
             FaultKind::CutActive => "cut-active",
             FaultKind::DatabaseDown => "database-down",
@@ -91,7 +98,10 @@ impl FaultKind {
     }
 
     pub fn from_name(name: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::EXTRA)
+            .find(|k| k.name() == name)
     }
 
     /// Relative frequency in the random mix: the 30 s outage and the API
@@ -125,6 +135,7 @@ impl FaultKind {
     pub fn bound(self, ttl: Duration) -> Duration {
         match self {
             FaultKind::KillActive
+            | FaultKind::KillSidecar
             | FaultKind::DeleteActive
             | FaultKind::ClockSkew
             | FaultKind::ApiServerRestart => ttl + Duration::from_secs(5),
@@ -399,7 +410,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
 
     let log = campaign.log;
     let mut by_kind: BTreeMap<String, KindSummary> = BTreeMap::new();
-    for kind in FaultKind::ALL {
+    for kind in FaultKind::ALL.into_iter().chain(FaultKind::EXTRA) {
         let mut times: Vec<u64> = log
             .iter()
             .filter(|f| f.kind == kind)
@@ -567,6 +578,20 @@ impl Campaign<'_> {
         let mut victim: Option<Victim> = None;
         let mut target: Option<String> = Some(active.clone());
         match kind {
+            FaultKind::KillSidecar => {
+                let container = pod_names::SIDECAR_CONTAINER;
+                stack.kubelet.block_starts(&namespace, &active, container);
+                let sidecar = stack.sidecar(&active).context("no sidecar process")?;
+                sidecar.signal(nix::sys::signal::Signal::SIGKILL)?;
+                sidecar
+                    .wait_exit(Duration::from_secs(10))
+                    .await
+                    .context("the killed sidecar did not exit")?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await;
+                stack.kubelet.allow_starts(&namespace, &active, container);
+                return self.record(kind, target, active, recovered?, at_s, Duration::ZERO);
+            }
             FaultKind::KillActive => {
                 let containers = [pod_names::SIDECAR_CONTAINER, pod_names::COCKPIT_CONTAINER];
                 for container in containers {
@@ -1200,7 +1225,7 @@ mod tests {
         assert_eq!(FaultKind::KillActive.bound(ttl), Duration::from_secs(10));
         assert_eq!(FaultKind::CutActive.bound(ttl), Duration::from_secs(15));
         assert_eq!(FaultKind::DatabaseDown.bound(ttl), Duration::from_secs(15));
-        for kind in FaultKind::ALL {
+        for kind in FaultKind::ALL.into_iter().chain(FaultKind::EXTRA) {
             assert_eq!(FaultKind::from_name(kind.name()), Some(kind));
         }
     }
