@@ -418,6 +418,15 @@ impl Sidecar {
         }
     }
 
+    /// Tells the cockpit "standby" (role file, `/role`, role-change command)
+    /// ahead of handing the lease over.
+    fn tell_standby(&self) {
+        self.publish(RoleReport::standby(
+            &self.config.pod_name,
+            &self.config.cluster,
+        ));
+    }
+
     /// Lost or gave up the lease: tell the cockpit first, then relabel.
     async fn demote(&mut self, why: &str) {
         self.publish(RoleReport::standby(
@@ -446,19 +455,25 @@ impl Sidecar {
         }
     }
 
-    /// A holder in failsafe mode demotes when it sees its label go; wait
-    /// for that (its mark disappears), at most the lease's validity, which
-    /// bounds how long its last failsafe role report can hold.
+    /// A holder in failsafe mode demotes when it sees its label go (its mark
+    /// disappears), but its cockpit may still act on its last failsafe role
+    /// report until that runs out: each lasts the lease's validity from a
+    /// check that still saw the label, so at most the validity from now
+    /// (the label is gone). Wait for that deadline, not only for the mark:
+    /// a cockpit busy in a long step has not read the standby report yet.
     async fn wait_for_failsafe_end(&self, pod: &str) {
         let deadline = tokio::time::Instant::now() + self.lease_validity;
-        info!(%pod, "waiting for the former holder to leave failsafe mode");
+        info!(%pod, "waiting for the former holder's failsafe role to run out");
+        let mut confirmed = false;
         while tokio::time::Instant::now() < deadline {
-            if let Ok(false) = self.api.is_failsafe(pod).await {
-                return;
+            if !confirmed && let Ok(false) = self.api.is_failsafe(pod).await {
+                confirmed = true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
+        if !confirmed {
+            warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
+        }
     }
 
     /// Keeps our own label true to the lease and, while active, other pods'
@@ -569,6 +584,9 @@ impl Sidecar {
         let fresh = self.fresh_members().await?;
         let pods = self.cluster_pods();
         let target = choose_target(request, &self.config.pod_name, &candidates(&pods, &fresh))?;
+        // The cockpit hears "standby" before the lease moves, not after
+        // (the next tick says "active" again if the hand-over fails).
+        self.tell_standby();
         match self
             .elector
             .hand_over(HandOverTarget::Member(target.clone()))
@@ -634,6 +652,7 @@ impl Sidecar {
         if self.active_term.is_none() {
             return;
         }
+        self.tell_standby();
         let handed = match self.fresh_members().await {
             Ok(fresh) => {
                 let pods = self.cluster_pods();
