@@ -5,9 +5,12 @@
 //! periods (CLOCK_MONOTONIC, comparable across processes of one host) to a
 //! file for the overlap checker: `started` when the process starts,
 //! `active` when it first sees its role active for a term, `standby` when it
-//! stops: at the end of the last step it took while still seeing its role
-//! active (it only sleeps after that), or at the latest role deadline it saw
-//! if that came first; also on SIGTERM.
+//! was told so: when its sidecar wrote the standby report (the role file's
+//! modification time); without one (the role ran out, the sidecar died, the
+//! database fenced the term), at the end of the last step it took while still
+//! seeing its role active; never after the latest role deadline it saw. A
+//! step still in flight when the standby report came may finish later: the
+//! database refuses it if a newer term has written (see `history`).
 //!
 //! Its database connection is re-opened after errors (a restarted or
 //! unreachable database), with a short pause in between.
@@ -125,13 +128,17 @@ async fn main() -> Result<()> {
                 record(&mut periods, &args.member, "active", term, now);
             }
             (Some((term, _)), new) if new != Some(term) => {
+                let told = report
+                    .as_ref()
+                    .filter(|r| r.role == joc_ha_crds::names::ROLE_STANDBY)
+                    .and_then(|_| written_at(&args.role_dir));
                 // End the period no later than the role's own deadline.
                 record(
                     &mut periods,
                     &args.member,
                     "standby",
                     term,
-                    acted_until.min(seen_until),
+                    told.unwrap_or(acted_until).min(seen_until),
                 );
                 acting = None;
                 if let Some(term) = new {
@@ -187,6 +194,19 @@ async fn main() -> Result<()> {
             }
         }
     }
+}
+
+/// When the role file was written, on CLOCK_MONOTONIC (from its
+/// modification time, which the kernel sets whatever the writer's clock).
+fn written_at(role_dir: &std::path::Path) -> Option<u64> {
+    let modified = std::fs::metadata(role_dir.join(joc_ha_sidecar::role::ROLE_FILE))
+        .ok()?
+        .modified()
+        .ok()?;
+    let age = std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    Some(monotonic_now_ns().saturating_sub(u64::try_from(age.as_nanos()).ok()?))
 }
 
 /// Appends one record in a single write, so that a SIGKILL cannot leave a
