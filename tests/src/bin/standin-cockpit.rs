@@ -188,7 +188,13 @@ async fn main() -> Result<()> {
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
             _ = sigterm.recv() => {
                 if let Some((term, _)) = acting {
-                    record(&mut periods, &args.member, "standby", term, acted_until.min(seen_until));
+                    // Told standby before the signal (preStop), or not.
+                    let told = read_role_file(&args.role_dir)
+                        .ok()
+                        .filter(|r| r.role == joc_ha_crds::names::ROLE_STANDBY)
+                        .and_then(|_| written_at(&args.role_dir));
+                    let end = told.unwrap_or(acted_until).min(seen_until);
+                    record(&mut periods, &args.member, "standby", term, end);
                 }
                 return Ok(());
             }
