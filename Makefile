@@ -17,7 +17,7 @@ export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
 
-.PHONY: all setup controlplane build crds test lint fmt bench-lease bench-js7 clean-cache demo
+.PHONY: all setup controlplane build crds test lint fmt bench-lease bench-js7 chaos clean-cache demo
 
 all: build
 
@@ -61,6 +61,14 @@ bench-lease: controlplane
 bench-js7: controlplane
 	$(CARGO) build --workspace --bins
 	"$(CARGO_TARGET_DIR)/debug/bench-js7" $(BENCH_ARGS)
+
+# The fault campaign: at least 300 seeded random faults per backend
+# (PostgreSQL, then MariaDB) on a 3-member cluster, with its checkers; reports
+# in target/joc-ha-chaos/<backend>.json under this folder. CHAOS_ARGS, e.g.
+# "--seed 7", "--backend mariadb", "--faults 50", "--max-minutes 20".
+chaos: controlplane
+	$(CARGO) build --release --workspace --bins
+	"$(CARGO_TARGET_DIR)/release/chaos" $(CHAOS_ARGS)
 
 clean-cache:
 	rm -rf "$(JOC_HA_CACHE)"

@@ -5,6 +5,14 @@
 //! shares (one kernel), so a cockpit whose sidecar died stops acting as
 //! active by itself once `valid_until_monotonic_ns` has passed. It is also
 //! given as wall-clock time, for people only.
+//!
+//! The deadline alone outlives a crashed sidecar by up to a TTL, while a
+//! standby may take over at once (its database session ended). So the
+//! sidecar also holds a lock on `role.lock` in the same folder for as long
+//! as it lives ([`claim`]); the kernel drops it the moment the process dies.
+//! A consumer acts only while [`writer_alive`] too: it stops as soon as its
+//! sidecar is gone, and never acts on a report a dead sidecar left behind
+//! (a restarted cockpit container finds the old file in the emptyDir).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +21,41 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the role inside the role folder.
 pub const ROLE_FILE: &str = "role.json";
+
+/// The file whose lock the living sidecar holds, next to the role file.
+pub const LOCK_FILE: &str = "role.lock";
+
+/// The role lock, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct RoleLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Writes `standby` as the role, then takes the role lock (waiting for
+/// consumers' brief checks): from here on consumers know a sidecar lives,
+/// and the report they see is this one's.
+pub fn claim(dir: &Path, standby: &RoleReport) -> std::io::Result<RoleLock> {
+    write_role_file(dir, standby)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map(RoleLock)
+        .map_err(|(_, errno)| std::io::Error::from(errno))
+}
+
+/// Whether a sidecar holds the role lock of `dir` now; `false` if nobody
+/// does or it cannot be told (a consumer then acts as standby).
+pub fn writer_alive(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        // We got it: nobody holds it exclusively. Dropping unlocks.
+        Ok(_) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
 
 /// The role as published in the role file and at `GET /role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +162,25 @@ mod tests {
         };
         assert!(!expired.is_active_now());
         assert!(!RoleReport::standby("joc-0", "joc").is_active_now());
+    }
+
+    #[test]
+    fn the_lock_tells_whether_the_sidecar_lives() {
+        let dir = std::env::temp_dir().join(format!("joc-ha-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert!(!writer_alive(&dir), "no lock file: no sidecar");
+        write_role_file(
+            &dir,
+            &RoleReport::active("joc-1", "joc", 3, Duration::from_secs(4)),
+        )
+        .expect("write");
+        let lock = claim(&dir, &RoleReport::standby("joc-1", "joc")).expect("claim");
+        assert!(writer_alive(&dir));
+        assert!(writer_alive(&dir), "a check does not take the lock away");
+        assert_eq!(read_role_file(&dir).expect("read").role, "standby");
+        drop(lock);
+        assert!(!writer_alive(&dir), "released with its holder");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

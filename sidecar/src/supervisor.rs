@@ -58,6 +58,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .joc_not_ready
         .store(config.joc.is_some(), Ordering::Relaxed);
     let standby = RoleReport::standby(&config.pod_name, &config.cluster);
+    // Held for this process's life: consumers stop the moment it dies.
+    let _role_lock = config.role_dir.as_ref().and_then(|dir| {
+        crate::role::claim(dir, &standby)
+            .inspect_err(|error| warn!(%error, dir = %dir.display(), "cannot take the role lock"))
+            .ok()
+    });
     let (report_tx, report_rx) = watch::channel(standby.clone());
     let (prestop_tx, prestop_rx) = mpsc::channel::<PrestopRequest>(4);
     let bound = Server {
@@ -493,12 +499,18 @@ impl Sidecar {
         }
     }
 
-    /// Lost or gave up the lease: tell the cockpit first, then relabel.
-    async fn demote(&mut self, why: &str) {
+    /// Tells the cockpit "standby" (role file, `/role`, role-change command)
+    /// ahead of handing the lease over.
+    fn tell_standby(&self) {
         self.publish(RoleReport::standby(
             &self.config.pod_name,
             &self.config.cluster,
         ));
+    }
+
+    /// Lost or gave up the lease: tell the cockpit first, then relabel.
+    async fn demote(&mut self, why: &str) {
+        self.tell_standby();
         self.failsafe_until = None;
         if let Some(joc) = &mut self.joc {
             joc.confirmed = false;
@@ -524,19 +536,25 @@ impl Sidecar {
         }
     }
 
-    /// A holder in failsafe mode demotes when it sees its label go; wait
-    /// for that (its mark disappears), at most the lease's validity, which
-    /// bounds how long its last failsafe role report can hold.
+    /// A holder in failsafe mode demotes when it sees its label go (its mark
+    /// disappears), but its cockpit may still act on its last failsafe role
+    /// report until that runs out: each lasts the lease's validity from a
+    /// check that still saw the label, so at most the validity from now
+    /// (the label is gone). Wait for that deadline, not only for the mark:
+    /// a cockpit busy in a long step has not read the standby report yet.
     async fn wait_for_failsafe_end(&self, pod: &str) {
         let deadline = tokio::time::Instant::now() + self.lease_validity;
-        info!(%pod, "waiting for the former holder to leave failsafe mode");
+        info!(%pod, "waiting for the former holder's failsafe role to run out");
+        let mut confirmed = false;
         while tokio::time::Instant::now() < deadline {
-            if let Ok(false) = self.api.is_failsafe(pod).await {
-                return;
+            if !confirmed && let Ok(false) = self.api.is_failsafe(pod).await {
+                confirmed = true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
+        if !confirmed {
+            warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
+        }
     }
 
     /// Keeps our own label true to the lease and, while active, other pods'
@@ -648,6 +666,9 @@ impl Sidecar {
         let pods = self.cluster_pods();
         let target = choose_target(request, &self.config.pod_name, &candidates(&pods, &fresh))?;
         self.ask_joc_to_switch_to(&target).await;
+        // The cockpit hears "standby" before the lease moves, not after
+        // (the next tick says "active" again if the hand-over fails).
+        self.tell_standby();
         match self
             .elector
             .hand_over(HandOverTarget::Member(target.clone()))
@@ -715,6 +736,7 @@ impl Sidecar {
         if self.active_term.is_none() {
             return;
         }
+        self.tell_standby();
         let handed = match self.fresh_members().await {
             Ok(fresh) => {
                 let pods = self.cluster_pods();
@@ -877,6 +899,7 @@ impl Sidecar {
                 let note =
                     format!("JOC made {pod} active by itself; {me_pod} hands the lease over to it");
                 info!("{note}");
+                self.tell_standby();
                 match self
                     .elector
                     .hand_over(HandOverTarget::Member(pod.clone()))

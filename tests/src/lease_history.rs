@@ -154,44 +154,86 @@ pub fn active_periods(instances: &[Instance], observed_until_ns: i64) -> Result<
     Ok(periods)
 }
 
-/// At most one period at any instant; terms strictly increase with time.
-pub fn check_periods(periods: &[Period]) -> Result<()> {
+/// What the checker found wrong with a set of periods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// `later` started before `earlier` (the latest-ending one so far) ended.
+    Overlap { earlier: Period, later: Period },
+    /// `later` started after `earlier` with a term not greater than its.
+    TermOrder { earlier: Period, later: Period },
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::Overlap {
+                earlier: previous,
+                later: period,
+            } => write!(
+                f,
+                "two active at once: {} term {} [{}, {}] overlaps {} term {} [{}, {}] by {:.3} ms",
+                previous.instance,
+                previous.term,
+                previous.start_ns,
+                previous.end_ns,
+                period.instance,
+                period.term,
+                period.start_ns,
+                period.end_ns,
+                (previous.end_ns.min(period.end_ns) - period.start_ns) as f64 / 1e6
+            ),
+            Violation::TermOrder {
+                earlier: previous,
+                later: period,
+            } => write!(
+                f,
+                "terms not strictly increasing: {} term {} (from {}) follows {} term {} (from {})",
+                period.instance,
+                period.term,
+                period.start_ns,
+                previous.instance,
+                previous.term,
+                previous.start_ns
+            ),
+        }
+    }
+}
+
+/// Every period that starts before an earlier one has ended, and every
+/// period whose term does not exceed the earlier one's, in start order.
+pub fn violations(periods: &[Period]) -> Vec<Violation> {
     let mut sorted: Vec<&Period> = periods.iter().collect();
     sorted.sort_by_key(|p| (p.start_ns, p.end_ns));
+    let mut found = Vec::new();
     let mut latest: Option<&Period> = None;
     for period in sorted {
         if let Some(previous) = latest {
             if period.start_ns < previous.end_ns {
-                bail!(
-                    "two active at once: {} term {} [{}, {}] overlaps {} term {} [{}, {}] by {:.3} ms",
-                    previous.instance,
-                    previous.term,
-                    previous.start_ns,
-                    previous.end_ns,
-                    period.instance,
-                    period.term,
-                    period.start_ns,
-                    period.end_ns,
-                    (previous.end_ns.min(period.end_ns) - period.start_ns) as f64 / 1e6
-                );
+                found.push(Violation::Overlap {
+                    earlier: previous.clone(),
+                    later: period.clone(),
+                });
             }
             if period.term <= previous.term {
-                bail!(
-                    "terms not strictly increasing: {} term {} (from {}) follows {} term {} (from {})",
-                    period.instance,
-                    period.term,
-                    period.start_ns,
-                    previous.instance,
-                    previous.term,
-                    previous.start_ns
-                );
+                found.push(Violation::TermOrder {
+                    earlier: previous.clone(),
+                    later: period.clone(),
+                });
             }
         }
         if latest.is_none_or(|l| period.end_ns >= l.end_ns) {
             latest = Some(period);
         }
     }
-    Ok(())
+    found
+}
+
+/// At most one period at any instant; terms strictly increase with time.
+pub fn check_periods(periods: &[Period]) -> Result<()> {
+    match violations(periods).first() {
+        Some(violation) => bail!("{violation}"),
+        None => Ok(()),
+    }
 }
 
 /// Builds the periods and checks them; returns the periods for reporting.

@@ -4,6 +4,7 @@
 
 pub mod agreement;
 pub mod bench;
+pub mod chaos;
 pub mod controlplane;
 pub mod db;
 pub mod history;
@@ -12,5 +13,6 @@ pub mod kubelet;
 pub mod lease_history;
 pub mod operator;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 pub mod wait;

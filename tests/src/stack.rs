@@ -29,6 +29,7 @@ use crate::kubelet::{
 };
 use crate::operator::{OperatorOptions, OperatorProcess};
 use crate::process::ManagedProcess;
+use crate::proxy::TcpProxy;
 use crate::wait::wait_for;
 
 /// A binary of the workspace, next to the running test executable
@@ -63,6 +64,7 @@ pub struct JocRunner {
     ports: PortMap,
     /// Runs this program instead of the sidecar (the benchmarks' baseline).
     labeler: Option<PathBuf>,
+    overrides: PodOverrides,
 }
 
 /// Loopback ports standing for pods' container ports, shared with the stack
@@ -72,6 +74,37 @@ pub struct PortMap(Arc<Mutex<HashMap<PortKey, u16>>>);
 
 /// (namespace, pod, container port).
 type PortKey = (String, String, i32);
+
+/// Per-pod changes to the processes the runner starts next (the fault
+/// campaign routes a pod's database traffic through a proxy, or skews its
+/// wall clock); by pod name.
+#[derive(Clone, Default)]
+pub struct PodOverrides(Arc<Mutex<HashMap<String, PodOverride>>>);
+
+#[derive(Clone, Debug, Default)]
+pub struct PodOverride {
+    /// The database URL of the pod's sidecar and stand-in.
+    pub database_url: Option<String>,
+    /// Extra environment of the pod's sidecar.
+    pub sidecar_env: Vec<(String, String)>,
+}
+
+impl PodOverrides {
+    pub fn get(&self, pod: &str) -> PodOverride {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|o| o.get(pod).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Changes the override of `pod`; processes started from now on see it.
+    pub fn update(&self, pod: &str, change: impl FnOnce(&mut PodOverride)) {
+        if let Ok(mut overrides) = self.0.lock() {
+            change(overrides.entry(pod.to_owned()).or_default());
+        }
+    }
+}
 
 impl PortMap {
     /// A stable loopback port per pod and container port, so restarts keep it.
@@ -97,6 +130,7 @@ impl JocRunner {
             periods_dir,
             ports: PortMap::default(),
             labeler: None,
+            overrides: PodOverrides::default(),
         })
     }
 
@@ -105,6 +139,11 @@ impl JocRunner {
     pub fn with_baseline_labeler(mut self) -> Result<JocRunner> {
         self.labeler = Some(workspace_binary("baseline-labeler")?);
         Ok(self)
+    }
+
+    /// Per-pod overrides, shared with whoever holds a clone.
+    pub fn overrides(&self) -> PodOverrides {
+        self.overrides.clone()
     }
 
     /// A stable loopback port per pod and container port, so restarts keep it.
@@ -152,6 +191,7 @@ impl ContainerRunner for JocRunner {
             }
         }
         let role_dir = ctx.mount(pod_names::ROLE_DIR)?.to_path_buf();
+        let overrides = self.overrides.get(&name);
         match container.name.as_str() {
             pod_names::SIDECAR_CONTAINER => {
                 let port = self.port(&namespace, &name, pod_names::SIDECAR_PORT)?;
@@ -173,6 +213,12 @@ impl ContainerRunner for JocRunner {
                     )));
                 if let Some(kubeconfig) = &ctx.kubeconfig_path {
                     spec = spec.env("KUBECONFIG", kubeconfig.display().to_string());
+                }
+                if let Some(url) = &overrides.database_url {
+                    spec = spec.env("JOC_HA_DATABASE_URL", url.clone());
+                }
+                for (key, value) in overrides.sidecar_env {
+                    spec = spec.env(key, value);
                 }
                 Some(spec)
             }
@@ -196,6 +242,7 @@ impl ContainerRunner for JocRunner {
                         http,
                     ))));
                 if let Some(url) = &self.history_url {
+                    let url = overrides.database_url.as_ref().unwrap_or(url);
                     spec = spec.arg("--database-url").arg(url.clone());
                 }
                 Some(spec)
@@ -259,8 +306,10 @@ impl EndpointRecorder {
         let state = recorder.inner.clone();
         tokio::spawn(async move {
             // Back off on errors: a watch whose API server is gone must not
-            // spin (and keep the runtime from shutting down).
-            let stream = watcher(api, config).default_backoff();
+            // spin (and keep the runtime from shutting down); but briefly, so
+            // that the recorder is not blind for long after an API server
+            // restart (the default grows to 30 s).
+            let stream = watcher(api, config).backoff(RetrySoon);
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 let Ok(event) = event else { continue };
@@ -342,6 +391,21 @@ impl EndpointRecorder {
     }
 }
 
+/// Retries a failed watch every 200 ms.
+struct RetrySoon;
+
+impl Iterator for RetrySoon {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+}
+
+impl kube::runtime::utils::Backoff for RetrySoon {
+    fn reset(&mut self) {}
+}
+
 /// All endpoints of a slice, whatever their conditions: the strictest count.
 fn endpoint_pods(slice: &EndpointSlice) -> BTreeSet<String> {
     slice
@@ -375,6 +439,9 @@ pub struct StackOptions {
     /// Label the pods with the benchmarks' baseline (a Kubernetes Lease with
     /// client-go's timings) instead of the sidecar.
     pub baseline_labeler: bool,
+    /// Route each member's database traffic through its own [`TcpProxy`]
+    /// (in [`Stack::proxies`]), to cut one member off.
+    pub db_proxy: bool,
 }
 
 impl Default for StackOptions {
@@ -392,6 +459,7 @@ impl Default for StackOptions {
             workload: WorkloadMode::Js7,
             joc_timings: None,
             baseline_labeler: false,
+            db_proxy: false,
         }
     }
 }
@@ -407,6 +475,10 @@ pub struct Stack {
     /// Loopback ports of the pods' containers.
     pub ports: PortMap,
     pub endpoints: EndpointRecorder,
+    /// Per-pod overrides of the processes the kubelet starts next.
+    pub overrides: PodOverrides,
+    /// Each member's database proxy, by pod name (with `db_proxy`).
+    pub proxies: BTreeMap<String, TcpProxy>,
     pub operator: OperatorProcess,
     pub kubelet: FakeKubelet,
     pub plane: ControlPlane,
@@ -444,6 +516,18 @@ impl Stack {
             runner = runner.with_baseline_labeler()?;
         }
         let ports = runner.ports.clone();
+        let overrides = runner.overrides();
+        let mut proxies = BTreeMap::new();
+        if options.db_proxy {
+            let upstream = crate::proxy::upstream_of(&database_url)?;
+            for i in 0..options.members {
+                let pod = format!("{}-{i}", options.name);
+                let proxy = TcpProxy::start(upstream).await?;
+                let url = proxy.url_for(&database_url)?;
+                overrides.update(&pod, |o| o.database_url = Some(url));
+                proxies.insert(pod, proxy);
+            }
+        }
         let kubelet = FakeKubelet::start(
             client.clone(),
             FakeKubeletConfig::new(&plane)
@@ -478,6 +562,8 @@ impl Stack {
             periods_dir,
             ports,
             endpoints,
+            overrides,
+            proxies,
             operator,
             kubelet,
             plane,

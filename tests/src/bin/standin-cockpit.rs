@@ -3,14 +3,24 @@
 //! events into the history (see `joc_ha_tests::history`), fenced by its term.
 //! It serves `GET /` saying which member answered, and appends its active
 //! periods (CLOCK_MONOTONIC, comparable across processes of one host) to a
-//! file for the overlap checker.
+//! file for the overlap checker: `started` when the process starts,
+//! `active` when it first sees its role active for a term, `standby` when it
+//! was told so: when its sidecar wrote the standby report (the role file's
+//! modification time); without one (the role ran out, the sidecar died, the
+//! database fenced the term), at the end of the last step it took while still
+//! seeing its role active; never after the latest role deadline it saw. A
+//! step still in flight when the standby report came may finish later: the
+//! database refuses it if a newer term has written (see `history`).
+//!
+//! Its database connection is re-opened after errors (a restarted or
+//! unreachable database), with a short pause in between.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use joc_ha_sidecar::role::{monotonic_now_ns, read_role_file};
+use joc_ha_sidecar::role::{monotonic_now_ns, read_role_file, writer_alive};
 use joc_ha_tests::history::{self, Dialect, Step};
 use serde_json::json;
 
@@ -72,10 +82,13 @@ async fn main() -> Result<()> {
         });
     }
 
-    let mut database = match &args.database_url {
-        Some(url) => Some((history::connect(url).await?, Dialect::of_url(url)?)),
+    let dialect = match &args.database_url {
+        Some(url) => Some(Dialect::of_url(url)?),
         None => None,
     };
+    let mut connection: Option<sqlx::AnyConnection> = None;
+    let mut retry_at = tokio::time::Instant::now();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut periods = match &args.periods {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -85,64 +98,128 @@ async fn main() -> Result<()> {
         ),
         None => None,
     };
+    record(&mut periods, &args.member, "started", 0, monotonic_now_ns());
     // The term we were told, and whether the database fenced it.
     let mut acting: Option<(i64, u64)> = None;
     let mut fenced_term: Option<i64> = None;
+    // The latest deadline of an active role we saw while acting: we act
+    // only after seeing the role valid, so our period ends there at the latest.
+    let mut seen_until: u64 = 0;
+    // When the last step taken while acting ended.
+    let mut acted_until: u64 = 0;
     loop {
         let report = read_role_file(&args.role_dir).ok();
         let now = monotonic_now_ns();
+        // Active only while the sidecar that wrote the report lives.
         let active_term = report
             .as_ref()
-            .filter(|r| r.is_active_now())
+            .filter(|r| r.is_active_now() && writer_alive(&args.role_dir))
             .and_then(|r| r.term)
             .filter(|term| Some(*term) != fenced_term);
+        let deadline = report
+            .as_ref()
+            .filter(|_| active_term.is_some())
+            .and_then(|r| r.valid_until_monotonic_ns)
+            .unwrap_or(0);
         match (acting, active_term) {
             (None, Some(term)) => {
                 acting = Some((term, now));
+                seen_until = deadline;
                 record(&mut periods, &args.member, "active", term, now);
             }
             (Some((term, _)), new) if new != Some(term) => {
-                // End the period no later than the role's own deadline.
-                let deadline = report
+                let told = report
                     .as_ref()
-                    .and_then(|r| r.valid_until_monotonic_ns)
-                    .unwrap_or(now);
+                    .filter(|r| r.role == joc_ha_crds::names::ROLE_STANDBY)
+                    .and_then(|_| written_at(&args.role_dir));
+                // End the period no later than the role's own deadline.
                 record(
                     &mut periods,
                     &args.member,
                     "standby",
                     term,
-                    now.min(deadline),
+                    told.unwrap_or(acted_until).min(seen_until),
                 );
                 acting = None;
                 if let Some(term) = new {
                     acting = Some((term, now));
+                    seen_until = deadline;
                     record(&mut periods, &args.member, "active", term, now);
                 }
             }
+            (Some(_), Some(_)) => seen_until = seen_until.max(deadline),
             _ => {}
         }
         if let Ok(mut s) = state.lock() {
             s["active"] = acting.is_some().into();
             s["term"] = acting.map(|(t, _)| t).into();
         }
-        if let (Some((term, _)), Some((conn, dialect))) = (acting, database.as_mut()) {
-            match history::copy_new_events(conn, *dialect, &args.member, term, 50).await {
-                Ok(Step::Fenced) => {
-                    eprintln!("standin {}: term {term} fenced by a newer one", args.member);
-                    fenced_term = Some(term);
+        if let (Some((term, _)), Some(url), Some(dialect)) =
+            (acting, args.database_url.as_deref(), dialect)
+        {
+            if connection.is_none() && tokio::time::Instant::now() >= retry_at {
+                match history::connect(url).await {
+                    Ok(conn) => connection = Some(conn),
+                    Err(error) => {
+                        eprintln!("standin {}: {error:#}", args.member);
+                        retry_at = tokio::time::Instant::now() + Duration::from_millis(200);
+                    }
                 }
-                Ok(_) => {}
-                Err(error) => eprintln!("standin {}: history step failed: {error:#}", args.member),
+            }
+            if let Some(conn) = connection.as_mut() {
+                match history::copy_new_events(conn, dialect, &args.member, term, 50).await {
+                    Ok(Step::Fenced) => {
+                        eprintln!("standin {}: term {term} fenced by a newer one", args.member);
+                        fenced_term = Some(term);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        eprintln!("standin {}: history step failed: {error:#}", args.member);
+                        connection = None;
+                        retry_at = tokio::time::Instant::now() + Duration::from_millis(200);
+                    }
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if acting.is_some() {
+            acted_until = monotonic_now_ns();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = sigterm.recv() => {
+                if let Some((term, _)) = acting {
+                    // Told standby before the signal (preStop), or not.
+                    let told = read_role_file(&args.role_dir)
+                        .ok()
+                        .filter(|r| r.role == joc_ha_crds::names::ROLE_STANDBY)
+                        .and_then(|_| written_at(&args.role_dir));
+                    let end = told.unwrap_or(acted_until).min(seen_until);
+                    record(&mut periods, &args.member, "standby", term, end);
+                }
+                return Ok(());
+            }
+        }
     }
 }
 
+/// When the role file was written, on CLOCK_MONOTONIC (from its
+/// modification time, which the kernel sets whatever the writer's clock).
+fn written_at(role_dir: &std::path::Path) -> Option<u64> {
+    let modified = std::fs::metadata(role_dir.join(joc_ha_sidecar::role::ROLE_FILE))
+        .ok()?
+        .modified()
+        .ok()?;
+    let age = std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    Some(monotonic_now_ns().saturating_sub(u64::try_from(age.as_nanos()).ok()?))
+}
+
+/// Appends one record in a single write, so that a SIGKILL cannot leave a
+/// torn line between two whole ones.
 fn record(file: &mut Option<std::fs::File>, member: &str, event: &str, term: i64, at_ns: u64) {
     if let Some(file) = file {
         let line = json!({"member": member, "event": event, "term": term, "mono_ns": at_ns});
-        let _ = writeln!(file, "{line}");
+        let _ = file.write_all(format!("{line}\n").as_bytes());
     }
 }

@@ -59,6 +59,19 @@ pub fn libfaketime() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.exists())
 }
 
+/// The environment that sets a process's wall clock an hour ahead
+/// (libfaketime), its monotonic clock untouched.
+pub fn clock_an_hour_ahead() -> Result<Vec<(String, String)>> {
+    let library =
+        libfaketime().context("libfaketime not found: install the Debian package faketime")?;
+    Ok(vec![
+        ("LD_PRELOAD".to_owned(), library.display().to_string()),
+        ("FAKETIME".to_owned(), "+1h".to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
+        ("FAKETIME_NO_CACHE".to_owned(), "1".to_owned()),
+    ])
+}
+
 struct Live {
     name: String,
     process: ManagedProcess,
@@ -148,13 +161,7 @@ impl Group {
             .args(&self.extra_args)
             .env("RUST_LOG", "info,joc_ha_sidecar=debug");
         if faketime {
-            let library = libfaketime()
-                .context("libfaketime not found: install the Debian package faketime")?;
-            command
-                .env("LD_PRELOAD", library)
-                .env("FAKETIME", "+1h")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("FAKETIME_NO_CACHE", "1");
+            command.envs(clock_an_hour_ahead()?);
         }
         let process = ManagedProcess::spawn(command, &log)?;
         self.live.insert(

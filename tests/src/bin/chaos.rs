@@ -1,0 +1,77 @@
+//! `make chaos`: the randomized fault campaign on PostgreSQL and MariaDB
+//! (see `joc_ha_tests::chaos`). Writes `target/joc-ha-chaos/<backend>.json`
+//! under the repository root and prints a table; exits non-zero when any
+//! checker found something or a fault did not recover.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use joc_ha_tests::chaos::{ChaosConfig, FaultKind, run};
+use joc_ha_tests::db::Backend;
+
+#[derive(Parser, Debug)]
+#[command(about = "Randomized fault campaign on a 3-member JocCluster")]
+struct Args {
+    /// Seed of the random faults (printed; random if not given).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Faults per backend.
+    #[arg(long, default_value_t = 300)]
+    faults: usize,
+    /// `postgres`, `mariadb` or `all`.
+    #[arg(long, default_value = "all")]
+    backend: String,
+    /// No new fault after this many minutes (per backend).
+    #[arg(long, default_value_t = 60)]
+    max_minutes: u64,
+    /// Seconds the `database-down` fault keeps the database down.
+    #[arg(long, default_value_t = 30)]
+    outage_secs: u64,
+    /// Only these kinds, comma-separated (e.g. `kill-active,cut-active`).
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let backends = match args.backend.as_str() {
+        "all" => vec![Backend::Postgres, Backend::MariaDb],
+        name => match Backend::from_name(name) {
+            Some(Backend::Sqlite) | None => bail!("--backend: postgres, mariadb or all"),
+            Some(backend) => vec![backend],
+        },
+    };
+    let kinds = if args.kinds.is_empty() {
+        FaultKind::ALL.to_vec()
+    } else {
+        args.kinds
+            .iter()
+            .map(|k| FaultKind::from_name(k).with_context(|| format!("unknown fault kind {k}")))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let seed = args.seed.unwrap_or_else(rand::random::<u64>);
+    println!("chaos seed {seed} (replay with CHAOS_ARGS=\"--seed {seed}\")");
+    let mut clean = true;
+    for backend in backends {
+        let mut config = ChaosConfig::new(backend, seed);
+        config.faults = args.faults;
+        config.max_duration = Duration::from_secs(args.max_minutes * 60);
+        config.outage = Duration::from_secs(args.outage_secs);
+        config.kinds = kinds.clone();
+        let report = run(&config).await?;
+        clean &= report.is_clean();
+    }
+    if !clean {
+        bail!("the fault campaign found violations (see the reports)");
+    }
+    Ok(())
+}

@@ -1,0 +1,1235 @@
+//! The randomized fault campaign (`make chaos`; a short run is part of
+//! `make test`): a 3-member JocCluster on the whole stack (real sidecars,
+//! stand-in cockpits running the history workload, operator, control plane,
+//! a private PostgreSQL or MariaDB), one seeded random fault after another,
+//! and four checkers:
+//!
+//! * never two pods behind the active Service ([`EndpointRecorder`]);
+//! * never two stand-ins active at once, by their periods on
+//!   CLOCK_MONOTONIC ([`crate::lease_history::violations`]);
+//! * every event of the simulated Controller in the history exactly once
+//!   ([`crate::history::check`]);
+//! * after each fault, one active endpoint again within the fault's bound
+//!   ([`FaultKind::bound`]).
+//!
+//! The report goes to `<repository>/target/joc-ha-chaos/<backend>.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use joc_ha_crds::names::pod as pod_names;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::db::Backend;
+use crate::history::{self, Dialect};
+use crate::lease_history::group::{clock_an_hour_ahead, monotonic_ns};
+use crate::lease_history::{Period, Violation, read_records, violations};
+use crate::stack::{Stack, StackOptions, WorkloadMode};
+use crate::wait::wait_for;
+
+/// The faults, each aimed at the active member unless it says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL of the active pod's sidecar and cockpit (a crashed pod; its
+    /// containers stay down until another member is active).
+    KillActive,
+    /// SIGKILL of the active pod's sidecar only: its cockpit lives on and
+    /// must stop acting by itself (not in the default mix; `--kinds`).
+    KillSidecar,
+    /// SIGSTOP of the active sidecar (and, every other time, its cockpit)
+    /// for longer than the TTL, then SIGCONT.
+    FreezeActive,
+    /// The active pod cut off from the database only (its proxy), for
+    /// longer than the TTL, then healed.
+    CutActive,
+    /// The database down for everyone for the outage time, then back.
+    DatabaseDown,
+    /// The database stopped (as by a crash) and started again at once.
+    DatabaseRestart,
+    /// The API server stopped and started again.
+    ApiServerRestart,
+    /// `kubectl delete pod` of the active pod (graceful, preStop).
+    DeleteActive,
+    /// A switch-over annotation every 200 ms, to random members or `any`.
+    SwitchoverStorm,
+    /// A random member's sidecar restarted with its wall clock an hour
+    /// ahead (libfaketime), or back to the true time if it was skewed.
+    ClockSkew,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::KillActive,
+        FaultKind::FreezeActive,
+        FaultKind::CutActive,
+        FaultKind::DatabaseDown,
+        FaultKind::DatabaseRestart,
+        FaultKind::ApiServerRestart,
+        FaultKind::DeleteActive,
+        FaultKind::SwitchoverStorm,
+        FaultKind::ClockSkew,
+    ];
+
+    /// Kinds that only run when asked for by name.
+    pub const EXTRA: [FaultKind; 1] = [FaultKind::KillSidecar];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillActive => "kill-active",
+            FaultKind::KillSidecar => "kill-sidecar",
+            FaultKind::FreezeActive => "freeze-active",
+            FaultKind::CutActive => "cut-active",
+            FaultKind::DatabaseDown => "database-down",
+            FaultKind::DatabaseRestart => "database-restart",
+            FaultKind::ApiServerRestart => "apiserver-restart",
+            FaultKind::DeleteActive => "delete-active",
+            FaultKind::SwitchoverStorm => "switchover-storm",
+            FaultKind::ClockSkew => "clock-skew",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::EXTRA)
+            .find(|k| k.name() == name)
+    }
+
+    /// Relative frequency in the random mix: the 30 s outage and the API
+    /// server restart are drawn a third as often as the others: the outage
+    /// would take most of the time, and after an API server restart the
+    /// controller-manager's watches back off (up to 30 s, reset only after
+    /// 2 min without error), which the campaign waits out before the next
+    /// fault.
+    pub fn weight(self) -> u32 {
+        match self {
+            FaultKind::DatabaseDown | FaultKind::ApiServerRestart => 1,
+            _ => 3,
+        }
+    }
+
+    /// The documented bound on recovery (one active endpoint again), from
+    /// the lease settings. Recovery is timed from the fault's start when it
+    /// takes the active member away (kill, freeze, cut-off, deletion, clock
+    /// skew of the active member), else from its end (the database or API
+    /// server back, the last annotation):
+    ///
+    /// * process and pod faults (kill, deletion, clock skew, API server
+    ///   restart): TTL + 5 s — a crashed holder's lease expires within the
+    ///   TTL, the rest is labels and the EndpointSlice controller;
+    /// * faults that keep the holder's session or lease (freeze, cut-off,
+    ///   switch-over storms): 2 × TTL + 5 s — the TTL, plus up to one role
+    ///   validity for a failsafe holder to step back, or a switch-over's
+    ///   wait for its target's label;
+    /// * the database down or restarted: TTL + 5 s (the sidecars' longest
+    ///   reconnect back-off) + 5 s, from the database's return.
+    pub fn bound(self, ttl: Duration) -> Duration {
+        match self {
+            FaultKind::KillActive
+            | FaultKind::KillSidecar
+            | FaultKind::DeleteActive
+            | FaultKind::ClockSkew
+            | FaultKind::ApiServerRestart => ttl + Duration::from_secs(5),
+            FaultKind::FreezeActive | FaultKind::CutActive | FaultKind::SwitchoverStorm => {
+                ttl * 2 + Duration::from_secs(5)
+            }
+            FaultKind::DatabaseDown | FaultKind::DatabaseRestart => ttl + Duration::from_secs(10),
+        }
+    }
+}
+
+/// How to run a campaign.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub backend: Backend,
+    pub seed: u64,
+    /// Faults to inject (fewer if `max_duration` runs out first).
+    pub faults: usize,
+    /// No new fault after this long.
+    pub max_duration: Duration,
+    /// How long `database-down` keeps the database down.
+    pub outage: Duration,
+    /// The kinds to draw from.
+    pub kinds: Vec<FaultKind>,
+    /// Inject every kind once (in random order) before drawing at random.
+    pub each_kind_first: bool,
+    /// Lease settings of the cluster.
+    pub ttl: Duration,
+    pub renew_interval: Duration,
+    /// Where to write `<backend>.json` (None: [`report_dir`]).
+    pub report_dir: Option<PathBuf>,
+}
+
+impl ChaosConfig {
+    pub fn new(backend: Backend, seed: u64) -> ChaosConfig {
+        ChaosConfig {
+            backend,
+            seed,
+            faults: 300,
+            max_duration: Duration::from_secs(60 * 60),
+            outage: Duration::from_secs(30),
+            kinds: FaultKind::ALL.to_vec(),
+            each_kind_first: true,
+            ttl: Duration::from_secs(5),
+            renew_interval: Duration::from_secs(1),
+            report_dir: None,
+        }
+    }
+}
+
+/// `<repository root>/target/joc-ha-chaos`, wherever cargo's target is.
+pub fn report_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .join("target")
+        .join("joc-ha-chaos")
+}
+
+/// One injected fault and how the cluster came back.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    /// The member the fault was aimed at, if any.
+    pub target: Option<String>,
+    /// The active member before the fault.
+    pub active_before: String,
+    /// The one active endpoint after it.
+    pub active_after: String,
+    /// Seconds since the campaign started.
+    pub at_s: f64,
+    /// How long the fault itself lasted (outage, freeze, cut, storm).
+    pub held_ms: u64,
+    pub recovery_ms: u64,
+    pub bound_ms: u64,
+}
+
+/// What a campaign found. The goal: every count zero.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosReport {
+    pub backend: String,
+    pub seed: u64,
+    pub faults: usize,
+    pub double_active_endpoints: usize,
+    pub overlapping_active: usize,
+    pub lost_events: i64,
+    pub duplicate_events: i64,
+    pub max_recovery_ms: u64,
+    /// Recoveries slower than their bound.
+    pub late_recoveries: usize,
+    /// Stand-in periods whose term did not exceed an earlier one's.
+    pub term_order_violations: usize,
+    /// Period records that make no sense (e.g. active twice without standby).
+    pub record_anomalies: Vec<String>,
+    pub events: i64,
+    pub active_periods: usize,
+    pub duration_s: f64,
+    /// Faults, max and median recovery and bound per kind.
+    pub by_kind: BTreeMap<String, KindSummary>,
+    /// Why the campaign stopped early, if it did.
+    pub aborted: Option<String>,
+    /// The first violations found, in words.
+    pub details: Vec<String>,
+    pub fault_log: Vec<FaultRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KindSummary {
+    pub faults: usize,
+    pub max_recovery_ms: u64,
+    pub p50_recovery_ms: u64,
+    pub bound_ms: u64,
+}
+
+impl ChaosReport {
+    /// Every checker found nothing, every fault recovered in time, and the
+    /// campaign ran to its end.
+    pub fn is_clean(&self) -> bool {
+        self.double_active_endpoints == 0
+            && self.overlapping_active == 0
+            && self.lost_events == 0
+            && self.duplicate_events == 0
+            && self.late_recoveries == 0
+            && self.term_order_violations == 0
+            && self.record_anomalies.is_empty()
+            && self.aborted.is_none()
+    }
+
+    /// A table for people.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "fault campaign on {} (seed {}): {} faults in {:.0} s, {} events, {} active periods\n",
+            self.backend, self.seed, self.faults, self.duration_s, self.events, self.active_periods
+        );
+        out.push_str(&format!(
+            "  {:<18} {:>6} {:>10} {:>10} {:>10}\n",
+            "fault", "count", "p50 ms", "max ms", "bound ms"
+        ));
+        for (kind, s) in &self.by_kind {
+            out.push_str(&format!(
+                "  {:<18} {:>6} {:>10} {:>10} {:>10}\n",
+                kind, s.faults, s.p50_recovery_ms, s.max_recovery_ms, s.bound_ms
+            ));
+        }
+        for (name, value, goal) in [
+            (
+                "double active endpoints",
+                self.double_active_endpoints as i64,
+                0,
+            ),
+            (
+                "overlapping active stand-ins",
+                self.overlapping_active as i64,
+                0,
+            ),
+            ("lost events", self.lost_events, 0),
+            ("duplicate events", self.duplicate_events, 0),
+            ("late recoveries", self.late_recoveries as i64, 0),
+            (
+                "term order violations",
+                self.term_order_violations as i64,
+                0,
+            ),
+            ("record anomalies", self.record_anomalies.len() as i64, 0),
+        ] {
+            let mark = if value == goal { "ok" } else { "FAIL" };
+            out.push_str(&format!("  {name:<30} {value:>6}   {mark}\n"));
+        }
+        out.push_str(&format!(
+            "  {:<30} {:>6} ms\n",
+            "max recovery", self.max_recovery_ms
+        ));
+        if let Some(why) = &self.aborted {
+            out.push_str(&format!("  ABORTED: {why}\n"));
+        }
+        for detail in self.details.iter().take(10) {
+            out.push_str(&format!("  - {detail}\n"));
+        }
+        out
+    }
+
+    /// Writes `<dir>/<backend>.json`; returns the path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}.json", self.backend));
+        let mut value = serde_json::to_value(self)?;
+        value["summary"] = json!(self.summary());
+        std::fs::write(&path, serde_json::to_vec_pretty(&value)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Runs one campaign and writes its report. Errors only when the stack
+/// cannot be built or checked; a campaign cut short by a fault that never
+/// recovered is reported (`aborted`).
+pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
+    eprintln!(
+        "chaos {}: seed {} ({} faults, at most {} min)",
+        config.backend.name(),
+        config.seed,
+        config.faults,
+        config.max_duration.as_secs() / 60
+    );
+    let mut stack = Stack::start(StackOptions {
+        backend: config.backend,
+        // The history workload follows the sidecar's role report: the
+        // generic mode (JOC's own agreement is js7_e2e's and bench-js7's).
+        history: true,
+        workload: WorkloadMode::Generic,
+        db_proxy: true,
+        ttl: format!("{}ms", config.ttl.as_millis()),
+        renew_interval: format!("{}ms", config.renew_interval.as_millis()),
+        ..StackOptions::default()
+    })
+    .await?;
+    let started = Instant::now();
+    stack.wait_members_ready(Duration::from_secs(180)).await?;
+    stack
+        .endpoints
+        .wait_single(None, Duration::from_secs(60))
+        .await?;
+    let controller = Controller::start(stack.database_url.clone());
+
+    let mut campaign = Campaign {
+        config,
+        rng: StdRng::seed_from_u64(config.seed),
+        skewed: Vec::new(),
+        freezes: 0,
+        log: Vec::new(),
+        started,
+        canary: Canary::create(&stack).await?,
+    };
+    let aborted = campaign.inject_all(&mut stack).await.err();
+    if let Some(error) = &aborted {
+        eprintln!("chaos {}: stopped early: {error:#}", config.backend.name());
+    }
+
+    // Let the last events drain into the history, then check everything.
+    controller.stop().await;
+    let drained = drain(&stack, Duration::from_secs(120)).await;
+    let mut details = Vec::new();
+    if let Err(error) = &drained {
+        details.push(format!("history not drained: {error:#}"));
+    }
+    let observed_until = monotonic_ns();
+    let mut conn = history::connect(&stack.database_url).await?;
+    let history = history::check(&mut conn).await?;
+    let (periods, anomalies) = standin_periods(&stack.periods_dir, observed_until)?;
+    let found = violations(&periods);
+    let overlaps: Vec<&Violation> = found
+        .iter()
+        .filter(|v| matches!(v, Violation::Overlap { .. }))
+        .collect();
+    // The same member told the same term again after a pause is no fencing
+    // problem; any other term that does not increase is.
+    let term_order: Vec<&Violation> = found
+        .iter()
+        .filter(|v| match v {
+            Violation::TermOrder { earlier, later } => {
+                !(earlier.instance == later.instance && earlier.term == later.term)
+            }
+            Violation::Overlap { .. } => false,
+        })
+        .collect();
+    let doubles = stack.endpoints.violations();
+    details.extend(overlaps.iter().take(5).map(|v| v.to_string()));
+    details.extend(term_order.iter().take(5).map(|v| v.to_string()));
+    details.extend(
+        doubles
+            .iter()
+            .take(5)
+            .map(|pods| format!("the active Service routed to {pods:?}")),
+    );
+
+    let log = campaign.log;
+    let mut by_kind: BTreeMap<String, KindSummary> = BTreeMap::new();
+    for kind in FaultKind::ALL.into_iter().chain(FaultKind::EXTRA) {
+        let mut times: Vec<u64> = log
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| f.recovery_ms)
+            .collect();
+        if times.is_empty() {
+            continue;
+        }
+        times.sort_unstable();
+        by_kind.insert(
+            kind.name().to_owned(),
+            KindSummary {
+                faults: times.len(),
+                max_recovery_ms: times.last().copied().unwrap_or(0),
+                p50_recovery_ms: times[times.len() / 2],
+                bound_ms: kind.bound(config.ttl).as_millis() as u64,
+            },
+        );
+    }
+    for late in log.iter().filter(|f| f.recovery_ms > f.bound_ms) {
+        details.push(format!(
+            "{} at {:.0} s: recovered after {} ms (bound {} ms)",
+            late.kind.name(),
+            late.at_s,
+            late.recovery_ms,
+            late.bound_ms
+        ));
+    }
+    let report = ChaosReport {
+        backend: config.backend.name().to_owned(),
+        seed: config.seed,
+        faults: log.len(),
+        double_active_endpoints: doubles.len(),
+        overlapping_active: overlaps.len(),
+        lost_events: history.lost,
+        duplicate_events: history.duplicates,
+        max_recovery_ms: log.iter().map(|f| f.recovery_ms).max().unwrap_or(0),
+        late_recoveries: log.iter().filter(|f| f.recovery_ms > f.bound_ms).count(),
+        term_order_violations: term_order.len(),
+        record_anomalies: anomalies,
+        events: history.events,
+        active_periods: periods.len(),
+        duration_s: started.elapsed().as_secs_f64(),
+        by_kind,
+        aborted: aborted.map(|e| format!("{e:#}")),
+        details,
+        fault_log: log,
+    };
+    let dir = config.report_dir.clone().unwrap_or_else(report_dir);
+    let path = report.write(&dir)?;
+    println!("{}", report.summary());
+    println!("report: {}", path.display());
+    if !report.is_clean() {
+        // Keep the logs and period files of a failed campaign.
+        let logs = dir.join(format!("{}-logs", report.backend));
+        let _ = std::fs::remove_dir_all(&logs);
+        copy_logs(stack.kubelet.dir(), &logs.join("pods"))?;
+        copy_logs(&stack.periods_dir, &logs.join("periods"))?;
+        copy_logs(&stack.plane.log_dir(), &logs.join("controlplane"))?;
+        println!("logs and stand-in periods kept in {}", logs.display());
+    }
+    Ok(report)
+}
+
+/// A pod a fault took away: by name and uid, since a deleted member comes
+/// back under its name.
+#[derive(Debug, Clone)]
+struct Victim {
+    name: String,
+    uid: Option<String>,
+}
+
+struct Campaign<'a> {
+    config: &'a ChaosConfig,
+    rng: StdRng,
+    /// Members whose sidecar runs with its clock an hour ahead.
+    skewed: Vec<String>,
+    freezes: u32,
+    log: Vec<FaultRecord>,
+    started: Instant,
+    canary: Canary,
+}
+
+/// Generous cap on one recovery: past it the campaign stops.
+const GIVE_UP: Duration = Duration::from_secs(90);
+
+impl Campaign<'_> {
+    async fn inject_all(&mut self, stack: &mut Stack) -> Result<()> {
+        let mut order: Vec<FaultKind> = Vec::new();
+        if self.config.each_kind_first {
+            order = self.config.kinds.clone();
+            order.shuffle(&mut self.rng);
+        }
+        let weights: Vec<u32> = self.config.kinds.iter().map(|k| k.weight()).collect();
+        let total: u32 = weights.iter().sum();
+        if total == 0 {
+            bail!("no fault kinds to draw from");
+        }
+        for index in 0..self.config.faults {
+            if self.started.elapsed() >= self.config.max_duration {
+                eprintln!(
+                    "chaos {}: time is up after {index} faults",
+                    self.config.backend.name()
+                );
+                break;
+            }
+            let kind = match order.get(index) {
+                Some(kind) => *kind,
+                None => {
+                    let mut draw = self.rng.random_range(0..total);
+                    let mut chosen = self.config.kinds[0];
+                    for (kind, weight) in self.config.kinds.iter().zip(&weights) {
+                        if draw < *weight {
+                            chosen = *kind;
+                            break;
+                        }
+                        draw -= weight;
+                    }
+                    chosen
+                }
+            };
+            let active = settle(stack, &self.canary).await.with_context(|| {
+                format!("the cluster did not settle before fault {}", index + 1)
+            })?;
+            let record = self
+                .inject(stack, kind, active)
+                .await
+                .with_context(|| format!("fault {} ({})", index + 1, kind.name()))?;
+            println!(
+                "[{:>4}/{}] {:>6.0} s  {:<18} {:<8} {} → {} in {} ms (bound {} ms)",
+                index + 1,
+                self.config.faults,
+                record.at_s,
+                kind.name(),
+                record.target.as_deref().unwrap_or("-"),
+                record.active_before,
+                record.active_after,
+                record.recovery_ms,
+                record.bound_ms
+            );
+            self.log.push(record);
+        }
+        settle(stack, &self.canary)
+            .await
+            .context("the cluster did not settle")?;
+        Ok(())
+    }
+
+    async fn inject(
+        &mut self,
+        stack: &mut Stack,
+        kind: FaultKind,
+        active: String,
+    ) -> Result<FaultRecord> {
+        let ttl = self.config.ttl;
+        let namespace = stack.options.namespace.clone();
+        let at_s = self.started.elapsed().as_secs_f64();
+        let start = Instant::now();
+        // The pod (name and uid) that must not be the one active endpoint
+        // afterwards; a new pod of that name (after a deletion) may be.
+        let victim_pod = Victim {
+            name: active.clone(),
+            uid: stack.pods().get(&active).await?.metadata.uid,
+        };
+        let mut victim: Option<Victim> = None;
+        let mut target: Option<String> = Some(active.clone());
+        match kind {
+            FaultKind::KillSidecar => {
+                let container = pod_names::SIDECAR_CONTAINER;
+                stack.kubelet.block_starts(&namespace, &active, container);
+                let sidecar = stack.sidecar(&active).context("no sidecar process")?;
+                sidecar.signal(nix::sys::signal::Signal::SIGKILL)?;
+                sidecar
+                    .wait_exit(Duration::from_secs(10))
+                    .await
+                    .context("the killed sidecar did not exit")?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await;
+                stack.kubelet.allow_starts(&namespace, &active, container);
+                return self.record(kind, target, active, recovered?, at_s, Duration::ZERO);
+            }
+            FaultKind::KillActive => {
+                let containers = [pod_names::SIDECAR_CONTAINER, pod_names::COCKPIT_CONTAINER];
+                for container in containers {
+                    stack.kubelet.block_starts(&namespace, &active, container);
+                }
+                let processes: Vec<_> = [stack.sidecar(&active), stack.cockpit(&active)]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for process in &processes {
+                    process.signal(nix::sys::signal::Signal::SIGKILL)?;
+                }
+                for process in &processes {
+                    process
+                        .wait_exit(Duration::from_secs(10))
+                        .await
+                        .context("a killed process did not exit")?;
+                }
+                note_killed(&stack.periods_dir, &active)?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await;
+                for container in containers {
+                    stack.kubelet.allow_starts(&namespace, &active, container);
+                }
+                return self.record(kind, target, active, recovered?, at_s, Duration::ZERO);
+            }
+            FaultKind::FreezeActive => {
+                let sidecar = stack.sidecar(&active).context("no sidecar process")?;
+                self.freezes += 1;
+                let cockpit = if self.freezes.is_multiple_of(2) {
+                    stack.cockpit(&active)
+                } else {
+                    None
+                };
+                let hold = ttl + Duration::from_millis(self.rng.random_range(500..2500));
+                sidecar.freeze()?;
+                if let Some(cockpit) = &cockpit {
+                    cockpit.freeze()?;
+                }
+                tokio::time::sleep(hold).await;
+                sidecar.thaw()?;
+                if let Some(cockpit) = &cockpit {
+                    cockpit.thaw()?;
+                }
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
+                return self.record(kind, target, active, recovered, at_s, hold);
+            }
+            FaultKind::CutActive => {
+                let proxy = stack
+                    .proxies
+                    .get(&active)
+                    .context("no database proxy for the active member")?;
+                let hold = ttl + Duration::from_millis(self.rng.random_range(1000..3000));
+                proxy.cut();
+                tokio::time::sleep(hold).await;
+                proxy.restore();
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
+                return self.record(kind, target, active, recovered, at_s, hold);
+            }
+            FaultKind::DatabaseDown => {
+                target = None;
+                stack.db_server()?.stop().await?;
+                // The fault is the outage itself: a fixed time, by design.
+                tokio::time::sleep(self.config.outage).await;
+                stack.db_server()?.start().await?;
+            }
+            FaultKind::DatabaseRestart => {
+                target = None;
+                stack.db_server()?.stop().await?;
+                stack.db_server()?.start().await?;
+            }
+            FaultKind::ApiServerRestart => {
+                target = None;
+                stack.plane.restart_apiserver().await?;
+            }
+            FaultKind::DeleteActive => {
+                stack.delete_pod(&active).await?;
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
+                return self.record(kind, target, active, recovered, at_s, Duration::ZERO);
+            }
+            FaultKind::SwitchoverStorm => {
+                target = None;
+                let count = self.rng.random_range(5..=15);
+                let mut choices = stack.member_names();
+                choices.push("any".to_owned());
+                let mut next = tokio::time::Instant::now();
+                for _ in 0..count {
+                    tokio::time::sleep_until(next).await;
+                    next += Duration::from_millis(200);
+                    let to = choices[self.rng.random_range(0..choices.len())].clone();
+                    stack.annotate_switchover(&to).await?;
+                }
+                // Recovery counts from the last annotation, once the holder
+                // has taken it (and done the switch-over it asked for).
+                let asked = Instant::now();
+                wait_for(
+                    "the last switch-over request to be taken",
+                    kind.bound(ttl) + GIVE_UP,
+                    Duration::from_millis(50),
+                    || async {
+                        let cluster = stack.cluster().await.ok()?;
+                        (!cluster
+                            .metadata
+                            .annotations
+                            .unwrap_or_default()
+                            .contains_key(joc_ha_crds::names::ANNOTATION_SWITCHOVER_TO))
+                        .then_some(())
+                    },
+                )
+                .await?;
+                let recovered = self.recovered(stack, kind, None, asked).await?;
+                return self.record(kind, target, active, recovered, at_s, start.elapsed());
+            }
+            FaultKind::ClockSkew => {
+                let members = stack.member_names();
+                let member = members[self.rng.random_range(0..members.len())].clone();
+                let skew = !self.skewed.contains(&member);
+                let env = if skew {
+                    clock_an_hour_ahead()?
+                } else {
+                    Vec::new()
+                };
+                stack
+                    .overrides
+                    .update(&member, |o| o.sidecar_env = env.clone());
+                if skew {
+                    self.skewed.push(member.clone());
+                } else {
+                    self.skewed.retain(|m| *m != member);
+                }
+                let sidecar = stack.sidecar(&member).context("no sidecar process")?;
+                // SIGTERM: the sidecar steps down and exits; the kubelet
+                // starts it again with the new clock.
+                sidecar.signal(nix::sys::signal::Signal::SIGTERM)?;
+                sidecar
+                    .wait_exit(ttl * 4)
+                    .await
+                    .context("the sidecar did not exit on SIGTERM")?;
+                // The SIGTERMed sidecar has stepped down and exited: whoever
+                // is labeled active now (even its own restarted process, when
+                // no standby was ready) holds the lease.
+                target = Some(format!("{member}{}", if skew { "+1h" } else { "±0" }));
+                let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
+                check_clock(stack, &member, skew).await?;
+                return self.record(kind, target, active, recovered, at_s, Duration::ZERO);
+            }
+        }
+        let held = start.elapsed();
+        let recovered = self
+            .recovered(stack, kind, victim.as_ref(), Instant::now())
+            .await?;
+        self.record(kind, target, active, recovered, at_s, held)
+    }
+
+    /// Waits for one active endpoint (not the `victim` pod) that is the one
+    /// pod labeled active; returns it and when it became the Service's only
+    /// endpoint, measured from `from` (zero if it already was).
+    async fn recovered(
+        &self,
+        stack: &Stack,
+        kind: FaultKind,
+        victim: Option<&Victim>,
+        from: Instant,
+    ) -> Result<(String, Duration)> {
+        let seen = std::sync::Mutex::new(String::new());
+        let result = wait_for(
+            "one active endpoint again",
+            kind.bound(self.config.ttl) + GIVE_UP,
+            Duration::from_millis(20),
+            || async {
+                let timeline = stack.endpoints.timeline();
+                let (since, pods) = timeline.last()?;
+                let labeled = stack.labeled_active().await.ok();
+                if let Ok(mut seen) = seen.lock() {
+                    *seen = format!("endpoints {pods:?}, labeled active {labeled:?}");
+                }
+                let [pod] = pods.iter().collect::<Vec<_>>()[..] else {
+                    return None;
+                };
+                if labeled? != [pod.clone()] {
+                    return None;
+                }
+                if let Some(victim) = victim
+                    && *pod == victim.name
+                {
+                    let uid = stack.pods().get(pod).await.ok()?.metadata.uid;
+                    if uid == victim.uid {
+                        return None;
+                    }
+                }
+                Some((pod.clone(), since.saturating_duration_since(from)))
+            },
+        )
+        .await;
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        result.with_context(|| format!("last seen: {seen}"))
+    }
+
+    fn record(
+        &self,
+        kind: FaultKind,
+        target: Option<String>,
+        active_before: String,
+        (active_after, recovery): (String, Duration),
+        at_s: f64,
+        held: Duration,
+    ) -> Result<FaultRecord> {
+        Ok(FaultRecord {
+            kind,
+            target,
+            active_before,
+            active_after,
+            at_s,
+            held_ms: held.as_millis() as u64,
+            recovery_ms: recovery.as_millis() as u64,
+            bound_ms: kind.bound(self.config.ttl).as_millis() as u64,
+        })
+    }
+}
+
+/// Every member Ready and its sidecar connected to the database, the
+/// EndpointSlice controller following changes (the canary), one active
+/// endpoint, one pod labeled active: the state each fault starts from.
+/// Returns the active member.
+async fn settle(stack: &Stack, canary: &Canary) -> Result<String> {
+    stack.wait_members_ready(Duration::from_secs(120)).await?;
+    for member in stack.member_names() {
+        let url = format!(
+            "{}/readyz",
+            stack.sidecar_url(&member).context("no sidecar port")?
+        );
+        wait_for(
+            &format!("{member}'s sidecar to reach the database"),
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || async {
+                let status = crate::wait::http_get_status(&url, Duration::from_secs(2))
+                    .await
+                    .ok()?;
+                (status == 200).then_some(())
+            },
+        )
+        .await?;
+    }
+    canary.probe(stack).await?;
+    wait_for(
+        "one active endpoint, labeled active",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            let current = stack.endpoints.current();
+            let [pod] = current.iter().collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            (stack.labeled_active().await.ok()? == [pod.clone()]).then(|| pod.clone())
+        },
+    )
+    .await
+}
+
+/// A pod and a Service of their own, in namespace `chaos-canary`: toggling
+/// the pod's label and seeing the Service's EndpointSlice follow proves the
+/// EndpointSlice controller is watching again (after an API server restart
+/// its watches back off for up to 30 s, as client-go's do).
+pub struct Canary {
+    on: std::sync::atomic::AtomicBool,
+}
+
+const CANARY_NAMESPACE: &str = "chaos-canary";
+
+impl Canary {
+    async fn create(stack: &Stack) -> Result<Canary> {
+        use k8s_openapi::api::core::v1::{Pod, Service};
+        use kube::api::{Api, PostParams};
+        stack.plane.create_namespace(CANARY_NAMESPACE).await?;
+        let services: Api<Service> = Api::namespaced(stack.client(), CANARY_NAMESPACE);
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "canary"},
+            "spec": {"selector": {"canary": "on"}, "ports": [{"port": 80}]},
+        }))?;
+        services.create(&PostParams::default(), &service).await?;
+        let pods: Api<Pod> = Api::namespaced(stack.client(), CANARY_NAMESPACE);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "canary", "labels": {"canary": "off"}},
+            "spec": {"containers": [{"name": "canary", "image": "canary"}]},
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+        Ok(Canary {
+            on: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Flips the pod in or out of the Service and waits for the slice to
+    /// follow; says so when that took long.
+    async fn probe(&self, stack: &Stack) -> Result<()> {
+        use k8s_openapi::api::core::v1::Pod;
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        use kube::api::{Api, ListParams, Patch, PatchParams};
+        let on = !self.on.load(Ordering::Relaxed);
+        let pods: Api<Pod> = Api::namespaced(stack.client(), CANARY_NAMESPACE);
+        let value = if on { "on" } else { "off" };
+        pods.patch(
+            "canary",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"canary": value}}})),
+        )
+        .await
+        .context("relabel the canary pod")?;
+        let slices: Api<EndpointSlice> = Api::namespaced(stack.client(), CANARY_NAMESPACE);
+        let asked = Instant::now();
+        wait_for(
+            "the EndpointSlice controller to follow the canary",
+            Duration::from_secs(120),
+            Duration::from_millis(50),
+            || async {
+                let list = slices
+                    .list(&ListParams::default().labels("kubernetes.io/service-name=canary"))
+                    .await
+                    .ok()?;
+                let routed = list
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter().flatten())
+                    .any(|e| {
+                        e.target_ref.as_ref().and_then(|t| t.name.as_deref()) == Some("canary")
+                    });
+                (routed == on).then_some(())
+            },
+        )
+        .await?;
+        self.on.store(on, Ordering::Relaxed);
+        if asked.elapsed() > Duration::from_secs(2) {
+            println!(
+                "         (the EndpointSlice controller caught up after {:.1} s)",
+                asked.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Copies the logs (`*.log`) and records (`*.jsonl`) below `from`,
+/// keeping the folder layout (and leaving tokens and keys behind).
+fn copy_logs(from: &Path, to: &Path) -> Result<()> {
+    let mut pending = vec![from.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "log" || e == "jsonl")
+                && let Ok(relative) = path.strip_prefix(from)
+            {
+                let target = to.join(relative);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::copy(&path, &target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The restarted sidecar's wall clock is an hour ahead (or not): its role
+/// report carries the time it was made.
+async fn check_clock(stack: &Stack, member: &str, skewed: bool) -> Result<()> {
+    let url = format!(
+        "{}/role",
+        stack.sidecar_url(member).context("no sidecar port")?
+    );
+    let since = wait_for(
+        "the restarted sidecar's role report",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let (status, body) = crate::wait::http_get(&url, Duration::from_secs(2))
+                .await
+                .ok()?;
+            if status != 200 {
+                return None;
+            }
+            let report: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&body).ok()?;
+            report.since.parse::<jiff::Timestamp>().ok()
+        },
+    )
+    .await?;
+    let ahead_s = (since.as_second() - jiff::Timestamp::now().as_second()) as f64;
+    let expected = if skewed { 3600.0 } else { 0.0 };
+    if (ahead_s - expected).abs() > 300.0 {
+        bail!("{member}'s sidecar clock is {ahead_s:.0} s ahead, expected {expected:.0} s");
+    }
+    Ok(())
+}
+
+/// Marks in a stand-in's period file that the harness killed it (it
+/// cannot say so itself).
+fn note_killed(dir: &Path, member: &str) -> Result<()> {
+    use std::io::Write as _;
+    let line = json!({"member": member, "event": "killed", "term": 0, "mono_ns": monotonic_ns()});
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{member}.jsonl")))?;
+    file.write_all(format!("{line}\n").as_bytes())?;
+    Ok(())
+}
+
+/// The stand-ins' active periods from their files, and records that make
+/// no sense. A period ends at the stand-in's `standby` record, at the
+/// harness's `killed` record, or at the end of observation.
+pub fn standin_periods(dir: &Path, observed_until_ns: i64) -> Result<(Vec<Period>, Vec<String>)> {
+    let mut periods = Vec::new();
+    let mut anomalies = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    for file in files {
+        let member = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut records = read_records(&file)?;
+        records.sort_by_key(|r| r.mono_ns);
+        let mut open: Option<(i64, i64)> = None;
+        for record in records {
+            let term = record.term.unwrap_or(0);
+            match record.event.as_str() {
+                "active" => {
+                    if let Some((held, start)) = open.take() {
+                        anomalies.push(format!(
+                            "{member}: active term {term} at {} while term {held} was still active",
+                            record.mono_ns
+                        ));
+                        periods.push(period(&member, held, start, record.mono_ns));
+                    }
+                    open = Some((term, record.mono_ns));
+                }
+                "standby" | "killed" | "started" => {
+                    if let Some((held, start)) = open.take() {
+                        if record.event == "started" {
+                            anomalies.push(format!(
+                                "{member}: restarted at {} while term {held} was active, with no record of its end",
+                                record.mono_ns
+                            ));
+                        }
+                        periods.push(period(&member, held, start, record.mono_ns));
+                    }
+                }
+                other => anomalies.push(format!("{member}: unknown record {other:?}")),
+            }
+        }
+        if let Some((held, start)) = open {
+            periods.push(period(&member, held, start, observed_until_ns));
+        }
+    }
+    Ok((periods, anomalies))
+}
+
+fn period(member: &str, term: i64, start_ns: i64, end_ns: i64) -> Period {
+    Period {
+        instance: member.to_owned(),
+        term,
+        start_ns,
+        end_ns: end_ns.max(start_ns),
+    }
+}
+
+/// The simulated Controller: appends an event every 50 ms, directly to
+/// the database (it is no member), retrying the same id through outages.
+struct Controller {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controller {
+    fn start(url: String) -> Controller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let Ok(dialect) = Dialect::of_url(&url) else {
+                return;
+            };
+            let mut conn = None;
+            let mut next_id: i64 = 1;
+            while !flag.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    match history::connect(&url).await {
+                        Ok(mut fresh) => {
+                            // An insert whose answer was lost may have landed.
+                            if let Ok(max) = max_event(&mut fresh).await {
+                                next_id = next_id.max(max + 1);
+                            }
+                            conn = Some(fresh);
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = conn.as_mut() {
+                    let append = history::append_event(c, dialect, next_id);
+                    match tokio::time::timeout(Duration::from_secs(5), append).await {
+                        Ok(Ok(())) => next_id += 1,
+                        _ => conn = None,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Controller { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
+}
+
+async fn max_event(conn: &mut sqlx::AnyConnection) -> Result<i64> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM standin_events")
+        .fetch_one(conn)
+        .await?;
+    Ok(max.unwrap_or(0))
+}
+
+/// Waits until the history's cursor has reached the last event.
+async fn drain(stack: &Stack, timeout: Duration) -> Result<()> {
+    let url = stack.database_url.clone();
+    wait_for(
+        "the history to catch up with the last event",
+        timeout,
+        Duration::from_millis(200),
+        || {
+            let url = url.clone();
+            async move {
+                let mut conn = history::connect(&url).await.ok()?;
+                let last = max_event(&mut conn).await.ok()?;
+                let cursor = history::cursor(&mut conn).await.ok()?;
+                (cursor >= last).then_some(())
+            }
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, member: &str, lines: &[(&str, i64, i64)]) -> Result<()> {
+        let text: String = lines
+            .iter()
+            .map(|(event, term, at)| {
+                format!(
+                    "{}\n",
+                    json!({"member": member, "event": event, "term": term, "mono_ns": at})
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{member}.jsonl")), text)?;
+        Ok(())
+    }
+
+    #[test]
+    fn periods_end_at_standby_kill_or_observation() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        write(
+            dir.path(),
+            "joc-0",
+            &[
+                ("started", 0, 0),
+                ("active", 1, 10),
+                ("standby", 1, 20),
+                ("active", 3, 50),
+                ("killed", 0, 60),
+                ("started", 0, 70),
+            ],
+        )?;
+        write(
+            dir.path(),
+            "joc-1",
+            &[("started", 0, 1), ("active", 2, 25), ("standby", 2, 40)],
+        )?;
+        write(dir.path(), "joc-2", &[("started", 0, 2), ("active", 4, 65)])?;
+        let (periods, anomalies) = standin_periods(dir.path(), 100)?;
+        assert!(anomalies.is_empty(), "{anomalies:?}");
+        assert_eq!(periods.len(), 4);
+        assert!(violations(&periods).is_empty());
+        let last = periods.iter().find(|p| p.term == 4).expect("term 4");
+        assert_eq!(last.end_ns, 100);
+        Ok(())
+    }
+
+    #[test]
+    fn overlaps_and_unended_periods_are_found() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        write(
+            dir.path(),
+            "joc-0",
+            &[("active", 1, 10), ("started", 0, 30), ("active", 3, 40)],
+        )?;
+        write(
+            dir.path(),
+            "joc-1",
+            &[("active", 2, 20), ("standby", 2, 35)],
+        )?;
+        let (periods, anomalies) = standin_periods(dir.path(), 100)?;
+        assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+        let found = violations(&periods);
+        assert!(
+            found.iter().any(|v| matches!(v, Violation::Overlap { .. })),
+            "{found:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bounds_follow_the_lease() {
+        let ttl = Duration::from_secs(5);
+        assert_eq!(FaultKind::KillActive.bound(ttl), Duration::from_secs(10));
+        assert_eq!(FaultKind::CutActive.bound(ttl), Duration::from_secs(15));
+        assert_eq!(FaultKind::DatabaseDown.bound(ttl), Duration::from_secs(15));
+        for kind in FaultKind::ALL.into_iter().chain(FaultKind::EXTRA) {
+            assert_eq!(FaultKind::from_name(kind.name()), Some(kind));
+        }
+    }
+}
