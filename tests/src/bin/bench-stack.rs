@@ -81,6 +81,8 @@ struct Options {
     runs: usize,
     baseline_runs: usize,
     baseline_clusters: usize,
+    /// Only the baseline, compared with our numbers already in the results.
+    baseline_only: bool,
     backends: Vec<Backend>,
     cases: Vec<String>,
 }
@@ -90,6 +92,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         runs: 50,
         baseline_runs: usize::MAX,
         baseline_clusters: 5,
+        baseline_only: false,
         backends: Vec::new(),
         cases: Vec::new(),
     };
@@ -107,6 +110,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     .parse()
                     .context("--baseline-runs")?;
             }
+            "--baseline-only" => options.baseline_only = true,
             "--baseline-clusters" => {
                 options.baseline_clusters = value("--baseline-clusters")?
                     .parse()
@@ -239,7 +243,9 @@ async fn bench_backend(backend: Backend, options: &Options, report: &mut Report)
         .collect();
     let mut ours: Vec<(&str, Vec<f64>, usize)> = Vec::new();
 
-    if !failovers.is_empty() || wants("switchover") || wants("resources") {
+    if !options.baseline_only
+        && (!failovers.is_empty() || wants("switchover") || wants("resources"))
+    {
         eprintln!("{name}: starting the stack (joc-ha sidecars)");
         let stack = Stack::start(StackOptions {
             backend,
@@ -327,7 +333,7 @@ async fn bench_backend(backend: Backend, options: &Options, report: &mut Report)
             std::fs::write(&path, svg)?;
             eprintln!("{name}: picture of one fail-over in {}", path.display());
         }
-        stack.endpoints.assert_never_two();
+        report.push(never_two_line(name, "joc-ha", &[target]))?;
     }
 
     if !failovers.is_empty() && options.baseline_runs > 0 {
@@ -385,29 +391,71 @@ async fn bench_backend(backend: Backend, options: &Options, report: &mut Report)
                     }
                 }
             }
-            let Some((_, own, own_failed)) = ours.iter().find(|(b, _, _)| b == bench) else {
-                report.push(timing_line(
-                    &format!("baseline_{bench}"),
-                    name,
-                    &samples,
-                    failed,
-                    None,
-                ))?;
-                continue;
+            let line = match ours.iter().find(|(b, _, _)| b == bench) {
+                Some((_, own, own_failed)) => {
+                    timing_line(bench, name, own, *own_failed, Some((&samples, failed)))
+                }
+                // Our numbers from an earlier run, if there are any.
+                None => match earlier_line(bench, name) {
+                    Some(ours) => with_baseline(ours, &samples, failed),
+                    None => timing_line(&format!("baseline_{bench}"), name, &samples, failed, None),
+                },
             };
-            report.push(timing_line(
-                bench,
-                name,
-                own,
-                *own_failed,
-                Some((&samples, failed)),
-            ))?;
+            report.push(line)?;
         }
-        for target in &targets {
-            target.recorder.assert_never_two();
-        }
+        report.push(never_two_line(name, "baseline", &targets))?;
     }
     Ok(())
+}
+
+/// Moments the active Services' EndpointSlices (all slices together) held
+/// more than one pod, over the whole run of `who` (joc-ha or baseline).
+fn never_two_line(backend: &str, who: &str, targets: &[Target]) -> Value {
+    let violations: Vec<String> = targets
+        .iter()
+        .flat_map(|t| t.recorder.violations())
+        .map(|pods| pods.into_iter().collect::<Vec<_>>().join("+"))
+        .collect();
+    if !violations.is_empty() {
+        eprintln!(
+            "{backend} {who}: the active Service routed to several pods at once: {violations:?}"
+        );
+    }
+    json!({
+        "bench": format!("several_active_endpoints_{}", who.replace('-', "_")),
+        "backend": backend,
+        "value": violations.len(),
+        "seen": violations,
+    })
+}
+
+/// Our line for `bench` from the results file (an earlier run).
+fn earlier_line(bench: &str, backend: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(results_dir().ok()?.join(RESULTS)).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["bench"] == bench && v["backend"] == backend && v["runs"].is_u64())
+}
+
+/// `line` with the baseline's numbers and the ratios (from its p50/p99).
+fn with_baseline(mut line: Value, baseline: &[f64], baseline_failed: usize) -> Value {
+    let (b50, b99, bmax) = percentiles(baseline);
+    line["baseline_runs"] = json!(baseline.len());
+    line["baseline_p50_ms"] = json!(round1(b50));
+    line["baseline_p99_ms"] = json!(round1(b99));
+    line["baseline_max_ms"] = json!(round1(bmax));
+    if baseline_failed > 0 {
+        line["baseline_failed_runs"] = json!(baseline_failed);
+    }
+    let (p50, p99) = (line["p50_ms"].as_f64(), line["p99_ms"].as_f64());
+    if let (Some(p50), Some(p99)) = (p50, p99)
+        && b50 > 0.0
+        && b99 > 0.0
+    {
+        line["ratio_p50"] = json!((p50 / b50 * 1000.0).round() / 1000.0);
+        line["ratio_p99"] = json!((p99 / b99 * 1000.0).round() / 1000.0);
+    }
+    line
 }
 
 /// A JSON line for timed trials, with the baseline's numbers and the ratio
@@ -432,18 +480,7 @@ fn timing_line(
         line["failed_runs"] = json!(failed);
     }
     if let Some((baseline, baseline_failed)) = baseline {
-        let (b50, b99, bmax) = percentiles(baseline);
-        line["baseline_runs"] = json!(baseline.len());
-        line["baseline_p50_ms"] = json!(round1(b50));
-        line["baseline_p99_ms"] = json!(round1(b99));
-        line["baseline_max_ms"] = json!(round1(bmax));
-        if baseline_failed > 0 {
-            line["baseline_failed_runs"] = json!(baseline_failed);
-        }
-        if b50 > 0.0 && b99 > 0.0 {
-            line["ratio_p50"] = json!((p50 / b50 * 1000.0).round() / 1000.0);
-            line["ratio_p99"] = json!((p99 / b99 * 1000.0).round() / 1000.0);
-        }
+        line = with_baseline(line, baseline, baseline_failed);
     }
     line
 }
@@ -647,13 +684,18 @@ async fn switchover(stack: &Stack, target: &Target) -> Result<(f64, f64)> {
 
 /// `VmRSS` of a process in MiB.
 fn rss_mib(pid: i32) -> Result<f64> {
+    status_mib(pid, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` size field (`VmRSS`, `RssAnon`, `RssFile`) in MiB.
+fn status_mib(pid: i32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kib / 1024.0)
 }
 
@@ -763,6 +805,16 @@ async fn resources(stack: &Stack, target: &Target, backend: Backend) -> Result<V
         api_after.push(api_requests(stack, name).await?);
     }
     let rss: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect::<Result<_>>()?;
+    // Private memory, and pages of the binary and libraries (shared, and
+    // reclaimable under pressure).
+    let anon: Vec<f64> = pids
+        .iter()
+        .map(|p| status_mib(*p, "RssAnon"))
+        .collect::<Result<_>>()?;
+    let file: Vec<f64> = pids
+        .iter()
+        .map(|p| status_mib(*p, "RssFile"))
+        .collect::<Result<_>>()?;
     for (i, name) in names.iter().enumerate() {
         if stack.sidecar(name).map(|p| p.pid().as_raw()) != Some(pids[i]) {
             bail!("{name}'s sidecar restarted during the idle window");
@@ -790,7 +842,8 @@ async fn resources(stack: &Stack, target: &Target, backend: Backend) -> Result<V
     let name = backend.name();
     Ok(vec![
         json!({"bench": "sidecar_rss_mib", "backend": name, "value": round2(max(&rss)),
-               "mean": round2(mean(&rss)), "members": names.len()}),
+               "mean": round2(mean(&rss)), "anon_mib": round2(max(&anon)),
+               "file_mib": round2(max(&file)), "members": names.len()}),
         json!({"bench": "sidecar_idle_cpu_percent", "backend": name, "value": round3(max(&cpu)),
                "mean": round3(mean(&cpu)), "window_s": window.round()}),
         json!({"bench": "db_statements_per_s_per_member", "backend": name, "value": round3(statements),
