@@ -208,9 +208,11 @@ async fn run(options: Options) -> Result<()> {
     }
     if options.cases.iter().any(|c| c == "operator") {
         match operator_rss(OPERATOR_CLUSTERS).await {
-            Ok(mib) => report.push(json!({
+            Ok((mib, reconciled)) => report.push(json!({
                 "bench": "operator_rss_mib_200_clusters",
                 "value": round1(mib),
+                "clusters": OPERATOR_CLUSTERS,
+                "reconciled": reconciled,
             }))?,
             Err(error) => {
                 eprintln!("operator: {error:#}");
@@ -863,7 +865,7 @@ fn round3(v: f64) -> f64 {
 
 /// One operator process reconciling `n` JocClusters (each with its Secret)
 /// on a control plane without a kubelet: VmRSS once all are reconciled.
-async fn operator_rss(n: usize) -> Result<f64> {
+async fn operator_rss(n: usize) -> Result<(f64, usize)> {
     eprintln!("operator: {n} JocClusters");
     let plane = ControlPlane::start().await?;
     joc_ha_tests::operator::install_crd(&plane).await?;
@@ -902,35 +904,43 @@ async fn operator_rss(n: usize) -> Result<f64> {
         }))?;
         clusters.create(&PostParams::default(), &cluster).await?;
     }
+    // Until all are reconciled, or none more for a minute (the harness's
+    // /24 Service range holds about 250 ClusterIPs, three per cluster).
     let started = Instant::now();
-    wait_for(
-        &format!("all {n} JocClusters reconciled"),
-        Duration::from_secs(900),
-        Duration::from_secs(2),
-        || async {
-            operator.ensure_running().ok()?;
-            let list = clusters.list(&ListParams::default()).await.ok()?;
-            let done = list
-                .items
-                .iter()
-                .filter(|c| {
-                    c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
-                })
-                .count();
-            (done == n).then_some(())
-        },
-    )
-    .await
-    .with_context(|| operator.describe())?;
+    let mut best = (0, Instant::now());
+    let reconciled = loop {
+        operator.ensure_running()?;
+        let list = clusters.list(&ListParams::default()).await?;
+        let done = list
+            .items
+            .iter()
+            .filter(|c| {
+                c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
+            })
+            .count();
+        if done > best.0 {
+            best = (done, Instant::now());
+        }
+        if done == n || best.1.elapsed() > Duration::from_secs(60) {
+            break done;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!(
+                "only {done} of {n} JocClusters reconciled after 900 s; {}",
+                operator.describe()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     eprintln!(
-        "operator: all {n} reconciled after {:.0} s",
+        "operator: {reconciled} of {n} reconciled after {:.0} s",
         started.elapsed().as_secs_f64()
     );
     // Let requeues and the last status writes pass.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let mib = rss_mib(operator.process().pid().as_raw())?;
-    eprintln!("operator: RSS {mib:.1} MiB with {n} JocClusters");
-    Ok(mib)
+    eprintln!("operator: RSS {mib:.1} MiB with {n} JocClusters ({reconciled} reconciled)");
+    Ok((mib, reconciled))
 }
 
 /// A member pod's role label and readiness at an instant.
