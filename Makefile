@@ -17,7 +17,7 @@ export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
 
-.PHONY: all setup controlplane build crds test lint fmt bench-lease bench-js7 chaos clean-cache demo
+.PHONY: all setup controlplane build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
 
 all: build
 
@@ -51,6 +51,14 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The stack benchmark: fail-over, switch-over, resources, with a Kubernetes
+# Lease baseline side by side (release build; ~1.5 h with the defaults).
+# BENCH_ARGS: --runs N --baseline-runs N --backend postgres,mariadb
+# --cases sigkill,sigstop,pod-delete,switchover,resources,operator
+bench: controlplane
+	$(CARGO) build --release --workspace --bins
+	"$(CARGO_TARGET_DIR)/release/bench-stack" $(BENCH_ARGS)
 
 bench-lease: controlplane
 	$(CARGO) run --release -p joc-ha-tests --bin bench-lease -- $(BENCH_ARGS)

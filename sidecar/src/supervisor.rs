@@ -560,6 +560,10 @@ impl Sidecar {
     /// Keeps our own label true to the lease and, while active, other pods'
     /// active labels off. Corrects hand-made changes within a tick.
     async fn correct_labels(&mut self) {
+        // The lease first: a holder resumed after a freeze must see that its
+        // role ran out before it defends its label (else it fights the new
+        // holder for the Service).
+        self.follow_lease().await;
         let pods = self.member_pods();
         let me = self.config.pod_name.as_str();
         let Some(own) = pods.iter().find(|p| p.name_any() == me) else {
@@ -598,6 +602,10 @@ impl Sidecar {
         let Some(cluster) = self.clusters.state().into_iter().next() else {
             return;
         };
+        if cluster.annotations().contains_key(ANNOTATION_SWITCHOVER_TO) {
+            // Only a holder whose role is still valid acts.
+            self.follow_lease().await;
+        }
         let Some(value) = cluster.annotations().get(ANNOTATION_SWITCHOVER_TO).cloned() else {
             return;
         };

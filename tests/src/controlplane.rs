@@ -30,7 +30,7 @@ const APISERVER_STOP_GRACE: Duration = Duration::from_secs(3);
 const MAX_TOKEN_EXPIRATION: &str = "48h";
 const TOKEN_SECONDS: i64 = 24 * 3600;
 /// Data only: the `kubernetes` Service's cluster IP range.
-const SERVICE_CIDR: &str = "10.0.0.0/24";
+const SERVICE_CIDR: &str = "10.0.0.0/20";
 /// Set to keep the temp dir (certs, data, logs) even when no test panicked.
 const KEEP_ENV: &str = "JOC_HA_KEEP_TMP";
 
