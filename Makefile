@@ -16,6 +16,10 @@ export CARGO_TARGET_DIR ?= $(JOC_HA_CACHE)/target
 export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
+# What the stack runs as processes; release builds link only these (each
+# binary's LTO takes minutes on 2 cores).
+STACK_BINS = -p joc-ha-sidecar -p joc-ha-operator -p joc-ha-tests --bin joc-ha-sidecar \
+	--bin joc-ha-operator --bin standin-cockpit --bin joc-standin
 
 .PHONY: all setup controlplane build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
 
@@ -57,7 +61,7 @@ fmt:
 # BENCH_ARGS: --runs N --baseline-runs N --backend postgres,mariadb
 # --cases sigkill,sigstop,pod-delete,switchover,resources,operator
 bench: controlplane
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release $(STACK_BINS) --bin baseline-labeler --bin bench-stack
 	"$(CARGO_TARGET_DIR)/release/bench-stack" $(BENCH_ARGS)
 
 bench-lease: controlplane
@@ -75,7 +79,7 @@ bench-js7: controlplane
 # in target/joc-ha-chaos/<backend>.json under this folder. CHAOS_ARGS, e.g.
 # "--seed 7", "--backend mariadb", "--faults 50", "--max-minutes 20".
 chaos: controlplane
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release $(STACK_BINS) --bin chaos
 	"$(CARGO_TARGET_DIR)/release/chaos" $(CHAOS_ARGS)
 
 clean-cache:
