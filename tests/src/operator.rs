@@ -550,6 +550,22 @@ pub fn chart_fullname(release: &str) -> String {
 /// leader-election Role/RoleBinding (exactly the rights the operator's image
 /// runs with) and applies them; creates `namespace` first. The rest of the
 /// chart (Deployment, policy) is left out.
+/// The operator process running as the chart's least-privilege
+/// ServiceAccount (release `joc-ha` in `joc-ha-system`), as its image would.
+pub async fn start_with_chart_account(plane: &ControlPlane) -> anyhow::Result<OperatorProcess> {
+    let account = install_chart_rbac(plane, "joc-ha", "joc-ha-system").await?;
+    let token = plane
+        .token_for(&account.namespace, &account.service_account)
+        .await?;
+    OperatorProcess::start_with_token(
+        plane,
+        &token,
+        OperatorOptions::new("joc-ha-operator-0", &account.namespace)
+            .lease_name(account.service_account.clone()),
+    )
+    .await
+}
+
 pub async fn install_chart_rbac(
     plane: &ControlPlane,
     release: &str,

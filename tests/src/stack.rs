@@ -27,7 +27,7 @@ use crate::db::{Backend, TestDb};
 use crate::kubelet::{
     ContainerRunner, FakeKubelet, FakeKubeletConfig, PodContext, ProcessSpec, Readiness,
 };
-use crate::operator::{OperatorOptions, OperatorProcess};
+use crate::operator::OperatorProcess;
 use crate::process::ManagedProcess;
 use crate::proxy::TcpProxy;
 use crate::wait::wait_for;
@@ -535,20 +535,7 @@ impl Stack {
                 .with_restart_backoff(Duration::from_millis(500)),
         )
         .await?;
-        // The operator runs with the chart's least-privilege account, as its
-        // image would.
-        let account =
-            crate::operator::install_chart_rbac(&plane, "joc-ha", "joc-ha-system").await?;
-        let token = plane
-            .token_for(&account.namespace, &account.service_account)
-            .await?;
-        let operator = OperatorProcess::start_with_token(
-            &plane,
-            &token,
-            OperatorOptions::new("joc-ha-operator-0", &account.namespace)
-                .lease_name(account.service_account.clone()),
-        )
-        .await?;
+        let operator = crate::operator::start_with_chart_account(&plane).await?;
 
         let endpoints = EndpointRecorder::start(
             client.clone(),

@@ -484,11 +484,7 @@ async fn chart_installs_runs_the_examples_upgrades_and_uninstalls() -> anyhow::R
     // reconciled and their pods Ready, but no endpoint is active. (The fake
     // kubelet binds every pod to its one Node, so `spreadMembers: required`
     // does not keep a member Pending here as a scheduler would.)
-    let mut examples: Vec<_> = std::fs::read_dir(examples_dir())?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    examples.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
-    examples.sort();
+    let examples = example_files()?;
     assert!(examples.len() >= 3, "examples: {examples:?}");
     let mut applied = Vec::new();
     for example in &examples {
@@ -1182,6 +1178,16 @@ fn with_test_database(example: &Path, db: &joc_ha_tests::db::TestDb) -> anyhow::
     Ok(out)
 }
 
+/// The repository's example manifests, sorted.
+fn example_files() -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut examples: Vec<_> = std::fs::read_dir(examples_dir())?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    examples.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    examples.sort();
+    Ok(examples)
+}
+
 #[tokio::test]
 async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> anyhow::Result<()> {
     let postgres =
@@ -1202,11 +1208,7 @@ async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> an
     let env = Installed { kubelet, plane };
     env.install(true, &[]).await?;
 
-    let mut examples: Vec<_> = std::fs::read_dir(examples_dir())?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    examples.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
-    examples.sort();
+    let examples = example_files()?;
     let mut recorders = vec![];
     for example in &examples {
         let stem = example

@@ -45,7 +45,7 @@ use joc_ha_crds::names::{
 use joc_ha_tests::bench::{merge_results, percentiles, results_dir, round1};
 use joc_ha_tests::controlplane::ControlPlane;
 use joc_ha_tests::db::Backend;
-use joc_ha_tests::operator::{OperatorOptions, OperatorProcess, http_get_body};
+use joc_ha_tests::operator::http_get_body;
 use joc_ha_tests::stack::{EndpointRecorder, Stack, StackOptions, WorkloadMode, is_ready};
 use joc_ha_tests::wait::wait_for;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -875,18 +875,7 @@ async fn operator_rss(n: usize) -> Result<(f64, usize)> {
     joc_ha_tests::operator::install_crd(&plane).await?;
     let namespace = "js7";
     plane.create_namespace(namespace).await?;
-    let account =
-        joc_ha_tests::operator::install_chart_rbac(&plane, "joc-ha", "joc-ha-system").await?;
-    let token = plane
-        .token_for(&account.namespace, &account.service_account)
-        .await?;
-    let operator = OperatorProcess::start_with_token(
-        &plane,
-        &token,
-        OperatorOptions::new("joc-ha-operator-0", &account.namespace)
-            .lease_name(account.service_account.clone()),
-    )
-    .await?;
+    let operator = joc_ha_tests::operator::start_with_chart_account(&plane).await?;
     let client = plane.client();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let clusters: Api<JocCluster> = Api::namespaced(client.clone(), namespace);
