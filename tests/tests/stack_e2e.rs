@@ -200,6 +200,11 @@ async fn rolls_out_keeping_the_active_member(workload: WorkloadMode) -> anyhow::
         empty_since.is_none(),
         "the Service ends the rollout with an endpoint"
     );
+    // The old holder publishes its Event after the target is labeled, which
+    // can trail the rollout's last step: wait for it, bounded.
+    stack
+        .wait_event("SwitchoverCompleted", "switched over", UP)
+        .await?;
     let switchovers = stack.cluster_events("SwitchoverCompleted").await?;
     assert_eq!(
         switchovers.len(),
