@@ -13,11 +13,12 @@ WORKDIR /src
 COPY . .
 # SQLite is compiled in (bundled), so the C compiler must target musl too.
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
+# Profile `dist` (Cargo.toml): built for size, panics abort.
+RUN cargo build --profile dist --locked --target x86_64-unknown-linux-musl \
       -p joc-ha-operator -p joc-ha-sidecar \
  && mkdir /out \
- && cp target/x86_64-unknown-linux-musl/release/joc-ha-operator \
-       target/x86_64-unknown-linux-musl/release/joc-ha-sidecar /out/
+ && cp target/x86_64-unknown-linux-musl/dist/joc-ha-operator \
+       target/x86_64-unknown-linux-musl/dist/joc-ha-sidecar /out/
 
 FROM gcr.io/distroless/static-debian12:nonroot AS operator
 COPY --from=build /out/joc-ha-operator /usr/local/bin/joc-ha-operator

@@ -32,9 +32,20 @@ use crate::process::ManagedProcess;
 use crate::proxy::TcpProxy;
 use crate::wait::wait_for;
 
-/// A binary of the workspace, next to the running test executable
-/// (`<target>/<profile>/deps/<test>` → `<target>/<profile>/<name>`).
+/// Where `make bench` and `make chaos` put the binaries that ship (profile
+/// `dist`): a binary found there wins over the one next to the harness.
+pub const BIN_DIR_ENV: &str = "JOC_HA_BIN_DIR";
+
+/// A binary of the workspace: in `$JOC_HA_BIN_DIR` if it is there, else next
+/// to the running executable (`<target>/<profile>/deps/<test>` →
+/// `<target>/<profile>/<name>`).
 pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let path = Path::new(&dir).join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().map(Path::to_path_buf);
     while let Some(candidate) = dir {
