@@ -210,6 +210,8 @@ struct JocAgreement {
     /// JOC's active member at the previous look, to tell a move JOC made by
     /// itself from one we asked for.
     previous_active: Option<String>,
+    /// The lease term this member held at that look (None: standby).
+    previous_term: Option<i64>,
     /// The readiness last set in the lease (our JOC instance is fresh).
     ready: Option<bool>,
     /// JOC runs this member active: the holder may carry the label.
@@ -224,6 +226,7 @@ impl JocAgreement {
             settings,
             tables,
             previous_active: None,
+            previous_term: None,
             ready: None,
             confirmed: false,
             last_note: None,
@@ -859,9 +862,14 @@ impl Sidecar {
             &mut joc.previous_active,
             view.active_member().map(str::to_owned),
         );
+        let previous_term = std::mem::replace(&mut joc.previous_term, self.active_term);
         let Some(term) = self.active_term else {
             return;
         };
+        // Only a move JOC made while this member held this term is one it
+        // made by itself: the move that came before it (the fail-over or
+        // switch-over that gave us the lease) must not send the lease back.
+        let previous = previous.filter(|_| previous_term == Some(term));
         let me_pod = self.config.pod_name.clone();
         let members: Vec<String> = self.member_pods().iter().map(|p| p.name_any()).collect();
         let step = holder_step(&view, &me_id, previous.as_deref(), |id| {
