@@ -2,9 +2,45 @@
 //! `<repository>/target/joc-ha-bench/`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Result;
+
+/// A benchmark binary's `main`: parsed options (an error exits 2), then
+/// `run` on a two-thread runtime (an error exits 1), errors on stderr
+/// prefixed with the binary's `name`.
+pub fn run_main<O, F>(name: &str, options: Result<O>, run: impl FnOnce(O) -> F) -> ExitCode
+where
+    F: Future<Output = Result<()>>,
+{
+    let options = match options {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
 
 /// Rounds to 0.1.
 pub fn round1(value: f64) -> f64 {

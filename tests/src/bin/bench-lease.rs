@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use joc_ha_tests::bench::{merge_results, percentiles, round1};
+use joc_ha_tests::bench::{merge_results, percentiles, round1, run_main};
 use joc_ha_tests::db::{Backend, TestDb};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
 use joc_ha_tests::process::ProcessSignal;
@@ -91,31 +91,7 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "contender") {
         return contender::contender_main(args[1..].iter().cloned());
     }
-    let options = match parse_options(&args[1..]) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("bench-lease: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bench-lease: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench-lease: {error:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_main("bench-lease", parse_options(&args[1..]), run)
 }
 
 /// One output line.

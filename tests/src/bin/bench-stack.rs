@@ -42,7 +42,7 @@ use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     LABEL_CLUSTER, LABEL_ROLE, ROLE_ACTIVE, active_service_name, pod as pod_names,
 };
-use joc_ha_tests::bench::{merge_results, percentiles, results_dir, round1};
+use joc_ha_tests::bench::{merge_results, percentiles, results_dir, round1, run_main};
 use joc_ha_tests::controlplane::ControlPlane;
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::operator::http_get_body;
@@ -154,31 +154,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse_options(&args) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("bench-stack: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bench-stack: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench-stack: {error:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_main("bench-stack", parse_options(&args), run)
 }
 
 /// Everything measured so far, written after each case.
