@@ -16,10 +16,10 @@ export CARGO_TARGET_DIR ?= $(JOC_HA_CACHE)/target
 export RUST_TEST_THREADS ?= 2
 export JOC_HA_CONTROLPLANE_BIN = $(shell scripts/controlplane.sh --print)
 CARGO ?= cargo
-# What the stack runs as processes; release builds link only these (each
-# binary's LTO takes minutes on 2 cores).
-# The operator and sidecar as they ship (profile `dist`, see Cargo.toml); the
-# stack picks them up through JOC_HA_BIN_DIR.
+# What the stack runs as processes, and only these are built (each binary's
+# LTO takes minutes on 2 cores): the operator and sidecar as they ship
+# (profile `dist`, see Cargo.toml; the stack picks them up through
+# JOC_HA_BIN_DIR), and the harness's stand-ins (release).
 DIST_BINS = -p joc-ha-sidecar -p joc-ha-operator --bin joc-ha-sidecar --bin joc-ha-operator
 HARNESS_BINS = -p joc-ha-tests --bin standin-cockpit --bin joc-standin
 DIST_DIR = $(CARGO_TARGET_DIR)/dist
