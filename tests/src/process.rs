@@ -39,6 +39,46 @@ pub struct ManagedProcess {
     exit: watch::Receiver<Option<ExitStatus>>,
 }
 
+/// The command line for a log: program, arguments with any URL's password
+/// masked, and only the names of the variables set (their values may be
+/// credentials: the database password reaches the sidecar that way).
+fn describe(command: &Command) -> String {
+    let mut line = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&mask_url_password(&arg.to_string_lossy()));
+    }
+    let names: Vec<String> = command
+        .get_envs()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    if !names.is_empty() {
+        line.push_str(&format!(" (env set: {})", names.join(", ")));
+    }
+    line
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`; anything else as is.
+fn mask_url_password(arg: &str) -> String {
+    let Some(scheme_end) = arg.find("://") else {
+        return arg.to_owned();
+    };
+    let rest = &arg[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return arg.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &arg[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => arg.to_owned(),
+    }
+}
+
 impl ManagedProcess {
     /// Starts `program args...` with its stdout and stderr appended to `log_path`.
     pub fn start<I, S>(
@@ -72,7 +112,7 @@ impl ManagedProcess {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening log {}", log_path.display()))?;
-        let _ = writeln!(log, "=== {} starting: {:?} ===", now_rfc3339(), command);
+        let _ = writeln!(log, "=== {} starting: {} ===", now_rfc3339(), describe(&command));
         let stderr = log.try_clone().context("duplicating log handle")?;
         command
             .stdin(Stdio::null())
@@ -368,5 +408,24 @@ mod tests {
         // Reaped by the waiter thread before drop returned, so the pid is gone.
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod log_line_tests {
+    use super::*;
+
+    #[test]
+    fn the_start_line_names_variables_but_shows_no_secret() {
+        let mut command = Command::new("joc-ha-sidecar");
+        command
+            .args(["--database-url", "postgres://joc:s3cret@db:5432/joc?sslmode=require"])
+            .env("JOC_HA_DATABASE_PASSWORD", "s3cret");
+        let line = describe(&command);
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(line.contains("postgres://joc:***@db:5432/joc?sslmode=require"), "{line}");
+        assert!(line.contains("env set: JOC_HA_DATABASE_PASSWORD"), "{line}");
+        assert_eq!(mask_url_password("http://127.0.0.1:4446/x@y"), "http://127.0.0.1:4446/x@y");
+        assert_eq!(mask_url_password("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
 }

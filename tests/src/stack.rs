@@ -810,13 +810,19 @@ impl Stack {
 }
 
 /// The chart's ValidatingAdmissionPolicies that confine the sidecars to the
-/// role label of their own cluster's pods: the sidecars run under them here too.
+/// role label of their own cluster's pods, and keep everyone else off it: the
+/// sidecars run under them here too.
 async fn install_sidecar_admission_policy(plane: &ControlPlane) -> Result<()> {
     let yaml = crate::operator::helm_template(
         plane,
         "joc-ha",
         "joc-ha-system",
-        &["--show-only", "templates/sidecar-admission-policy.yaml"],
+        &[
+            "--show-only",
+            "templates/sidecar-admission-policy.yaml",
+            "--show-only",
+            "templates/role-label-guard.yaml",
+        ],
     )
     .await?;
     crate::operator::kubectl_apply(plane, &yaml, &[]).await?;

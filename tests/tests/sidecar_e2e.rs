@@ -273,12 +273,26 @@ async fn switchover_rejections(backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Labels changed by hand are corrected by the sidecars.
+/// Wrong role labels are corrected by the sidecars. Users cannot write the
+/// label (the chart's role-label guard refuses them: `hostile_users`), so the
+/// wrong labels here are written with the cluster's own sidecar account, as
+/// a sidecar acting on a stale view would.
 async fn hand_made_labels_are_corrected(backend: Backend) -> anyhow::Result<()> {
     let (stack, active) = cluster(backend, 0).await?;
     let standby = stack.member_other_than(&active).expect("a standby");
+    let token = stack
+        .plane
+        .token_for(
+            &stack.options.namespace,
+            &joc_ha_crds::names::sidecar_service_account_name(&stack.options.name),
+        )
+        .await?;
+    let sidecar_pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(
+        stack.plane.client_for_token(&token).await?,
+        &stack.options.namespace,
+    );
     let set_label = |pod: String, role: &'static str| {
-        let pods = stack.pods();
+        let pods = sidecar_pods.clone();
         async move {
             let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
             pods.patch(&pod, &PatchParams::default(), &Patch::Merge(patch))
