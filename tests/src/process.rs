@@ -112,7 +112,12 @@ impl ManagedProcess {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening log {}", log_path.display()))?;
-        let _ = writeln!(log, "=== {} starting: {} ===", now_rfc3339(), describe(&command));
+        let _ = writeln!(
+            log,
+            "=== {} starting: {} ===",
+            now_rfc3339(),
+            describe(&command)
+        );
         let stderr = log.try_clone().context("duplicating log handle")?;
         command
             .stdin(Stdio::null())
@@ -419,13 +424,25 @@ mod log_line_tests {
     fn the_start_line_names_variables_but_shows_no_secret() {
         let mut command = Command::new("joc-ha-sidecar");
         command
-            .args(["--database-url", "postgres://joc:s3cret@db:5432/joc?sslmode=require"])
+            .args([
+                "--database-url",
+                "postgres://joc:s3cret@db:5432/joc?sslmode=require",
+            ])
             .env("JOC_HA_DATABASE_PASSWORD", "s3cret");
         let line = describe(&command);
         assert!(!line.contains("s3cret"), "{line}");
-        assert!(line.contains("postgres://joc:***@db:5432/joc?sslmode=require"), "{line}");
+        assert!(
+            line.contains("postgres://joc:***@db:5432/joc?sslmode=require"),
+            "{line}"
+        );
         assert!(line.contains("env set: JOC_HA_DATABASE_PASSWORD"), "{line}");
-        assert_eq!(mask_url_password("http://127.0.0.1:4446/x@y"), "http://127.0.0.1:4446/x@y");
-        assert_eq!(mask_url_password("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+        assert_eq!(
+            mask_url_password("http://127.0.0.1:4446/x@y"),
+            "http://127.0.0.1:4446/x@y"
+        );
+        assert_eq!(
+            mask_url_password("sqlite:///tmp/a.db"),
+            "sqlite:///tmp/a.db"
+        );
     }
 }

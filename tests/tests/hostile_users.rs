@@ -46,7 +46,13 @@ fn refusal<T: std::fmt::Debug>(result: kube::Result<T>) -> Result<String, String
 }
 
 async fn role_of(stack: &Stack, pod: &str) -> anyhow::Result<Option<String>> {
-    Ok(stack.pods().get(pod).await?.labels().get(LABEL_ROLE).cloned())
+    Ok(stack
+        .pods()
+        .get(pod)
+        .await?
+        .labels()
+        .get(LABEL_ROLE)
+        .cloned())
 }
 
 /// Issue 19, case 5: an admin labelling a standby `role=active` by hand put
@@ -64,12 +70,21 @@ async fn a_hand_made_role_label_is_refused_and_changes_nothing() -> anyhow::Resu
     };
     // Policies take effect a moment after they are created; dry runs pass
     // through admission like real requests.
-    wait_for_ok("the role-label guard to be in force", POLICY, Duration::from_millis(200), || async {
-        refusal(
-            pods.patch(&standby, &dry_run, &labels(json!({LABEL_ROLE: ROLE_ACTIVE})))
+    wait_for_ok(
+        "the role-label guard to be in force",
+        POLICY,
+        Duration::from_millis(200),
+        || async {
+            refusal(
+                pods.patch(
+                    &standby,
+                    &dry_run,
+                    &labels(json!({LABEL_ROLE: ROLE_ACTIVE})),
+                )
                 .await,
-        )
-    })
+            )
+        },
+    )
     .await?;
 
     let message = refusal(
@@ -89,8 +104,12 @@ async fn a_hand_made_role_label_is_refused_and_changes_nothing() -> anyhow::Resu
 
     // Taking the active pod out of the Service by hand is refused too.
     refusal(
-        pods.patch(&active, &PatchParams::default(), &labels(json!({LABEL_ROLE: null})))
-            .await,
+        pods.patch(
+            &active,
+            &PatchParams::default(),
+            &labels(json!({LABEL_ROLE: null})),
+        )
+        .await,
     )
     .map_err(anyhow::Error::msg)?;
     refusal(
@@ -131,8 +150,14 @@ async fn a_hand_made_role_label_is_refused_and_changes_nothing() -> anyhow::Resu
     )
     .await?;
 
-    assert_eq!(role_of(&stack, &active).await?.as_deref(), Some(ROLE_ACTIVE));
-    assert_eq!(role_of(&stack, &standby).await?.as_deref(), Some(ROLE_STANDBY));
+    assert_eq!(
+        role_of(&stack, &active).await?.as_deref(),
+        Some(ROLE_ACTIVE)
+    );
+    assert_eq!(
+        role_of(&stack, &standby).await?.as_deref(),
+        Some(ROLE_STANDBY)
+    );
     assert_eq!(stack.labeled_active().await?, vec![active.clone()]);
     assert_eq!(
         stack.endpoints.current().into_iter().collect::<Vec<_>>(),

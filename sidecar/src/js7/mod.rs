@@ -43,4 +43,7 @@ mod view;
 pub use config_files::{ConfigFileError, hibernate_cfg_xml, render_joc_config};
 pub use member_id::{hostname_of, member_id};
 pub use tables::{JocTables, TablesError};
-pub use view::{ClusterRow, HolderStep, InstanceRow, JocView, holder_step};
+pub use view::{
+    ClusterRow, HolderStep, InstanceRow, JocView, StaleSwitchRequest, holder_step,
+    stale_switch_request, unlicensed_holder_step,
+};

@@ -142,6 +142,93 @@ pub fn holder_step(
     HolderStep::RequestSwitch
 }
 
+/// A switch request in `JOC_CLUSTER` that the lease holder must take away
+/// (set both `SWITCH_*` columns back to NULL, if the request is still the
+/// one read), and why. JOC clears a request only when its target executes
+/// it, so each of these would otherwise stay for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleSwitchRequest {
+    pub switch_member_id: String,
+    pub why: &'static str,
+}
+
+/// The lease holder's care of JOC's pending switch request: which request,
+/// if any, must be cleared. `polling_interval_s` is JOC's
+/// `cluster_polling_interval`; a request JOC can execute is executed at the
+/// active member's next poll, so one older than two polls that is not on its
+/// way to the holder is left over.
+pub fn stale_switch_request(
+    view: &JocView,
+    me: &str,
+    polling_interval_s: i64,
+) -> Option<StaleSwitchRequest> {
+    let cluster = view.cluster.as_ref()?;
+    let target = cluster.switch_member_id.as_deref()?;
+    let age = cluster.switch_heart_beat_age_s;
+    let stale = |why| {
+        Some(StaleSwitchRequest {
+            switch_member_id: target.to_owned(),
+            why,
+        })
+    };
+    // JOC-FACTS 14 (JocCluster.java, trySwitchActiveMemberOnProcess): the
+    // active instance executes a request without looking at its target, and
+    // an API server never starts cluster services: no active JOC at all.
+    if view.is_api_server(target) {
+        return stale(
+            "it names an API server, which JOC would make its active member without ever running cluster services",
+        );
+    }
+    // JOC-FACTS 13: a request whose SWITCH_HEART_BEAT is exceeded is skipped
+    // at every poll and never cleared, and while SWITCH_HEART_BEAT is set JOC
+    // refuses a Controller cluster switch-over
+    // (ControllerResourceModifyClusterImpl, isSwitchingJocInstances).
+    if age.is_none_or(|age| view.exceeded(age)) {
+        return stale(
+            "JOC skips a request older than its heartbeat timeout and never clears it; left behind, it blocks Controller switch-overs",
+        );
+    }
+    let old = age.is_some_and(|age| age > 2 * polling_interval_s.max(1));
+    if old && target == cluster.member_id {
+        return stale("JOC already runs its target active");
+    }
+    if old && target != me {
+        return stale("it names a member that does not hold the lease");
+    }
+    if old && !view.is_ready_member(target) {
+        return stale("its target's JOC instance has no fresh heartbeat");
+    }
+    None
+}
+
+/// The holder's decision without a JOC cluster license (JOC-FACTS 10,
+/// AMH: the target of a switch then refuses to start services, so a switch
+/// request would leave no member running them). The holder never asks JOC
+/// to switch; the lease follows JOC's own active member instead, and only
+/// the member JOC runs carries the label.
+pub fn unlicensed_holder_step(
+    view: &JocView,
+    me: &str,
+    pod_of: impl Fn(&str) -> Option<String>,
+) -> HolderStep {
+    let Some(cluster) = &view.cluster else {
+        return HolderStep::Wait(
+            "JOC has no active member yet; its instances elect one at their next poll",
+        );
+    };
+    if view.confirms(me) {
+        return HolderStep::Confirmed;
+    }
+    if view.is_ready_member(&cluster.member_id)
+        && let Some(pod) = pod_of(&cluster.member_id)
+    {
+        return HolderStep::FollowJoc(pod);
+    }
+    HolderStep::Wait(
+        "without a cluster license JOC does not fail over and joc-ha writes no switch request; waiting for JOC's own active member",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +355,78 @@ mod tests {
             holder_step(&pending, "a:1", Some("c:1"), pod),
             HolderStep::Wait(_)
         ));
+    }
+
+    #[test]
+    fn left_over_switch_requests_are_cleared_and_live_ones_left() {
+        let care = |v: &JocView, me| stale_switch_request(v, me, 1).map(|s| s.switch_member_id);
+        // None pending.
+        assert_eq!(care(&view(Some("a:1"), None), "a:1"), None);
+        // Our own request, fresh: JOC executes it at its next poll.
+        assert_eq!(care(&view(Some("a:1"), Some(("b:1", 1))), "b:1"), None);
+        // Our own request, older than two polls but not exceeded: the
+        // active JOC is slow or hung, and the pending request makes exactly
+        // our JOC take over once its heartbeat is exceeded: kept.
+        assert_eq!(care(&view(Some("a:1"), Some(("b:1", 4))), "b:1"), None);
+        // Exceeded: JOC skips it for good (fact 13).
+        assert_eq!(
+            care(&view(Some("a:1"), Some(("b:1", 6))), "b:1").as_deref(),
+            Some("b:1")
+        );
+        // An API server as target (fact 14), however fresh.
+        assert_eq!(
+            care(&view(Some("a:1"), Some(("api:1", 0))), "a:1").as_deref(),
+            Some("api:1")
+        );
+        // Executed already (MEMBER_ID is the target) yet not cleared.
+        assert_eq!(
+            care(&view(Some("b:1"), Some(("b:1", 3))), "b:1").as_deref(),
+            Some("b:1")
+        );
+        assert_eq!(care(&view(Some("b:1"), Some(("b:1", 1))), "b:1"), None);
+        // For a member that does not hold the lease (a hand-over that
+        // failed, a user's request): cleared after two polls.
+        assert_eq!(care(&view(Some("a:1"), Some(("b:1", 1))), "a:1"), None);
+        assert_eq!(
+            care(&view(Some("a:1"), Some(("b:1", 3))), "a:1").as_deref(),
+            Some("b:1")
+        );
+        // No SWITCH_HEART_BEAT at all: JOC never executes it.
+        let mut no_beat = view(Some("a:1"), Some(("b:1", 0)));
+        if let Some(c) = no_beat.cluster.as_mut() {
+            c.switch_heart_beat_age_s = None;
+        }
+        assert_eq!(care(&no_beat, "b:1").as_deref(), Some("b:1"));
+    }
+
+    #[test]
+    fn without_a_license_the_lease_follows_joc_and_never_asks_it_to_switch() {
+        assert_eq!(
+            unlicensed_holder_step(&view(Some("a:1"), None), "a:1", pod),
+            HolderStep::Confirmed
+        );
+        assert_eq!(
+            unlicensed_holder_step(&view(Some("b:1"), None), "a:1", pod),
+            HolderStep::FollowJoc("b".into())
+        );
+        // JOC's active member is gone: without a license nobody fails over.
+        assert!(matches!(
+            unlicensed_holder_step(&view(Some("c:1"), None), "a:1", pod),
+            HolderStep::Wait(_)
+        ));
+        assert!(matches!(
+            unlicensed_holder_step(&view(None, None), "a:1", pod),
+            HolderStep::Wait(_)
+        ));
+        for v in [
+            view(Some("b:1"), None),
+            view(Some("c:1"), None),
+            view(None, None),
+        ] {
+            assert_ne!(
+                unlicensed_holder_step(&v, "a:1", pod),
+                HolderStep::RequestSwitch
+            );
+        }
     }
 }
