@@ -24,7 +24,7 @@ DIST_BINS = -p joc-ha-sidecar -p joc-ha-operator --bin joc-ha-sidecar --bin joc-
 HARNESS_BINS = -p joc-ha-tests --bin standin-cockpit --bin joc-standin
 DIST_DIR = $(CARGO_TARGET_DIR)/dist
 
-.PHONY: all setup controlplane build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
+.PHONY: all setup controlplane realnode build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
 
 all: build
 
@@ -33,6 +33,11 @@ setup:
 
 controlplane: setup
 	scripts/controlplane.sh >/dev/null
+
+# What a real node runs (kubelet, kube-proxy, containerd, CNI plugins, pause),
+# cached like the control plane. Not used by `make test` yet.
+realnode: setup
+	scripts/realnode.sh >/dev/null
 
 build:
 	$(CARGO) build --workspace --all-targets

@@ -19,6 +19,14 @@ need_package /usr/sbin/mariadbd mariadb-server
 need_package mariadb-install-db mariadb-server
 need_package faketime faketime
 need_package openssl openssl
+# A real test node (scripts/realnode.sh builds the rest): the OCI runtime, the
+# tools kube-proxy runs, and a static C toolchain for the pause binary.
+need_package runc runc
+need_package nft nftables
+need_package iptables iptables
+need_package conntrack conntrack
+need_package gcc gcc
+need_package /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
 
 missing_tools=()
 for tool in go cargo rustc; do

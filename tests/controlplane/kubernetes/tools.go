@@ -1,6 +1,8 @@
 //go:build tools
 
-// Package tools pins the control-plane commands this module builds.
+// Package tools pins the Kubernetes commands this module builds: the control
+// plane (scripts/controlplane.sh) and a real node's kubelet and kube-proxy
+// (scripts/realnode.sh).
 package tools
 
 import (
@@ -8,4 +10,6 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
