@@ -24,7 +24,7 @@ DIST_BINS = -p joc-ha-sidecar -p joc-ha-operator --bin joc-ha-sidecar --bin joc-
 HARNESS_BINS = -p joc-ha-tests --bin standin-cockpit --bin joc-standin
 DIST_DIR = $(CARGO_TARGET_DIR)/dist
 
-.PHONY: all setup controlplane realnode build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
+.PHONY: all setup controlplane realnode images images-check build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
 
 all: build
 
@@ -92,6 +92,19 @@ chaos: controlplane
 	$(CARGO) build --profile dist $(DIST_BINS)
 	$(CARGO) build --release $(HARNESS_BINS) --bin chaos
 	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" $(CHAOS_ARGS)
+
+# The images that ship, as OCI archives built offline (static musl binaries,
+# profile dist) in $(CARGO_TARGET_DIR)/images; see scripts/images.sh.
+images: setup
+	scripts/images.sh
+
+# Builds the images twice (the second time from a clean musl build) and
+# checks that every digest is the same.
+images-check: setup
+	scripts/images.sh "$(CARGO_TARGET_DIR)/images" | awk '{print $$2, $$3}' > "$(CARGO_TARGET_DIR)/images.first"
+	rm -rf "$(CARGO_TARGET_DIR)/x86_64-unknown-linux-musl/dist"
+	scripts/images.sh "$(CARGO_TARGET_DIR)/images" | awk '{print $$2, $$3}' > "$(CARGO_TARGET_DIR)/images.second"
+	diff "$(CARGO_TARGET_DIR)/images.first" "$(CARGO_TARGET_DIR)/images.second" && echo "images: reproducible" && cat "$(CARGO_TARGET_DIR)/images.second"
 
 clean-cache:
 	rm -rf "$(JOC_HA_CACHE)"

@@ -27,6 +27,9 @@ need_package iptables iptables
 need_package conntrack conntrack
 need_package gcc gcc
 need_package /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
+# make images: static musl binaries packed as OCI archives.
+need_package musl-gcc musl-tools
+need_package jq jq
 
 missing_tools=()
 for tool in go cargo rustc; do

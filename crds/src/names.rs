@@ -1,5 +1,5 @@
 //! Every label, annotation, condition, event reason and derived object name of
-//! joc-ha, in one place (DESIGN.md §3). Code elsewhere refers to these
+//! joc-ha, in one place (docs/design.md §3). Code elsewhere refers to these
 //! constants, never to the strings.
 
 /// The API group of every joc-ha resource and the prefix of its labels.

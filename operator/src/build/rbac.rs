@@ -1,5 +1,5 @@
 //! ServiceAccount, Role and RoleBinding of the sidecars: only their namespace,
-//! only what DESIGN.md §2 needs (pods: read and patch labels; their
+//! only what docs/design.md §2 needs (pods: read and patch labels; their
 //! JocCluster: read and patch status; events: create).
 
 use joc_ha_crds::JocCluster;

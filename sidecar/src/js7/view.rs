@@ -171,7 +171,7 @@ pub fn stale_switch_request(
             why,
         })
     };
-    // JOC-FACTS 14 (JocCluster.java, trySwitchActiveMemberOnProcess): the
+    // docs/joc-facts.md fact 14 (JocCluster.java, trySwitchActiveMemberOnProcess): the
     // active instance executes a request without looking at its target, and
     // an API server never starts cluster services: no active JOC at all.
     if view.is_api_server(target) {
@@ -179,7 +179,7 @@ pub fn stale_switch_request(
             "it names an API server, which JOC would make its active member without ever running cluster services",
         );
     }
-    // JOC-FACTS 13: a request whose SWITCH_HEART_BEAT is exceeded is skipped
+    // docs/joc-facts.md fact 13: a request whose SWITCH_HEART_BEAT is exceeded is skipped
     // at every poll and never cleared, and while SWITCH_HEART_BEAT is set JOC
     // refuses a Controller cluster switch-over
     // (ControllerResourceModifyClusterImpl, isSwitchingJocInstances).
@@ -201,7 +201,7 @@ pub fn stale_switch_request(
     None
 }
 
-/// The holder's decision without a JOC cluster license (JOC-FACTS 10,
+/// The holder's decision without a JOC cluster license (docs/joc-facts.md fact 10,
 /// AMH: the target of a switch then refuses to start services, so a switch
 /// request would leave no member running them). The holder never asks JOC
 /// to switch; the lease follows JOC's own active member instead, and only
