@@ -790,7 +790,7 @@ spec:
     // Admission checks runAsNonRoot is set; a real kubelet must also be able to
     // verify it, which needs a numeric user: the cockpit container names JOC's
     // uid (sosberlin/js7 starts as root otherwise), the sidecar image has a
-    // numeric USER (Dockerfile: 65532). No exception to the profile is needed.
+    // numeric USER (scripts/images.sh: 65532). No exception to the profile is needed.
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}=joc")))
         .await?;
