@@ -583,7 +583,7 @@ impl Runner {
                         self.config.ttl
                     };
                     let stale = s.view.as_ref().is_none_or(|(_, at)| at.elapsed() >= every);
-                    let reads_lease = matches!(s.store, Store::Postgres(_) | Store::Sqlite(_));
+                    let reads_lease = s.store.caps().heartbeat_reads_lease;
                     if reads_lease || stale {
                         self.refresh(s).await
                     } else {
@@ -597,7 +597,7 @@ impl Runner {
     /// How long a renew (or acquire) sent at `sent` lets us act.
     fn until_after(&self, s: &Session, sent: Instant) -> Instant {
         let until = sent + self.config.validity();
-        if s.store.steal_needs_hold() {
+        if s.store.caps().holder_blind_to_session_end {
             until.min(sent + self.config.hold())
         } else {
             until
@@ -738,10 +738,10 @@ impl Runner {
         let Some(key) = view.holder_session else {
             return;
         };
-        if !s.store.has_session_locks() || s.steal_failures >= MAX_REFUSED {
+        if !s.store.caps().session_locks || s.steal_failures >= MAX_REFUSED {
             return;
         }
-        let at = if s.store.steal_needs_hold() {
+        let at = if s.store.caps().holder_blind_to_session_end {
             // MariaDB: also hold + margin after the holder's last renew.
             let renewed_age = view.renewed_age_ms.unwrap_or(0);
             received + ms(self.ctx.steal_after_ms - renewed_age) + TIMER_SLACK
