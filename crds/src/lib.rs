@@ -2,6 +2,7 @@
 //! and every label, annotation and condition name the operator and the
 //! sidecar use. Nothing else lives here.
 
+mod database_kind;
 pub mod names;
 pub mod v1alpha1;
 

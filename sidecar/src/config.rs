@@ -137,13 +137,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Database products the lease runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatabaseKind {
-    Postgres,
-    MySql,
-    Sqlite,
-}
+/// Database products the lease runs on (the API's `spec.database.type`).
+pub use joc_ha_crds::v1alpha1::DatabaseKind;
 
 /// Validated settings.
 #[derive(Clone)]
@@ -295,20 +290,17 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
     let flags = flags.clone();
     let declared_kind = match flags.database_type.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some("postgresql" | "postgres") => Some(DatabaseKind::Postgres),
-        Some("mysql" | "mariadb") => Some(DatabaseKind::MySql),
-        Some("sqlite") => Some(DatabaseKind::Sqlite),
-        Some(other) => {
-            return Err(config_error(
+        Some(name) => Some(DatabaseKind::parse(name).ok_or_else(|| {
+            config_error(
                 "JOC_HA_DATABASE_TYPE (--database-type)",
-                format!("{other:?} is not one of postgresql, mysql, mariadb, sqlite"),
-            ));
-        }
+                format!("{name:?} is not one of postgresql, mysql, mariadb, sqlite"),
+            )
+        })?),
     };
 
     let (database_url, database_kind) = match flags.database_url.filter(|u| !u.is_empty()) {
         Some(url) => {
-            let kind = kind_of_url(&url).ok_or_else(|| {
+            let kind = DatabaseKind::of_url(&url).ok_or_else(|| {
                 config_error(
                     "JOC_HA_DATABASE_URL (--database-url)",
                     format!(
@@ -318,7 +310,7 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
                 )
             })?;
             if let Some(declared) = declared_kind
-                && declared != kind
+                && !declared.accepts(kind)
             {
                 return Err(config_error(
                     "JOC_HA_DATABASE_TYPE (--database-type)",
@@ -330,7 +322,8 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
                 Some(rest) => format!("mysql://{rest}"),
                 None => url,
             };
-            (url, kind)
+            // The declared product is the more precise (MariaDB behind `mysql://`).
+            (url, declared_kind.unwrap_or(kind))
         }
         None => {
             let kind = declared_kind.ok_or_else(|| {
@@ -365,10 +358,10 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
                         format!("{port:?} is not a port number"),
                     )
                 })?,
-                None if kind == DatabaseKind::Postgres => 5432,
+                None if kind == DatabaseKind::Postgresql => 5432,
                 None => 3306,
             };
-            let scheme = if kind == DatabaseKind::Postgres {
+            let scheme = if kind == DatabaseKind::Postgresql {
                 "postgres"
             } else {
                 "mysql"
@@ -385,18 +378,6 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
     Ok((database_url, database_kind))
 }
 
-fn kind_of_url(url: &str) -> Option<DatabaseKind> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Some(DatabaseKind::Postgres)
-    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        Some(DatabaseKind::MySql)
-    } else if url.starts_with("sqlite:") {
-        Some(DatabaseKind::Sqlite)
-    } else {
-        None
-    }
-}
-
 fn with_tls_mode(
     url: String,
     kind: DatabaseKind,
@@ -411,16 +392,16 @@ fn with_tls_mode(
             return Err(config_error(SETTING, "does not apply to sqlite"));
         }
         (
-            DatabaseKind::Postgres,
+            DatabaseKind::Postgresql,
             "disable" | "prefer" | "require" | "verify-ca" | "verify-full",
         ) => {
             format!("sslmode={mode}")
         }
-        (DatabaseKind::MySql, "disable") => "ssl-mode=DISABLED".to_owned(),
-        (DatabaseKind::MySql, "prefer") => "ssl-mode=PREFERRED".to_owned(),
-        (DatabaseKind::MySql, "require") => "ssl-mode=REQUIRED".to_owned(),
-        (DatabaseKind::MySql, "verify-ca") => "ssl-mode=VERIFY_CA".to_owned(),
-        (DatabaseKind::MySql, "verify-full") => "ssl-mode=VERIFY_IDENTITY".to_owned(),
+        (kind, "disable") if kind.is_mysql_family() => "ssl-mode=DISABLED".to_owned(),
+        (kind, "prefer") if kind.is_mysql_family() => "ssl-mode=PREFERRED".to_owned(),
+        (kind, "require") if kind.is_mysql_family() => "ssl-mode=REQUIRED".to_owned(),
+        (kind, "verify-ca") if kind.is_mysql_family() => "ssl-mode=VERIFY_CA".to_owned(),
+        (kind, "verify-full") if kind.is_mysql_family() => "ssl-mode=VERIFY_IDENTITY".to_owned(),
         _ => {
             return Err(config_error(
                 SETTING,
@@ -484,7 +465,7 @@ mod tests {
         let config =
             Config::from_flags(flags(&["--database-url", "mariadb://u:secret@db:3306/joc"]))
                 .expect("valid");
-        assert_eq!(config.database_kind, DatabaseKind::MySql);
+        assert_eq!(config.database_kind, DatabaseKind::Mariadb);
         assert!(config.database_url.starts_with("mysql://"));
     }
 

@@ -55,7 +55,7 @@ pub fn hibernate_cfg_xml(url: &str, kind: DatabaseKind) -> Result<String, Config
                 String::new(),
             )
         }
-        DatabaseKind::Postgres | DatabaseKind::MySql => {
+        DatabaseKind::Postgresql | DatabaseKind::Mysql | DatabaseKind::Mariadb => {
             let parsed = ::url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
             let host = parsed
                 .host_str()
@@ -80,7 +80,7 @@ pub fn hibernate_cfg_xml(url: &str, kind: DatabaseKind) -> Result<String, Config
                 format!("?{}", params.join("&"))
             };
             match kind {
-                DatabaseKind::Postgres => (
+                DatabaseKind::Postgresql => (
                     "org.postgresql.Driver",
                     "org.hibernate.dialect.PostgreSQLDialect",
                     format!(
@@ -134,10 +134,10 @@ pub fn hibernate_cfg_xml(url: &str, kind: DatabaseKind) -> Result<String, Config
 fn jdbc_tls_parameter(kind: DatabaseKind, key: &str, value: &str) -> Option<String> {
     match (kind, key) {
         // pgJDBC uses libpq's names and values.
-        (DatabaseKind::Postgres, "sslmode") => Some(format!("sslmode={value}")),
+        (DatabaseKind::Postgresql, "sslmode") => Some(format!("sslmode={value}")),
         // MariaDB Connector/J 3: disable, trust (encrypt, no verification),
         // verify-ca, verify-full.
-        (DatabaseKind::MySql, "ssl-mode") => {
+        (DatabaseKind::Mysql | DatabaseKind::Mariadb, "ssl-mode") => {
             let mode = match value {
                 "DISABLED" => "disable",
                 "PREFERRED" | "REQUIRED" => "trust",
@@ -209,7 +209,7 @@ mod tests {
     fn postgres_settings_with_an_escaped_password_and_tls() {
         let xml = hibernate_cfg_xml(
             "postgres://joc:p%26w%3Cd@db.example:5433/js7?sslmode=verify-full",
-            DatabaseKind::Postgres,
+            DatabaseKind::Postgresql,
         )
         .expect("valid");
         assert!(xml.contains(
@@ -229,7 +229,7 @@ mod tests {
     fn mariadb_settings_use_the_mariadb_driver_and_default_port() {
         let xml = hibernate_cfg_xml(
             "mysql://u:pw@maria/js7?ssl-mode=REQUIRED",
-            DatabaseKind::MySql,
+            DatabaseKind::Mariadb,
         )
         .expect("valid");
         assert!(xml.contains("jdbc:mariadb://maria:3306/js7?sslMode=trust"));
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_named_without_its_password() {
-        let error = hibernate_cfg_xml("postgres://u:secret@/", DatabaseKind::Postgres)
+        let error = hibernate_cfg_xml("postgres://u:secret@/", DatabaseKind::Postgresql)
             .expect_err("no host");
         assert!(!error.to_string().contains("secret"), "{error}");
     }

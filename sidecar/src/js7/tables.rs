@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::view::{ClusterRow, InstanceRow, JocView};
-use crate::lease::{DatabaseUrl, Options, scrub};
+use crate::lease::{DatabaseKind, DatabaseUrl, Options, scrub};
 
 /// Why JOC's tables could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,8 @@ pub enum TablesError {
     Database { url: String, detail: String },
 }
 
+/// The connection pool, typed by the client library's driver (the SQL is
+/// chosen by [`DatabaseKind`]).
 enum Pool {
     Postgres(PgPool),
     MySql(MySqlPool),
@@ -35,6 +37,7 @@ enum Pool {
 /// JOC's tables in the shared database (one lazily opened connection).
 pub struct JocTables {
     pool: Pool,
+    kind: DatabaseKind,
     url: DatabaseUrl,
     exceeded_interval: Duration,
 }
@@ -103,6 +106,7 @@ impl JocTables {
         };
         JocTables {
             pool,
+            kind: url.kind(),
             url: url.clone(),
             exceeded_interval,
         }
@@ -134,25 +138,25 @@ impl JocTables {
 
     /// JOC's cluster row and instances, in one statement.
     pub async fn read(&self) -> Result<JocView, TablesError> {
-        let (age, cast_api, zero, quote) = match self.pool {
-            Pool::Postgres(_) => (
+        let (age, cast_api, zero, quote) = match self.kind {
+            DatabaseKind::Postgresql => (
                 PG_AGE,
                 "CAST(\"API_SERVER\" AS bigint)",
                 "CAST(0 AS bigint)",
                 "\"",
             ),
-            Pool::MySql(_) => (
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => (
                 MY_AGE,
                 "CAST(API_SERVER AS SIGNED)",
                 "CAST(0 AS SIGNED)",
                 "",
             ),
-            Pool::Sqlite(_) => (LITE_AGE, "CAST(API_SERVER AS INTEGER)", "0", ""),
+            DatabaseKind::Sqlite => (LITE_AGE, "CAST(API_SERVER AS INTEGER)", "0", ""),
         };
         let col = |name: &str| format!("{quote}{name}{quote}");
         let age_of = |name: &str| age.replace("{col}", &col(name));
-        let (null_text, null_int) = match self.pool {
-            Pool::Postgres(_) => ("CAST(NULL AS varchar)", "CAST(NULL AS bigint)"),
+        let (null_text, null_int) = match self.kind {
+            DatabaseKind::Postgresql => ("CAST(NULL AS varchar)", "CAST(NULL AS bigint)"),
             _ => ("NULL", "NULL"),
         };
         let sql = format!(
@@ -198,34 +202,33 @@ impl JocTables {
     /// writes when the receiving instance is not the active one — provided
     /// JOC's active member is still `active`. True if written.
     pub async fn request_switch(&self, active: &str, target: &str) -> Result<bool, TablesError> {
-        let affected = match &self.pool {
-            Pool::Postgres(pool) => sqlx::query(
+        let sql = match self.kind {
+            DatabaseKind::Postgresql => {
                 "UPDATE JOC_CLUSTER SET \"SWITCH_MEMBER_ID\" = $1, \"SWITCH_HEART_BEAT\" = timezone('UTC', now()) \
-                 WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $2",
-            )
-            .bind(target)
-            .bind(active)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-            Pool::MySql(pool) => sqlx::query(
+                 WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $2"
+            }
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => {
                 "UPDATE JOC_CLUSTER SET SWITCH_MEMBER_ID = ?, SWITCH_HEART_BEAT = UTC_TIMESTAMP() \
-                 WHERE ID = 'cluster' AND MEMBER_ID = ?",
-            )
-            .bind(target)
-            .bind(active)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-            Pool::Sqlite(pool) => sqlx::query(
+                 WHERE ID = 'cluster' AND MEMBER_ID = ?"
+            }
+            DatabaseKind::Sqlite => {
                 "UPDATE JOC_CLUSTER SET SWITCH_MEMBER_ID = ?1, SWITCH_HEART_BEAT = strftime('%Y-%m-%d %H:%M:%S','now') \
-                 WHERE ID = 'cluster' AND MEMBER_ID = ?2",
-            )
-            .bind(target)
-            .bind(active)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
+                 WHERE ID = 'cluster' AND MEMBER_ID = ?2"
+            }
+        };
+        let affected = match &self.pool {
+            Pool::Postgres(pool) => {
+                let query = sqlx::query(sql).bind(target).bind(active);
+                query.execute(pool).await.map(|r| r.rows_affected())
+            }
+            Pool::MySql(pool) => {
+                let query = sqlx::query(sql).bind(target).bind(active);
+                query.execute(pool).await.map(|r| r.rows_affected())
+            }
+            Pool::Sqlite(pool) => {
+                let query = sqlx::query(sql).bind(target).bind(active);
+                query.execute(pool).await.map(|r| r.rows_affected())
+            }
         }
         .map_err(|e| self.error(e))?;
         Ok(affected > 0)

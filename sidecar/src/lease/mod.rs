@@ -47,8 +47,11 @@
 
 mod backoff;
 mod config;
+mod decide;
 mod elector;
 mod error;
+mod runner;
+mod session;
 mod store;
 mod url;
 mod waiter;

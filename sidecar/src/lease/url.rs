@@ -11,25 +11,9 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use super::error::{LeaseError, redact_url, scrub};
 
-/// The database product behind a URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DatabaseKind {
-    Postgres,
-    /// MariaDB or MySQL.
-    MySql,
-    Sqlite,
-}
-
-impl DatabaseKind {
-    /// Folder name under `migrations/`.
-    pub fn migrations_dir(self) -> &'static str {
-        match self {
-            DatabaseKind::Postgres => "postgres",
-            DatabaseKind::MySql => "mysql",
-            DatabaseKind::Sqlite => "sqlite",
-        }
-    }
-}
+/// The database product behind a URL: the one type for it, the API's
+/// `spec.database.type`.
+pub use joc_ha_crds::v1alpha1::DatabaseKind;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Options {
@@ -42,6 +26,7 @@ pub(crate) enum Options {
 #[derive(Clone)]
 pub struct DatabaseUrl {
     pub(crate) options: Options,
+    kind: DatabaseKind,
     redacted: String,
     user: String,
     database: String,
@@ -86,6 +71,7 @@ impl DatabaseUrl {
             let database = options.get_filename().display().to_string();
             return Ok(DatabaseUrl {
                 options: Options::Sqlite(options),
+                kind: DatabaseKind::Sqlite,
                 redacted,
                 user: String::new(),
                 database,
@@ -119,28 +105,31 @@ impl DatabaseUrl {
                 Ok(())
             }
         };
-        let options = match parsed.scheme().to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" => {
+        let (kind, options) = match DatabaseKind::of_url(url) {
+            Some(kind @ DatabaseKind::Postgresql) => {
                 needs_host(&parsed)?;
-                Options::Postgres(
+                let options = Options::Postgres(
                     PgConnectOptions::from_url(&parsed)
                         .map_err(|error| invalid(error_reason(&error, &secrets)))?
                         .application_name("joc-ha-lease"),
-                )
+                );
+                (kind, options)
             }
-            "mysql" | "mariadb" => {
+            Some(kind @ (DatabaseKind::Mysql | DatabaseKind::Mariadb)) => {
                 needs_host(&parsed)?;
                 if parsed.scheme() != "mysql" && parsed.set_scheme("mysql").is_err() {
                     return Err(invalid("cannot use this URL as a MySQL URL".to_owned()));
                 }
-                Options::MySql(
+                let options = Options::MySql(
                     MySqlConnectOptions::from_url(&parsed)
                         .map_err(|error| invalid(error_reason(&error, &secrets)))?,
-                )
+                );
+                (kind, options)
             }
-            other => {
+            Some(DatabaseKind::Sqlite) | None => {
                 return Err(invalid(format!(
-                    "unsupported scheme {other:?}: use postgres, mysql (also for MariaDB) or sqlite"
+                    "unsupported scheme {:?}: use postgres, mysql (also for MariaDB) or sqlite",
+                    parsed.scheme()
                 )));
             }
         };
@@ -150,6 +139,7 @@ impl DatabaseUrl {
             ));
         }
         Ok(DatabaseUrl {
+            kind,
             options,
             redacted,
             user,
@@ -158,12 +148,10 @@ impl DatabaseUrl {
         })
     }
 
+    /// The product, as the URL's scheme names it (`mysql://` or
+    /// `mariadb://`: both reach either through the same client).
     pub fn kind(&self) -> DatabaseKind {
-        match self.options {
-            Options::Postgres(_) => DatabaseKind::Postgres,
-            Options::MySql(_) => DatabaseKind::MySql,
-            Options::Sqlite(_) => DatabaseKind::Sqlite,
-        }
+        self.kind
     }
 
     /// The connect options.
@@ -210,13 +198,13 @@ mod tests {
     #[test]
     fn parses_supported_schemes() {
         let url = DatabaseUrl::parse("postgres://joc:hunter2@db:5432/joc").unwrap();
-        assert_eq!(url.kind(), DatabaseKind::Postgres);
+        assert_eq!(url.kind(), DatabaseKind::Postgresql);
         assert_eq!(url.redacted(), "postgres://joc:***@db:5432/joc");
         assert_eq!(url.user(), "joc");
         assert_eq!(url.database(), "joc");
         assert!(!format!("{url:?} {url}").contains("hunter2"));
         let url = DatabaseUrl::parse("mariadb://joc:p%40ss@db/joc").unwrap();
-        assert_eq!(url.kind(), DatabaseKind::MySql);
+        assert_eq!(url.kind(), DatabaseKind::Mariadb);
         assert!(url.secrets.contains(&"p@ss".to_owned()));
         assert_eq!(url.scrub("x p@ss y"), "x *** y");
         let url = DatabaseUrl::parse("sqlite:///tmp/lease.db?mode=rwc").unwrap();

@@ -1,21 +1,32 @@
-//! The lease statements, one module per database product, behind one enum.
-//! Every operation is a single conditional statement (or, where a product
-//! lacks `RETURNING`, a statement whose affected-row count is the answer), so
-//! each is atomic on its own. All times are computed by the database in the
-//! statement itself (SQLite: see its module).
+//! The lease statements behind one [`Store`]. Every operation is a single
+//! conditional statement (or, where a product lacks `RETURNING`, a statement
+//! whose affected-row count is the answer), so each is atomic on its own.
+//! All times are computed by the database in the statement itself (SQLite:
+//! see its module).
+//!
+//! A product is a [`Dialect`]: its statements (SQL text and parameter
+//! order, run by the shared code in `sql.rs`) and its [`Capabilities`],
+//! which is all the elector asks of it. The product modules add only what
+//! really differs: opening the session, its lock, the waiter connection.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::config::{LeaseConfig, MemberKind};
+use super::config::MemberKind;
 use super::error::LeaseError;
-use super::url::{DatabaseUrl, Options};
+use super::url::Options;
+use sql::{Args, Param, Stmt, Value};
 
+mod ctx;
 pub(crate) mod mysql;
 pub(crate) mod postgres;
+mod sql;
 pub(crate) mod sqlite;
+mod waiter;
+
+pub(crate) use waiter::{LockWait, WaiterConn};
+
+pub(crate) use ctx::Ctx;
 
 /// How long opening a connection may take before it counts as unreachable.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,222 +36,44 @@ pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// NOTIFY channel on PostgreSQL.
 pub(crate) const CHANNEL: &str = "joc_ha_lease";
 
-/// What every statement needs: names, timing in milliseconds, the URL (for
-/// redacted messages) and the statement counter.
+/// What a product can do. The elector branches on these, never on the
+/// product's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capabilities {
+    /// Every session holds a lock that the server frees when the session
+    /// ends, so a standby's waiter connection learns at once that the
+    /// holder's process died (connection-bound detection): early take-over.
+    pub session_locks: bool,
+    /// The holder cannot see its own session end (no asynchronous message on
+    /// an idle connection). Its role is then also bounded by `hold` after its
+    /// last verified renew, and an early take-over waits until `hold +
+    /// margin` after that renew (checked in SQL) instead of a short guard.
+    pub holder_blind_to_session_end: bool,
+    /// The heartbeat statement returns the lease row too, so standbys read
+    /// the lease once per renew interval at no extra cost.
+    pub heartbeat_reads_lease: bool,
+    /// Release and hand-over move the holder to a new session lock, which
+    /// wakes the waiters (a product without NOTIFY).
+    pub rekey_wakes_waiters: bool,
+}
+
+/// A product's statements and capabilities.
 #[derive(Debug)]
-pub(crate) struct Ctx {
-    pub cluster: String,
-    pub member: String,
-    pub kind: MemberKind,
-    pub ttl_ms: i64,
-    /// MariaDB/MySQL: a holder whose session lock is gone may be replaced
-    /// this long after its last renew (hold + margin).
-    pub steal_after_ms: i64,
-    /// A member heartbeat younger than this is fresh.
-    pub fresh_ms: i64,
-    pub op_timeout: Duration,
-    pub migrate: bool,
-    pub url: DatabaseUrl,
-    pub statements: Arc<AtomicU64>,
-}
-
-impl Ctx {
-    pub(crate) fn new(config: &LeaseConfig, url: DatabaseUrl, statements: Arc<AtomicU64>) -> Ctx {
-        Ctx {
-            cluster: config.cluster_id.clone(),
-            member: config.member.clone(),
-            kind: config.kind,
-            ttl_ms: millis(config.ttl),
-            steal_after_ms: millis(config.hold() + config.margin()),
-            fresh_ms: millis(config.freshness()),
-            op_timeout: config.ttl.max(Duration::from_secs(2)),
-            migrate: config.migrate,
-            url,
-            statements,
-        }
-    }
-
-    pub(crate) fn target(&self) -> String {
-        self.url.redacted().to_owned()
-    }
-
-    /// Runs one statement with a time limit, counting it and turning errors
-    /// into [`LeaseError`]s.
-    pub(crate) async fn run<T>(
-        &self,
-        op: &'static str,
-        timeout: Duration,
-        statement: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, LeaseError> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(timeout, statement).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.classify(op, &error)),
-            Err(_) => Err(LeaseError::Timeout {
-                op,
-                target: self.target(),
-                timeout,
-            }),
-        }
-    }
-
-    /// Maps an error of a statement on an open connection.
-    pub(crate) fn classify(&self, op: &'static str, error: &sqlx::Error) -> LeaseError {
-        let detail = self.url.scrub(&error_detail(error));
-        let lost = || LeaseError::ConnectionLost {
-            op,
-            target: self.target(),
-            detail: detail.clone(),
-        };
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => lost(),
-            sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                if is_connection_code(&code) {
-                    lost()
-                } else if is_missing_table(&code, db.message()) {
-                    LeaseError::SchemaMissing {
-                        target: self.target(),
-                        backend: self.url.kind().migrations_dir(),
-                    }
-                } else {
-                    LeaseError::Database {
-                        op,
-                        target: self.target(),
-                        detail,
-                    }
-                }
-            }
-            _ => LeaseError::Database {
-                op,
-                target: self.target(),
-                detail,
-            },
-        }
-    }
-
-    /// Maps an error while opening a connection.
-    pub(crate) fn classify_connect(&self, error: &sqlx::Error) -> LeaseError {
-        let detail = self.url.scrub(&error_detail(error));
-        let target = self.target();
-        match error {
-            sqlx::Error::Io(io) => LeaseError::Unreachable {
-                target,
-                detail: match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused => {
-                        "connection refused (nothing listens on that port)".to_owned()
-                    }
-                    _ => detail,
-                },
-            },
-            sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
-                LeaseError::Unreachable { target, detail }
-            }
-            sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                match code.as_str() {
-                    // PostgreSQL invalid_password / invalid_authorization_specification,
-                    // MySQL access denied (to the server / to the database).
-                    "28P01" | "28000" | "1045" | "1044" | "1698" => LeaseError::LoginRefused {
-                        target,
-                        user: self.url.user().to_owned(),
-                        detail,
-                    },
-                    "3D000" | "1049" => LeaseError::DatabaseNotFound {
-                        target,
-                        database: self.url.database().to_owned(),
-                    },
-                    // The server is starting up or shutting down.
-                    "57P03" | "57P01" | "1053" => LeaseError::Unreachable { target, detail },
-                    // SQLite: unable to open the database file.
-                    "14" => LeaseError::Unreachable {
-                        target,
-                        detail: format!("cannot open the database file: {detail}"),
-                    },
-                    _ => LeaseError::Database {
-                        op: "connect",
-                        target,
-                        detail,
-                    },
-                }
-            }
-            sqlx::Error::Configuration(_) => LeaseError::InvalidUrl {
-                url: target,
-                reason: detail,
-            },
-            _ => LeaseError::Database {
-                op: "connect",
-                target,
-                detail,
-            },
-        }
-    }
-
-    /// Opens a connection within [`CONNECT_TIMEOUT`].
-    pub(crate) async fn open<T>(
-        &self,
-        connect: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, LeaseError> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(error)) => Err(self.classify_connect(&error)),
-            Err(_) => Err(LeaseError::Unreachable {
-                target: self.target(),
-                detail: format!("no answer within {CONNECT_TIMEOUT:?}"),
-            }),
-        }
-    }
-
-    pub(crate) fn migration_error(&self, error: &sqlx::migrate::MigrateError) -> LeaseError {
-        if let sqlx::migrate::MigrateError::Execute(inner) = error
-            && !matches!(inner, sqlx::Error::Database(_))
-        {
-            return self.classify("migrate", inner);
-        }
-        LeaseError::Migration {
-            target: self.target(),
-            detail: self.url.scrub(&error.to_string()),
-        }
-    }
-
-    pub(crate) fn schema_missing(&self) -> LeaseError {
-        LeaseError::SchemaMissing {
-            target: self.target(),
-            backend: self.url.kind().migrations_dir(),
-        }
-    }
-}
-
-fn error_detail(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        sqlx::Error::Io(io) => io.to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn is_connection_code(code: &str) -> bool {
-    // PostgreSQL class 08 (connection exception) and admin/crash shutdown;
-    // MariaDB connection killed, server shutdown, lost connection.
-    code.starts_with("08")
-        || matches!(
-            code,
-            "57P01" | "57P02" | "57P03" | "1927" | "1053" | "2006" | "2013"
-        )
-}
-
-fn is_missing_table(code: &str, message: &str) -> bool {
-    code == "42P01" || code == "1146" || message.contains("no such table")
-}
-
-pub(crate) fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+pub(crate) struct Dialect {
+    pub caps: Capabilities,
+    /// Writes the member heartbeat (and reads the lease if the product can).
+    pub heartbeat: Stmt,
+    pub read: Stmt,
+    /// Creates the lease row if missing and upserts the member row.
+    pub register: &'static [Stmt],
+    pub acquire: Stmt,
+    /// Take-over from a holder whose session ended (products with session locks).
+    pub steal: Option<Stmt>,
+    pub renew: Stmt,
+    pub release: Stmt,
+    pub hand_over: Stmt,
+    pub set_ready: Stmt,
+    pub members: Stmt,
 }
 
 /// A fresh session key: random, positive, below 2^62 (so PostgreSQL's split
@@ -320,37 +153,81 @@ pub(crate) enum SessionEvent {
     Lost(LeaseError),
 }
 
-/// The outcome of a blocking wait for a session lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LockWait {
-    Acquired,
-    TimedOut,
-    Canceled,
+/// The session connection of a product.
+pub(crate) enum Conn {
+    Postgres(postgres::Session),
+    MySql(sqlx::MySqlConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// Runs `$body` with `$c` bound to the connection's executor.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            Conn::Postgres(session) => {
+                let $c = &mut session.listener;
+                $body
+            }
+            Conn::MySql($c) => $body,
+            Conn::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Who this session is: the values of [`Param`]s that are not per call.
+#[derive(Debug)]
+pub(crate) struct Me {
+    /// This session's key (the lock a live session holds; SQLite: just an id).
+    pub key: i64,
+    /// MySQL: the name of the session lock.
+    pub lock: String,
+    /// SQLite: the boot id.
+    pub boot: String,
 }
 
 /// One open session with the database: the connection that carries this
 /// member's session lock and all its lease statements.
-pub(crate) enum Store {
-    Postgres(postgres::PgStore),
-    MySql(mysql::MySqlStore),
-    Sqlite(sqlite::SqliteStore),
+pub(crate) struct Store {
+    ctx: Arc<Ctx>,
+    dialect: &'static Dialect,
+    conn: Conn,
+    me: Me,
 }
 
-/// The second connection of a member on PostgreSQL and MariaDB: blocks on
-/// the holder's session lock to learn at once when that session ends.
-pub(crate) enum WaiterConn {
-    Postgres(postgres::PgWaiter),
-    MySql(mysql::MySqlWaiter),
-}
-
-macro_rules! each {
-    ($self:expr, $store:ident => $body:expr) => {
-        match $self {
-            Store::Postgres($store) => $body,
-            Store::MySql($store) => $body,
-            Store::Sqlite($store) => $body,
-        }
+fn values<'a>(
+    ctx: &'a Ctx,
+    me: &'a Me,
+    stmt: &Stmt,
+    args: Args<'a>,
+) -> Result<Vec<Value<'a>>, LeaseError> {
+    let now = if stmt.params.contains(&Param::Now) {
+        sqlite::now_ms()?
+    } else {
+        0
     };
+    let micros = |ms: i64| Value::Int(ms.saturating_mul(1000));
+    Ok(stmt
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Cluster => Value::Text(&ctx.cluster),
+            Param::Member => Value::Text(&ctx.member),
+            Param::Kind => Value::Text(ctx.kind.as_str()),
+            Param::Ready => Value::Bool(args.ready),
+            Param::Key => Value::Int(me.key),
+            Param::Term => Value::Int(args.term),
+            Param::Target => Value::Text(args.target),
+            Param::HolderKey => Value::Int(args.holder_key),
+            Param::TtlMs => Value::Int(ctx.ttl_ms),
+            Param::FreshMs => Value::Int(ctx.fresh_ms),
+            Param::TtlUs => micros(ctx.ttl_ms),
+            Param::FreshUs => micros(ctx.fresh_ms),
+            Param::StealAfterUs => micros(ctx.steal_after_ms),
+            Param::Lock => Value::Text(&me.lock),
+            Param::Boot => Value::Text(&me.boot),
+            Param::Now => Value::Int(now),
+        })
+        .collect())
 }
 
 impl Store {
@@ -358,158 +235,236 @@ impl Store {
     /// checks the schema, takes a fresh session lock and registers the member.
     /// Also returns the waiter connection where the product has one.
     pub(crate) async fn connect(ctx: Arc<Ctx>) -> Result<(Store, Option<WaiterConn>), LeaseError> {
-        match ctx.url.options.clone() {
+        let (dialect, conn, me, waiter) = match ctx.url.options.clone() {
             Options::Postgres(options) => {
-                let (store, waiter) = postgres::PgStore::connect(ctx, options).await?;
-                Ok((Store::Postgres(store), waiter.map(WaiterConn::Postgres)))
+                let (conn, me, waiter) = postgres::connect(&ctx, options).await?;
+                (
+                    &postgres::DIALECT,
+                    conn,
+                    me,
+                    waiter.map(WaiterConn::Postgres),
+                )
             }
             Options::MySql(options) => {
-                let (store, waiter) = mysql::MySqlStore::connect(ctx, options).await?;
-                Ok((Store::MySql(store), waiter.map(WaiterConn::MySql)))
+                let (conn, me, waiter) = mysql::connect(&ctx, options).await?;
+                (&mysql::DIALECT, conn, me, waiter.map(WaiterConn::MySql))
             }
-            Options::Sqlite(options) => Ok((
-                Store::Sqlite(sqlite::SqliteStore::connect(ctx, options).await?),
-                None,
-            )),
-        }
+            Options::Sqlite(options) => {
+                let (conn, me) = sqlite::connect(&ctx, options).await?;
+                (&sqlite::DIALECT, conn, me, None)
+            }
+        };
+        Ok((
+            Store {
+                ctx,
+                dialect,
+                conn,
+                me,
+            },
+            waiter,
+        ))
     }
 
-    /// This session's key (the lock a live session holds; SQLite: just an id).
+    /// This session's key.
     pub(crate) fn key(&self) -> i64 {
-        each!(self, s => s.key)
+        self.me.key
     }
 
-    /// Whether standbys can learn of a holder's death from its session lock.
-    pub(crate) fn has_session_locks(&self) -> bool {
-        !matches!(self, Store::Sqlite(_))
+    pub(crate) fn caps(&self) -> Capabilities {
+        self.dialect.caps
     }
 
-    /// Whether the early take-over after a session ends must also wait for
-    /// `hold + margin` after the last renew (the holder cannot see its own
-    /// session end).
-    pub(crate) fn steal_needs_hold(&self) -> bool {
-        matches!(self, Store::MySql(_))
+    fn dialect(&self) -> &'static Dialect {
+        self.dialect
     }
 
-    /// Writes the member heartbeat; PostgreSQL and SQLite also read the lease
-    /// in the same statement.
+    async fn exec(
+        &mut self,
+        stmt: &Stmt,
+        args: Args<'_>,
+        timeout: Duration,
+    ) -> Result<u64, LeaseError> {
+        let values = values(&self.ctx, &self.me, stmt, args)?;
+        let ctx = &*self.ctx;
+        on_conn!(&mut self.conn, c => sql::execute(ctx, stmt, timeout, &values, c).await)
+    }
+
+    async fn fetch<T>(&mut self, stmt: &Stmt, args: Args<'_>) -> Result<Vec<T>, LeaseError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        let values = values(&self.ctx, &self.me, stmt, args)?;
+        let ctx = &*self.ctx;
+        let timeout = ctx.op_timeout;
+        on_conn!(&mut self.conn, c => sql::fetch(ctx, stmt, timeout, &values, c).await)
+    }
+
+    /// A conditional update: true if it changed the lease row.
+    async fn update(&mut self, stmt: &Stmt, args: Args<'_>) -> Result<bool, LeaseError> {
+        let timeout = self.ctx.op_timeout;
+        Ok(self.exec(stmt, args, timeout).await? == 1)
+    }
+
+    async fn fetch_view(
+        &mut self,
+        stmt: &Stmt,
+        ready: bool,
+    ) -> Result<Option<LeaseView>, LeaseError> {
+        let args = Args {
+            ready,
+            ..Args::default()
+        };
+        let rows: Vec<sql::ViewRow> = self.fetch(stmt, args).await?;
+        Ok(rows.into_iter().next().and_then(sql::lease_view))
+    }
+
+    /// Writes the member heartbeat; where the product can, it also reads
+    /// the lease in the same statement.
     pub(crate) async fn heartbeat(&mut self, ready: bool) -> Result<Option<LeaseView>, LeaseError> {
-        each!(self, s => s.heartbeat(ready).await)
+        let stmt = &self.dialect().heartbeat;
+        if self.dialect.caps.heartbeat_reads_lease {
+            return self.fetch_view(stmt, ready).await;
+        }
+        let args = Args {
+            ready,
+            ..Args::default()
+        };
+        self.exec(stmt, args, self.ctx.op_timeout).await?;
+        Ok(None)
     }
 
     /// Reads the lease row (`None` if the row is missing).
     pub(crate) async fn read(&mut self) -> Result<Option<LeaseView>, LeaseError> {
-        each!(self, s => s.read().await)
+        self.fetch_view(&self.dialect().read, false).await
     }
 
     /// Creates the lease row if missing and upserts the member row.
     pub(crate) async fn register(&mut self, ready: bool) -> Result<(), LeaseError> {
-        each!(self, s => s.register(ready).await)
+        let args = Args {
+            ready,
+            ..Args::default()
+        };
+        for stmt in self.dialect.register {
+            self.exec(stmt, args, self.ctx.op_timeout).await?;
+        }
+        Ok(())
     }
 
     /// Takes the lease if it is free or expired (or still ours from an
     /// earlier term) and still has term `term`. The new term is `term + 1`.
     pub(crate) async fn acquire(&mut self, term: i64) -> Result<bool, LeaseError> {
-        each!(self, s => s.acquire(term).await)
+        let args = Args {
+            term,
+            ..Args::default()
+        };
+        self.update(&self.dialect().acquire, args).await
     }
 
     /// Takes the lease from the holder with session `key` at `term`, whose
     /// session lock was seen released.
     pub(crate) async fn steal(&mut self, term: i64, key: i64) -> Result<bool, LeaseError> {
-        match self {
-            Store::Postgres(s) => s.steal(term, key).await,
-            Store::MySql(s) => s.steal(term, key).await,
-            Store::Sqlite(_) => Ok(false),
-        }
+        let Some(stmt) = &self.dialect().steal else {
+            return Ok(false);
+        };
+        let args = Args {
+            term,
+            holder_key: key,
+            ..Args::default()
+        };
+        self.update(stmt, args).await
     }
 
     /// Extends our lease at `term` by one TTL from the database's now.
     pub(crate) async fn renew(&mut self, term: i64, timeout: Duration) -> Result<bool, LeaseError> {
-        each!(self, s => s.renew(term, timeout).await)
+        let args = Args {
+            term,
+            ..Args::default()
+        };
+        Ok(self.exec(&self.dialect().renew, args, timeout).await? == 1)
     }
 
     /// Ends our lease at `term` now (keeping the term, so the next holder
     /// gets `term + 1`) and wakes the standbys.
     pub(crate) async fn release(&mut self, term: i64) -> Result<bool, LeaseError> {
-        each!(self, s => s.release(term).await)
+        let args = Args {
+            term,
+            ..Args::default()
+        };
+        let released = self.update(&self.dialect().release, args).await?;
+        self.wake_waiters(released).await?;
+        Ok(released)
     }
 
     /// Gives our lease at `term` to `target` (fresh, ready member) with term
     /// `term + 1`, and wakes the standbys.
     pub(crate) async fn hand_over(&mut self, term: i64, target: &str) -> Result<bool, LeaseError> {
-        each!(self, s => s.hand_over(term, target).await)
+        let args = Args {
+            term,
+            target,
+            ..Args::default()
+        };
+        let handed = self.update(&self.dialect().hand_over, args).await?;
+        self.wake_waiters(handed).await?;
+        Ok(handed)
     }
 
     pub(crate) async fn set_ready(&mut self, ready: bool) -> Result<(), LeaseError> {
-        each!(self, s => s.set_ready(ready).await)
+        let args = Args {
+            ready,
+            ..Args::default()
+        };
+        self.exec(&self.dialect().set_ready, args, self.ctx.op_timeout)
+            .await
+            .map(|_| ())
     }
 
     pub(crate) async fn members(&mut self) -> Result<Vec<MemberRow>, LeaseError> {
-        each!(self, s => s.members().await)
+        let rows = self.fetch(&self.dialect().members, Args::default()).await?;
+        Ok(sql::member_rows(&self.ctx, rows))
+    }
+
+    /// After a release or hand-over, where the product wakes the waiters by
+    /// moving to a new session lock: takes a new lock, writes its key into
+    /// the member row (a hand-over to this member reads it from there), and
+    /// only then frees the old one.
+    async fn wake_waiters(&mut self, changed: bool) -> Result<(), LeaseError> {
+        if !changed || !self.dialect.caps.rekey_wakes_waiters {
+            return Ok(());
+        }
+        let Conn::MySql(conn) = &mut self.conn else {
+            return Ok(());
+        };
+        let key = new_session_key();
+        let lock = mysql::lock_name(key);
+        mysql::take_lock(&self.ctx, conn, &lock).await?;
+        let old = std::mem::replace(&mut self.me.lock, lock);
+        self.me.key = key;
+        self.heartbeat(true).await?;
+        let Conn::MySql(conn) = &mut self.conn else {
+            return Ok(());
+        };
+        mysql::release_lock(&self.ctx, conn, &old).await
     }
 
     /// Interrupts the waiter connection's blocked lock wait.
     pub(crate) async fn cancel_wait(&mut self, backend_id: i64) -> Result<(), LeaseError> {
-        match self {
-            Store::Postgres(s) => s.cancel_wait(backend_id).await,
-            Store::MySql(s) => s.cancel_wait(backend_id).await,
-            Store::Sqlite(_) => Ok(()),
+        match &mut self.conn {
+            Conn::Postgres(session) => postgres::cancel(&self.ctx, session, backend_id).await,
+            Conn::MySql(conn) => mysql::cancel(&self.ctx, conn, backend_id).await,
+            Conn::Sqlite(_) => Ok(()),
         }
     }
 
     /// Waits for something the session reports by itself. Cancel-safe.
     /// Pending forever where the product has no such channel.
     pub(crate) async fn next_event(&mut self) -> SessionEvent {
-        match self {
-            Store::Postgres(s) => s.next_event().await,
+        match &mut self.conn {
+            Conn::Postgres(session) => session.next_event(&self.ctx).await,
             _ => std::future::pending().await,
-        }
-    }
-}
-
-impl WaiterConn {
-    pub(crate) async fn connect(ctx: &Ctx) -> Result<WaiterConn, LeaseError> {
-        match &ctx.url.options {
-            Options::Postgres(options) => Ok(WaiterConn::Postgres(
-                postgres::PgWaiter::connect(ctx, options.clone()).await?,
-            )),
-            Options::MySql(options) => Ok(WaiterConn::MySql(
-                mysql::MySqlWaiter::connect(ctx, options.clone()).await?,
-            )),
-            Options::Sqlite(_) => Err(LeaseError::Database {
-                op: "waiter",
-                target: ctx.target(),
-                detail: "SQLite has no session locks".to_owned(),
-            }),
-        }
-    }
-
-    /// The server's id of this connection (PostgreSQL pid, MySQL connection id).
-    pub(crate) fn backend_id(&self) -> i64 {
-        match self {
-            WaiterConn::Postgres(w) => w.backend_id,
-            WaiterConn::MySql(w) => w.backend_id,
-        }
-    }
-
-    pub(crate) async fn try_lock(&mut self, ctx: &Ctx, key: i64) -> Result<bool, LeaseError> {
-        match self {
-            WaiterConn::Postgres(w) => w.try_lock(ctx, key).await,
-            WaiterConn::MySql(w) => w.try_lock(ctx, key).await,
-        }
-    }
-
-    pub(crate) async fn lock(&mut self, ctx: &Ctx, key: i64) -> Result<LockWait, LeaseError> {
-        match self {
-            WaiterConn::Postgres(w) => w.lock(ctx, key).await,
-            WaiterConn::MySql(w) => w.lock(ctx, key).await,
-        }
-    }
-
-    pub(crate) async fn unlock(&mut self, ctx: &Ctx, key: i64) -> Result<(), LeaseError> {
-        match self {
-            WaiterConn::Postgres(w) => w.unlock(ctx, key).await,
-            WaiterConn::MySql(w) => w.unlock(ctx, key).await,
         }
     }
 }

@@ -24,22 +24,19 @@
 //! well above the TTL). A holder cut off that long has demoted at its
 //! deadline long before.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions as _, Connection, Row};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
+use super::sql::{self, Param::*, Stmt, Value};
+use super::waiter::Waiting;
 use super::{
-    CHANNEL, CONNECT_TIMEOUT, Ctx, LOCK_WAIT, LeaseView, LockWait, MemberRow, SessionEvent,
-    member_row, new_session_key,
+    CHANNEL, CONNECT_TIMEOUT, Capabilities, Conn, Ctx, Dialect, LOCK_WAIT, LockWait, Me,
+    SessionEvent, new_session_key,
 };
+use crate::lease::config::MemberKind;
 use crate::lease::error::LeaseError;
-
-const VIEW_COLUMNS: &str = "holder, holder_session, term, \
-     (extract(epoch FROM expires_at - now()) * 1000)::int8, \
-     (extract(epoch FROM now() - renewed_at) * 1000)::int8, \
-     (extract(epoch FROM now()) * 1000)::int8";
 
 /// True when this connection holds session lock `$3` (a renew or take-over on
 /// a silently replaced connection must fail).
@@ -51,15 +48,30 @@ macro_rules! own_lock {
     };
 }
 
-const HEARTBEAT: &str = "WITH hb AS (INSERT INTO joc_ha_member (cluster_id, member, kind, ready, session_key, heartbeat_at) \
+macro_rules! view_columns {
+    () => {
+        "holder, holder_session, term, \
+         (extract(epoch FROM expires_at - now()) * 1000)::int8, \
+         (extract(epoch FROM now() - renewed_at) * 1000)::int8, \
+         (extract(epoch FROM now()) * 1000)::int8"
+    };
+}
+
+const HEARTBEAT: &str = concat!(
+    "WITH hb AS (INSERT INTO joc_ha_member (cluster_id, member, kind, ready, session_key, heartbeat_at) \
      VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (cluster_id, member) DO UPDATE \
      SET kind = EXCLUDED.kind, ready = EXCLUDED.ready, session_key = EXCLUDED.session_key, \
      heartbeat_at = now()) \
-     SELECT holder, holder_session, term, \
-     (extract(epoch FROM expires_at - now()) * 1000)::int8, \
-     (extract(epoch FROM now() - renewed_at) * 1000)::int8, \
-     (extract(epoch FROM now()) * 1000)::int8 \
-     FROM joc_ha_lease WHERE cluster_id = $1";
+     SELECT ",
+    view_columns!(),
+    " FROM joc_ha_lease WHERE cluster_id = $1"
+);
+
+const READ: &str = concat!(
+    "SELECT ",
+    view_columns!(),
+    " FROM joc_ha_lease WHERE cluster_id = $1"
+);
 
 const REGISTER: &str = "WITH l AS (INSERT INTO joc_ha_lease (cluster_id, term, expires_at) \
      VALUES ($1, 0, now()) ON CONFLICT (cluster_id) DO NOTHING), \
@@ -117,437 +129,201 @@ const SET_READY: &str = "UPDATE joc_ha_member SET ready = $3, heartbeat_at = now
 
 const MEMBERS: &str = "SELECT m.member, m.kind, m.ready, \
      (extract(epoch FROM now() - m.heartbeat_at) * 1000)::int8, \
-     COALESCE(l.holder = m.member AND l.expires_at > now(), false), \
+     CAST(COALESCE(l.holder = m.member AND l.expires_at > now(), false) AS int)::int8, \
      (extract(epoch FROM now() - l.renewed_at) * 1000)::int8 \
      FROM joc_ha_member m LEFT JOIN joc_ha_lease l ON l.cluster_id = m.cluster_id \
      WHERE m.cluster_id = $1 ORDER BY m.member";
 
-fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("../migrations/postgres");
-    migrator.dangerous_set_table_name("joc_ha_migrations");
-    migrator.set_ignore_missing(true);
-    migrator
-}
+const COUNT_TABLES: &str = "SELECT ((to_regclass('joc_ha_lease') IS NOT NULL)::int \
+     + (to_regclass('joc_ha_member') IS NOT NULL)::int)::int8";
 
-pub(crate) struct PgStore {
-    ctx: Arc<Ctx>,
-    session: PgListener,
+const MEMBER_ROW: &[sql::Param] = &[Cluster, Member, Kind, Ready, Key];
+const MINE: &[sql::Param] = &[Cluster, Member, Key, Term, TtlMs];
+
+pub(crate) static DIALECT: Dialect = Dialect {
+    caps: Capabilities {
+        session_locks: true,
+        holder_blind_to_session_end: false,
+        heartbeat_reads_lease: true,
+        rekey_wakes_waiters: false,
+    },
+    heartbeat: Stmt::new("heartbeat", HEARTBEAT, MEMBER_ROW),
+    read: Stmt::new("read lease", READ, &[Cluster]),
+    register: &[Stmt::new("register", REGISTER, MEMBER_ROW)],
+    acquire: Stmt::new("acquire", ACQUIRE, MINE),
+    steal: Some(Stmt::new(
+        "take over",
+        STEAL,
+        &[Cluster, Member, Key, Term, TtlMs, HolderKey],
+    )),
+    renew: Stmt::new("renew", RENEW, MINE),
+    release: Stmt::new("release", RELEASE, &[Cluster, Member, Key, Term]),
+    hand_over: Stmt::new(
+        "hand over",
+        HAND_OVER,
+        &[Cluster, Member, Key, Term, TtlMs, Target, FreshMs],
+    ),
+    set_ready: Stmt::new("set ready", SET_READY, &[Cluster, Member, Ready]),
+    members: Stmt::new("list members", MEMBERS, &[Cluster]),
+};
+
+/// The session connection: `LISTEN`s, so it always waits for input and
+/// sees at once when the server closes it.
+pub(crate) struct Session {
+    pub(crate) listener: PgListener,
     _pool: PgPool,
-    pub(crate) key: i64,
 }
 
-impl PgStore {
-    pub(crate) async fn connect(
-        ctx: Arc<Ctx>,
-        options: PgConnectOptions,
-    ) -> Result<(PgStore, Option<PgWaiter>), LeaseError> {
-        // The waiter connection comes first: a plain connect reports refused
-        // logins and unreachable servers precisely (a pool would retry them
-        // until its timeout and then only say "timed out").
-        let mut waiter = PgWaiter::connect(&ctx, options.clone()).await?;
-        if ctx.migrate {
-            let result = tokio::time::timeout(
-                CONNECT_TIMEOUT * 3,
-                migrator().run_direct(None, &mut waiter.conn, false),
-            )
-            .await;
-            ctx.statements
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(ctx.migration_error(&error)),
-                Err(_) => {
-                    return Err(LeaseError::Timeout {
-                        op: "migrate",
-                        target: ctx.target(),
-                        timeout: CONNECT_TIMEOUT * 3,
-                    });
-                }
-            }
-        }
-        let present: bool = ctx
-            .run(
-                "check schema",
-                ctx.op_timeout,
-                sqlx::query_scalar(
-                    "SELECT to_regclass('joc_ha_lease') IS NOT NULL \
-                     AND to_regclass('joc_ha_member') IS NOT NULL",
-                )
-                .fetch_one(&mut waiter.conn),
-            )
-            .await?;
-        if !present {
-            return Err(ctx.schema_missing());
-        }
-
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .acquire_timeout(CONNECT_TIMEOUT)
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
-        let mut session = ctx.open(PgListener::connect_with(&pool)).await?;
-        // A lost connection must surface as Ok(None) from try_recv, never be
-        // replaced silently: the session lock lives and dies with it.
-        session.eager_reconnect(false);
-        session.ignore_pool_close_event(true);
-        ctx.run("listen", ctx.op_timeout, session.listen(CHANNEL))
-            .await?;
-        let key = new_session_key();
-        let locked: bool = ctx
-            .run(
-                "session lock",
-                ctx.op_timeout,
-                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut session),
-            )
-            .await?;
-        if !locked {
-            return Err(LeaseError::Database {
-                op: "session lock",
-                target: ctx.target(),
-                detail: "a fresh random session key was already locked".to_owned(),
-            });
-        }
-        let waiter = match ctx.kind {
-            crate::lease::MemberKind::Member => Some(waiter),
-            crate::lease::MemberKind::ApiServer => {
-                let _ = waiter.conn.close().await;
-                None
-            }
-        };
-        Ok((
-            PgStore {
-                ctx,
-                session,
-                _pool: pool,
-                key,
-            },
-            waiter,
-        ))
+/// Opens the session (and, for members, the waiter connection).
+pub(crate) async fn connect(
+    ctx: &Ctx,
+    options: PgConnectOptions,
+) -> Result<(Conn, Me, Option<PgWaiter>), LeaseError> {
+    // The waiter connection comes first: a plain connect reports refused
+    // logins and unreachable servers precisely (a pool would retry them
+    // until its timeout and then only say "timed out").
+    let mut waiter = PgWaiter::open(ctx, waiter_options(&options), BACKEND_ID).await?;
+    if ctx.migrate {
+        let migrator = sql::named(sqlx::migrate!("../migrations/postgres"));
+        sql::migrate(ctx, &migrator, &mut waiter.conn, 1).await?;
     }
+    sql::check_schema(ctx, COUNT_TABLES, &mut waiter.conn).await?;
 
-    pub(crate) async fn heartbeat(&mut self, ready: bool) -> Result<Option<LeaseView>, LeaseError> {
-        let ctx = &self.ctx;
-        let row = ctx
-            .run(
-                "heartbeat",
-                ctx.op_timeout,
-                sqlx::query(HEARTBEAT)
-                    .bind(&ctx.cluster)
-                    .bind(&ctx.member)
-                    .bind(ctx.kind.as_str())
-                    .bind(ready)
-                    .bind(self.key)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        row.map(|row| view(ctx, "heartbeat", &row)).transpose()
-    }
-
-    pub(crate) async fn read(&mut self) -> Result<Option<LeaseView>, LeaseError> {
-        let ctx = &self.ctx;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {VIEW_COLUMNS} FROM joc_ha_lease WHERE cluster_id = $1"
-        ));
-        let row = ctx
-            .run(
-                "read lease",
-                ctx.op_timeout,
-                sqlx::query(sql)
-                    .bind(&ctx.cluster)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        row.map(|row| view(ctx, "read lease", &row)).transpose()
-    }
-
-    pub(crate) async fn register(&mut self, ready: bool) -> Result<(), LeaseError> {
-        let ctx = &self.ctx;
-        ctx.run(
-            "register",
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .test_before_acquire(false)
+        .connect_lazy_with(options);
+    let mut listener = ctx.open(PgListener::connect_with(&pool)).await?;
+    // A lost connection must surface as Ok(None) from try_recv, never be
+    // replaced silently: the session lock lives and dies with it.
+    listener.eager_reconnect(false);
+    listener.ignore_pool_close_event(true);
+    ctx.run("listen", ctx.op_timeout, listener.listen(CHANNEL))
+        .await?;
+    let key = new_session_key();
+    let locked: bool = ctx
+        .run(
+            "session lock",
             ctx.op_timeout,
-            sqlx::query(REGISTER)
-                .bind(&ctx.cluster)
-                .bind(&ctx.member)
-                .bind(ctx.kind.as_str())
-                .bind(ready)
-                .bind(self.key)
-                .execute(&mut self.session),
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut listener),
         )
         .await?;
-        Ok(())
+    if !locked {
+        return Err(LeaseError::Database {
+            op: "session lock",
+            target: ctx.target(),
+            detail: "a fresh random session key was already locked".to_owned(),
+        });
     }
+    let waiter = match ctx.kind {
+        MemberKind::Member => Some(waiter),
+        MemberKind::ApiServer => {
+            let _ = waiter.conn.close().await;
+            None
+        }
+    };
+    let session = Session {
+        listener,
+        _pool: pool,
+    };
+    let me = Me {
+        key,
+        lock: String::new(),
+        boot: String::new(),
+    };
+    Ok((Conn::Postgres(session), me, waiter))
+}
 
-    pub(crate) async fn acquire(&mut self, term: i64) -> Result<bool, LeaseError> {
-        let ctx = &self.ctx;
-        let row = ctx
-            .run(
-                "acquire",
-                ctx.op_timeout,
-                sqlx::query(ACQUIRE)
-                    .bind(&ctx.cluster)
-                    .bind(&ctx.member)
-                    .bind(self.key)
-                    .bind(term)
-                    .bind(ctx.ttl_ms)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        Ok(row.is_some())
-    }
+/// Interrupts the waiter connection `backend_id`'s lock wait.
+pub(crate) async fn cancel(
+    ctx: &Ctx,
+    session: &mut Session,
+    backend_id: i64,
+) -> Result<(), LeaseError> {
+    let pid = i32::try_from(backend_id).unwrap_or(0);
+    ctx.run(
+        "cancel wait",
+        ctx.op_timeout,
+        sqlx::query("SELECT pg_cancel_backend($1)")
+            .bind(pid)
+            .execute(&mut session.listener),
+    )
+    .await?;
+    Ok(())
+}
 
-    pub(crate) async fn steal(&mut self, term: i64, holder_key: i64) -> Result<bool, LeaseError> {
-        let ctx = &self.ctx;
-        let row = ctx
-            .run(
-                "take over",
-                ctx.op_timeout,
-                sqlx::query(STEAL)
-                    .bind(&ctx.cluster)
-                    .bind(&ctx.member)
-                    .bind(self.key)
-                    .bind(term)
-                    .bind(ctx.ttl_ms)
-                    .bind(holder_key)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        Ok(row.is_some())
-    }
-
-    pub(crate) async fn renew(&mut self, term: i64, timeout: Duration) -> Result<bool, LeaseError> {
-        let ctx = &self.ctx;
-        let row = ctx
-            .run(
-                "renew",
-                timeout,
-                sqlx::query(RENEW)
-                    .bind(&ctx.cluster)
-                    .bind(&ctx.member)
-                    .bind(self.key)
-                    .bind(term)
-                    .bind(ctx.ttl_ms)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        Ok(row.is_some())
-    }
-
-    pub(crate) async fn release(&mut self, term: i64) -> Result<bool, LeaseError> {
-        let ctx = &self.ctx;
-        let row = ctx
-            .run(
-                "release",
-                ctx.op_timeout,
-                sqlx::query(RELEASE)
-                    .bind(&ctx.cluster)
-                    .bind(&ctx.member)
-                    .bind(self.key)
-                    .bind(term)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        Ok(row.is_some())
-    }
-
-    pub(crate) async fn hand_over(&mut self, term: i64, target: &str) -> Result<bool, LeaseError> {
-        let ctx = &self.ctx;
-        let row = ctx
-            .run(
-                "hand over",
-                ctx.op_timeout,
-                sqlx::query(HAND_OVER)
-                    .bind(&ctx.cluster)
-                    .bind(&ctx.member)
-                    .bind(self.key)
-                    .bind(term)
-                    .bind(ctx.ttl_ms)
-                    .bind(target)
-                    .bind(ctx.fresh_ms)
-                    .fetch_optional(&mut self.session),
-            )
-            .await?;
-        Ok(row.is_some())
-    }
-
-    pub(crate) async fn set_ready(&mut self, ready: bool) -> Result<(), LeaseError> {
-        let ctx = &self.ctx;
-        ctx.run(
-            "set ready",
-            ctx.op_timeout,
-            sqlx::query(SET_READY)
-                .bind(&ctx.cluster)
-                .bind(&ctx.member)
-                .bind(ready)
-                .execute(&mut self.session),
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn members(&mut self) -> Result<Vec<MemberRow>, LeaseError> {
-        let ctx = &self.ctx;
-        let rows = ctx
-            .run(
-                "list members",
-                ctx.op_timeout,
-                sqlx::query(MEMBERS)
-                    .bind(&ctx.cluster)
-                    .fetch_all(&mut self.session),
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(member_row(
-                    ctx,
-                    row.try_get(0)?,
-                    row.try_get::<&str, _>(1)?,
-                    row.try_get(2)?,
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                    row.try_get(5)?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|error| ctx.classify("list members", &error))
-    }
-
-    pub(crate) async fn cancel_wait(&mut self, backend_id: i64) -> Result<(), LeaseError> {
-        let ctx = &self.ctx;
-        let pid = i32::try_from(backend_id).unwrap_or(0);
-        ctx.run(
-            "cancel wait",
-            ctx.op_timeout,
-            sqlx::query("SELECT pg_cancel_backend($1)")
-                .bind(pid)
-                .execute(&mut self.session),
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn next_event(&mut self) -> SessionEvent {
+impl Session {
+    /// A NOTIFY for this cluster, or the end of the session. Cancel-safe.
+    pub(crate) async fn next_event(&mut self, ctx: &Ctx) -> SessionEvent {
         loop {
-            match self.session.try_recv().await {
+            match self.listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    if notification.payload() == self.ctx.cluster {
+                    if notification.payload() == ctx.cluster {
                         return SessionEvent::Notified;
                     }
                 }
                 Ok(None) => {
                     return SessionEvent::Lost(LeaseError::ConnectionLost {
                         op: "listen",
-                        target: self.ctx.target(),
+                        target: ctx.target(),
                         detail: "the server closed the session connection".to_owned(),
                     });
                 }
-                Err(error) => return SessionEvent::Lost(self.ctx.classify("listen", &error)),
+                Err(error) => return SessionEvent::Lost(ctx.classify("listen", &error)),
             }
         }
     }
-}
-
-fn view(ctx: &Ctx, op: &'static str, row: &PgRow) -> Result<LeaseView, LeaseError> {
-    let decode = || -> Result<LeaseView, sqlx::Error> {
-        Ok(LeaseView {
-            holder: row.try_get(0)?,
-            holder_session: row.try_get(1)?,
-            term: row.try_get(2)?,
-            expires_in_ms: row.try_get(3)?,
-            renewed_age_ms: row.try_get(4)?,
-            db_now_ms: row.try_get(5)?,
-        })
-    };
-    decode().map_err(|error| ctx.classify(op, &error))
 }
 
 /// The waiter connection: blocks in `pg_advisory_lock(holder key)` with a
 /// `lock_timeout` of [`LOCK_WAIT`].
-pub(crate) struct PgWaiter {
-    conn: sqlx::PgConnection,
-    pub(crate) backend_id: i64,
+pub(crate) type PgWaiter = Waiting<sqlx::PgConnection>;
+
+/// The waiter connection's server id.
+pub(crate) const BACKEND_ID: &str = "SELECT pg_backend_pid()::int8";
+
+/// The waiter connection's options: its lock waits end after [`LOCK_WAIT`].
+pub(crate) fn waiter_options(options: &PgConnectOptions) -> PgConnectOptions {
+    let lock_timeout = format!("{}ms", LOCK_WAIT.as_millis());
+    options
+        .clone()
+        .options([("lock_timeout", lock_timeout.as_str())])
 }
 
 impl PgWaiter {
-    pub(crate) async fn connect(
-        ctx: &Ctx,
-        options: PgConnectOptions,
-    ) -> Result<PgWaiter, LeaseError> {
-        let lock_timeout = format!("{}ms", LOCK_WAIT.as_millis());
-        // Waiting is this connection's job: no slow-statement warnings.
-        let options = options
-            .options([("lock_timeout", lock_timeout.as_str())])
-            .disable_statement_logging();
-        let mut conn = ctx.open(sqlx::PgConnection::connect_with(&options)).await?;
-        let pid: i32 = ctx
-            .run(
-                "backend id",
-                ctx.op_timeout,
-                sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn),
-            )
-            .await?;
-        Ok(PgWaiter {
-            conn,
-            backend_id: i64::from(pid),
-        })
-    }
-
     pub(crate) async fn try_lock(&mut self, ctx: &Ctx, key: i64) -> Result<bool, LeaseError> {
-        ctx.run(
-            "watch holder",
-            ctx.op_timeout,
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut self.conn),
-        )
-        .await
+        let sql = "SELECT pg_try_advisory_lock($1)::int::int8";
+        self.ask(ctx, sql, Value::Int(key)).await
     }
 
     pub(crate) async fn lock(&mut self, ctx: &Ctx, key: i64) -> Result<LockWait, LeaseError> {
-        ctx.statements
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wait = sqlx::query("SELECT pg_advisory_lock($1)::text")
             .bind(key)
             .execute(&mut self.conn);
-        match tokio::time::timeout(LOCK_WAIT + Duration::from_secs(5), wait).await {
-            Ok(Ok(_)) => Ok(LockWait::Acquired),
-            Ok(Err(sqlx::Error::Database(db))) if db.code().as_deref() == Some("55P03") => {
+        match ctx
+            .bounded("watch holder", LOCK_WAIT + Duration::from_secs(5), wait)
+            .await?
+        {
+            Ok(_) => Ok(LockWait::Acquired),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
                 Ok(LockWait::TimedOut)
             }
-            Ok(Err(sqlx::Error::Database(db))) if db.code().as_deref() == Some("57014") => {
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014") => {
                 Ok(LockWait::Canceled)
             }
-            Ok(Err(error)) => Err(ctx.classify("watch holder", &error)),
-            Err(_) => Err(LeaseError::Timeout {
-                op: "watch holder",
-                target: ctx.target(),
-                timeout: LOCK_WAIT + Duration::from_secs(5),
-            }),
+            Err(error) => Err(ctx.classify("watch holder", &error)),
         }
     }
 
-    pub(crate) async fn unlock(&mut self, ctx: &Ctx, key: i64) -> Result<(), LeaseError> {
-        let released: bool = ctx
-            .run(
-                "watch holder",
-                ctx.op_timeout,
-                sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-                    .bind(key)
-                    .fetch_one(&mut self.conn),
-            )
-            .await?;
-        if released {
-            Ok(())
-        } else {
-            Err(LeaseError::Database {
-                op: "watch holder",
-                target: ctx.target(),
-                detail: "the waiter did not hold the lock it had just taken".to_owned(),
-            })
-        }
+    /// True if the lock was held and is now free.
+    pub(crate) async fn unlock(&mut self, ctx: &Ctx, key: i64) -> Result<bool, LeaseError> {
+        let sql = "SELECT pg_advisory_unlock($1)::int::int8";
+        self.ask(ctx, sql, Value::Int(key)).await
     }
 }
