@@ -254,8 +254,8 @@ impl ClusterApi {
                         EventType::Normal
                     },
                     reason: reason.to_owned(),
+                    action: event_action(reason, &note),
                     note: Some(note),
-                    action: reason.to_owned(),
                     secondary: None,
                 },
                 &reference,
@@ -267,6 +267,18 @@ impl ClusterApi {
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
+}
+
+/// The Event's `action`, which kube's recorder uses (with the reason, not
+/// the note) to group repeats into one series: the reason plus a digest of
+/// the note, so that the same message repeated is one Event with a count,
+/// and a different message (another rejection reason, another term) is an
+/// Event of its own instead of a repeat of the first one's note.
+fn event_action(reason: &str, note: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut hasher);
+    format!("{reason}-{:016x}", hasher.finish())
 }
 
 /// Whether a pod's Ready condition is True.
@@ -320,6 +332,22 @@ mod tests {
             labels[LABEL_ROLE] = role.into();
         }
         serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("pod")
+    }
+
+    #[test]
+    fn repeated_events_form_a_series_but_different_notes_do_not() {
+        let first = event_action("SwitchoverRejected", "joc-9 is not a member");
+        assert_eq!(
+            first,
+            event_action("SwitchoverRejected", "joc-9 is not a member")
+        );
+        assert_ne!(
+            first,
+            event_action("SwitchoverRejected", "joc-api-0 is an API server")
+        );
+        assert!(first.starts_with("SwitchoverRejected-"));
+        // events.k8s.io/v1 allows at most 128 characters.
+        assert!(event_action(&"R".repeat(100), "note").len() <= 128);
     }
 
     #[test]
