@@ -302,6 +302,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         role: role_label(pod).map(str::to_owned),
         ready: is_ready(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        failsafe: pod.annotations().contains_key(ANNOTATION_FAILSAFE),
     }
 }
 

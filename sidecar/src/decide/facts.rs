@@ -62,6 +62,9 @@ pub struct PodFacts {
     pub ready: bool,
     /// Has a deletionTimestamp.
     pub terminating: bool,
+    /// Carries the failsafe mark (`joc-ha.dev/failsafe`): its holder stays
+    /// active while the database is down for everyone.
+    pub failsafe: bool,
 }
 
 impl PodFacts {

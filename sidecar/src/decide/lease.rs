@@ -189,21 +189,50 @@ fn failsafe_hold(s: &mut State, f: &Facts, term: i64, checked_at: Instant, out: 
 }
 
 /// Gained `term`: strip stale active labels (waiting out a failsafe
-/// holder's last role report), then label ourselves.
-pub(super) fn promote(s: &mut State, f: &Facts, term: i64, out: &mut Vec<Action>) -> Flow {
-    let others = other_active_members(&f.pods, &s.settings.me);
-    if others.is_empty() {
-        s.next([Step::LabelActive {
-            term,
-            new_term: true,
-        }]);
-        return Flow::Continue;
+/// holder's last role report), then label ourselves. Which pods carry the
+/// label is read from the API server itself, not the cache: after an API
+/// server restart the cache can be seconds old while its watch relists.
+pub(super) fn promote(s: &mut State, term: i64, out: &mut Vec<Action>) -> Flow {
+    s.wait(Pending::PromotePods { term }, Action::ListPodsNow, out)
+}
+
+/// The pods as the API server has them (or, if it cannot be read, as the
+/// cache has them, with each mark read on its own).
+pub(super) fn promote_with(
+    s: &mut State,
+    f: &Facts,
+    term: i64,
+    live: Result<Vec<PodFacts>, String>,
+    out: &mut Vec<Action>,
+) -> Flow {
+    let me = &s.settings.me;
+    match live {
+        Ok(pods) => {
+            let marks: Vec<(String, bool)> = other_active_members(&pods, me)
+                .into_iter()
+                .map(|name| {
+                    let failsafe = pods.iter().any(|p| p.name == name && p.failsafe);
+                    (name, failsafe)
+                })
+                .collect();
+            strip_others(s, term, &marks, out)
+        }
+        Err(error) => {
+            warn(
+                out,
+                format!("cannot list the cluster's pods before labeling; using the cache: {error}"),
+            );
+            let others = other_active_members(&f.pods, me);
+            if others.is_empty() {
+                return strip_others(s, term, &[], out);
+            }
+            s.wait(
+                Pending::PromoteMarks { term },
+                Action::ReadFailsafeMarks { pods: others },
+                out,
+            )
+        }
     }
-    s.wait(
-        Pending::PromoteMarks { term },
-        Action::ReadFailsafeMarks { pods: others },
-        out,
-    )
 }
 
 /// A holder in failsafe mode demotes when it sees its label go (its mark

@@ -209,6 +209,9 @@ enum Pending {
         term: i64,
         checked_at: tokio::time::Instant,
     },
+    PromotePods {
+        term: i64,
+    },
     PromoteMarks {
         term: i64,
     },
@@ -345,7 +348,7 @@ fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
             }
             Flow::Continue
         }
-        Step::Promote { term } => lease::promote(s, f, term, out),
+        Step::Promote { term } => lease::promote(s, term, out),
         Step::LabelActive { term, new_term } => lease::label_active(s, term, new_term, out),
         Step::Publish(report) => {
             out.push(Action::Publish(report));
@@ -392,6 +395,9 @@ fn resume(
         }
         (Pending::FailsafeMark { term, checked_at }, Outcome::FailsafeMarked(ok)) => {
             lease::failsafe_marked(s, f, term, checked_at, ok, out)
+        }
+        (Pending::PromotePods { term }, Outcome::PodsNow(pods)) => {
+            lease::promote_with(s, f, term, pods, out)
         }
         (Pending::PromoteMarks { term }, Outcome::FailsafeMarks(marks)) => {
             lease::strip_others(s, term, &marks, out)

@@ -35,6 +35,7 @@ fn a_new_js7_holder_holds_the_lease_but_its_label_waits_for_joc() {
     assert_eq!(
         brief(&actions),
         [
+            "list-pods",
             "publish:active:5",
             "read-joc",
             "joc-health:true",

@@ -46,6 +46,7 @@ fn every_lease_path_in_order() {
             event: Event::LeaseChanged,
             answers: Answers::default(),
             expect: &[
+                "list-pods",
                 "label:joc-0:active:5",
                 "event:BecameActive",
                 "publish:active:5",
@@ -58,6 +59,24 @@ fn every_lease_path_in_order() {
             event: Event::LeaseChanged,
             answers: Answers::default(),
             expect: &[
+                "list-pods",
+                "label:joc-1:standby",
+                "label:joc-0:active:5",
+                "event:BecameActive",
+                "publish:active:5",
+            ],
+        },
+        Case {
+            name: "gains the lease, API list fails: the cache and a read of each mark",
+            state: standby(false),
+            facts: facts(now, active(5, now), Some("standby"), true),
+            event: Event::LeaseChanged,
+            answers: Answers {
+                pods_now: Some(Err("timeout".into())),
+                ..Answers::default()
+            },
+            expect: &[
+                "list-pods",
                 "read-marks:joc-1",
                 "label:joc-1:standby",
                 "label:joc-0:active:5",
@@ -74,7 +93,7 @@ fn every_lease_path_in_order() {
                 labeled: false,
                 ..Answers::default()
             },
-            expect: &["label:joc-0:active:5", "publish:active:5"],
+            expect: &["list-pods", "label:joc-0:active:5", "publish:active:5"],
         },
         Case {
             name: "keeps holding: renews the report only",
@@ -119,10 +138,10 @@ fn every_lease_path_in_order() {
             facts: down(facts(now, Role::Standby, Some("active"), false)),
             event: Event::LeaseChanged,
             answers: Answers {
-                pods_now: Ok(vec![
+                pods_now: Some(Ok(vec![
                     member(ME, Some("active")),
                     member("joc-1", Some("active")),
-                ]),
+                ])),
                 ..Answers::default()
             },
             expect: &[
@@ -138,7 +157,7 @@ fn every_lease_path_in_order() {
             facts: down(facts(now, Role::Standby, Some("active"), false)),
             event: Event::LeaseChanged,
             answers: Answers {
-                pods_now: Ok(vec![member(ME, Some("standby"))]),
+                pods_now: Some(Ok(vec![member(ME, Some("standby"))])),
                 ..Answers::default()
             },
             expect: &[
@@ -154,7 +173,7 @@ fn every_lease_path_in_order() {
             facts: down(facts(now, Role::Standby, Some("active"), false)),
             event: Event::LeaseChanged,
             answers: Answers {
-                pods_now: Err("connection refused".into()),
+                pods_now: Some(Err("connection refused".into())),
                 ..Answers::default()
             },
             expect: &[
@@ -238,7 +257,7 @@ fn failsafe_mode_holds_while_the_api_is_silent_and_ends_when_the_database_return
     let later = now + Duration::from_secs(1);
     let mut silent = down(facts(later, Role::Standby, Some("active"), false));
     let api_down = Answers {
-        pods_now: Err("timeout".into()),
+        pods_now: Some(Err("timeout".into())),
         ..Answers::default()
     };
     let (_, actions) = drive(&failsafe, &mut silent, Event::LeaseChanged, &api_down);
@@ -278,7 +297,11 @@ fn a_failsafe_holder_that_sees_another_active_pod_demotes() {
     let mut state = holding(false, 5);
     state.failsafe_until = Some(now + VALIDITY);
     let mut f = down(facts(now, Role::Standby, Some("active"), true));
-    let (_, actions) = drive(&state, &mut f, Event::PodsChanged, &Answers::default());
+    let alone = Answers {
+        pods_now: Some(Ok(vec![member(ME, Some("active"))])),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(&state, &mut f, Event::PodsChanged, &alone);
     // Following the lease keeps failsafe (its own check passes), then the
     // pod cache shows another active member.
     assert_eq!(
@@ -379,7 +402,7 @@ fn a_new_holder_waits_out_the_failsafe_holders_last_role_report() {
     assert_eq!(
         brief(&actions),
         [
-            "read-marks:joc-1",
+            "list-pods",
             "label:joc-1:standby",
             "wait-failsafe:joc-1:4s",
             "label:joc-0:active:6",
@@ -405,4 +428,32 @@ fn a_stepped_down_member_never_takes_the_lease_again() {
     let (after, actions) = drive(&state, &mut f, Event::Tick, &Answers::default());
     assert_eq!(brief(&actions), Vec::<String>::new());
     assert_eq!(after.active_term, None);
+}
+
+/// Found by the short fault campaign after this reshaping (PostgreSQL, an
+/// API server restart, then the active pod deleted and the next one
+/// killed): the pods' watch was relisting after the restart, so the new
+/// holder's cache was five seconds old and showed no other active pod; it
+/// labeled itself while the killed holder's pod still carried the label,
+/// and the Service routed to both for 3.4 s. The old logic (like the first
+/// reshaping) took the pods to strip from the cache.
+#[test]
+fn a_new_holder_strips_active_labels_its_stale_cache_does_not_show() {
+    let now = Instant::now();
+    // The cache: nobody else active. The API server: joc-1 still is.
+    let mut f = facts(now, active(3, now), Some("standby"), false);
+    let live = Answers {
+        pods_now: Some(Ok(vec![
+            member(ME, Some("standby")),
+            member("joc-1", Some("active")),
+            member("joc-2", Some("standby")),
+        ])),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(&standby(false), &mut f, Event::LeaseChanged, &live);
+    assert!(
+        position(&actions, "label:joc-1:standby") < position(&actions, "label:joc-0:active:3"),
+        "{:?}",
+        brief(&actions)
+    );
 }

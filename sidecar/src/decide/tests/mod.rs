@@ -67,6 +67,7 @@ pub fn member(name: &str, role: Option<&str>) -> PodFacts {
         role: role.map(str::to_owned),
         ready: true,
         terminating: false,
+        failsafe: false,
     }
 }
 
@@ -124,7 +125,8 @@ pub fn view(active: Option<&str>, switch_to: Option<&str>) -> JocView {
 /// Scripted answers to awaited actions; the defaults are the happy path.
 pub struct Answers {
     pub labeled: bool,
-    pub pods_now: Result<Vec<PodFacts>, String>,
+    /// The API server's pods; `None`: the same as the cache.
+    pub pods_now: Option<Result<Vec<PodFacts>, String>>,
     pub marked: bool,
     pub failsafe_pods: Vec<String>,
     pub elector_timed_out: bool,
@@ -141,10 +143,7 @@ impl Default for Answers {
     fn default() -> Answers {
         Answers {
             labeled: true,
-            pods_now: Ok(vec![
-                member(ME, Some("active")),
-                member("joc-1", Some("standby")),
-            ]),
+            pods_now: None,
             marked: true,
             failsafe_pods: vec![],
             elector_timed_out: true,
@@ -177,7 +176,19 @@ impl Answers {
                     .map(|p| (p.clone(), self.failsafe_pods.contains(p)))
                     .collect(),
             ),
-            Action::ListPodsNow => Outcome::PodsNow(self.pods_now.clone()),
+            Action::ListPodsNow => Outcome::PodsNow(
+                self.pods_now
+                    .clone()
+                    .unwrap_or_else(|| Ok(facts.pods.clone()))
+                    .map(|pods| {
+                        pods.into_iter()
+                            .map(|p| PodFacts {
+                                failsafe: self.failsafe_pods.contains(&p.name),
+                                ..p
+                            })
+                            .collect()
+                    }),
+            ),
             Action::WaitForElector { .. } => Outcome::ElectorWaited {
                 timed_out: self.elector_timed_out,
             },
