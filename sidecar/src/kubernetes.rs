@@ -1,12 +1,14 @@
 //! What the sidecar does in Kubernetes: the role label of its own pod and of
 //! stale active pods, the switch-over annotation and status, and Events on
 //! the JocCluster. Only its own namespace; only the calls its Role allows.
+//!
+//! [`ClusterApi::write_role_label`] is the one place that writes the role
+//! label; every write goes out under the sidecar's field manager.
 
 use axum::http;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
-    ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER,
-    LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, ROLE_STANDBY,
+    ANNOTATION_SWITCHOVER_TO, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE,
 };
 use joc_ha_crds::v1alpha1::SwitchoverStatus;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -15,7 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::switchover::Candidate;
+use crate::decide::PodFacts;
 
 /// Annotation on a member pod with the lease term its sidecar holds.
 pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
@@ -70,13 +72,22 @@ fn count_requests<B>(
 /// The Kubernetes side of one sidecar.
 #[derive(Clone)]
 pub struct ClusterApi {
-    client: Client,
     namespace: String,
     cluster: String,
     pod_name: String,
     pods: Api<Pod>,
     clusters: Api<JocCluster>,
-    reporter: Reporter,
+    /// One recorder for the sidecar's life, so that repeated Events form a
+    /// series instead of new objects.
+    recorder: Recorder,
+}
+
+/// Patches from the sidecar, under its field manager.
+fn sidecar_patch() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER_SIDECAR.to_owned()),
+        ..PatchParams::default()
+    }
 }
 
 impl ClusterApi {
@@ -84,11 +95,13 @@ impl ClusterApi {
         ClusterApi {
             pods: Api::namespaced(client.clone(), namespace),
             clusters: Api::namespaced(client.clone(), namespace),
-            reporter: Reporter {
-                controller: FIELD_MANAGER_SIDECAR.into(),
-                instance: Some(pod_name.to_owned()),
-            },
-            client,
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: FIELD_MANAGER_SIDECAR.into(),
+                    instance: Some(pod_name.to_owned()),
+                },
+            ),
             namespace: namespace.to_owned(),
             cluster: cluster.to_owned(),
             pod_name: pod_name.to_owned(),
@@ -113,8 +126,9 @@ impl ClusterApi {
     }
 
     /// Sets a pod's role label (and its lease-term annotation, on our own
-    /// pod). A pod that is gone is no error: it routes nowhere.
-    pub async fn set_role(
+    /// pod, where the failsafe mark goes too). A pod that is gone is no
+    /// error: it routes nowhere. The only writer of the role label.
+    pub async fn write_role_label(
         &self,
         pod: &str,
         role: &str,
@@ -129,7 +143,7 @@ impl ClusterApi {
         }
         match self
             .pods
-            .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(pod, &sidecar_patch(), &Patch::Merge(patch))
             .await
         {
             Ok(_) => Ok(()),
@@ -142,11 +156,7 @@ impl ClusterApi {
     pub async fn mark_failsafe(&self) -> Result<(), KubeError> {
         let patch = json!({"metadata": {"annotations": {ANNOTATION_FAILSAFE: "true"}}});
         self.pods
-            .patch(
-                &self.pod_name,
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
+            .patch(&self.pod_name, &sidecar_patch(), &Patch::Merge(patch))
             .await
             .map(|_| ())
             .map_err(call("mark this pod failsafe"))
@@ -214,7 +224,7 @@ impl ClusterApi {
             }});
             match self
                 .clusters
-                .patch(&self.cluster, &PatchParams::default(), &Patch::Merge(patch))
+                .patch(&self.cluster, &sidecar_patch(), &Patch::Merge(patch))
                 .await
             {
                 Ok(_) => return Ok(true),
@@ -234,9 +244,8 @@ impl ClusterApi {
         reason: &str,
         note: String,
     ) -> Result<(), KubeError> {
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         let reference: ObjectReference = cluster.object_ref(&());
-        recorder
+        self.recorder
             .publish(
                 &Event {
                     type_: if warning {
@@ -245,8 +254,8 @@ impl ClusterApi {
                         EventType::Normal
                     },
                     reason: reason.to_owned(),
+                    action: event_action(reason, &note),
                     note: Some(note),
-                    action: reason.to_owned(),
                     secondary: None,
                 },
                 &reference,
@@ -260,6 +269,18 @@ impl ClusterApi {
     }
 }
 
+/// The Event's `action`, which kube's recorder uses (with the reason, not
+/// the note) to group repeats into one series: the reason plus a digest of
+/// the note, so that the same message repeated is one Event with a count,
+/// and a different message (another rejection reason, another term) is an
+/// Event of its own instead of a repeat of the first one's note.
+fn event_action(reason: &str, note: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut hasher);
+    format!("{reason}-{:016x}", hasher.finish())
+}
+
 /// Whether a pod's Ready condition is True.
 pub fn is_ready(pod: &Pod) -> bool {
     pod.status
@@ -268,45 +289,21 @@ pub fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Members of the cluster (by label) other than `me` that carry role=active.
-pub fn other_active_members(pods: &[Pod], me: &str) -> Vec<String> {
-    let mut names: Vec<String> = pods
-        .iter()
-        .filter(|p| p.name_any() != me)
-        .filter(|p| p.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_ACTIVE))
-        .map(|p| p.name_any())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The role label a pod carries now.
 pub fn role_label(pod: &Pod) -> Option<&str> {
     pod.labels().get(LABEL_ROLE).map(String::as_str)
 }
 
-/// Switch-over candidates from the cluster's pods and the fresh heartbeats
-/// of the lease database.
-pub fn candidates(pods: &[Pod], fresh_members: &[String]) -> Vec<Candidate> {
-    pods.iter()
-        .map(|pod| Candidate {
-            name: pod.name_any(),
-            component: pod.labels().get(LABEL_COMPONENT).cloned(),
-            ready: is_ready(pod),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-            heartbeat_fresh: fresh_members.contains(&pod.name_any()),
-        })
-        .collect()
-}
-
-/// Only member pods take part in routing.
-pub fn is_member(pod: &Pod) -> bool {
-    pod.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(COMPONENT_MEMBER)
-}
-
-/// The label a member should carry given whether it holds the lease.
-pub fn wanted_role(active: bool) -> &'static str {
-    if active { ROLE_ACTIVE } else { ROLE_STANDBY }
+/// What decisions need of a pod.
+pub fn pod_facts(pod: &Pod) -> PodFacts {
+    PodFacts {
+        name: pod.name_any(),
+        component: pod.labels().get(LABEL_COMPONENT).cloned(),
+        role: role_label(pod).map(str::to_owned),
+        ready: is_ready(pod),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        failsafe: pod.annotations().contains_key(ANNOTATION_FAILSAFE),
+    }
 }
 
 #[cfg(test)]
@@ -339,14 +336,33 @@ mod tests {
     }
 
     #[test]
-    fn finds_other_active_members() {
-        let pods = vec![
-            pod("joc-0", Some("active")),
-            pod("joc-1", Some("active")),
-            pod("joc-2", Some("standby")),
-            pod("joc-3", None),
-        ];
-        assert_eq!(other_active_members(&pods, "joc-0"), ["joc-1"]);
-        assert_eq!(other_active_members(&pods, "joc-2"), ["joc-0", "joc-1"]);
+    fn repeated_events_form_a_series_but_different_notes_do_not() {
+        let first = event_action("SwitchoverRejected", "joc-9 is not a member");
+        assert_eq!(
+            first,
+            event_action("SwitchoverRejected", "joc-9 is not a member")
+        );
+        assert_ne!(
+            first,
+            event_action("SwitchoverRejected", "joc-api-0 is an API server")
+        );
+        assert!(first.starts_with("SwitchoverRejected-"));
+        // events.k8s.io/v1 allows at most 128 characters.
+        assert!(event_action(&"R".repeat(100), "note").len() <= 128);
+    }
+
+    #[test]
+    fn pod_facts_read_labels_and_conditions() {
+        let mut ready = pod("joc-0", Some("active"));
+        ready.status =
+            serde_json::from_value(json!({"conditions": [{"type": "Ready", "status": "True"}]}))
+                .expect("status");
+        let facts = pod_facts(&ready);
+        assert_eq!(facts.name, "joc-0");
+        assert!(facts.is_member() && facts.is_labeled_active() && facts.ready);
+        assert!(!facts.terminating);
+        let bare = pod_facts(&pod("joc-1", None));
+        assert_eq!(bare.role, None);
+        assert!(!bare.ready);
     }
 }

@@ -183,6 +183,27 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
+    /// Found by the fault campaign: a restarted cockpit container read the
+    /// killed sidecar's still-valid active report from the emptyDir while
+    /// PostgreSQL had already handed the lease on. The deadline alone said
+    /// "active"; the role lock says nobody writes it any more.
+    #[test]
+    fn a_restarted_cockpit_does_not_act_on_a_dead_sidecars_role_file() {
+        let dir = std::env::temp_dir().join(format!("joc-ha-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let lock = claim(&dir, &RoleReport::standby("joc-1", "joc")).expect("claim");
+        let left_behind = RoleReport::active("joc-1", "joc", 3, Duration::from_secs(30));
+        write_role_file(&dir, &left_behind).expect("write");
+        drop(lock); // the sidecar is killed
+        let found = read_role_file(&dir).expect("read");
+        assert!(found.is_active_now(), "the deadline alone would say active");
+        assert!(
+            !writer_alive(&dir),
+            "but its writer is gone: act as standby"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
     #[test]
     fn the_role_file_round_trips() {
         let dir = std::env::temp_dir().join(format!("joc-ha-role-{}", std::process::id()));

@@ -1,0 +1,161 @@
+//! What [`super::decide`] knows: the settings (fixed for the process), the
+//! facts (a snapshot the runner takes before every call: no I/O happens in
+//! `decide`, and time is one of the facts), and the events it answers.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::JocSettings;
+use crate::js7::JocView;
+use crate::lease::{HandOverOutcome, Role};
+
+/// Fixed for the sidecar's life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// This pod's name (and its member name in the lease).
+    pub me: String,
+    /// How long a renew lets the holder act (TTL − margin, from the lease).
+    pub lease_validity: Duration,
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    /// js7 mode: who this member is to JOC and JOC's timings.
+    pub joc: Option<JocSettings>,
+}
+
+/// A snapshot of everything `decide` may look at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// Local monotonic time (the clock the lease's deadlines use).
+    pub now: Instant,
+    /// Wall-clock time, only for status timestamps people read.
+    pub wall_now: jiff::Timestamp,
+    /// The elector's current role for this member.
+    pub role: Role,
+    pub elector: ElectorFacts,
+    /// Every pod of the cluster (members and API servers), from the cache.
+    pub pods: Vec<PodFacts>,
+    /// The JocCluster, from the cache; `None` until it is seen.
+    pub cluster: Option<ClusterFacts>,
+}
+
+/// The elector's health as last published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ElectorFacts {
+    /// A session with the database is open.
+    pub connected: bool,
+    /// The last statement failed.
+    pub failing: bool,
+    /// The lease as last read names this member as holder.
+    pub holder_is_me: bool,
+}
+
+/// One pod of the cluster, as far as decisions go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFacts {
+    pub name: String,
+    /// `joc-ha.dev/component`.
+    pub component: Option<String>,
+    /// `joc-ha.dev/role`.
+    pub role: Option<String>,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// Has a deletionTimestamp.
+    pub terminating: bool,
+    /// Carries the failsafe mark (`joc-ha.dev/failsafe`): its holder stays
+    /// active while the database is down for everyone.
+    pub failsafe: bool,
+}
+
+impl PodFacts {
+    /// Only member pods take part in routing.
+    pub fn is_member(&self) -> bool {
+        self.component.as_deref() == Some(joc_ha_crds::names::COMPONENT_MEMBER)
+    }
+
+    pub fn is_labeled_active(&self) -> bool {
+        self.role.as_deref() == Some(joc_ha_crds::names::ROLE_ACTIVE)
+    }
+}
+
+/// The JocCluster as far as the sidecar cares.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterFacts {
+    /// The pending `joc-ha.dev/switchover-to` annotation.
+    pub switchover_to: Option<String>,
+}
+
+/// A lease member row as the holder reads it for a hand-over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFacts {
+    pub name: String,
+    /// `ready` in the lease (js7: its JOC instance heartbeats).
+    pub ready: bool,
+    /// Heartbeat younger than the TTL.
+    pub fresh: bool,
+}
+
+/// What happened. Inputs come from the world; a [`Outcome`] answers the
+/// last action of the previous call (see [`super::Action::awaits`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The renew-interval timer.
+    Tick,
+    /// The elector published a new role.
+    LeaseChanged,
+    /// The lease elector stopped for good.
+    ElectorStopped,
+    /// The cluster's pods changed (cache).
+    PodsChanged,
+    /// The JocCluster changed (cache).
+    ClusterChanged,
+    /// The cockpit's preStop hook asks to hand over.
+    Prestop,
+    Sigterm,
+    /// js7: the holder's quick look while it waits for JOC.
+    JocLook,
+    /// The result of the action the previous call awaited.
+    Done(Outcome),
+}
+
+/// Results of awaited actions, one per such action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// [`super::Action::WaitForElector`]: the status changed, or the wait
+    /// timed out.
+    ElectorWaited { timed_out: bool },
+    /// [`super::Action::ListPodsNow`]: the pods as the API server has them
+    /// now (a success proves it reachable), or why not.
+    PodsNow(Result<Vec<PodFacts>, String>),
+    /// [`super::Action::MarkFailsafe`].
+    FailsafeMarked(bool),
+    /// [`super::Action::ReadFailsafeMarks`]: each pod and whether it carries
+    /// the failsafe mark (unreadable counts as marked).
+    FailsafeMarks(Vec<(String, bool)>),
+    /// [`super::Action::Label`] with `report`.
+    Labeled(bool),
+    /// [`super::Action::ReadJoc`].
+    Joc(Result<JocView, JocReadError>),
+    /// [`super::Action::SetReady`] with `report`.
+    ReadySet(Result<(), String>),
+    /// [`super::Action::RequestJocSwitch`] with `report`: whether the
+    /// request was written (false: JOC moved meanwhile).
+    JocSwitch(Result<bool, String>),
+    /// [`super::Action::ClearSwitchover`]: whether the request was ours to
+    /// handle (still the same value, now removed).
+    SwitchoverTaken(Result<bool, String>),
+    /// [`super::Action::ReadMembers`].
+    Members(Result<Vec<MemberFacts>, String>),
+    /// [`super::Action::HandOver`].
+    HandOver(Result<HandOverOutcome, String>),
+    /// [`super::Action::WaitForLabel`]: labeled, or why not.
+    TargetLabeled(Result<(), String>),
+}
+
+/// Why JOC's tables could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JocReadError {
+    /// The tables do not exist yet (JOC never started on this database).
+    pub not_installed: bool,
+    pub message: String,
+}

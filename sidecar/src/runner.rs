@@ -1,0 +1,459 @@
+//! The thin loop around [`crate::decide::decide`]: waits for an event,
+//! takes a snapshot of facts (caches, the elector's role and status, the
+//! clock), calls `decide`, and carries out its actions in order. An awaited
+//! action's outcome is fed straight back as the next event, so a flow runs
+//! to its end before the next input is looked at (as one async function
+//! would). No decision is made here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, ROLE_ACTIVE};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::decide::{
+    Action, ClusterFacts, ElectorFacts, Event, Facts, JocReadError, Level, MemberFacts, Metric,
+    Outcome, Report, State, decide,
+};
+use crate::http::{Health, PrestopRequest};
+use crate::js7::{JocTables, TablesError};
+use crate::kubernetes::{ClusterApi, pod_facts, role_label};
+use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, Role};
+use crate::metrics::{Metrics, ResultLabel};
+use crate::role::{RoleReport, write_role_file};
+
+/// How often a js7 holder looks at JOC's tables while it waits for JOC to
+/// confirm it (JOC switches at its polls; this bounds the added delay).
+const JOC_WAIT_LOOK: Duration = Duration::from_millis(200);
+
+/// How often bounded waits look again.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// Everything the runner touches.
+pub struct Runner {
+    pub config: Config,
+    pub api: ClusterApi,
+    pub elector: ElectorHandle,
+    pub roles: watch::Receiver<Role>,
+    pub elector_status: watch::Receiver<ElectorStatus>,
+    pub pods: Store<Pod>,
+    pub clusters: Store<JocCluster>,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    pub report_tx: watch::Sender<RoleReport>,
+    /// js7 mode: JOC's cluster tables.
+    pub joc_tables: Option<JocTables>,
+    pub state: State,
+    /// The elector's last error, to count each new one once.
+    pub last_database_error: Option<String>,
+    /// The last renew latency recorded in the histogram.
+    pub last_renew_latency: Option<Duration>,
+}
+
+impl Runner {
+    /// Waits for events and handles them until SIGTERM or the elector's end.
+    pub async fn main_loop(
+        &mut self,
+        pods_changed: Arc<Notify>,
+        cluster_changed: Arc<Notify>,
+        mut prestop: mpsc::Receiver<PrestopRequest>,
+    ) {
+        let mut sigterm =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    warn!(%error, "cannot listen for SIGTERM");
+                    None
+                }
+            };
+        let mut tick = tokio::time::interval(self.config.renew_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut joc_tick = tokio::time::interval(JOC_WAIT_LOOK);
+        joc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.health.loop_alive();
+            let mut answer = None;
+            let waiting_for_joc = self.state.waiting_for_joc();
+            let event = tokio::select! {
+                changed = self.roles.changed() => match changed {
+                    Ok(()) => Event::LeaseChanged,
+                    Err(_) => Event::ElectorStopped,
+                },
+                () = pods_changed.notified() => Event::PodsChanged,
+                () = cluster_changed.notified() => Event::ClusterChanged,
+                Some(done) = prestop.recv() => {
+                    answer = Some(done);
+                    Event::Prestop
+                }
+                Some(()) = recv_signal(&mut sigterm) => Event::Sigterm,
+                _ = joc_tick.tick(), if waiting_for_joc => Event::JocLook,
+                _ = tick.tick() => Event::Tick,
+            };
+            let go_on = self.handle(event).await;
+            if let Some(done) = answer {
+                let _ = done.send(());
+            }
+            if !go_on {
+                return;
+            }
+        }
+    }
+
+    /// Runs one event and the outcomes it leads to; false once told to exit.
+    pub async fn handle(&mut self, event: Event) -> bool {
+        let mut go_on = true;
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            self.health.loop_alive();
+            let facts = self.facts();
+            let (state, actions) = decide(&self.state, &facts, event);
+            self.state = state;
+            for action in actions {
+                if action == Action::Exit {
+                    go_on = false;
+                } else if let Some(outcome) = self.execute(action).await {
+                    next = Some(Event::Done(outcome));
+                }
+            }
+        }
+        go_on
+    }
+
+    /// The snapshot `decide` sees.
+    fn facts(&mut self) -> Facts {
+        let role = *self.roles.borrow();
+        let status = self.elector_status.borrow_and_update().clone();
+        self.observe(&status);
+        let me = self.config.pod_name.as_str();
+        Facts {
+            now: Instant::now(),
+            wall_now: jiff::Timestamp::now(),
+            role,
+            elector: ElectorFacts {
+                connected: status.connected,
+                failing: status.last_error.is_some(),
+                holder_is_me: status.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(me),
+            },
+            pods: self.pods.state().iter().map(|p| pod_facts(p)).collect(),
+            cluster: self.clusters.state().first().map(|c| ClusterFacts {
+                switchover_to: c.annotations().get(ANNOTATION_SWITCHOVER_TO).cloned(),
+            }),
+        }
+    }
+
+    /// Metrics and health from the elector's status.
+    fn observe(&mut self, status: &ElectorStatus) {
+        if let Some(latency) = status.last_renew_latency
+            && Some(latency) != self.last_renew_latency
+        {
+            self.metrics.renew_latency.observe(latency.as_secs_f64());
+            self.last_renew_latency = Some(latency);
+        }
+        self.health
+            .database_ok
+            .store(status.connected, Ordering::Relaxed);
+        let error = status.last_error.as_ref().map(|e| e.to_string());
+        if error.is_some() && error != self.last_database_error {
+            self.metrics.database_errors.inc();
+        }
+        self.last_database_error = error;
+    }
+
+    /// Tells the cockpit: role file, `GET /role`, role-change command.
+    pub fn publish(&self, report: RoleReport) {
+        if let Some(dir) = &self.config.role_dir
+            && let Err(error) = write_role_file(dir, &report)
+        {
+            warn!(%error, dir = %dir.display(), "cannot write the role file");
+        }
+        let changed = self.report_tx.borrow().role != report.role;
+        if changed && let Some(command) = &self.config.on_role_change {
+            run_role_command(command, &report);
+        }
+        let _ = self.report_tx.send(report);
+    }
+
+    /// Carries out one action; awaited ones answer with their outcome.
+    async fn execute(&mut self, action: Action) -> Option<Outcome> {
+        let me = self.config.pod_name.clone();
+        match action {
+            Action::Publish(report) => {
+                let cluster = &self.config.cluster;
+                self.publish(match report {
+                    Report::Standby => RoleReport::standby(&me, cluster),
+                    Report::Active { term, until } => RoleReport::active(
+                        &me,
+                        cluster,
+                        term,
+                        until.saturating_duration_since(Instant::now()),
+                    ),
+                });
+            }
+            Action::Label {
+                pod,
+                label,
+                term,
+                report,
+                context,
+            } => {
+                let written = self.api.write_role_label(&pod, label.as_str(), term).await;
+                if let Err(error) = &written {
+                    warn!(%error, %pod, "{context}");
+                }
+                return report.then_some(Outcome::Labeled(written.is_ok()));
+            }
+            Action::MarkFailsafe => {
+                let marked = self.api.mark_failsafe().await;
+                if let Err(error) = &marked {
+                    warn!(%error, "cannot mark this pod failsafe");
+                }
+                return Some(Outcome::FailsafeMarked(marked.is_ok()));
+            }
+            Action::ReadFailsafeMarks { pods } => {
+                let mut marks = Vec::new();
+                for pod in pods {
+                    let failsafe = self.api.is_failsafe(&pod).await.unwrap_or(true);
+                    marks.push((pod, failsafe));
+                }
+                return Some(Outcome::FailsafeMarks(marks));
+            }
+            Action::WaitOutFailsafe { pod, period } => self.wait_out_failsafe(&pod, period).await,
+            Action::ListPodsNow => {
+                let pods = self.api.list_pods_now().await;
+                return Some(Outcome::PodsNow(
+                    pods.map(|pods| pods.iter().map(pod_facts).collect())
+                        .map_err(|e| e.to_string()),
+                ));
+            }
+            Action::WaitForElector { until } => {
+                let changed = tokio::time::timeout_at(until, self.elector_status.changed()).await;
+                return Some(Outcome::ElectorWaited {
+                    timed_out: !matches!(changed, Ok(Ok(()))),
+                });
+            }
+            Action::ReadJoc => {
+                let view = match &self.joc_tables {
+                    Some(tables) => tables.read().await.map_err(|error| JocReadError {
+                        not_installed: matches!(error, TablesError::NotInstalled { .. }),
+                        message: error.to_string(),
+                    }),
+                    None => Err(JocReadError {
+                        not_installed: false,
+                        message: "not in js7 mode".to_owned(),
+                    }),
+                };
+                return Some(Outcome::Joc(view));
+            }
+            Action::JocHealth { fresh } => {
+                self.health.joc_not_ready.store(!fresh, Ordering::Relaxed);
+            }
+            Action::SetReady { ready, report } => {
+                let set = self
+                    .elector
+                    .set_ready(ready)
+                    .await
+                    .map_err(|e| e.to_string());
+                if report {
+                    return Some(Outcome::ReadySet(set));
+                }
+                if let Err(error) = set {
+                    warn!(%error, ready, "cannot set this member's readiness in the lease database");
+                }
+            }
+            Action::RequestJocSwitch {
+                from,
+                to,
+                pod,
+                report,
+            } => {
+                let requested = match &self.joc_tables {
+                    Some(tables) => tables
+                        .request_switch(&from, &to)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Ok(false),
+                };
+                if report {
+                    return Some(Outcome::JocSwitch(requested));
+                }
+                match requested {
+                    Ok(true) => info!(%pod, "asked JOC to switch its active member to {pod}"),
+                    Ok(false) => {}
+                    Err(error) => warn!("{error}"),
+                }
+            }
+            Action::ClearSwitchover { value } => {
+                let taken = self.api.clear_switchover(&value).await;
+                return Some(Outcome::SwitchoverTaken(taken.map_err(|e| e.to_string())));
+            }
+            Action::ReadMembers => {
+                let members = self.elector.members().await.map_err(|e| e.to_string());
+                return Some(Outcome::Members(members.map(|rows| {
+                    rows.into_iter()
+                        .map(|m| MemberFacts {
+                            name: m.member,
+                            ready: m.ready,
+                            fresh: m.fresh,
+                        })
+                        .collect()
+                })));
+            }
+            Action::HandOver { target } => {
+                let outcome = self.elector.hand_over(HandOverTarget::Member(target)).await;
+                return Some(Outcome::HandOver(outcome.map_err(|e| e.to_string())));
+            }
+            Action::Release => {
+                if let Err(error) = self.elector.release().await {
+                    warn!(%error, "cannot release the lease; standbys take over when it expires");
+                }
+            }
+            Action::WaitForLabel { target, bound } => {
+                return Some(Outcome::TargetLabeled(
+                    self.wait_for_label(&target, bound).await,
+                ));
+            }
+            Action::WaitForJocToLeave { period } => self.wait_for_joc_to_leave(period).await,
+            Action::RecordSwitchover(status) => {
+                if let Err(error) = self.api.record_switchover(&status).await {
+                    warn!(%error, "cannot record the switch-over in status");
+                }
+            }
+            Action::Event {
+                warning,
+                reason,
+                note,
+            } => {
+                if let Some(cluster) = self.clusters.state().into_iter().next()
+                    && let Err(error) = self.api.event(&cluster, warning, reason, note).await
+                {
+                    warn!(%error, "cannot publish an Event");
+                }
+            }
+            Action::Metric(metric) => match metric {
+                Metric::Role(value) => {
+                    self.metrics.role.set(value);
+                }
+                Metric::LeaseTerm(term) => {
+                    self.metrics.lease_term.set(term);
+                }
+                Metric::Takeover => {
+                    self.metrics.takeovers.inc();
+                }
+                Metric::Switchover(result) => {
+                    self.metrics
+                        .switchovers
+                        .get_or_create(&ResultLabel {
+                            result: result.to_owned(),
+                        })
+                        .inc();
+                }
+            },
+            Action::Log(Level::Info, message) => info!("{message}"),
+            Action::Log(Level::Warn, message) => warn!("{message}"),
+            Action::Exit => {}
+        }
+        None
+    }
+
+    /// Waits `period` (the former failsafe holder's last role report may be
+    /// acted on until then), noting whether its mark went.
+    async fn wait_out_failsafe(&self, pod: &str, period: Duration) {
+        let deadline = Instant::now() + period;
+        let mut confirmed = false;
+        while Instant::now() < deadline {
+            self.health.loop_alive();
+            if !confirmed && let Ok(false) = self.api.is_failsafe(pod).await {
+                confirmed = true;
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+        if !confirmed {
+            warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
+        }
+    }
+
+    /// Waits, at most `bound`, until `target` carries the active label.
+    async fn wait_for_label(&self, target: &str, bound: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + bound;
+        loop {
+            let labeled = self
+                .pods
+                .state()
+                .iter()
+                .any(|p| p.name_any() == target && role_label(p) == Some(ROLE_ACTIVE));
+            if labeled {
+                return Ok(());
+            }
+            self.health.loop_alive();
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{target} took the lease but was not labeled active within {bound:?}"
+                ));
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+
+    /// js7 mode, stepping down: wait, bounded, for JOC to move its active
+    /// member to the new holder, so that JOC hands over cleanly instead of
+    /// timing out.
+    async fn wait_for_joc_to_leave(&self, period: Duration) {
+        let (Some(tables), Some(joc)) = (&self.joc_tables, &self.config.joc) else {
+            return;
+        };
+        let me = joc.member_id.as_str();
+        let deadline = Instant::now() + period;
+        while Instant::now() < deadline {
+            self.health.loop_alive();
+            match tables.read().await {
+                Ok(view) if view.active_member() != Some(me) => {
+                    info!("JOC's active member moved to the new lease holder");
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        warn!(
+            "JOC did not move its active member in time; it takes over once this instance's heartbeat is exceeded"
+        );
+    }
+}
+
+async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the configured command on a role change, in the background, with
+/// the role in its environment; its outcome is logged.
+fn run_role_command(command: &str, report: &RoleReport) {
+    let mut child = tokio::process::Command::new("sh");
+    child
+        .arg("-c")
+        .arg(command)
+        .env("JOC_HA_ROLE", &report.role)
+        .env(
+            "JOC_HA_TERM",
+            report.term.map(|t| t.to_string()).unwrap_or_default(),
+        )
+        .kill_on_drop(true);
+    let role = report.role.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(30), child.status()).await {
+            Ok(Ok(status)) if status.success() => info!(role, "role-change command succeeded"),
+            Ok(Ok(status)) => warn!(role, %status, "role-change command failed"),
+            Ok(Err(error)) => warn!(role, %error, "cannot run the role-change command"),
+            Err(_) => warn!(role, "role-change command ran over 30 s; killed"),
+        }
+    });
+}
