@@ -13,6 +13,8 @@ use super::config::{LeaseConfig, MemberKind};
 use super::elector::{HandOverOutcome, HandOverTarget, TAKEOVER_GUARD};
 use super::store::{Capabilities, LeaseView, MemberRow};
 use super::waiter::Released;
+use crate::eligibility::{self, Candidate, Target};
+use joc_ha_crds::names::{COMPONENT_API_SERVER, COMPONENT_MEMBER};
 
 /// Slack added to timers derived from database times.
 pub(crate) const TIMER_SLACK: Duration = Duration::from_millis(3);
@@ -278,47 +280,39 @@ pub(crate) fn standby_reads_lease(
     last_view_age.is_none_or(|age| age >= every)
 }
 
-/// A member that may receive the lease: another member (not an API
-/// server), ready, with a fresh heartbeat.
-pub(crate) fn eligible(member: &MemberRow, me: &str) -> bool {
-    member.member != me && member.kind == MemberKind::Member && member.ready && member.fresh
+/// A lease member as the shared eligibility rule sees it: the lease knows
+/// its kind, readiness and heartbeat, not its pod (`pod: None`).
+fn candidate(member: &MemberRow) -> Candidate {
+    Candidate {
+        name: member.member.clone(),
+        component: Some(
+            match member.kind {
+                MemberKind::Member => COMPONENT_MEMBER,
+                MemberKind::ApiServer => COMPONENT_API_SERVER,
+            }
+            .to_owned(),
+        ),
+        lease_ready: Some(member.ready),
+        heartbeat_fresh: member.fresh,
+        pod: None,
+    }
 }
 
-/// The policy for a hand-over to "any": the eligible member with the
-/// freshest heartbeat (ties: the first by name, as the list is sorted).
-pub(crate) fn any_target<'m>(members: &'m [MemberRow], me: &str) -> Option<&'m MemberRow> {
-    members
-        .iter()
-        .filter(|member| eligible(member, me))
-        .min_by_key(|member| member.heartbeat_age)
-}
-
-/// The member to hand over to, or why there is none.
+/// The member to hand over to, or why there is none: the one rule and the
+/// one `any` policy of [`crate::eligibility`], which the sidecar's own check
+/// applies too (with the pods' state added).
 pub(crate) fn hand_over_target(
     members: &[MemberRow],
     me: &str,
     target: &HandOverTarget,
-    freshness: Duration,
 ) -> Result<String, HandOverOutcome> {
-    match target {
-        HandOverTarget::Member(name) => match members.iter().find(|m| &m.member == name) {
-            None => Err(HandOverOutcome::NoEligibleTarget {
-                reason: format!("{name:?} is not a member of this cluster"),
-            }),
-            Some(m) if !eligible(m, me) => Err(HandOverOutcome::NoEligibleTarget {
-                reason: format!(
-                    "{name:?} cannot take over (it is this member, an API server, not ready, \
-                     or its heartbeat is older than {freshness:?})"
-                ),
-            }),
-            Some(m) => Ok(m.member.clone()),
-        },
-        HandOverTarget::Any => any_target(members, me)
-            .map(|m| m.member.clone())
-            .ok_or_else(|| HandOverOutcome::NoEligibleTarget {
-                reason: "no other member is ready with a fresh heartbeat".to_owned(),
-            }),
-    }
+    let target = match target {
+        HandOverTarget::Member(name) => Target::Pod(name.clone()),
+        HandOverTarget::Any => Target::Any,
+    };
+    let candidates: Vec<Candidate> = members.iter().map(candidate).collect();
+    eligibility::choose(&target, me, &candidates)
+        .map_err(|reason| HandOverOutcome::NoEligibleTarget { reason })
 }
 
 fn ms(value: i64) -> Duration {

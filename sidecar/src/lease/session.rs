@@ -347,12 +347,7 @@ impl Runner {
         // Stop acting before the target can start.
         self.demote(s, "handing over");
         let chosen = match s.store.members().await {
-            Ok(members) => decide::hand_over_target(
-                &members,
-                &self.config.member,
-                &target,
-                self.config.freshness(),
-            ),
+            Ok(members) => decide::hand_over_target(&members, &self.config.member, &target),
             Err(error) => Err(HandOverOutcome::NoEligibleTarget {
                 reason: format!("cannot list the members: {error}"),
             }),
