@@ -308,3 +308,76 @@ where
         Err(ctx.schema_missing())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Dialect, mysql, postgres, sqlite};
+    use super::*;
+
+    fn statements(dialect: &Dialect) -> Vec<&Stmt> {
+        let mut all = vec![
+            &dialect.heartbeat,
+            &dialect.read,
+            &dialect.acquire,
+            &dialect.renew,
+            &dialect.release,
+            &dialect.hand_over,
+            &dialect.set_ready,
+            &dialect.members,
+        ];
+        all.extend(dialect.register);
+        all.extend(dialect.steal.as_ref());
+        all
+    }
+
+    /// The highest numbered placeholder (`$n` or `?n`) in `sql`.
+    fn highest(sql: &str, sigil: char) -> usize {
+        sql.match_indices(sigil)
+            .filter_map(|(at, _)| {
+                let digits: String = sql[at + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn every_statement_binds_what_its_sql_asks_for() {
+        for stmt in statements(&postgres::DIALECT) {
+            assert_eq!(highest(stmt.sql, '$'), stmt.params.len(), "{}", stmt.op);
+        }
+        for stmt in statements(&sqlite::DIALECT) {
+            assert_eq!(highest(stmt.sql, '?'), stmt.params.len(), "{}", stmt.op);
+        }
+        for stmt in statements(&mysql::DIALECT) {
+            assert_eq!(
+                stmt.sql.matches('?').count(),
+                stmt.params.len(),
+                "{}",
+                stmt.op
+            );
+        }
+    }
+
+    #[test]
+    fn lease_rows_decode_and_a_missing_term_means_no_row() {
+        let view = lease_view((
+            Some("joc-0".into()),
+            Some(7),
+            Some(3),
+            Some(900),
+            Some(100),
+            5,
+        ))
+        .expect("a row");
+        assert_eq!(
+            (view.term, view.expires_in_ms, view.holder_session),
+            (3, 900, Some(7))
+        );
+        assert!(view.is_live());
+        assert_eq!(lease_view((None, None, None, None, None, 5)), None);
+    }
+}
