@@ -322,13 +322,8 @@ mod tests {
     fn license_and_version_conditions() {
         let license = serde_json::json!({"license": {"secretRef": {"name": "js7-license"}}});
         // (members, extra spec, Licensed status, its reason, JocVersion status, its reason, warnings)
-        let cases: Vec<(
-            i32,
-            serde_json::Value,
-            Option<(&str, &str)>,
-            Option<(&str, &str)>,
-            Vec<&str>,
-        )> = vec![
+        type State<'a> = Option<(&'a str, &'a str)>;
+        let cases: Vec<(i32, serde_json::Value, State, State, Vec<&str>)> = vec![
             (
                 2,
                 serde_json::json!({}),

@@ -838,7 +838,15 @@ mod tests {
     #[test]
     fn credentials_become_placeholders_when_the_cockpit_has_them() {
         // (url, env user, env password, written user, written password, notes)
-        let cases: &[(&str, Option<&str>, Option<&str>, &str, &str, usize)] = &[
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            usize,
+        );
+        let cases: &[Case] = &[
             // Secret with parts: the sidecar composes the URL; both in env.
             (
                 "postgres://joc:p%26w%3Cd@db:5432/js7",
