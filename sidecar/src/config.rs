@@ -367,6 +367,11 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
                 Some(rest) => format!("mysql://{rest}"),
                 None => url,
             };
+            let url = if kind == DatabaseKind::MySql {
+                query_credentials_into_user_info(url)?
+            } else {
+                url
+            };
             (url, kind)
         }
         None => {
@@ -468,6 +473,57 @@ fn with_tls_mode(
     };
     let separator = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{separator}{parameter}"))
+}
+
+/// `mysql://db/joc?user=u&password=p` → `mysql://u:p@db/joc`: sqlx reads a
+/// MySQL user and password only from the user info (PostgreSQL's, like
+/// libpq, reads the query form too), and JOC's configuration is written from
+/// the same URL, so both must see the same credentials.
+fn query_credentials_into_user_info(url: String) -> Result<String, ConfigError> {
+    const SETTING: &str = "JOC_HA_DATABASE_URL (--database-url)";
+    let Ok(mut parsed) = ::url::Url::parse(&url) else {
+        // Reported with its reason where the URL is used.
+        return Ok(url);
+    };
+    let (mut user, mut password, mut rest) = (None, None, Vec::new());
+    for (key, value) in parsed.query_pairs() {
+        match key.as_ref() {
+            "user" => user = Some(value.into_owned()),
+            "password" => password = Some(value.into_owned()),
+            _ => rest.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    if user.is_none() && password.is_none() {
+        return Ok(url);
+    }
+    let refuse = |problem: &str| {
+        Err(config_error(
+            SETTING,
+            format!("{}: {problem}", redact_url(&url)),
+        ))
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return refuse(
+            "names its user or password both in the user info and as ?user=/?password=; keep one",
+        );
+    }
+    let encode = |text: &str| utf8_percent_encode(text, USERINFO).to_string();
+    if let Some(user) = &user
+        && parsed.set_username(&encode(user)).is_err()
+    {
+        return refuse("cannot carry a user");
+    }
+    if let Some(password) = &password
+        && parsed.set_password(Some(&encode(password))).is_err()
+    {
+        return refuse("cannot carry a password");
+    }
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    Ok(parsed.to_string())
 }
 
 /// Names the CA file in the URL, as sqlx reads it (`sslrootcert` for
@@ -635,6 +691,36 @@ mod tests {
         ]))
         .expect("valid");
         assert!(my.database_url.ends_with("?ssl-mode=REQUIRED"));
+    }
+
+    #[test]
+    fn mysql_query_credentials_move_into_the_user_info() {
+        let config = Config::from_flags(flags(&[
+            "--database-url",
+            "mariadb://db:3306/joc?user=joc&password=p%40ss&ssl-mode=REQUIRED",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.database_url,
+            "mysql://joc:p%40ss@db:3306/joc?ssl-mode=REQUIRED"
+        );
+        let error = Config::from_flags(flags(&[
+            "--database-url",
+            "mysql://u:secret@db/joc?password=other",
+        ]))
+        .expect_err("ambiguous");
+        assert!(error.to_string().contains("keep one"), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
+        // PostgreSQL's driver reads the query form itself: left as written.
+        let pg = Config::from_flags(flags(&[
+            "--database-url",
+            "postgres://db/joc?user=joc&password=pw",
+        ]))
+        .expect("valid");
+        assert_eq!(pg.database_url, "postgres://db/joc?user=joc&password=pw");
+        for url in [&config.database_url, &pg.database_url] {
+            crate::lease::DatabaseUrl::parse(url).expect("the lease reads it");
+        }
     }
 
     #[test]
