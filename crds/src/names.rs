@@ -49,6 +49,13 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// Something needs a person: bad input, a missing Secret, no active member.
     pub const DEGRADED: &str = "Degraded";
+    /// js7: whether a JS7 license is given (`spec.license`). Without one,
+    /// JOC cannot fail over: False with reason `NoClusterLicense` when there
+    /// is more than one member.
+    pub const LICENSED: &str = "Licensed";
+    /// js7: whether joc-ha knows the JOC release of `spec.image` (read from
+    /// its tag); False with reason `UnknownJocVersion` otherwise.
+    pub const JOC_VERSION: &str = "JocVersion";
 }
 
 /// Reasons of Events and conditions, in the words `kubectl describe` shows.
@@ -64,6 +71,19 @@ pub mod reason {
     pub const JOC_SWITCH_REQUESTED: &str = "JocSwitchRequested";
     /// js7 mode: JOC moved its active member by itself; the lease followed.
     pub const LEASE_FOLLOWED_JOC: &str = "LeaseFollowedJoc";
+    /// js7: a license Secret is named (its content is JOC's to check).
+    pub const LICENSE_GIVEN: &str = "LicenseGiven";
+    /// js7: several members and no license: fail-over will not work.
+    pub const NO_CLUSTER_LICENSE: &str = "NoClusterLicense";
+    /// js7: one member and no license: nothing to fail over to.
+    pub const NO_LICENSE_SINGLE_MEMBER: &str = "NoLicenseSingleMember";
+    /// js7: the image's JOC release is one joc-ha's rules were checked for.
+    pub const SUPPORTED_JOC_VERSION: &str = "SupportedJocVersion";
+    /// js7: the image's tag names a JOC release joc-ha does not know, or no
+    /// release at all (a digest, `latest`).
+    pub const UNKNOWN_JOC_VERSION: &str = "UnknownJocVersion";
+    /// The license Secret named by `spec.license` is missing or lacks keys.
+    pub const LICENSE_SECRET_MISSING: &str = "LicenseSecretMissing";
 }
 
 /// Service routing to the active member only.
@@ -91,13 +111,25 @@ pub fn members_statefulset_name(cluster: &str) -> String {
     cluster.to_owned()
 }
 
-/// Deployment of the API-server instances.
-pub fn api_server_deployment_name(cluster: &str) -> String {
+/// StatefulSet of the API-server instances; pods are `<cluster>-api-<ordinal>`
+/// (stable names give each its own stable JOC `ordering`, see
+/// [`pod::API_SERVER_ORDERING_OFFSET`]).
+pub fn api_server_statefulset_name(cluster: &str) -> String {
     format!("{cluster}-api")
 }
 
-/// ConfigMap of the JOC configuration the operator writes (js7 mode).
-pub fn joc_config_map_name(cluster: &str) -> String {
+/// Deployment of the API-server instances of joc-ha releases before the
+/// API servers became a StatefulSet; the operator deletes it (if the
+/// JocCluster owns it) when it finds one.
+pub fn legacy_api_server_deployment_name(cluster: &str) -> String {
+    format!("{cluster}-api")
+}
+
+/// ConfigMap of the JOC configuration that joc-ha releases before the
+/// image-files layout wrote; the operator deletes it (if the JocCluster owns
+/// it). JOC's settings are now arguments of the `joc-config` init container,
+/// so that a change rolls the pods out.
+pub fn legacy_joc_config_map_name(cluster: &str) -> String {
     format!("{cluster}-joc-config")
 }
 
@@ -138,6 +170,36 @@ pub mod sidecar_env {
     pub const JOC_POLLING_INTERVAL: &str = "JOC_HA_JOC_POLLING_INTERVAL";
     /// js7: JOC's `cluster_heart_beat_exceeded_interval`, seconds.
     pub const JOC_HEART_BEAT_EXCEEDED_INTERVAL: &str = "JOC_HA_JOC_HEART_BEAT_EXCEEDED_INTERVAL";
+    /// js7: `true` when a JS7 license is given (`spec.license`), else
+    /// `false`. Without a license JOC does not start services on a switch
+    /// target, so the sidecar must never write a switch request.
+    pub const JOC_LICENSED: &str = "JOC_HA_JOC_LICENSED";
+    /// The CA certificate file (PEM) of the database, when
+    /// `spec.database.tls.caSecretRef` is set.
+    pub const DATABASE_CA_FILE: &str = "JOC_HA_DATABASE_CA_FILE";
+}
+
+/// Environment of the cockpit container (js7 mode) read by the image's
+/// entrypoint and by JOC (JOC-FACTS.md 3, 6, 7).
+pub mod cockpit_env {
+    /// Jetty's HTTP port; the entrypoint switches the listener off when empty.
+    pub const HTTP_PORT: &str = "RUN_JS_HTTP_PORT";
+    /// Jetty's HTTPS port; always empty (HTTPS is refused at apply time).
+    pub const HTTPS_PORT: &str = "RUN_JS_HTTPS_PORT";
+    /// Added to the JVM options by the entrypoint.
+    pub const JAVA_OPTIONS: &str = "RUN_JS_JAVA_OPTIONS";
+    /// Filled into `${JS7_DBMS_PASSWORD}` of `hibernate.cfg.xml`.
+    pub const DBMS_PASSWORD: &str = "JS7_DBMS_PASSWORD";
+    /// Filled into `${JS7_DBMS_USER}` of `hibernate.cfg.xml`.
+    pub const DBMS_USER: &str = "JS7_DBMS_USER";
+    /// The first part of JOC's member id: the pod name.
+    pub const HOSTNAME: &str = "HOSTNAME";
+}
+
+/// Keys of the license Secret (`spec.license.secretRef`).
+pub mod license_key {
+    /// SOS's license checker, installed by the entrypoint into `lib/ext/joc`.
+    pub const JAR: &str = "js7-license.jar";
 }
 
 /// Keys of the database Secret a JocCluster names.
@@ -163,20 +225,50 @@ pub mod pod {
     pub const ROLE_VOLUME: &str = "joc-ha-role";
     /// JOC's configuration folder in the sosberlin/js7 image.
     pub const JOC_RESOURCES_DIR: &str = "/var/sos-berlin.com/js7/joc/resources/joc";
+    /// Below JETTY_BASE (the JOC data directory): JOC's configuration folder.
+    pub const RESOURCES_SUBDIR: &str = "resources/joc";
+    /// Below JETTY_BASE: the class path folder holding `joc-settings.properties`.
+    pub const CLASSES_SUBDIR: &str = "webapps/joc/WEB-INF/classes";
+    /// The user's own files (`spec.config`).
     pub const CONFIG_VOLUME: &str = "joc-config";
-    /// js7 mode: the init container that writes JOC's configuration files
-    /// (the database settings from the Secret) into [`RENDERED_CONFIG_VOLUME`].
+    /// js7 (contract with the stand-in): in-memory volume holding JOC's
+    /// configuration folder, mounted read-write at
+    /// `$JETTY_BASE/resources/joc` in the cockpit container.
+    pub const RESOURCES_VOLUME: &str = "joc-resources";
+    /// js7: in-memory volume holding `joc-settings.properties`, mounted by
+    /// `subPath` at `$JETTY_BASE/webapps/joc/WEB-INF/classes/`.
+    pub const CLASSES_VOLUME: &str = "joc-classes";
+    /// js7: the init container running the cockpit image that copies the
+    /// image's own files into [`RESOURCES_VOLUME`] and [`CLASSES_VOLUME`].
+    pub const JOC_IMAGE_FILES_INIT_CONTAINER: &str = "joc-image-files";
+    /// js7: the init container (sidecar image, `render-joc-config`) that
+    /// merges and writes JOC's files over the image's.
     pub const JOC_CONFIG_INIT_CONTAINER: &str = "joc-config";
-    /// In-memory volume holding the rendered files.
+    /// Where both init containers mount [`RESOURCES_VOLUME`].
+    pub const IMAGE_RESOURCES_DIR: &str = "/joc-ha/image/resources";
+    /// Where both init containers mount [`CLASSES_VOLUME`].
+    pub const IMAGE_CLASSES_DIR: &str = "/joc-ha/image/classes";
+    /// js7: the license Secret (`spec.license`), in the `joc-config` init container.
+    pub const LICENSE_VOLUME: &str = "joc-license";
+    pub const LICENSE_DIR: &str = "/etc/joc-ha/license";
+    /// The user's files (`spec.config`) in the `joc-config` init container.
+    pub const USER_CONFIG_DIR: &str = "/etc/joc-ha/user-config";
+    /// The database CA Secret (`spec.database.tls.caSecretRef`), at the same
+    /// path in the sidecar, the `joc-config` init container and the cockpit.
+    pub const DATABASE_CA_VOLUME: &str = "database-ca";
+    pub const DATABASE_CA_DIR: &str = "/etc/joc-ha/database-ca";
+    /// Key of the CA Secret and file name below [`DATABASE_CA_DIR`].
+    pub const DATABASE_CA_KEY: &str = "ca.crt";
+    /// JOC's `ordering` (0–99, unique among live instances): a member's is
+    /// its StatefulSet ordinal (0–8); an API server's is this plus its
+    /// ordinal in the StatefulSet `<name>-api` (50–69).
+    pub const API_SERVER_ORDERING_OFFSET: u32 = 50;
+    /// Before the image-files layout: the in-memory volume with the
+    /// rendered files (kept for the harness until the stand-in stream's
+    /// merge; the operator no longer renders it).
     pub const RENDERED_CONFIG_VOLUME: &str = "joc-config-rendered";
-    /// Where the init container writes the files.
-    pub const RENDERED_CONFIG_DIR: &str = "/var/run/joc-ha-config";
-    /// Where the init container reads the operator's ConfigMap.
-    pub const TEMPLATE_CONFIG_DIR: &str = "/etc/joc-ha/joc-config";
-    /// Keys of the operator's ConfigMap: `joc.properties` of members and of
-    /// API servers (JOC marks an API server by `cluster_id = api`).
     pub const JOC_PROPERTIES: &str = "joc.properties";
-    pub const API_SERVER_JOC_PROPERTIES: &str = "api-server.joc.properties";
+    pub const JOC_SETTINGS_PROPERTIES: &str = "joc-settings.properties";
     pub const HIBERNATE_CFG: &str = "hibernate.cfg.xml";
     pub const LOG_VOLUME: &str = "logs";
     pub const HTTP_PORT_NAME: &str = "http";

@@ -45,7 +45,10 @@ pub struct JocClusterSpec {
     #[schemars(range(min = 0, max = 20))]
     pub api_servers: i32,
 
-    /// The JOC Cockpit container image, e.g. `sosberlin/js7:joc-2-8-1`.
+    /// The JOC Cockpit container image, e.g. `sosberlin/js7:joc-2-8-1`. The
+    /// operator reads JOC's version from the tag (`joc-2-8-1`, `joc-2.8.1`)
+    /// and warns (condition `JocVersion`) on a release it does not know;
+    /// known: 2.7, 2.8, 2.9.
     #[schemars(length(min = 1))]
     pub image: String,
 
@@ -68,10 +71,35 @@ pub struct JocClusterSpec {
     /// The database shared by all members: JOC's own tables and the joc-ha lease.
     pub database: DatabaseSpec,
 
-    /// JOC configuration files (`hibernate.cfg.xml`, `joc.properties`) mounted
-    /// at JOC's resources folder. When unset, JOC uses the files in its image.
+    /// Your own JOC configuration files (`joc.properties`, `hibernate.cfg.xml`).
+    /// js7 mode: the keys of your `joc.properties` are merged over the
+    /// image's (the operator's cluster keys and `ordering` still win), and
+    /// your `hibernate.cfg.xml` replaces the one written from the database
+    /// Secret (it must name the same database). generic mode: both files are
+    /// mounted as they are at JOC's resources folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigSource>,
+
+    /// JS7's cluster license (js7 mode). Without it JOC never fails over by
+    /// itself and a switch-over leaves no member running JOC's services
+    /// (SOS: a cluster needs a license), so with more than one member the
+    /// operator warns (condition `Licensed`) and the sidecars never ask JOC
+    /// to switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<LicenseSpec>,
+
+    /// JOC's `security_level` (`low`, `medium`, `high`), written to
+    /// `joc-settings.properties`; by default the image's value, else `low`.
+    /// Controllers must be registered at the same level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_level: Option<SecurityLevel>,
+
+    /// JVM options of JOC (`RUN_JS_JAVA_OPTIONS`, added by the image's
+    /// entrypoint to its own). By default `-Xmx` is 60 % of the cockpit
+    /// container's memory limit (`resources.cockpit.limits.memory`); with no
+    /// limit, the image's defaults apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub java_options: Option<String>,
 
     /// Timings of the lease that elects the active member.
     #[serde(default)]
@@ -146,15 +174,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// JOC Cockpit's ports.
+/// JOC Cockpit's ports, passed to the image's entrypoint as
+/// `RUN_JS_HTTP_PORT` / `RUN_JS_HTTPS_PORT`.
 #[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.https)").message("ports.https is not supported yet: joc-ha runs JOC with HTTP only (RUN_JS_HTTPS_PORT empty, no keystore); remove ports.https and terminate TLS in front of the Services (Ingress, Gateway or a service mesh)"))]
 pub struct PortsSpec {
-    /// HTTP port of JOC Cockpit.
+    /// HTTP port of JOC Cockpit (`RUN_JS_HTTP_PORT`).
     #[serde(default = "default_http_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub http: i32,
-    /// HTTPS port of JOC Cockpit, when JOC is configured for HTTPS.
+    /// Reserved for HTTPS with a keystore from a Secret; refused for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub https: Option<i32>,
@@ -188,6 +218,14 @@ pub struct DatabaseSpec {
     /// TLS to the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<DatabaseTls>,
+    /// Whether JOC creates its tables at start (`create_db_tables` in
+    /// `joc.properties`); default true. Turn it off when a DBA creates them.
+    #[serde(default = "default_true")]
+    pub create_tables: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Database products JOC Cockpit and the lease support in a JocCluster.
@@ -217,8 +255,10 @@ pub struct SecretReference {
 pub struct DatabaseTls {
     /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
     pub mode: TlsMode,
-    /// Secret with the CA certificate under the key `ca.crt`, for the
-    /// verifying modes.
+    /// Secret with the CA certificate (PEM) under the key `ca.crt`, for the
+    /// verifying modes. It is mounted into the sidecar and JOC: the sidecar
+    /// verifies with it, and `hibernate.cfg.xml` names it to JOC's JDBC
+    /// driver (PostgreSQL `sslrootcert`, MariaDB `serverSslCert`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretReference>,
 }
@@ -245,6 +285,36 @@ pub struct ConfigSource {
     /// Secret holding `joc.properties` and/or `hibernate.cfg.xml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+}
+
+/// The Secret with JS7's license (js7 mode). Its key `js7-license.jar` is
+/// put at `resources/joc/lib/js7-license.jar` (the image's entrypoint
+/// installs it from there); every other key is a license key file put into
+/// `resources/joc/license/` under its key name, e.g. `js7-license.pem`.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseSpec {
+    /// The Secret in the JocCluster's namespace.
+    pub secret_ref: SecretReference,
+}
+
+/// JOC's security level (`joc-settings.properties`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityLevel {
+    Low,
+    Medium,
+    High,
+}
+
+impl SecurityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityLevel::Low => "low",
+            SecurityLevel::Medium => "medium",
+            SecurityLevel::High => "high",
+        }
+    }
 }
 
 /// Lease timings, as Go-style durations (`5s`, `1500ms`).
@@ -341,10 +411,15 @@ pub struct WorkloadSpec {
     /// JOC's own cluster timings (js7 mode), written to `joc.properties`.
     #[serde(default)]
     pub joc_cluster: JocClusterTimings,
-    /// JOC's data directory in the image (JOC's `user.dir`, where Jetty
-    /// starts). A JOC member id is `<hostname>:<SHA-256 of this path>`.
+    /// JOC's data directory in the image: `JETTY_BASE`, JOC's `user.dir`
+    /// (default `/var/sos-berlin.com/js7/joc`). JOC's files are found below
+    /// it (`resources/joc`, `webapps/joc/WEB-INF/classes`), and a JOC member
+    /// id is `<hostname>:<SHA-256 of this path>` as Java prints it (no
+    /// trailing or doubled `/`). Give the physical path: the JVM reads
+    /// `user.dir` from the working directory, with symbolic links resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("workload.jocDataDirectory must be an absolute path"))]
     pub joc_data_directory: Option<String>,
 }
 
@@ -625,6 +700,12 @@ mod tests {
         assert_eq!(spec.members, 2);
         assert_eq!(spec.api_servers, 0);
         assert_eq!(spec.ports.http, 4446);
+        assert!(
+            spec.database.create_tables,
+            "JOC creates its tables by default"
+        );
+        assert_eq!(spec.license, None);
+        assert_eq!(spec.security_level, None);
         assert_eq!(spec.lease.ttl(), Ok(Duration::from_secs(5)));
         assert_eq!(spec.lease.renew_interval(), Ok(Duration::from_secs(1)));
         assert_eq!(spec.workload.mode, WorkloadMode::Js7);

@@ -3,11 +3,11 @@
 
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
-    FIELD_MANAGER_OPERATOR, api_server_deployment_name, api_service_name, joc_config_map_name,
-    members_statefulset_name,
+    FIELD_MANAGER_OPERATOR, api_server_statefulset_name, api_service_name,
+    legacy_api_server_deployment_name, legacy_joc_config_map_name, members_statefulset_name,
 };
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -31,17 +31,17 @@ pub async fn apply_all(client: &Client, cluster: &JocCluster, desired: &Desired)
         apply(client, &namespace, service).await?;
     }
     let name = cluster.name_any();
-    // Before the pods that mount it.
-    match &desired.joc_config {
-        Some(config_map) => apply(client, &namespace, config_map).await?,
-        None => delete::<ConfigMap>(client, &namespace, &joc_config_map_name(&name)).await?,
-    }
     apply(client, &namespace, &desired.members).await?;
 
+    // Objects of earlier joc-ha releases: the API servers' Deployment (now a
+    // StatefulSet of the same name, which stable JOC orderings need) and the
+    // ConfigMap of JOC's settings (now init-container arguments).
+    delete_owned::<Deployment>(client, cluster, &legacy_api_server_deployment_name(&name)).await?;
+    delete_owned::<ConfigMap>(client, cluster, &legacy_joc_config_map_name(&name)).await?;
     match &desired.api_servers {
-        Some(deployment) => apply(client, &namespace, deployment).await?,
+        Some(statefulset) => apply(client, &namespace, statefulset).await?,
         None => {
-            delete::<Deployment>(client, &namespace, &api_server_deployment_name(&name)).await?;
+            delete::<StatefulSet>(client, &namespace, &api_server_statefulset_name(&name)).await?;
             delete::<Service>(client, &namespace, &api_service_name(&name)).await?;
         }
     }
@@ -94,4 +94,33 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Deletes an object only if this JocCluster owns it (a user's own object
+/// of the same name stays).
+async fn delete_owned<K>(client: &Client, cluster: &JocCluster, name: &str) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let Some(object) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let uid = cluster.uid();
+    let owned = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == uid.as_ref() && o.controller == Some(true));
+    if owned {
+        delete::<K>(client, &namespace, name).await?;
+    }
+    Ok(())
 }

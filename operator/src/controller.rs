@@ -8,10 +8,12 @@ use futures::StreamExt;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_OPERATOR, LABEL_CLUSTER,
-    LABEL_COMPONENT, active_service_name, members_statefulset_name, reason, secret_key,
+    LABEL_COMPONENT, active_service_name, license_key, members_statefulset_name, pod as pod_names,
+    reason, secret_key,
 };
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use joc_ha_crds::v1alpha1::WorkloadMode;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -28,7 +30,7 @@ use crate::build::{BuildContext, desired};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rollout;
-use crate::status::{Observed, Problem, compute_status};
+use crate::status::{Observed, Problem, compute_status, new_warnings};
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -63,9 +65,7 @@ pub async fn run(
     let by_cluster_label = watcher::Config::default().labels(LABEL_CLUSTER);
     Controller::new(clusters, config.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
-        .owns(Api::<Deployment>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), config)
         // Pods change role and readiness without their owner changing.
         .watches(Api::<Pod>::all(client), by_cluster_label, |pod| {
@@ -131,8 +131,26 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
         observed.rolling_out = roll_out(&ctx, &cluster, &namespace, &observed).await?;
     }
 
-    // Status.
+    // Status, and a Warning Event for each notice that is new in it (no
+    // license with several members, an unknown JOC release): one Event per
+    // change, published before the status that records it.
     let status = compute_status(&cluster, &observed, &problems, Time(jiff::Timestamp::now()));
+    let previous = cluster.status.clone().unwrap_or_default();
+    for warning in new_warnings(&previous, &status) {
+        warn!(cluster = %cluster.name_any(), namespace, reason = %warning.reason, "{}", warning.message);
+        recorder
+            .publish(
+                &Event {
+                    type_: EventType::Warning,
+                    reason: warning.reason,
+                    note: Some(warning.message),
+                    action: "Validate".to_owned(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await?;
+    }
     let api: Api<JocCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
         "apiVersion": "joc-ha.dev/v1alpha1",
@@ -158,30 +176,90 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
     })
 }
 
-/// Checks what the API server's schema cannot: that the database Secret
-/// exists and holds a URL or all the parts. Never reads out the values.
+/// Checks what the API server's schema cannot: that the Secrets the spec
+/// names exist with the keys they need (the database Secret a URL or all
+/// the parts; the license Secret `js7-license.jar` and a key file; the CA
+/// Secret `ca.crt`). Reads key names only, never the values.
 async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Result<Vec<Problem>> {
-    let secret_name = &cluster.spec.database.secret_ref.name;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(secret_name).await? else {
-        return Ok(vec![Problem {
+    let mut problems = Vec::new();
+    let secret_name = &cluster.spec.database.secret_ref.name;
+    match secret_keys(&secrets, secret_name).await? {
+        None => problems.push(Problem {
             reason: reason::SECRET_MISSING,
             message: Error::SecretMissing {
                 namespace: namespace.to_owned(),
                 name: secret_name.clone(),
             }
             .to_string(),
-        }]);
-    };
-    let keys: Vec<&String> = secret
-        .data
-        .iter()
-        .flat_map(|d| d.keys())
-        .chain(secret.string_data.iter().flat_map(|d| d.keys()))
-        .collect();
-    let has = |key: &str| keys.iter().any(|k| k.as_str() == key);
+        }),
+        Some(keys) => {
+            if let Some(missing) = missing_database_keys(&keys) {
+                problems.push(Problem {
+                    reason: reason::SECRET_MISSING,
+                    message: Error::SecretIncomplete {
+                        name: secret_name.clone(),
+                        missing,
+                    }
+                    .to_string(),
+                });
+            }
+        }
+    }
+    if let Some(ca) = cluster
+        .spec
+        .database
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_secret_ref.as_ref())
+    {
+        let keys = secret_keys(&secrets, &ca.name).await?;
+        if !keys.is_some_and(|k| k.iter().any(|k| k == pod_names::DATABASE_CA_KEY)) {
+            problems.push(Problem {
+                reason: reason::SECRET_MISSING,
+                message: Error::CaSecret {
+                    namespace: namespace.to_owned(),
+                    name: ca.name.clone(),
+                }
+                .to_string(),
+            });
+        }
+    }
+    if let (Some(license), WorkloadMode::Js7) = (&cluster.spec.license, cluster.spec.workload.mode)
+    {
+        let keys = secret_keys(&secrets, &license.secret_ref.name).await?;
+        if let Some(problem) = license_problem(keys.as_deref()) {
+            problems.push(Problem {
+                reason: reason::LICENSE_SECRET_MISSING,
+                message: Error::LicenseSecret {
+                    namespace: namespace.to_owned(),
+                    name: license.secret_ref.name.clone(),
+                    problem,
+                }
+                .to_string(),
+            });
+        }
+    }
+    Ok(problems)
+}
+
+/// The key names of a Secret, `None` when it does not exist.
+async fn secret_keys(secrets: &Api<Secret>, name: &str) -> Result<Option<Vec<String>>> {
+    Ok(secrets.get_opt(name).await?.map(|secret| {
+        secret
+            .data
+            .iter()
+            .flat_map(|d| d.keys().cloned())
+            .chain(secret.string_data.iter().flat_map(|d| d.keys().cloned()))
+            .collect()
+    }))
+}
+
+/// What the database Secret lacks: `None` when it has `url` or every part.
+fn missing_database_keys(keys: &[String]) -> Option<String> {
+    let has = |key: &str| keys.iter().any(|k| k == key);
     if has(secret_key::URL) {
-        return Ok(vec![]);
+        return None;
     }
     let missing: Vec<&str> = [
         secret_key::HOST,
@@ -192,18 +270,24 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
     .into_iter()
     .filter(|key| !has(key))
     .collect();
-    if missing.is_empty() {
-        Ok(vec![])
-    } else {
-        Ok(vec![Problem {
-            reason: reason::SECRET_MISSING,
-            message: Error::SecretIncomplete {
-                name: secret_name.clone(),
-                missing: missing.join(", "),
-            }
-            .to_string(),
-        }])
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// What is wrong with the license Secret (its key names), if anything.
+fn license_problem(keys: Option<&[String]>) -> Option<String> {
+    let Some(keys) = keys else {
+        return Some("does not exist".to_owned());
+    };
+    if !keys.iter().any(|k| k == license_key::JAR) {
+        return Some(format!("has no key {}", license_key::JAR));
     }
+    if keys.iter().all(|k| k == license_key::JAR) {
+        return Some(format!(
+            "has no license key file besides {}",
+            license_key::JAR
+        ));
+    }
+    None
 }
 
 /// Takes the next rollout step; returns whether a rollout is under way.
@@ -304,4 +388,55 @@ async fn observe(client: &Client, cluster: &JocCluster, namespace: &str) -> Resu
         active_endpoints,
         rolling_out: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[test]
+    fn database_secret_keys() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["url"], None),
+            (&["host", "database", "user", "password"], None),
+            (&["host", "port", "database", "user", "password"], None),
+            (&["host", "user"], Some("database, password")),
+            (&[], Some("host, database, user, password")),
+        ];
+        for (names, want) in cases {
+            assert_eq!(
+                missing_database_keys(&keys(names)).as_deref(),
+                *want,
+                "{names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn license_secret_keys() {
+        let cases: &[(Option<&[&str]>, Option<&str>)] = &[
+            (None, Some("does not exist")),
+            (Some(&["js7-license.jar", "js7-license.pem"]), None),
+            (
+                Some(&["js7-license.pem"]),
+                Some("has no key js7-license.jar"),
+            ),
+            (
+                Some(&["js7-license.jar"]),
+                Some("has no license key file besides js7-license.jar"),
+            ),
+        ];
+        for (names, want) in cases {
+            let names = names.map(keys);
+            assert_eq!(
+                license_problem(names.as_deref()).as_deref(),
+                *want,
+                "{names:?}"
+            );
+        }
+    }
 }

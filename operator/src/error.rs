@@ -20,6 +20,20 @@ pub enum Error {
     )]
     SecretIncomplete { name: String, missing: String },
 
+    #[error(
+        "Secret {name} (spec.database.tls.caSecretRef) not found in namespace {namespace} or without the key ca.crt: create it with the database's CA certificate (PEM) under ca.crt"
+    )]
+    CaSecret { namespace: String, name: String },
+
+    #[error(
+        "license Secret {name} (spec.license.secretRef) in namespace {namespace} {problem}: create it with the key js7-license.jar and your license key file(s) from SOS, e.g. `kubectl create secret generic {name} --from-file=js7-license.jar --from-file=js7-license.pem`"
+    )]
+    LicenseSecret {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+
     #[error("Kubernetes API call failed: {0}; it is retried with back-off")]
     Kube(#[from] kube::Error),
 

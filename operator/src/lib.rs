@@ -9,5 +9,6 @@ pub mod error;
 pub mod metrics;
 pub mod rollout;
 pub mod status;
+pub mod version;
 
 pub use error::{Error, Result};

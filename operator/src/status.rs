@@ -4,11 +4,14 @@
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     COMPONENT_API_SERVER, COMPONENT_MEMBER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, condition,
+    reason,
 };
-use joc_ha_crds::v1alpha1::{JocClusterStatus, MemberStatus, Phase};
+use joc_ha_crds::v1alpha1::{JocClusterStatus, MemberStatus, Phase, WorkloadMode};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
+
+use crate::version::{joc_version, supported_list};
 
 /// Annotation the sidecar keeps on its pod with its lease term.
 pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
@@ -124,7 +127,7 @@ pub fn compute_status(
         ),
     };
     let degraded = problems.first();
-    let conditions = vec![
+    let mut conditions = vec![
         set(
             condition::READY,
             all_ready && available && degraded.is_none(),
@@ -165,6 +168,12 @@ pub fn compute_status(
             degraded.map_or_else(|| "no problem found".to_owned(), |p| p.message.clone()),
         ),
     ];
+    if cluster.spec.workload.mode == WorkloadMode::Js7 {
+        let (licensed, reason, message) = license_state(cluster);
+        conditions.push(set(condition::LICENSED, licensed, reason, message));
+        let (known, reason, message) = version_state(&cluster.spec.image);
+        conditions.push(set(condition::JOC_VERSION, known, reason, message));
+    }
 
     let phase = if degraded.is_some() {
         Phase::Degraded
@@ -192,19 +201,207 @@ pub fn compute_status(
     }
 }
 
+/// The `Licensed` condition: (status, reason, message).
+fn license_state(cluster: &JocCluster) -> (bool, &'static str, String) {
+    match (&cluster.spec.license, cluster.spec.members) {
+        (Some(license), _) => (
+            true,
+            reason::LICENSE_GIVEN,
+            format!(
+                "the license of Secret {} is installed in every JOC pod; JOC checks it at start",
+                license.secret_ref.name
+            ),
+        ),
+        (None, members) if members > 1 => (
+            false,
+            reason::NO_CLUSTER_LICENSE,
+            format!(
+                "no JS7 cluster license (spec.license): JOC fail-over will not work. A standby JOC never takes over from a failed one, and a switch-over would leave no member running JOC's services, so the sidecars never ask JOC to switch; the Service routes to the member JOC itself keeps active. Give a license Secret, or run 1 member instead of {members}"
+            ),
+        ),
+        (None, _) => (
+            false,
+            reason::NO_LICENSE_SINGLE_MEMBER,
+            "no JS7 license (spec.license): fine for a single member, which has nothing to fail over to".to_owned(),
+        ),
+    }
+}
+
+/// The `JocVersion` condition: (status, reason, message).
+fn version_state(image: &str) -> (bool, &'static str, String) {
+    match joc_version(image) {
+        Some(version) if version.is_supported() => (
+            true,
+            reason::SUPPORTED_JOC_VERSION,
+            format!(
+                "JOC {version} (from the image tag): joc-ha's rules were checked for this release"
+            ),
+        ),
+        Some(version) => (
+            false,
+            reason::UNKNOWN_JOC_VERSION,
+            format!(
+                "JOC {version} (from the image tag of {image}) is not a release joc-ha knows ({}): its cluster rules may differ; run a known release or check joc-ha's release notes",
+                supported_list()
+            ),
+        ),
+        None => (
+            false,
+            reason::UNKNOWN_JOC_VERSION,
+            format!(
+                "cannot read JOC's release from the image {image}: tag it like sosberlin/js7:joc-2-8-1 (known releases: {})",
+                supported_list()
+            ),
+        ),
+    }
+}
+
+/// A Warning Event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub reason: String,
+    pub message: String,
+}
+
+/// The conditions that ask for a Warning Event when they become False:
+/// one Event per change, not one per reconcile.
+const WARNING_CONDITIONS: [&str; 2] = [condition::LICENSED, condition::JOC_VERSION];
+
+/// Warnings for the conditions of [`WARNING_CONDITIONS`] that are False in
+/// `current` and were not False with the same reason and message in `previous`.
+pub fn new_warnings(previous: &JocClusterStatus, current: &JocClusterStatus) -> Vec<Warning> {
+    current
+        .conditions
+        .iter()
+        .filter(|c| WARNING_CONDITIONS.contains(&c.type_.as_str()) && c.status == "False")
+        // The single-member case is information, not a warning.
+        .filter(|c| c.reason != reason::NO_LICENSE_SINGLE_MEMBER)
+        .filter(|c| {
+            !previous.conditions.iter().any(|p| {
+                p.type_ == c.type_
+                    && p.status == c.status
+                    && p.reason == c.reason
+                    && p.message == c.message
+            })
+        })
+        .map(|c| Warning {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use joc_ha_crds::names::LABEL_CLUSTER;
 
     fn cluster(members: i32, api_servers: i32) -> JocCluster {
+        cluster_with(members, api_servers, serde_json::json!({}))
+    }
+
+    fn cluster_with(members: i32, api_servers: i32, extra: serde_json::Value) -> JocCluster {
+        let mut spec = serde_json::json!({"image": "sosberlin/js7:joc-2-8-1", "members": members, "apiServers": api_servers,
+                     "database": {"type": "postgresql", "secretRef": {"name": "db"}}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
         serde_json::from_value(serde_json::json!({
             "apiVersion": "joc-ha.dev/v1alpha1", "kind": "JocCluster",
             "metadata": {"name": "joc", "namespace": "js7", "uid": "u", "generation": 4},
-            "spec": {"image": "i", "members": members, "apiServers": api_servers,
-                     "database": {"type": "postgresql", "secretRef": {"name": "db"}}}
+            "spec": spec
         }))
         .expect("cluster")
+    }
+
+    fn find<'a>(status: &'a JocClusterStatus, type_: &str) -> Option<&'a Condition> {
+        status.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn license_and_version_conditions() {
+        let license = serde_json::json!({"license": {"secretRef": {"name": "js7-license"}}});
+        // (members, extra spec, Licensed status, its reason, JocVersion status, its reason, warnings)
+        type State<'a> = Option<(&'a str, &'a str)>;
+        let cases: Vec<(i32, serde_json::Value, State, State, Vec<&str>)> = vec![
+            (
+                2,
+                serde_json::json!({}),
+                Some(("False", "NoClusterLicense")),
+                Some(("True", "SupportedJocVersion")),
+                vec!["NoClusterLicense"],
+            ),
+            (
+                1,
+                serde_json::json!({}),
+                Some(("False", "NoLicenseSingleMember")),
+                Some(("True", "SupportedJocVersion")),
+                vec![],
+            ),
+            (
+                3,
+                license.clone(),
+                Some(("True", "LicenseGiven")),
+                Some(("True", "SupportedJocVersion")),
+                vec![],
+            ),
+            (
+                1,
+                serde_json::json!({"image": "sosberlin/js7:joc-2-6-5"}),
+                Some(("False", "NoLicenseSingleMember")),
+                Some(("False", "UnknownJocVersion")),
+                vec!["UnknownJocVersion"],
+            ),
+            (
+                1,
+                serde_json::json!({"image": "sosberlin/js7:latest"}),
+                Some(("False", "NoLicenseSingleMember")),
+                Some(("False", "UnknownJocVersion")),
+                vec!["UnknownJocVersion"],
+            ),
+            (
+                2,
+                serde_json::json!({"workload": {"mode": "generic"}}),
+                None,
+                None,
+                vec![],
+            ),
+        ];
+        for (members, extra, licensed, version, warnings) in cases {
+            let c = cluster_with(members, 0, extra.clone());
+            let status = compute_status(&c, &Observed::default(), &[], now());
+            let got = |type_| find(&status, type_).map(|c| (c.status.as_str(), c.reason.as_str()));
+            assert_eq!(got("Licensed"), licensed, "{members} {extra}");
+            assert_eq!(got("JocVersion"), version, "{members} {extra}");
+            let fresh = new_warnings(&JocClusterStatus::default(), &status);
+            let reasons: Vec<&str> = fresh.iter().map(|w| w.reason.as_str()).collect();
+            assert_eq!(reasons, warnings, "{members} {extra}");
+            // Once in the status, the same condition raises no new Event.
+            assert!(new_warnings(&status, &status).is_empty());
+            // Neither kind of notice degrades the cluster.
+            assert_eq!(
+                find(&status, "Degraded").map(|c| c.status.as_str()),
+                Some("False")
+            );
+        }
+        let status = compute_status(&cluster(3, 0), &Observed::default(), &[], now());
+        let message = &find(&status, "Licensed").expect("Licensed").message;
+        assert!(message.contains("fail-over will not work"), "{message}");
+        let status = compute_status(
+            &cluster_with(
+                1,
+                0,
+                serde_json::json!({"image": "sosberlin/js7:joc-3-0-0"}),
+            ),
+            &Observed::default(),
+            &[],
+            now(),
+        );
+        let message = &find(&status, "JocVersion").expect("JocVersion").message;
+        assert!(
+            message.contains("3.0.0") && message.contains("2.7, 2.8, 2.9"),
+            "{message}"
+        );
     }
 
     fn pod(name: &str, component: &str, role: Option<&str>, ready: bool) -> Pod {

@@ -48,6 +48,9 @@ pub struct Flags {
     /// TLS mode: disable, prefer, require, verify-ca, verify-full.
     #[arg(long, env = "JOC_HA_DATABASE_TLS_MODE")]
     pub database_tls_mode: Option<String>,
+    /// The database's CA certificate (PEM file) for the verifying TLS modes.
+    #[arg(long, env = "JOC_HA_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<String>,
     /// Lease time-to-live, judged by the database clock.
     #[arg(long, env = "JOC_HA_LEASE_TTL", default_value = "5s")]
     pub lease_ttl: String,
@@ -97,20 +100,54 @@ pub struct Flags {
 /// Work other than running the sidecar.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Writes JOC's `hibernate.cfg.xml` (database settings from the same
-    /// Secret as the lease) and `joc.properties` into a folder, then exits:
-    /// the init container of js7 pods.
+    /// js7: the `joc-config` init container. Merges JOC's `joc.properties`
+    /// (the image's keys kept, the user's over them, the operator's last,
+    /// with this pod's `ordering`), writes `hibernate.cfg.xml` from the same
+    /// Secret as the lease (the password as `${JS7_DBMS_PASSWORD}`),
+    /// `joc-settings.properties` (API-server flag, security level) and the
+    /// license files, then exits.
     RenderJocConfig(RenderArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderArgs {
-    /// The `joc.properties` to copy (from the operator's ConfigMap).
-    #[arg(long)]
-    pub properties: PathBuf,
-    /// Folder to write `joc.properties` and `hibernate.cfg.xml` into.
+    /// JOC's resources folder holding the image's files (the `joc-resources`
+    /// volume): `joc.properties` is merged there, `hibernate.cfg.xml` and the
+    /// license written there.
     #[arg(long)]
     pub out_dir: PathBuf,
+    /// The folder of the image's `joc-settings.properties` (the
+    /// `joc-classes` volume); it is rewritten there.
+    #[arg(long)]
+    pub classes_dir: Option<PathBuf>,
+    /// A `joc.properties` key the operator sets, as `key=value`; repeatable.
+    #[arg(long = "property", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+    /// Added to the pod's StatefulSet ordinal (from JOC_HA_POD_NAME) to make
+    /// JOC's `ordering`: 0 for members, 50 for API servers.
+    #[arg(long, default_value_t = 0)]
+    pub ordering_offset: u32,
+    /// This pod is an API server (`as_api_server = yes`).
+    #[arg(long)]
+    pub api_server: bool,
+    /// JOC's `security_level`; the image's when unset, else low.
+    #[arg(long, value_parser = ["low", "medium", "high"])]
+    pub security_level: Option<String>,
+    /// The mounted license Secret (`js7-license.jar` and key files).
+    #[arg(long)]
+    pub license_dir: Option<PathBuf>,
+    /// The user's own `joc.properties` / `hibernate.cfg.xml` (`spec.config`).
+    #[arg(long)]
+    pub user_config_dir: Option<PathBuf>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }
 
 /// The application in the cockpit container.
@@ -322,6 +359,11 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
                 Some(rest) => format!("mysql://{rest}"),
                 None => url,
             };
+            let url = if kind.is_mysql_family() {
+                query_credentials_into_user_info(url)?
+            } else {
+                url
+            };
             // The declared product is the more precise (MariaDB behind `mysql://`).
             (url, declared_kind.unwrap_or(kind))
         }
@@ -375,6 +417,7 @@ pub fn database_from_flags(flags: &Flags) -> Result<(String, DatabaseKind), Conf
         }
     };
     let database_url = with_tls_mode(database_url, database_kind, flags.database_tls_mode)?;
+    let database_url = with_ca_file(database_url, database_kind, flags.database_ca_file)?;
     Ok((database_url, database_kind))
 }
 
@@ -412,6 +455,88 @@ fn with_tls_mode(
     let separator = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{separator}{parameter}"))
 }
+
+/// `mysql://db/joc?user=u&password=p` → `mysql://u:p@db/joc`: sqlx reads a
+/// MySQL user and password only from the user info (PostgreSQL's, like
+/// libpq, reads the query form too), and JOC's configuration is written from
+/// the same URL, so both must see the same credentials.
+fn query_credentials_into_user_info(url: String) -> Result<String, ConfigError> {
+    const SETTING: &str = "JOC_HA_DATABASE_URL (--database-url)";
+    let Ok(mut parsed) = ::url::Url::parse(&url) else {
+        // Reported with its reason where the URL is used.
+        return Ok(url);
+    };
+    let (mut user, mut password, mut rest) = (None, None, Vec::new());
+    for (key, value) in parsed.query_pairs() {
+        match key.as_ref() {
+            "user" => user = Some(value.into_owned()),
+            "password" => password = Some(value.into_owned()),
+            _ => rest.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    if user.is_none() && password.is_none() {
+        return Ok(url);
+    }
+    let refuse = |problem: &str| {
+        Err(config_error(
+            SETTING,
+            format!("{}: {problem}", redact_url(&url)),
+        ))
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return refuse(
+            "names its user or password both in the user info and as ?user=/?password=; keep one",
+        );
+    }
+    let encode = |text: &str| utf8_percent_encode(text, USERINFO).to_string();
+    if let Some(user) = &user
+        && parsed.set_username(&encode(user)).is_err()
+    {
+        return refuse("cannot carry a user");
+    }
+    if let Some(password) = &password
+        && parsed.set_password(Some(&encode(password))).is_err()
+    {
+        return refuse("cannot carry a password");
+    }
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    Ok(parsed.to_string())
+}
+
+/// Names the CA file in the URL, as sqlx reads it (`sslrootcert` for
+/// PostgreSQL, `ssl-ca` for MySQL/MariaDB); `render-joc-config` passes it on
+/// to JOC's JDBC driver in that driver's words.
+fn with_ca_file(
+    url: String,
+    kind: DatabaseKind,
+    ca_file: Option<String>,
+) -> Result<String, ConfigError> {
+    let Some(ca_file) = ca_file.filter(|f| !f.trim().is_empty()) else {
+        return Ok(url);
+    };
+    let key = match kind {
+        DatabaseKind::Postgresql => "sslrootcert",
+        DatabaseKind::Mysql | DatabaseKind::Mariadb => "ssl-ca",
+        DatabaseKind::Sqlite => {
+            return Err(config_error(
+                "JOC_HA_DATABASE_CA_FILE (--database-ca-file)",
+                "does not apply to sqlite",
+            ));
+        }
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!(
+        "{url}{separator}{key}={}",
+        utf8_percent_encode(ca_file.trim(), CA_PATH)
+    ))
+}
+
+/// Characters kept as they are in a file path in a URL's query.
+const CA_PATH: &AsciiSet = &USERINFO.remove(b'/');
 
 #[cfg(test)]
 mod tests {
@@ -547,6 +672,67 @@ mod tests {
         ]))
         .expect("valid");
         assert!(my.database_url.ends_with("?ssl-mode=REQUIRED"));
+    }
+
+    #[test]
+    fn mysql_query_credentials_move_into_the_user_info() {
+        let config = Config::from_flags(flags(&[
+            "--database-url",
+            "mariadb://db:3306/joc?user=joc&password=p%40ss&ssl-mode=REQUIRED",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.database_url,
+            "mysql://joc:p%40ss@db:3306/joc?ssl-mode=REQUIRED"
+        );
+        let error = Config::from_flags(flags(&[
+            "--database-url",
+            "mysql://u:secret@db/joc?password=other",
+        ]))
+        .expect_err("ambiguous");
+        assert!(error.to_string().contains("keep one"), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
+        // PostgreSQL's driver reads the query form itself: left as written.
+        let pg = Config::from_flags(flags(&[
+            "--database-url",
+            "postgres://db/joc?user=joc&password=pw",
+        ]))
+        .expect("valid");
+        assert_eq!(pg.database_url, "postgres://db/joc?user=joc&password=pw");
+        for url in [&config.database_url, &pg.database_url] {
+            crate::lease::DatabaseUrl::parse(url).expect("the lease reads it");
+        }
+    }
+
+    #[test]
+    fn the_ca_file_is_named_in_each_drivers_words() {
+        let ca = "/etc/joc-ha/database-ca/ca.crt";
+        let pg = Config::from_flags(flags(&[
+            "--database-url",
+            "postgres://u:p@db/x",
+            "--database-tls-mode",
+            "verify-ca",
+            "--database-ca-file",
+            ca,
+        ]))
+        .expect("valid");
+        assert!(
+            pg.database_url
+                .ends_with("?sslmode=verify-ca&sslrootcert=/etc/joc-ha/database-ca/ca.crt"),
+            "{}",
+            pg.database_url
+        );
+        let my = Config::from_flags(flags(&[
+            "--database-url",
+            "mysql://u:p@db/x",
+            "--database-ca-file",
+            ca,
+        ]))
+        .expect("valid");
+        assert!(
+            my.database_url
+                .ends_with("?ssl-ca=/etc/joc-ha/database-ca/ca.crt")
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ fn render_joc_config(flags: &Flags, args: &joc_ha_sidecar::config::RenderArgs) -
     let result = database_from_flags(flags)
         .map_err(|e| e.to_string())
         .and_then(|(url, kind)| {
-            joc_ha_sidecar::js7::render_joc_config(&url, kind, &args.properties, &args.out_dir)
+            joc_ha_sidecar::js7::render_joc_config(&url, kind, flags, args)
                 .map_err(|e| e.to_string())
         });
     match result {

@@ -1163,7 +1163,8 @@ fn with_test_database(example: &Path, db: &joc_ha_tests::db::TestDb) -> anyhow::
             let data = &mut value["stringData"];
             if data.get("url").is_some() {
                 data["url"] = db.url().into();
-            } else {
+            } else if data.get("host").is_some() {
+                // A database Secret by parts (not a license Secret).
                 let port = db.server().map(|s| s.port()).context("private server")?;
                 data["host"] = "127.0.0.1".into();
                 data["port"] = port.to_string().into();

@@ -319,6 +319,26 @@ async fn invalid_specs_are_refused_naming_the_field() -> anyhow::Result<()> {
             with(&["database", "secretRef"], json!({"name": ""})),
             vec!["spec.database.secretRef.name", "at least 1 chars long"],
         ),
+        (
+            "an HTTPS port (not supported yet)",
+            with(&["ports"], json!({"http": 4446, "https": 4443})),
+            vec!["spec.ports", "ports.https is not supported yet"],
+        ),
+        (
+            "a relative JOC data directory",
+            with(&["workload"], json!({"jocDataDirectory": "var/joc"})),
+            vec!["spec.workload.jocDataDirectory", "must be an absolute path"],
+        ),
+        (
+            "an unknown security level",
+            with(&["securityLevel"], json!("extreme")),
+            vec!["spec.securityLevel", "Unsupported value"],
+        ),
+        (
+            "a license without a Secret name",
+            with(&["license"], json!({"secretRef": {}})),
+            vec!["spec.license.secretRef.name", "Required value"],
+        ),
     ];
     for (n, (what, spec, expected)) in cases.into_iter().enumerate() {
         let object = raw_cluster(&format!("bad-{n}"), spec)?;
@@ -485,6 +505,18 @@ async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<(
     );
     env.ensure_operators_running()?;
 
+    // A ConfigMap of joc-ha's earlier layout (JOC's settings, now init
+    // container arguments), owned by the cluster: the operator removes it.
+    let legacy: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "joc-joc-config", "ownerReferences": [{
+            "apiVersion": "joc-ha.dev/v1alpha1", "kind": "JocCluster", "name": "joc",
+            "uid": uid, "controller": true}]},
+        "data": {"joc.properties": "cluster_id = joc\n"},
+    }))?;
+    let config_maps: Api<ConfigMap> = env.api();
+    config_maps.create(&PostParams::default(), &legacy).await?;
+
     // The Secret arrives: everything is built.
     Api::<Secret>::namespaced(client.clone(), NAMESPACE)
         .create(&PostParams::default(), &db_secret("joc-db")?)
@@ -517,9 +549,144 @@ async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<(
         Some("OnDelete")
     );
     assert_eq!(spec.service_name.as_deref(), Some("joc-headless"));
-    let deployment = env.api::<Deployment>().get("joc-api").await?;
-    owned_by_cluster(&deployment.metadata, "Deployment joc-api");
-    assert_eq!(deployment.spec.replicas, Some(1));
+    // API servers: a StatefulSet, so each has a stable name and JOC ordering.
+    let api_sts = statefulsets.get("joc-api").await?;
+    owned_by_cluster(&api_sts.metadata, "StatefulSet joc-api");
+    assert_eq!(api_sts.spec.replicas, Some(1));
+    assert_eq!(api_sts.spec.service_name.as_deref(), Some("joc-api"));
+    wait_for(
+        "the legacy ConfigMap to be removed",
+        TIMEOUT,
+        POLL,
+        || async { matches!(config_maps.get_opt("joc-joc-config").await, Ok(None)).then_some(()) },
+    )
+    .await?;
+
+    // The pods of the image-files layout (the contract with the stand-in).
+    let member_sts = statefulsets.get("joc").await?;
+    for (sts, init_want, ordering_offset) in [
+        (
+            &member_sts,
+            vec!["joc-image-files", "joc-config", "joc-ha-sidecar"],
+            "0",
+        ),
+        (&api_sts, vec!["joc-image-files", "joc-config"], "50"),
+    ] {
+        let pod = sts.spec.template.spec.clone().context("pod template")?;
+        let init: Vec<&str> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(init, init_want);
+        let files = &pod.init_containers.as_ref().context("init")?[0];
+        assert_eq!(files.image.as_deref(), Some("sosberlin/js7:joc-2-8-1"));
+        let config = &pod.init_containers.as_ref().context("init")?[1];
+        let args = config.args.clone().unwrap_or_default();
+        let offset = args
+            .iter()
+            .position(|a| a == "--ordering-offset")
+            .and_then(|i| args.get(i + 1));
+        assert_eq!(
+            offset.map(String::as_str),
+            Some(ordering_offset),
+            "{args:?}"
+        );
+        let cockpit = &pod.containers[0];
+        let env_of = |name: &str| {
+            cockpit
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == name)
+                .cloned()
+        };
+        assert_eq!(
+            env_of("RUN_JS_HTTP_PORT").and_then(|e| e.value).as_deref(),
+            Some("4446")
+        );
+        // Defined and empty (the API server stores an empty value as none;
+        // the kubelet sets the variable to ""): the entrypoint's HTTPS
+        // listener is off.
+        let https = env_of("RUN_JS_HTTPS_PORT").context("RUN_JS_HTTPS_PORT not set")?;
+        assert_eq!(https.value.unwrap_or_default(), "");
+        assert!(https.value_from.is_none());
+        let password = env_of("JS7_DBMS_PASSWORD")
+            .and_then(|e| e.value_from)
+            .and_then(|v| v.secret_key_ref)
+            .context("JS7_DBMS_PASSWORD from the Secret")?;
+        assert_eq!(
+            (password.name.as_str(), password.key.as_str()),
+            ("joc-db", "password")
+        );
+        let liveness = cockpit
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|g| g.path.as_deref());
+        assert_eq!(liveness, Some("/joc/api/version"));
+        let mounts: Vec<&str> = cockpit
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        for path in [
+            "/var/sos-berlin.com/js7/joc/resources/joc",
+            "/var/sos-berlin.com/js7/joc/webapps/joc/WEB-INF/classes/joc-settings.properties",
+        ] {
+            assert!(mounts.contains(&path), "{path} not mounted: {mounts:?}");
+        }
+    }
+
+    // No license with 3 members: a condition and one Warning Event saying
+    // that fail-over will not work; the JOC release of the tag is known.
+    let cluster = clusters.get("joc").await?;
+    let licensed = status_condition(&cluster, condition::LICENSED).context("no Licensed")?;
+    assert_eq!(
+        (licensed.status.as_str(), licensed.reason.as_str()),
+        ("False", reason::NO_CLUSTER_LICENSE),
+        "{licensed:?}"
+    );
+    assert!(
+        licensed.message.contains("fail-over will not work"),
+        "{}",
+        licensed.message
+    );
+    let version = status_condition(&cluster, condition::JOC_VERSION).context("no JocVersion")?;
+    assert_eq!(
+        (version.status.as_str(), version.reason.as_str()),
+        ("True", reason::SUPPORTED_JOC_VERSION),
+        "{version:?}"
+    );
+    let no_license = wait_for_ok(
+        "a Warning Event NoClusterLicense",
+        TIMEOUT,
+        POLL,
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str())
+                        && e.reason.as_deref() == Some(reason::NO_CLUSTER_LICENSE)
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .ok_or_else(|| "no such Event yet".to_owned())
+        },
+    )
+    .await?;
+    assert!(
+        no_license
+            .note
+            .unwrap_or_default()
+            .contains("fail-over will not work"),
+        "the Event must say what does not work"
+    );
     let services: Api<Service> = env.api();
     for name in ["joc", "joc-members", "joc-api", "joc-headless"] {
         let service = services
@@ -597,6 +764,78 @@ async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<(
             .map_err(anyhow::Error::msg)?,
         BTreeSet::new()
     );
+
+    // A license Secret that does not exist degrades, naming it; once it
+    // exists with its keys the cluster is Licensed, and the pods mount it.
+    let patch = json!({"spec": {"license": {"secretRef": {"name": "js7-license"}}}});
+    clusters
+        .patch("joc", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    let degraded = wait_for_ok(
+        "Degraded reason LicenseSecretMissing",
+        TIMEOUT,
+        POLL,
+        || async {
+            let cluster = clusters.get("joc").await.map_err(|e| e.to_string())?;
+            match status_condition(&cluster, condition::DEGRADED) {
+                Some(c) if c.status == "True" && c.reason == reason::LICENSE_SECRET_MISSING => {
+                    Ok(c)
+                }
+                other => Err(format!("Degraded condition {other:?}")),
+            }
+        },
+    )
+    .await
+    .with_context(|| env.operator_logs())?;
+    assert!(
+        degraded.message.contains("js7-license"),
+        "{}",
+        degraded.message
+    );
+    let license: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "js7-license"},
+        "stringData": {"js7-license.jar": "jar", "js7-license.pem": "key"},
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &license)
+        .await?;
+    wait_for_ok("Licensed=True and not Degraded", TIMEOUT, POLL, || async {
+        let cluster = clusters.get("joc").await.map_err(|e| e.to_string())?;
+        let licensed = status_condition(&cluster, condition::LICENSED);
+        let degraded = status_condition(&cluster, condition::DEGRADED);
+        match (&licensed, &degraded) {
+            (Some(l), Some(d))
+                if l.status == "True"
+                    && l.reason == reason::LICENSE_GIVEN
+                    && d.status == "False" =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("Licensed {licensed:?}, Degraded {degraded:?}")),
+        }
+    })
+    .await
+    .with_context(|| env.operator_logs())?;
+    let sts = statefulsets.get("joc").await?;
+    let pod = sts.spec.template.spec.context("pod template")?;
+    let secret_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "joc-license")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone());
+    assert_eq!(secret_volume.as_deref(), Some("js7-license"));
+    let licensed_env = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "joc-ha-sidecar")
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == "JOC_HA_JOC_LICENSED"))
+        .and_then(|e| e.value.clone());
+    assert_eq!(licensed_env.as_deref(), Some("true"));
 
     // Credentials never reach the operator's log.
     let log = env.operators[0].log();
@@ -687,7 +926,7 @@ async fn scaling_and_deletion_follow_the_cluster() -> anyhow::Result<()> {
                 }
             };
         }
-        check!(StatefulSet, ["joc"]);
+        check!(StatefulSet, ["joc", "joc-api"]);
         check!(Deployment, ["joc-api"]);
         check!(Service, ["joc", "joc-members", "joc-api", "joc-headless"]);
         check!(ServiceAccount, ["joc-joc-ha-sidecar"]);
@@ -706,10 +945,11 @@ async fn scaling_and_deletion_follow_the_cluster() -> anyhow::Result<()> {
         Ok::<_, String>(left)
     };
     let before = remaining().await.map_err(anyhow::Error::msg)?;
-    // 11 named objects, 2 member pods, 1 API-server pod and its ReplicaSet.
+    // 10 named objects (two StatefulSets, no Deployment, no ConfigMap), 2
+    // member pods and 1 API-server pod (no ReplicaSet).
     assert_eq!(
         before.len(),
-        15,
+        13,
         "every child must exist before the deletion: {before:?}"
     );
     let started = Instant::now();

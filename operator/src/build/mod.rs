@@ -2,7 +2,6 @@
 //! kind. No API calls here: everything is unit-tested without a cluster.
 
 pub mod api_servers;
-pub mod config_map;
 pub mod labels;
 pub mod pdb;
 pub mod pod;
@@ -11,8 +10,8 @@ pub mod services;
 pub mod statefulset;
 
 use joc_ha_crds::JocCluster;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::error::Result;
@@ -31,10 +30,9 @@ pub struct Desired {
     pub sidecar_rbac: SidecarRbac,
     pub services: Vec<Service>,
     pub members: StatefulSet,
-    pub api_servers: Option<Deployment>,
+    /// The StatefulSet `<name>-api`.
+    pub api_servers: Option<StatefulSet>,
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
-    /// js7 mode: JOC's configuration.
-    pub joc_config: Option<ConfigMap>,
 }
 
 pub fn desired(cluster: &JocCluster, ctx: &BuildContext) -> Result<Desired> {
@@ -42,9 +40,8 @@ pub fn desired(cluster: &JocCluster, ctx: &BuildContext) -> Result<Desired> {
         sidecar_rbac: rbac::sidecar_rbac(cluster)?,
         services: services::services(cluster)?,
         members: statefulset::members_statefulset(cluster, ctx)?,
-        api_servers: api_servers::api_server_deployment(cluster, ctx)?,
+        api_servers: api_servers::api_server_statefulset(cluster, ctx)?,
         pod_disruption_budget: pdb::pod_disruption_budget(cluster)?,
-        joc_config: config_map::joc_config_map(cluster)?,
     })
 }
 
@@ -92,10 +89,20 @@ mod tests {
         assert_eq!(sts.service_name.as_deref(), Some("joc-headless"));
         let pod = sts.template.spec.expect("pod spec");
         let init = pod.init_containers.expect("init containers");
-        // js7 (default): JOC's configuration is written first, then the sidecar starts.
-        assert_eq!(init[0].name, pod_names::JOC_CONFIG_INIT_CONTAINER);
+        // js7 (default): the image's files are copied, JOC's configuration
+        // is written over them, then the sidecar starts.
+        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                pod_names::JOC_IMAGE_FILES_INIT_CONTAINER,
+                pod_names::JOC_CONFIG_INIT_CONTAINER,
+                pod_names::SIDECAR_CONTAINER
+            ]
+        );
         assert_eq!(init[0].restart_policy, None, "runs to completion");
-        let sidecar = &init[1];
+        assert_eq!(init[1].restart_policy, None, "runs to completion");
+        let sidecar = &init[2];
         assert_eq!(sidecar.name, pod_names::SIDECAR_CONTAINER);
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
         assert_eq!(sidecar.image.as_deref(), Some("joc-ha-sidecar:test"));
@@ -157,11 +164,14 @@ mod tests {
     }
 
     #[test]
-    fn api_servers_get_a_deployment_and_service_without_sidecar() {
+    fn api_servers_get_a_statefulset_and_service_without_sidecar() {
         let desired =
             desired(&cluster(serde_json::json!({"apiServers": 2})), &ctx()).expect("builds");
-        let deployment = desired.api_servers.expect("deployment");
-        let pod = deployment.spec.template.spec.expect("pod");
+        let statefulset = desired.api_servers.expect("statefulset");
+        assert_eq!(statefulset.metadata.name.as_deref(), Some("joc-api"));
+        assert_eq!(statefulset.spec.replicas, Some(2));
+        assert_eq!(statefulset.spec.service_name.as_deref(), Some("joc-api"));
+        let pod = statefulset.spec.template.spec.expect("pod");
         let init: Vec<_> = pod
             .init_containers
             .iter()
@@ -170,22 +180,28 @@ mod tests {
             .collect();
         assert_eq!(
             init,
-            [pod_names::JOC_CONFIG_INIT_CONTAINER],
+            [
+                pod_names::JOC_IMAGE_FILES_INIT_CONTAINER,
+                pod_names::JOC_CONFIG_INIT_CONTAINER
+            ],
             "API servers take no part in the lease: no sidecar"
         );
-        let properties = pod
+        let args = pod
             .init_containers
             .iter()
             .flatten()
-            .next()
+            .find(|c| c.name == pod_names::JOC_CONFIG_INIT_CONTAINER)
             .and_then(|c| c.args.clone())
             .unwrap_or_default();
         assert!(
-            properties
-                .iter()
-                .any(|a| a.ends_with(pod_names::API_SERVER_JOC_PROPERTIES)),
-            "API servers are installed as API servers: {properties:?}"
+            args.iter().any(|a| a == "--api-server"),
+            "API servers are installed as API servers: {args:?}"
         );
+        let offset = args
+            .iter()
+            .position(|a| a == "--ordering-offset")
+            .and_then(|i| args.get(i + 1));
+        assert_eq!(offset.map(String::as_str), Some("50"));
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert!(
             desired
@@ -208,8 +224,7 @@ mod tests {
         metas.extend(desired.services.iter().map(|s| &s.metadata));
         metas.extend(desired.api_servers.iter().map(|d| &d.metadata));
         metas.extend(desired.pod_disruption_budget.iter().map(|p| &p.metadata));
-        metas.extend(desired.joc_config.iter().map(|c| &c.metadata));
-        assert_eq!(metas.len(), 11, "every kind is checked");
+        assert_eq!(metas.len(), 10, "every kind is checked");
         for meta in metas {
             let owners = meta.owner_references.as_ref().expect("owner");
             assert_eq!(owners[0].uid, "1234");

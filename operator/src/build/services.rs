@@ -64,20 +64,13 @@ fn service(
     if type_.is_some() && !cluster.spec.service.annotations.is_empty() {
         metadata.annotations = Some(cluster.spec.service.annotations.clone());
     }
-    let mut ports = vec![ServicePort {
+    // HTTP only: HTTPS is refused by the CRD until JOC gets a keystore.
+    let ports = vec![ServicePort {
         name: Some(pod::HTTP_PORT_NAME.to_owned()),
         port: cluster.spec.ports.http,
         target_port: Some(IntOrString::String(pod::HTTP_PORT_NAME.to_owned())),
         ..Default::default()
     }];
-    if let Some(https) = cluster.spec.ports.https {
-        ports.push(ServicePort {
-            name: Some(pod::HTTPS_PORT_NAME.to_owned()),
-            port: https,
-            target_port: Some(IntOrString::String(pod::HTTPS_PORT_NAME.to_owned())),
-            ..Default::default()
-        });
-    }
     Ok(Service {
         metadata,
         spec: Some(ServiceSpec {

@@ -20,7 +20,7 @@ const JOC_LOG_DIR: &str = "/var/log/sos-berlin.com/js7/joc";
 
 pub fn members_statefulset(cluster: &JocCluster, ctx: &BuildContext) -> Result<StatefulSet> {
     let name = cluster.name_any();
-    let mut template = pod_template(cluster, Component::Member, ctx);
+    let mut template = pod_template(cluster, Component::Member, ctx)?;
     let mut claims = None;
     if let Some(logs) = &cluster.spec.log_volume {
         claims = Some(vec![PersistentVolumeClaim {
