@@ -735,8 +735,8 @@ async fn elector_api(backend: Backend) -> Result<()> {
     // Refused hand-overs end a's term; a goes on under a new one.
     let mut term = term_of(&first);
     for (target, reason) in [
-        ("api", "cannot take over"),
-        ("b", "cannot take over"),
+        ("api", "is an API server"),
+        ("b", "is not ready for the lease"),
         ("nobody", "not a member"),
     ] {
         let outcome = a.hand_over(HandOverTarget::Member(target.into())).await?;
