@@ -93,6 +93,11 @@ pub struct Flags {
         default_value_t = 60
     )]
     pub joc_heart_beat_exceeded_interval: u64,
+    /// js7: whether JOC has a cluster license (the operator says `false`
+    /// when `spec.license` is missing): without one the sidecar never writes
+    /// a switch request and the lease follows JOC's own active member.
+    #[arg(long, env = "JOC_HA_JOC_LICENSED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub joc_licensed: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -166,6 +171,8 @@ pub struct JocSettings {
     pub data_dir: String,
     pub polling_interval: Duration,
     pub heart_beat_exceeded_interval: Duration,
+    /// JOC has a cluster license (see [`Flags::joc_licensed`]).
+    pub licensed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -291,6 +298,7 @@ impl Config {
                     heart_beat_exceeded_interval: Duration::from_secs(
                         flags.joc_heart_beat_exceeded_interval,
                     ),
+                    licensed: flags.joc_licensed,
                 })
             }
         };

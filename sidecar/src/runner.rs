@@ -290,6 +290,21 @@ impl Runner {
                     Err(error) => warn!("{error}"),
                 }
             }
+            Action::ClearJocSwitch {
+                switch_member_id,
+                why,
+            } => {
+                if let Some(tables) = &self.joc_tables {
+                    match tables.clear_switch_request(&switch_member_id).await {
+                        Ok(true) => info!(
+                            switch_member_id,
+                            "cleared a left-over switch request in JOC_CLUSTER: {why}"
+                        ),
+                        Ok(false) => {}
+                        Err(error) => warn!("cannot clear a left-over switch request: {error}"),
+                    }
+                }
+            }
             Action::ClearSwitchover { value } => {
                 let taken = self.api.clear_switchover(&value).await;
                 return Some(Outcome::SwitchoverTaken(taken.map_err(|e| e.to_string())));

@@ -106,6 +106,12 @@ pub enum Action {
         pod: String,
         report: bool,
     },
+    /// js7: take away a left-over switch request naming `switch_member_id`
+    /// (only if it still does); `why` for the log.
+    ClearJocSwitch {
+        switch_member_id: String,
+        why: &'static str,
+    },
     /// Awaited: remove the switch-over annotation if it still says `value`.
     ClearSwitchover {
         value: String,

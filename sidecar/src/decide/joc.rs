@@ -5,7 +5,9 @@
 use joc_ha_crds::names::reason;
 
 use super::{Action, Facts, Flow, JocReadError, Level, Metric, Pending, Report, State, Step};
-use crate::js7::{HolderStep, JocView, holder_step, hostname_of};
+use crate::js7::{
+    HolderStep, JocView, holder_step, hostname_of, stale_switch_request, unlicensed_holder_step,
+};
 use crate::lease::HandOverOutcome;
 
 /// Logs `note` once (until it changes).
@@ -140,10 +142,29 @@ pub(super) fn holder(s: &mut State, f: &Facts, view: &JocView, out: &mut Vec<Act
         .filter(|p| p.is_member())
         .map(|p| p.name.as_str())
         .collect();
-    let step = holder_step(view, &me_id, previous.as_deref(), |id| {
+    let pod_of = |id: &str| {
         let pod = hostname_of(id);
         (pod != me_pod && members.contains(&pod)).then(|| pod.to_owned())
+    };
+    let (licensed, polling_s) = s.settings.joc.as_ref().map_or((true, 1), |j| {
+        (j.licensed, j.polling_interval.as_secs() as i64)
     });
+    let step = if licensed {
+        holder_step(view, &me_id, previous.as_deref(), pod_of)
+    } else {
+        unlicensed_holder_step(view, &me_id, pod_of)
+    };
+    // The holder is the one writer of JOC's switch request: it also takes
+    // away requests JOC would never execute or clear.
+    if let Some(stale) = stale_switch_request(view, &me_id, polling_s) {
+        out.push(Action::ClearJocSwitch {
+            switch_member_id: stale.switch_member_id,
+            why: stale.why,
+        });
+    }
+    let Some(joc) = &mut s.joc else {
+        return Flow::Continue;
+    };
     let was_confirmed = joc.confirmed;
     joc.confirmed = step == HolderStep::Confirmed;
     s.next([Step::JocPostCheck { was_confirmed }]);

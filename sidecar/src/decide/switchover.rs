@@ -208,7 +208,9 @@ fn ask_joc_to_switch_to(s: &State, pod: &str, out: &mut Vec<Action>) {
     let (Some(settings), Some(joc)) = (&s.settings.joc, &s.joc) else {
         return;
     };
-    if !joc.confirmed {
+    // Without a cluster license the target's JOC would refuse to start
+    // JOC's services (docs/joc-facts.md fact 10): no request at all.
+    if !joc.confirmed || !settings.licensed {
         return;
     }
     out.push(Action::RequestJocSwitch {

@@ -216,17 +216,48 @@ impl JocTables {
                  WHERE ID = 'cluster' AND MEMBER_ID = ?2"
             }
         };
+        self.execute(sql, &[target, active]).await
+    }
+
+    /// Takes a left-over switch request away (both `SWITCH_*` columns back to
+    /// NULL), only if it still names `target`: a request written meanwhile
+    /// stays. JOC itself clears a request only when its target executes it.
+    pub async fn clear_switch_request(&self, target: &str) -> Result<bool, TablesError> {
+        let sql = match self.kind {
+            DatabaseKind::Postgresql => {
+                "UPDATE JOC_CLUSTER SET \"SWITCH_MEMBER_ID\" = NULL, \"SWITCH_HEART_BEAT\" = NULL \
+                 WHERE \"ID\" = 'cluster' AND \"SWITCH_MEMBER_ID\" = $1"
+            }
+            DatabaseKind::Mysql | DatabaseKind::Mariadb | DatabaseKind::Sqlite => {
+                "UPDATE JOC_CLUSTER SET SWITCH_MEMBER_ID = NULL, SWITCH_HEART_BEAT = NULL \
+                 WHERE ID = 'cluster' AND SWITCH_MEMBER_ID = ?"
+            }
+        };
+        self.execute(sql, &[target]).await
+    }
+
+    /// Runs an UPDATE with text parameters; whether it changed a row.
+    async fn execute(&self, sql: &'static str, params: &[&str]) -> Result<bool, TablesError> {
         let affected = match &self.pool {
             Pool::Postgres(pool) => {
-                let query = sqlx::query(sql).bind(target).bind(active);
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = query.bind(*param);
+                }
                 query.execute(pool).await.map(|r| r.rows_affected())
             }
             Pool::MySql(pool) => {
-                let query = sqlx::query(sql).bind(target).bind(active);
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = query.bind(*param);
+                }
                 query.execute(pool).await.map(|r| r.rows_affected())
             }
             Pool::Sqlite(pool) => {
-                let query = sqlx::query(sql).bind(target).bind(active);
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = query.bind(*param);
+                }
                 query.execute(pool).await.map(|r| r.rows_affected())
             }
         }

@@ -280,3 +280,100 @@ fn a_repeated_joc_note_is_logged_once() {
     let (_, actions) = drive(&once, &mut f, Event::LeaseChanged, &answers);
     assert_eq!(logs(&actions), 0);
 }
+
+/// Issue 14: without a cluster license a switch request leaves no member
+/// running JOC's services (docs/joc-facts.md fact 10), so the holder never
+/// writes one: it follows JOC's own active member instead, and a switch-over
+/// hands the lease over without asking JOC.
+#[test]
+fn without_a_license_the_holder_never_asks_joc_to_switch() {
+    let unlicensed = |mut state: State| {
+        if let Some(joc) = &mut state.settings.joc {
+            joc.licensed = false;
+        }
+        state
+    };
+    // A new holder, JOC runs joc-1 (which did not move): follow JOC.
+    let (_, actions) = look(
+        &unlicensed(waiting(Some("joc-1"), Some(5))),
+        view(Some("joc-1"), None),
+        Answers::default(),
+    );
+    let brief = brief(&actions);
+    assert!(
+        !brief.iter().any(|a| a.starts_with("joc-switch")),
+        "{brief:?}"
+    );
+    assert!(brief.contains(&"handover:joc-1".to_owned()), "{brief:?}");
+    // JOC runs nobody: wait, and still no request.
+    let (_, actions) = look(
+        &unlicensed(waiting(None, Some(5))),
+        view(None, None),
+        Answers::default(),
+    );
+    assert_eq!(super::brief(&actions), ["read-joc", "joc-health:true"]);
+}
+
+/// Issue 14 (docs/joc-facts.md facts 13, 14): JOC never clears a request it
+/// skips, and executes one naming an API server; the holder takes such
+/// requests away.
+#[test]
+fn the_holder_clears_left_over_switch_requests() {
+    let with_request = |target: &str, age_s: i64, api_server: bool| {
+        let mut v = view(Some(ME), None);
+        if let Some(c) = v.cluster.as_mut() {
+            c.switch_member_id = Some(id(target));
+            c.switch_heart_beat_age_s = Some(age_s);
+        }
+        if api_server {
+            v.instances.push(InstanceRow {
+                member_id: id(target),
+                heart_beat_age_s: 0,
+                api_server: true,
+            });
+        }
+        v
+    };
+    let cases: Vec<(&str, JocView, bool)> = vec![
+        (
+            "exceeded: JOC skips it for good",
+            with_request("joc-1", 9, false),
+            true,
+        ),
+        (
+            "an API server as target",
+            with_request("joc-api-0", 0, true),
+            true,
+        ),
+        (
+            "not the holder's, older than two polls",
+            with_request("joc-1", 3, false),
+            true,
+        ),
+        (
+            "fresh, during a hand-over: kept",
+            with_request("joc-1", 1, false),
+            false,
+        ),
+    ];
+    for (story, v, cleared) in cases {
+        let (_, actions) = look(&holding(true, 5), v, Answers::default());
+        let brief = brief(&actions);
+        assert_eq!(
+            brief.iter().any(|a| a.starts_with("joc-clear:")),
+            cleared,
+            "{story}: {brief:?}"
+        );
+    }
+    // A standby writes nothing to JOC's tables.
+    let (_, actions) = look(
+        &standby(true),
+        with_request("joc-1", 9, false),
+        Answers::default(),
+    );
+    assert!(
+        !super::brief(&actions)
+            .iter()
+            .any(|a| a.starts_with("joc-clear:"))
+    );
+}

@@ -30,6 +30,7 @@ pub fn settings(js7: bool) -> Settings {
             data_dir: DATA_DIR.to_owned(),
             polling_interval: Duration::from_secs(1),
             heart_beat_exceeded_interval: Duration::from_secs(5),
+            licensed: true,
         }),
     }
 }
@@ -276,6 +277,9 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                     crate::js7::hostname_of(to)
                 ),
                 Action::ClearSwitchover { value } => format!("clear:{value}"),
+                Action::ClearJocSwitch {
+                    switch_member_id, ..
+                } => format!("joc-clear:{}", crate::js7::hostname_of(switch_member_id)),
                 Action::ReadMembers => "members".to_owned(),
                 Action::HandOver { target } => format!("handover:{target}"),
                 Action::Release => "release".to_owned(),
