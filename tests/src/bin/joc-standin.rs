@@ -44,7 +44,8 @@ use serde_json::{Value, json};
 #[command(
     name = "joc-standin",
     about = "Stand-in for a JOC Cockpit container and its cluster service",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 struct Args {
     #[command(subcommand)]
