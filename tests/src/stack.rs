@@ -881,6 +881,18 @@ impl Stack {
         .await
     }
 
+    /// Whether the cluster's pods have the image's layout (volume
+    /// `joc-resources`) rather than the legacy one. Looks at the first member pod.
+    pub async fn js7_image_layout(&self) -> Result<bool> {
+        let name = self.member_names().into_iter().next().context("no members")?;
+        let pod = self.pods().get(&name).await?;
+        Ok(pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.name == JOC_RESOURCES_VOLUME))
+    }
+
     /// Pods labeled active now.
     pub async fn labeled_active(&self) -> Result<Vec<String>> {
         let list = self
