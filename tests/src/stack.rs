@@ -212,9 +212,12 @@ impl JocRunner {
                         return None;
                     }
                 };
-                let readiness = probe_readiness(container.readiness_probe.as_ref(), container, |p| {
-                    self.port(namespace, name, p)
-                })
+                let readiness = container
+                    .readiness_probe
+                    .as_ref()
+                    .and_then(|probe| {
+                        crate::kubelet::probe_check(probe, container, |p| self.port(namespace, name, p))
+                    })
                     .unwrap_or(Readiness::TcpConnect(std::net::SocketAddr::from((
                         [127, 0, 0, 1],
                         http,
@@ -286,38 +289,6 @@ fn fake_jetty_base(ctx: &PodContext) -> Result<PathBuf> {
     Ok(base)
 }
 
-/// A pod-spec probe (httpGet or tcpSocket on a container port, by number or
-/// name) as a check on the loopback port `host_port` maps it to.
-pub fn probe_readiness(
-    probe: Option<&k8s_openapi::api::core::v1::Probe>,
-    container: &Container,
-    host_port: impl Fn(i32) -> Option<u16>,
-) -> Option<Readiness> {
-    let probe = probe?;
-    let port_of = |port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| {
-        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-        let number = match port {
-            IntOrString::Int(n) => *n,
-            IntOrString::String(name) => container
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))?
-                .container_port,
-        };
-        host_port(number)
-    };
-    if let Some(get) = &probe.http_get {
-        let path = get.path.clone().unwrap_or_else(|| "/".to_owned());
-        let port = port_of(&get.port)?;
-        return Some(Readiness::HttpGet(format!("http://127.0.0.1:{port}{path}")));
-    }
-    let port = port_of(&probe.tcp_socket.as_ref()?.port)?;
-    Some(Readiness::TcpConnect(std::net::SocketAddr::from((
-        [127, 0, 0, 1],
-        port,
-    ))))
-}
 
 impl ContainerRunner for JocRunner {
     fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec> {
@@ -424,6 +395,13 @@ impl ContainerRunner for JocRunner {
 
     fn host_port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
         self.port(namespace, pod, container_port)
+    }
+
+    /// JOC's container: a JOC whose JVM died is restarted only by its
+    /// liveness probe (JOC-FACTS 3), so the kubelet runs it. The sidecar's
+    /// probes are not enforced here (unchanged behaviour for the other streams).
+    fn enforce_liveness(&self, _pod: &Pod, container: &Container) -> bool {
+        container.name == pod_names::COCKPIT_CONTAINER
     }
 }
 

@@ -1340,3 +1340,117 @@ async fn sqlite_legacy_api_server_alone_leaves_no_cluster_row() -> Result<()> {
     ensure!(stopped.status.success() && !stopped.forced, "{stopped:?}");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// The harness: the image's pod layout on the fake kubelet (JOC-FACTS 3, 8)
+// ---------------------------------------------------------------------------
+
+/// A pod of the image's layout (contract standin/operator) on the fake
+/// kubelet: `joc-image-files` writes the image's files, the cockpit reads
+/// them through a fake JETTY_BASE (subPath mounts included; the
+/// configuration here comes from a Secret, which `joc-config` writes in the
+/// operator's pods), its password from a secretKeyRef; a JVM killed inside
+/// the container is restarted by the liveness probe.
+#[tokio::test]
+async fn postgres_image_layout_pod_runs_and_liveness_restarts_a_dead_jvm() -> Result<()> {
+    use joc_ha_tests::stack::{JETTY_BASE, JOC_DATA_DIR, JocRunner};
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use kube::api::{Api, PostParams};
+
+    let db = TestDb::start(Backend::Postgres).await?;
+    let url = db.url();
+    register(&url).await?;
+    let plane = joc_ha_tests::controlplane::ControlPlane::start().await?;
+    let client = plane.client();
+    plane.create_namespace("js7").await?;
+    let periods = tempfile::Builder::new().prefix("joc-standin-pod-").tempdir()?;
+    let kubelet = joc_ha_tests::kubelet::FakeKubelet::start(
+        client.clone(),
+        joc_ha_tests::kubelet::FakeKubeletConfig::new(&plane)
+            .with_runner(JocRunner::new(None, periods.path().to_path_buf())?)
+            .with_restart_backoff(Duration::from_millis(500)),
+    )
+    .await?;
+    let (jdbc, user, _) = joc::sqlx_to_jdbc(&url)?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "joc-test"},
+        "stringData": {
+            "password": joc_ha_tests::db::TEST_PASSWORD,
+            "joc.properties": format!(
+                "cluster_id = joc\nordering = 7\ncreate_db_tables = true\ncluster_polling_interval = {POLL_S}\n\
+                 cluster_heart_beat_exceeded_interval = {EXCEEDED_S}\nhibernate_configuration_file = hibernate.cfg.xml\n"),
+            "hibernate.cfg.xml": joc::render_hibernate_cfg(&jdbc, user.as_deref(), Some("${JS7_DBMS_PASSWORD}")),
+        }
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), "js7")
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let resources = format!("{JETTY_BASE}/resources/joc");
+    let probe = serde_json::json!({"httpGet": {"path": "/joc/api/version", "port": "http"}, "periodSeconds": 1, "failureThreshold": 2});
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "joc-0"},
+        "spec": {
+            "volumes": [
+                {"name": "joc-resources", "emptyDir": {"medium": "Memory"}},
+                {"name": "joc-classes", "emptyDir": {"medium": "Memory"}},
+                {"name": "test-config", "secret": {"secretName": "joc-test"}},
+            ],
+            "initContainers": [{
+                "name": "joc-image-files", "image": "sosberlin/js7:joc-2-8-1",
+                "command": ["sh", "-c", "cp -a ... (played by joc-standin image-files)"],
+                "volumeMounts": [
+                    {"name": "joc-resources", "mountPath": "/joc-ha/image/resources"},
+                    {"name": "joc-classes", "mountPath": "/joc-ha/image/classes"},
+                ],
+            }],
+            "containers": [{
+                "name": "joc", "image": "sosberlin/js7:joc-2-8-1",
+                "ports": [{"name": "http", "containerPort": 4446}],
+                "env": [
+                    {"name": "RUN_JS_HTTP_PORT", "value": "4446"},
+                    {"name": "JS7_DBMS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "joc-test", "key": "password"}}},
+                ],
+                "readinessProbe": probe,
+                "livenessProbe": probe,
+                "volumeMounts": [
+                    {"name": "joc-resources", "mountPath": resources},
+                    {"name": "test-config", "mountPath": format!("{resources}/joc.properties"), "subPath": "joc.properties", "readOnly": true},
+                    {"name": "test-config", "mountPath": format!("{resources}/hibernate.cfg.xml"), "subPath": "hibernate.cfg.xml", "readOnly": true},
+                    {"name": "joc-classes", "mountPath": format!("{JETTY_BASE}/webapps/joc/WEB-INF/classes/joc-settings.properties"), "subPath": "joc-settings.properties", "readOnly": true},
+                ],
+            }],
+        }
+    }))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "js7");
+    pods.create(&PostParams::default(), &pod).await?;
+    let ready = |restarts: i32| {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get("joc-0").await?;
+            let status = pod.status.context("no status")?;
+            let joc = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .find(|c| c.name == "joc")
+                .context("no joc status")?;
+            ensure!(joc.ready && joc.restart_count >= restarts, "joc ready {} restarts {}", joc.ready, joc.restart_count);
+            anyhow::Ok(joc.restart_count)
+        }
+    };
+    wait_for_ok("joc-0's JOC Ready", Duration::from_secs(60), CHECK, || ready(0)).await?;
+    let member = joc::member_id("joc-0", JOC_DATA_DIR);
+    let row = wait_for_ok("joc-0's instance row", Duration::from_secs(20), CHECK, || async {
+        joc::instances(&url).await?.into_iter().find(|i| i.member_id == member).context("no row")
+    })
+    .await?;
+    assert_eq!(row.ordering, 7, "ordering from the subPath-mounted joc.properties");
+    assert!(!row.api_server, "member by the image's joc-settings.properties");
+    let first = kubelet.process("js7", "joc-0", "joc").context("joc process")?;
+    first.signal(nix::sys::signal::Signal::SIGUSR1)?;
+    let restarts = wait_for_ok("liveness restarts the container", Duration::from_secs(30), CHECK, || ready(1)).await?;
+    assert!(restarts >= 1);
+    let second = kubelet.process("js7", "joc-0", "joc").context("joc process")?;
+    assert_ne!(first.pid(), second.pid(), "a new process");
+    Ok(())
+}
