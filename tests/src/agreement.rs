@@ -373,11 +373,7 @@ pub fn now_ns() -> i64 {
 
 /// The stack's JOC service periods up to now.
 pub fn stack_services(stack: &Stack, frozen: &[Frozen]) -> Result<ServicesReport> {
-    services_report(
-        &stack.periods_dir,
-        frozen,
-        now_ns(),
-    )
+    services_report(&stack.periods_dir, frozen, now_ns())
 }
 
 /// Notes in a JOC stand-in's periods file that the harness killed it (it
@@ -450,7 +446,11 @@ mod tests {
         // A restart without a record of the end: the old period ends at the new record.
         write(dir.path(), "joc-1", &[("start", 60, 7), ("start", 70, 8)])?;
         let report = services_report(dir.path(), &[], 100)?;
-        let joc1: Vec<_> = report.periods.iter().filter(|p| p.member == "joc-1").collect();
+        let joc1: Vec<_> = report
+            .periods
+            .iter()
+            .filter(|p| p.member == "joc-1")
+            .collect();
         assert_eq!((joc1[0].start_ns, joc1[0].end_ns), (60, 70));
         assert_eq!(report.overlaps.len(), 2, "joc-0 runs from 50 on");
         let thawed = [Frozen {

@@ -1026,7 +1026,10 @@ pub async fn register_controller(
     controller_uri: &str,
     security_level: SecurityLevel,
 ) -> Result<()> {
-    run_ddl(url, |s| s.contains("INV_JS_INSTANCES") || s.contains("SEQ_INV_JI")).await?;
+    run_ddl(url, |s| {
+        s.contains("INV_JS_INSTANCES") || s.contains("SEQ_INV_JI")
+    })
+    .await?;
     let d = Dialect::of_url(url)?;
     let mut conn = connect(url).await?;
     let q = sql(
@@ -1049,16 +1052,20 @@ pub async fn register_controller(
 
 /// `readCurrentDbInfoControllers` in `sos-joc/sos-joc-cluster/.../cluster/JocCluster.java`:
 /// the Controllers of JOC's security level (`where securityLevel = :level`).
-async fn count_controllers(conn: &mut AnyConnection, d: Dialect, level: SecurityLevel) -> Result<i64> {
+async fn count_controllers(
+    conn: &mut AnyConnection,
+    d: Dialect,
+    level: SecurityLevel,
+) -> Result<i64> {
     let q = sql(
         d,
         r#"SELECT COUNT(*) FROM INV_JS_INSTANCES WHERE "SECURITY_LEVEL" = ?"#,
     );
-    Ok(sqlx::query_scalar(AssertSqlSafe(q))
+    sqlx::query_scalar(AssertSqlSafe(q))
         .bind(level.int_value())
         .fetch_one(&mut *conn)
         .await
-        .context("reading INV_JS_INSTANCES")?)
+        .context("reading INV_JS_INSTANCES")
 }
 
 // ---------------------------------------------------------------------------
@@ -1325,7 +1332,9 @@ impl ClusterRowLock {
         sqlx::query("BEGIN").execute(&mut conn).await?;
         sqlx::query(AssertSqlSafe(sql(
             dialect,
-            &format!(r#"SELECT "MEMBER_ID" FROM JOC_CLUSTER WHERE "ID" = '{CLUSTER_ROW_ID}' FOR UPDATE"#),
+            &format!(
+                r#"SELECT "MEMBER_ID" FROM JOC_CLUSTER WHERE "ID" = '{CLUSTER_ROW_ID}' FOR UPDATE"#
+            ),
         )))
         .fetch_optional(&mut conn)
         .await
@@ -1661,10 +1670,8 @@ impl ActiveMemberHandler {
             if self.services.is_active() {
                 return Performed::AlreadyStarted;
             }
-            if matches!(
-                mode,
-                StartupMode::ManualSwitchover | StartupMode::Failover
-            ) && !self.license.present()
+            if matches!(mode, StartupMode::ManualSwitchover | StartupMode::Failover)
+                && !self.license.present()
             {
                 // JOC-FACTS 10: a target without license refuses to start.
                 tracing::error!("[{}][perform]MISSING_LICENSE", mode.name());
@@ -1681,10 +1688,8 @@ impl ActiveMemberHandler {
             tracing::error!("[{}][perform]missing controllers", mode.name());
             return Performed::MissingControllers;
         }
-        self.services.set(
-            start,
-            &format!("[{}][active member services]", mode.name()),
-        );
+        self.services
+            .set(start, &format!("[{}][active member services]", mode.name()));
         // AMH `performServices`: `updateHeartBeat` after the services' start
         // or stop, retried twice (JOC-FACTS 16: every JOC_CLUSTER row, no WHERE).
         self.update_heart_beat(2).await;
@@ -1978,7 +1983,7 @@ impl Member {
         let version = truncate(STANDIN_VERSION, 30);
         self.with_conn(async move |conn, d| {
             let mut tx = conn.begin().await?;
-            let os_id = os_id(&mut *tx, d, &c.hostname).await?;
+            let os_id = os_id(&mut tx, d, &c.hostname).await?;
             let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql(
                 d,
                 &format!(r#"SELECT {} FROM JOC_INSTANCES WHERE "MEMBER_ID" = ?"#, int(d, "\"ID\"")),
@@ -2176,7 +2181,6 @@ impl Member {
         .await
     }
 
-
     /// JC `tryResetCurrentInstanceHeartBeat` (clean shutdown, JOC-FACTS 12):
     /// the own JOC_INSTANCES.HEART_BEAT becomes `new Date(0)`, 1970-01-01, so
     /// the instance is stale at once.
@@ -2214,8 +2218,9 @@ impl Member {
         }
         let item = self.get_cluster().await?;
         tracing::debug!("[poll][read JOC_CLUSTER]{item:?}");
-        let Some((row, mode, skip_perform)) =
-            self.handle_current_member_on_process(item, first_run).await?
+        let Some((row, mode, skip_perform)) = self
+            .handle_current_member_on_process(item, first_run)
+            .await?
         else {
             return Ok(None);
         };
@@ -2285,7 +2290,9 @@ impl Member {
             }
         };
         if row.member_id == me {
-            return self.try_switch_active_member_on_process(row, first_run).await;
+            return self
+                .try_switch_active_member_on_process(row, first_run)
+                .await;
         }
         if self.exceeded(row.db_now, Some(row.heart_beat)) {
             if !licensed && !first_run {
@@ -2468,10 +2475,7 @@ impl Member {
     }
 
     /// JC `setSwitchMember`; the outer error is a database error (retried).
-    async fn set_switch_member(
-        &mut self,
-        new: &str,
-    ) -> Result<Result<SwitchState, SwitchError>> {
+    async fn set_switch_member(&mut self, new: &str) -> Result<Result<SwitchState, SwitchError>> {
         let mode = StartupMode::ManualSwitchover;
         let me = self.me().to_owned();
         let refusal = |ji: &Instance| {
@@ -2491,7 +2495,10 @@ impl Member {
             let target = self.get_instance(new).await?;
             let Some(target) = target else {
                 // JC only logs this; the error answer is commented out.
-                tracing::info!("[{}][switch][skip][newMemberId={new}]JocInstance not found", mode.name());
+                tracing::info!(
+                    "[{}][switch][skip][newMemberId={new}]JocInstance not found",
+                    mode.name()
+                );
                 return Ok(Ok(SwitchState::SwitchMember));
             };
             if target.api_server {
@@ -2537,7 +2544,10 @@ impl Member {
             match self.get_instance(new).await? {
                 None => {
                     skip = true;
-                    tracing::info!("[{}][switch][skip][setSwitchMember][newMemberId={new}]not found", mode.name());
+                    tracing::info!(
+                        "[{}][switch][skip][setSwitchMember][newMemberId={new}]not found",
+                        mode.name()
+                    );
                 }
                 Some(target) if target.api_server => {
                     skip = true;

@@ -1407,9 +1407,13 @@ impl PodWorker {
                     return None;
                 }
                 let (namespace, pod) = (self.namespace.clone(), self.name.clone());
-                let spec = LivenessSpec::of(&container, |port| runner.host_port(&namespace, &pod, port))?;
+                let spec =
+                    LivenessSpec::of(&container, |port| runner.host_port(&namespace, &pod, port))?;
                 let shared = Arc::clone(&self.shared);
-                let what = format!("pod {}/{} container {}", self.namespace, self.name, container.name);
+                let what = format!(
+                    "pod {}/{} container {}",
+                    self.namespace, self.name, container.name
+                );
                 let process = Arc::clone(process);
                 Some(AbortOnDrop(tokio::spawn(async move {
                     run_liveness(spec, process, move |m| shared.log(format!("{what}: {m}"))).await;
@@ -2130,7 +2134,10 @@ pub fn probe_check(
         return Some(Readiness::HttpGet(format!("http://127.0.0.1:{port}{path}")));
     }
     let port = port_of(&probe.tcp_socket.as_ref()?.port)?;
-    Some(Readiness::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+    Some(Readiness::TcpConnect(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        port,
+    ))))
 }
 
 /// One probe's check and timing, with kubelet's defaults (period 10 s,
@@ -2149,7 +2156,8 @@ impl ProbeTiming {
         container: &Container,
         host_port: &impl Fn(i32) -> Option<u16>,
     ) -> Option<ProbeTiming> {
-        let secs = |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+        let secs =
+            |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
         Some(ProbeTiming {
             check: probe_check(probe, container, host_port)?,
             initial_delay: secs(probe.initial_delay_seconds, 0),
@@ -2169,7 +2177,10 @@ pub struct LivenessSpec {
 
 impl LivenessSpec {
     /// None when the container has neither probe (or their ports map nowhere).
-    pub fn of(container: &Container, host_port: impl Fn(i32) -> Option<u16>) -> Option<LivenessSpec> {
+    pub fn of(
+        container: &Container,
+        host_port: impl Fn(i32) -> Option<u16>,
+    ) -> Option<LivenessSpec> {
         let spec = LivenessSpec {
             startup: container
                 .startup_probe
@@ -2214,7 +2225,9 @@ pub async fn run_liveness(spec: LivenessSpec, process: Arc<ManagedProcess>, log:
             tokio::time::sleep(startup.period).await;
         }
     }
-    let Some(liveness) = &spec.liveness else { return };
+    let Some(liveness) = &spec.liveness else {
+        return;
+    };
     tokio::time::sleep(liveness.initial_delay).await;
     let mut failures = 0;
     while process.is_running() {
@@ -2341,17 +2354,24 @@ current-context: pod
 mod tests {
     use super::*;
 
-    fn probe(port: IntOrString, path: Option<&str>, period: i32, threshold: i32) -> k8s_openapi::api::core::v1::Probe {
+    fn probe(
+        port: IntOrString,
+        path: Option<&str>,
+        period: i32,
+        threshold: i32,
+    ) -> k8s_openapi::api::core::v1::Probe {
         k8s_openapi::api::core::v1::Probe {
             http_get: path.map(|p| k8s_openapi::api::core::v1::HTTPGetAction {
                 path: Some(p.to_owned()),
                 port: port.clone(),
                 ..Default::default()
             }),
-            tcp_socket: path.is_none().then(|| k8s_openapi::api::core::v1::TCPSocketAction {
-                port,
-                ..Default::default()
-            }),
+            tcp_socket: path
+                .is_none()
+                .then(|| k8s_openapi::api::core::v1::TCPSocketAction {
+                    port,
+                    ..Default::default()
+                }),
             period_seconds: Some(period),
             failure_threshold: Some(threshold),
             ..Default::default()
@@ -2367,14 +2387,24 @@ mod tests {
                 container_port: 4446,
                 ..Default::default()
             }]),
-            liveness_probe: Some(probe(IntOrString::String("http".into()), Some("/joc/api/version"), 7, 2)),
+            liveness_probe: Some(probe(
+                IntOrString::String("http".into()),
+                Some("/joc/api/version"),
+                7,
+                2,
+            )),
             startup_probe: Some(probe(IntOrString::Int(4446), None, 1, 30)),
             ..Default::default()
         };
         let spec = LivenessSpec::of(&container, |p| (p == 4446).then_some(40001)).expect("probes");
         let live = spec.liveness.expect("liveness");
-        assert!(matches!(&live.check, Readiness::HttpGet(u) if u == "http://127.0.0.1:40001/joc/api/version"));
-        assert_eq!((live.period, live.failure_threshold), (Duration::from_secs(7), 2));
+        assert!(
+            matches!(&live.check, Readiness::HttpGet(u) if u == "http://127.0.0.1:40001/joc/api/version")
+        );
+        assert_eq!(
+            (live.period, live.failure_threshold),
+            (Duration::from_secs(7), 2)
+        );
         let startup = spec.startup.expect("startup");
         assert!(matches!(startup.check, Readiness::TcpConnect(a) if a.port() == 40001));
         assert_eq!(startup.failure_threshold, 30);
@@ -2384,7 +2414,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_liveness_probe_kills_the_process_a_passing_one_does_not() -> anyhow::Result<()> {
+    async fn a_failing_liveness_probe_kills_the_process_a_passing_one_does_not()
+    -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let open = listener.local_addr()?;
@@ -2408,19 +2439,32 @@ mod tests {
         let logged = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&logged);
         let killer = tokio::spawn(run_liveness(
-            LivenessSpec { startup: None, liveness: Some(timing(closed)) },
+            LivenessSpec {
+                startup: None,
+                liveness: Some(timing(closed)),
+            },
             Arc::clone(&dead),
             move |m| lock(&sink).push(m),
         ));
         let keeper = tokio::spawn(run_liveness(
-            LivenessSpec { startup: Some(timing(open)), liveness: Some(timing(open)) },
+            LivenessSpec {
+                startup: Some(timing(open)),
+                liveness: Some(timing(open)),
+            },
             Arc::clone(&alive),
             |_| {},
         ));
         tokio::time::timeout(Duration::from_secs(10), killer).await??;
         assert!(!dead.is_running(), "killed after three failures");
-        assert!(lock(&logged).iter().any(|m| m.contains("Liveness probe failed 3 times")));
-        assert!(!keeper.is_finished() && alive.is_running(), "a passing probe keeps it");
+        assert!(
+            lock(&logged)
+                .iter()
+                .any(|m| m.contains("Liveness probe failed 3 times"))
+        );
+        assert!(
+            !keeper.is_finished() && alive.is_running(),
+            "a passing probe keeps it"
+        );
         keeper.abort();
         alive.kill().await?;
         drop(listener);

@@ -216,7 +216,9 @@ impl JocRunner {
                     .readiness_probe
                     .as_ref()
                     .and_then(|probe| {
-                        crate::kubelet::probe_check(probe, container, |p| self.port(namespace, name, p))
+                        crate::kubelet::probe_check(probe, container, |p| {
+                            self.port(namespace, name, p)
+                        })
                     })
                     .unwrap_or(Readiness::TcpConnect(std::net::SocketAddr::from((
                         [127, 0, 0, 1],
@@ -288,7 +290,6 @@ fn fake_jetty_base(ctx: &PodContext) -> Result<PathBuf> {
     }
     Ok(base)
 }
-
 
 impl ContainerRunner for JocRunner {
     fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec> {
@@ -862,7 +863,11 @@ impl Stack {
     /// Whether the cluster's pods have the image's layout (volume
     /// `joc-resources`) rather than the legacy one. Looks at the first member pod.
     pub async fn js7_image_layout(&self) -> Result<bool> {
-        let name = self.member_names().into_iter().next().context("no members")?;
+        let name = self
+            .member_names()
+            .into_iter()
+            .next()
+            .context("no members")?;
         let pod = self.pods().get(&name).await?;
         Ok(pod
             .spec

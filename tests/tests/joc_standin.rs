@@ -11,11 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use joc_ha_tests::agreement::{Frozen, now_ns, services_report};
 use joc_ha_tests::db::{Backend, TestDb, free_port};
 use joc_ha_tests::joc::{self, HibernateConfig, JocProperties, JocSettings, SecurityLevel};
 use joc_ha_tests::process::ManagedProcess;
 use joc_ha_tests::stack::workspace_binary;
-use joc_ha_tests::agreement::{Frozen, now_ns, services_report};
 use joc_ha_tests::wait::{http_get, http_get_status, wait_for_ok};
 use serde_json::Value;
 
@@ -153,7 +153,10 @@ fn joc_properties_keys_and_defaults() -> Result<()> {
     assert_eq!(defaults.ordering, None);
     assert!(!defaults.create_db_tables);
     // JOC-FACTS 2: no ordering → JOC refuses to start.
-    assert_eq!(defaults.checked_ordering(), Err(joc::MSG_ORDERING.to_owned()));
+    assert_eq!(
+        defaults.checked_ordering(),
+        Err(joc::MSG_ORDERING.to_owned())
+    );
 
     let text = "! comment\ncluster_id = api\ntitle: Primary \\\n  JOC\nordering 7\n\
                 cluster_polling_interval=5\ncluster_heart_beat_exceeded_interval = 11\n\
@@ -171,7 +174,11 @@ fn joc_properties_keys_and_defaults() -> Result<()> {
         ("ordering = -1", None),
         ("ordering = first", None),
     ] {
-        assert_eq!(JocProperties::parse(text)?.checked_ordering().ok(), ok, "{text}");
+        assert_eq!(
+            JocProperties::parse(text)?.checked_ordering().ok(),
+            ok,
+            "{text}"
+        );
     }
     assert!(JocProperties::parse("create_db_tables = true")?.create_db_tables);
     assert!(!JocProperties::parse("create_db_tables = false")?.create_db_tables);
@@ -372,12 +379,9 @@ impl Standin {
     }
 
     async fn wait_exit(&self, within: Duration) -> Result<std::process::ExitStatus> {
-        wait_for_ok(
-            &format!("{} to exit", self.host),
-            within,
-            CHECK,
-            || async { self.process.exit_status().context("still running") },
-        )
+        wait_for_ok(&format!("{} to exit", self.host), within, CHECK, || async {
+            self.process.exit_status().context("still running")
+        })
         .await
     }
 }
@@ -458,21 +462,38 @@ where
                     ));
                 }
             }
-            bail!("{}: {error:#}\n(kept in {}){logs}", backend.name(), kept.display())
+            bail!(
+                "{}: {error:#}\n(kept in {}){logs}",
+                backend.name(),
+                kept.display()
+            )
         }
     }
 }
 
 fn register(url: &str) -> impl std::future::Future<Output = Result<()>> + '_ {
-    joc::register_controller(url, "controller", "http://controller.invalid:4444", SecurityLevel::Low)
+    joc::register_controller(
+        url,
+        "controller",
+        "http://controller.invalid:4444",
+        SecurityLevel::Low,
+    )
 }
 
 /// No two stand-ins ran services at once (from their periods files, freezes cut out).
 fn assert_no_overlap(dir: &Path, frozen: &[Frozen]) -> Result<()> {
     let report = services_report(dir, frozen, now_ns())?;
     eprintln!("services: {}", report.summary());
-    ensure!(report.overlaps.is_empty(), "overlaps: {:?}", report.overlaps);
-    ensure!(report.anomalies.is_empty(), "anomalies: {:?}", report.anomalies);
+    ensure!(
+        report.overlaps.is_empty(),
+        "overlaps: {:?}",
+        report.overlaps
+    );
+    ensure!(
+        report.anomalies.is_empty(),
+        "anomalies: {:?}",
+        report.anomalies
+    );
     Ok(())
 }
 
@@ -508,8 +529,7 @@ async fn cluster_behaves_like_joc(backend: Backend) -> Result<()> {
         let s1 = Standin::start(&path, "joc-1", &b1, &[])?;
         let s2 = Standin::start(&path, "joc-2", &b2, &[])?;
         let api = Standin::start(&path, "api-0", &ba, &[])?;
-        let result = scenarios(&url, &path, &s0, &s1, &s2, &api).await;
-        result
+        scenarios(&url, &path, &s0, &s1, &s2, &api).await
     })
     .await
 }
@@ -530,10 +550,13 @@ async fn scenarios(
     // wrote create_db_tables = false afterwards.
     let props = std::fs::read_to_string(s0.base.join("resources/joc/joc.properties"))?;
     assert!(
-        JocProperties::parse(&props)?.create_db_tables == false,
+        !JocProperties::parse(&props)?.create_db_tables,
         "create_db_tables reset: {props}"
     );
-    assert!(props.contains("log4j.configuration = log4j2.xml"), "image keys kept: {props}");
+    assert!(
+        props.contains("log4j.configuration = log4j2.xml"),
+        "image keys kept: {props}"
+    );
 
     // Three start at once: one is JOC-active, the others standby.
     let first = wait_for_ok(
@@ -546,12 +569,18 @@ async fn scenarios(
     // JOC-FACTS 16: a witness row JOC never reads; starts and stops of
     // services update every JOC_CLUSTER row, with no WHERE.
     joc::insert_witness_cluster_row(url, "witness").await?;
-    assert_eq!(joc::cluster_heart_beat_of(url, "witness").await?, Some(946_684_800));
+    assert_eq!(
+        joc::cluster_heart_beat_of(url, "witness").await?,
+        Some(946_684_800)
+    );
 
     // JOC-FACTS 1: the API server is one by joc-settings.properties although
     // its joc.properties says cluster_id = joc.
     assert_eq!(api.status().await?["apiServer"], true);
-    assert!(!api.active().await?, "an API server never runs the services");
+    assert!(
+        !api.active().await?,
+        "an API server never runs the services"
+    );
     let instances = wait_for_ok(
         "four JOC_INSTANCES rows",
         Duration::from_secs(10),
@@ -572,23 +601,43 @@ async fn scenarios(
         let is_api = m.host == "api-0";
         assert_eq!(row.api_server, is_api, "API_SERVER of {}", m.host);
         assert_eq!(row.cluster_id, if is_api { "api" } else { "joc" });
-        assert_eq!(row.title.as_deref(), Some(m.host.as_str()), "TITLE defaults to the hostname");
+        assert_eq!(
+            row.title.as_deref(),
+            Some(m.host.as_str()),
+            "TITLE defaults to the hostname"
+        );
         // JOC-FACTS 18: URI not written at start, OS_ID from INV_OPERATING_SYSTEMS,
         // TIMEZONE the JVM's, STARTED_AT from the JVM clock.
         assert_eq!(row.uri, None, "URI of {}", m.host);
         assert!(row.os_id > 0, "OS_ID of {}: {}", m.host, row.os_id);
         assert!(!row.timezone.is_empty());
         assert_eq!(row.security_level, "LOW");
-        assert!((now_s - row.started_at).abs() < 60, "STARTED_AT {} vs now {now_s}", row.started_at);
-        assert!(row.is_fresh(EXCEEDED_S), "{} heartbeat age {}", m.host, row.age_s);
+        assert!(
+            (now_s - row.started_at).abs() < 60,
+            "STARTED_AT {} vs now {now_s}",
+            row.started_at
+        );
+        assert!(
+            row.is_fresh(EXCEEDED_S),
+            "{} heartbeat age {}",
+            m.host,
+            row.age_s
+        );
     }
     let distinct_os: std::collections::BTreeSet<i64> = instances.iter().map(|i| i.os_id).collect();
-    assert_eq!(distinct_os.len(), 4, "one INV_OPERATING_SYSTEMS row per host");
+    assert_eq!(
+        distinct_os.len(),
+        4,
+        "one INV_OPERATING_SYSTEMS row per host"
+    );
 
     // Refusals, as JOC words them.
     let (code, body) = s0.switch_member("{}").await?;
     assert_eq!(code, 420, "missing id: {body}");
-    assert_eq!(body["error"]["message"], "JocServiceException: missing newMemberId");
+    assert_eq!(
+        body["error"]["message"],
+        "JocServiceException: missing newMemberId"
+    );
     let (code, body) = s0
         .switch_member(&format!(r#"{{"memberId":"{}"}}"#, api.member_id))
         .await?;
@@ -599,9 +648,16 @@ async fn scenarios(
     );
     // Unknown target: JOC only logs it; SWITCH_MEMBER and nothing written.
     let (code, body) = s0.switch_member(r#"{"memberId":"nobody:00"}"#).await?;
-    assert_eq!((code, body["state"].as_str()), (200, Some("SWITCH_MEMBER")), "{body}");
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("SWITCH_MEMBER")),
+        "{body}"
+    );
     let after = joc::cluster_row(url).await?.context("row")?;
-    assert_eq!(after.switch_member_id, None, "nothing written for an unknown target");
+    assert_eq!(
+        after.switch_member_id, None,
+        "nothing written for an unknown target"
+    );
 
     // JOC-FACTS 17: switch requested at a standby, to itself: the standby
     // rewrites the row (HEART_BEAT = now too); the active hands over at its
@@ -613,7 +669,11 @@ async fn scenarios(
     let request = format!(r#"{{"memberId":"{}"}}"#, target.member_id);
     let asked = Instant::now();
     let (code, body) = target.switch_member(&request).await?;
-    assert_eq!((code, body["state"].as_str()), (200, Some("SWITCH_MEMBER")), "{body}");
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("SWITCH_MEMBER")),
+        "{body}"
+    );
     let mut asked_again = false;
     wait_for_ok(
         "switch to the standby completed",
@@ -658,17 +718,30 @@ async fn scenarios(
         .switch_member(&format!(r#"{{"memberId":"{}"}}"#, next.member_id))
         .await?;
     let answered = now_ns();
-    assert_eq!((code, body["state"].as_str()), (200, Some("SWITCH_MEMBER")), "{body}");
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("SWITCH_MEMBER")),
+        "{body}"
+    );
     let row = joc::cluster_row(url).await?.context("row")?;
-    assert_eq!(row.member_id, next.member_id, "the active wrote MEMBER_ID = target at once");
-    assert!(!old.active().await?, "the active stopped its services before handing over");
+    assert_eq!(
+        row.member_id, next.member_id,
+        "the active wrote MEMBER_ID = target at once"
+    );
+    assert!(
+        !old.active().await?,
+        "the active stopped its services before handing over"
+    );
     wait_for_ok(
         "switch from the active completed",
         Duration::from_secs(2 * POLL_S + 5),
         CHECK,
         || async {
             let row = joc::cluster_row(url).await?.context("no row")?;
-            ensure!(row.member_id == next.member_id && row.switch_member_id.is_none(), "row {row:?}");
+            ensure!(
+                row.member_id == next.member_id && row.switch_member_id.is_none(),
+                "row {row:?}"
+            );
             one_consistent_active(url, &members).await
         },
     )
@@ -677,7 +750,10 @@ async fn scenarios(
         joc::cluster_heart_beat_of(url, "witness").await? > Some(946_684_800),
         "JOC-FACTS 16: the switch-over's stop and start updated the witness row too"
     );
-    let started = *next.events("start").get(starts_before).context("the target's start")?;
+    let started = *next
+        .events("start")
+        .get(starts_before)
+        .context("the target's start")?;
     assert!(
         started - answered >= 1_000_000_000,
         "services started {} ms after MEMBER_ID changed (must be ≥ 1 s)",
@@ -686,7 +762,11 @@ async fn scenarios(
     let (code, body) = s0
         .switch_member(&format!(r#"{{"memberId":"{}"}}"#, next.member_id))
         .await?;
-    assert_eq!((code, body["state"].as_str()), (200, Some("ALREADY_STARTED")), "{body}");
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (200, Some("ALREADY_STARTED")),
+        "{body}"
+    );
 
     // The active freezes: a standby takes over once the heartbeat is
     // exceeded by database time, not before.
@@ -694,14 +774,22 @@ async fn scenarios(
     let frozen_from = now_ns();
     frozen.process.freeze()?;
     let frozen_at = joc::db_now(url).await?;
-    wait_for_ok("database clock past the freeze", Duration::from_secs(3), CHECK, || async {
-        let now = joc::db_now(url).await?;
-        ensure!(now > frozen_at, "db now {now}");
-        anyhow::Ok(())
-    })
+    wait_for_ok(
+        "database clock past the freeze",
+        Duration::from_secs(3),
+        CHECK,
+        || async {
+            let now = joc::db_now(url).await?;
+            ensure!(now > frozen_at, "db now {now}");
+            anyhow::Ok(())
+        },
+    )
     .await?;
     let last = joc::cluster_row(url).await?.context("row")?;
-    ensure!(last.member_id == frozen.member_id, "row moved before the freeze took effect: {last:?}");
+    ensure!(
+        last.member_id == frozen.member_id,
+        "row moved before the freeze took effect: {last:?}"
+    );
     let taken = wait_for_ok(
         "a standby takes over from the frozen active",
         Duration::from_secs(EXCEEDED_S + 3 * POLL_S + 5),
@@ -725,11 +813,19 @@ async fn scenarios(
         from_ns: frozen_from,
         to_ns: now_ns(),
     }];
-    wait_for_ok("one active after the thaw", Duration::from_secs(2 * POLL_S + 5), CHECK, || async {
-        let active = one_consistent_active(url, &members).await?;
-        ensure!(active == frozen.member_id || !frozen.active().await?, "thawed member still runs its services");
-        anyhow::Ok(active)
-    })
+    wait_for_ok(
+        "one active after the thaw",
+        Duration::from_secs(2 * POLL_S + 5),
+        CHECK,
+        || async {
+            let active = one_consistent_active(url, &members).await?;
+            ensure!(
+                active == frozen.member_id || !frozen.active().await?,
+                "thawed member still runs its services"
+            );
+            anyhow::Ok(active)
+        },
+    )
     .await?;
 
     // JOC-FACTS 12: clean shutdown of the active deletes its row and resets
@@ -737,11 +833,15 @@ async fn scenarios(
     let active_id = one_consistent_active(url, &members).await?;
     let leaving = by_id(&members, &active_id)?;
     let stopped = leaving.process.terminate(Duration::from_secs(15)).await?;
-    ensure!(!stopped.forced && stopped.status.success(), "SIGTERM: {stopped:?}");
+    ensure!(
+        !stopped.forced && stopped.status.success(),
+        "SIGTERM: {stopped:?}"
+    );
     let gone_at = Instant::now();
     let row = joc::cluster_row(url).await?;
     ensure!(
-        row.as_ref().is_none_or(|r| r.member_id != leaving.member_id),
+        row.as_ref()
+            .is_none_or(|r| r.member_id != leaving.member_id),
         "the leaving member's row is still there: {row:?}"
     );
     let reset = joc::instances(url)
@@ -763,16 +863,29 @@ async fn scenarios(
     )
     .await?;
     let took = gone_at.elapsed();
-    ensure!(took < Duration::from_secs(EXCEEDED_S), "takeover after clean shutdown took {took:?}");
-    assert!(leaving.events("stop").len() == leaving.events("start").len(), "services stopped on shutdown");
+    ensure!(
+        took < Duration::from_secs(EXCEEDED_S),
+        "takeover after clean shutdown took {took:?}"
+    );
+    assert!(
+        leaving.events("stop").len() == leaving.events("start").len(),
+        "services stopped on shutdown"
+    );
     assert!(!api.active().await?);
-    assert!(api.events("start").is_empty(), "the API server never ran services");
+    assert!(
+        api.events("start").is_empty(),
+        "the API server never ran services"
+    );
     // A thawed member may run its services until its next poll (JOC-FACTS 20):
     // only overlaps right after the thaw are JOC's own.
     let report = services_report(dir, &frozen_times, now_ns())?;
     eprintln!("services: {}", report.summary());
-    let unexplained = report.overlaps_not_after_thaw(&frozen_times, Duration::from_secs(2 * POLL_S + 2));
-    ensure!(unexplained.is_empty(), "overlaps not explained by the thaw: {unexplained:?}");
+    let unexplained =
+        report.overlaps_not_after_thaw(&frozen_times, Duration::from_secs(2 * POLL_S + 2));
+    ensure!(
+        unexplained.is_empty(),
+        "overlaps not explained by the thaw: {unexplained:?}"
+    );
     Ok(())
 }
 
@@ -818,10 +931,22 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         std::fs::write(no_tables.join("etc/createTables"), "")?;
         let s = Standin::start(&path, "joc-9", &no_tables, &[])?;
         s.wait_up().await?;
-        assert!(!no_tables.join("etc/createTables").exists(), "signal file deleted");
-        wait_for_ok("the instance row", Duration::from_secs(10), CHECK, || async {
-            joc::instances(&url).await?.into_iter().next().context("no row")
-        })
+        assert!(
+            !no_tables.join("etc/createTables").exists(),
+            "signal file deleted"
+        );
+        wait_for_ok(
+            "the instance row",
+            Duration::from_secs(10),
+            CHECK,
+            || async {
+                joc::instances(&url)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .context("no row")
+            },
+        )
         .await?;
 
         // JOC-FACTS 3: the entrypoint appends cluster_id and an ordering only when missing.
@@ -830,8 +955,15 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         s1.wait_up().await?;
         let text = std::fs::read_to_string(appended.join("resources/joc/joc.properties"))?;
         let props = JocProperties::parse(&text)?;
-        assert!(props.checked_ordering().is_ok(), "ordering appended: {text}");
-        assert_eq!(text.matches("cluster_id").count(), 1, "cluster_id kept once: {text}");
+        assert!(
+            props.checked_ordering().is_ok(),
+            "ordering appended: {text}"
+        );
+        assert_eq!(
+            text.matches("cluster_id").count(),
+            1,
+            "cluster_id kept once: {text}"
+        );
         // A read-only joc.properties without ordering: the entrypoint fails.
         let read_only = write_base(&path, "joc-2", &url, &BaseOpts::default())?;
         let file = read_only.join("resources/joc/joc.properties");
@@ -848,10 +980,22 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         let s2 = Standin::start(&path, "joc-2", &read_only, &[])?;
         let status = s2.wait_exit(Duration::from_secs(10)).await?;
         assert!(!status.success(), "read-only joc.properties: {status:?}");
-        assert!(s2.log().contains("needs a writable joc.properties"), "{}", s2.log());
+        assert!(
+            s2.log().contains("needs a writable joc.properties"),
+            "{}",
+            s2.log()
+        );
 
         // JOC-FACTS 2: ordering outside 0–99 → JOC refuses to start.
-        let bad = write_base(&path, "joc-3", &url, &BaseOpts { ordering: Some("100"), ..BaseOpts::default() })?;
+        let bad = write_base(
+            &path,
+            "joc-3",
+            &url,
+            &BaseOpts {
+                ordering: Some("100"),
+                ..BaseOpts::default()
+            },
+        )?;
         let s3 = Standin::start(&path, "joc-3", &bad, &["--exit-with-jvm"])?;
         let status = s3.wait_exit(Duration::from_secs(10)).await?;
         assert!(!status.success(), "ordering 100: {status:?}");
@@ -859,21 +1003,38 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         // ... and the container outlives the dead JVM (JOC-FACTS 3): without
         // --exit-with-jvm the process stays, answering nothing.
         let s3 = Standin::start(&path, "joc-3", &bad, &[])?;
-        wait_for_ok("the JVM's refusal", Duration::from_secs(10), CHECK, || async {
-            ensure!(s3.log().contains("lives on without its JVM"), "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "the JVM's refusal",
+            Duration::from_secs(10),
+            CHECK,
+            || async {
+                ensure!(s3.log().contains("lives on without its JVM"), "not yet");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         assert!(s3.process.is_running(), "the container lives on");
-        assert!(s3.version().await.is_err(), "nothing answers on the JOC port");
+        assert!(
+            s3.version().await.is_err(),
+            "nothing answers on the JOC port"
+        );
 
         // A second live instance with the same ordering is refused (JOC-FACTS 2).
-        let dup = write_base(&path, "joc-4", &url, &BaseOpts { ordering: Some("9"), ..BaseOpts::default() })?;
+        let dup = write_base(
+            &path,
+            "joc-4",
+            &url,
+            &BaseOpts {
+                ordering: Some("9"),
+                ..BaseOpts::default()
+            },
+        )?;
         let s4 = Standin::start(&path, "joc-4", &dup, &["--exit-with-jvm"])?;
         let status = s4.wait_exit(Duration::from_secs(15)).await?;
         assert!(!status.success(), "duplicate ordering: {status:?}");
         assert!(
-            s4.log().contains("There is already a running JOC instance with ID 'joc#9'"),
+            s4.log()
+                .contains("There is already a running JOC instance with ID 'joc#9'"),
             "{}",
             s4.log()
         );
@@ -883,38 +1044,78 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         ensure!(stopped.status.success(), "{stopped:?}");
         let s4 = Standin::start(&path, "joc-4", &dup, &[])?;
         s4.wait_up().await?;
-        wait_for_ok("joc-4 took over ordering 9", Duration::from_secs(10), CHECK, || async {
-            let rows = joc::instances(&url).await?;
-            let nine: Vec<_> = rows.iter().filter(|i| i.ordering == 9).collect();
-            ensure!(nine.len() == 1 && nine[0].member_id == s4.member_id, "{nine:?}");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "joc-4 took over ordering 9",
+            Duration::from_secs(10),
+            CHECK,
+            || async {
+                let rows = joc::instances(&url).await?;
+                let nine: Vec<_> = rows.iter().filter(|i| i.ordering == 9).collect();
+                ensure!(
+                    nine.len() == 1 && nine[0].member_id == s4.member_id,
+                    "{nine:?}"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
 
         // JOC-FACTS 22, 8: after a restart the web application answers at
         // once, the cluster service heartbeats only after the start-up delay.
-        let before = joc::instances(&url).await?.into_iter().find(|i| i.member_id == s1.member_id).context("joc-1's row")?;
+        let before = joc::instances(&url)
+            .await?
+            .into_iter()
+            .find(|i| i.member_id == s1.member_id)
+            .context("joc-1's row")?;
         let stopped = s1.process.kill().await?;
         ensure!(!stopped.success());
         let s1 = Standin::start(&path, "joc-1", &appended, &["--startup-delay", "3s"])?;
         s1.wait_up().await?;
         let up_at = Instant::now();
-        let row = joc::instances(&url).await?.into_iter().find(|i| i.member_id == s1.member_id).context("row")?;
-        assert_eq!(row.started_at, before.started_at, "version answers before the new process wrote its row");
-        wait_for_ok("the new process's first write", Duration::from_secs(10), CHECK, || async {
-            let row = joc::instances(&url).await?.into_iter().find(|i| i.member_id == s1.member_id).context("row")?;
-            ensure!(row.started_at > before.started_at || row.heart_beat > before.heart_beat + 3, "not yet");
-            anyhow::Ok(())
-        })
+        let row = joc::instances(&url)
+            .await?
+            .into_iter()
+            .find(|i| i.member_id == s1.member_id)
+            .context("row")?;
+        assert_eq!(
+            row.started_at, before.started_at,
+            "version answers before the new process wrote its row"
+        );
+        wait_for_ok(
+            "the new process's first write",
+            Duration::from_secs(10),
+            CHECK,
+            || async {
+                let row = joc::instances(&url)
+                    .await?
+                    .into_iter()
+                    .find(|i| i.member_id == s1.member_id)
+                    .context("row")?;
+                ensure!(
+                    row.started_at > before.started_at || row.heart_beat > before.heart_beat + 3,
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
-        assert!(up_at.elapsed() >= Duration::from_secs(1), "the first write came {:?} after the web app answered", up_at.elapsed());
+        assert!(
+            up_at.elapsed() >= Duration::from_secs(1),
+            "the first write came {:?} after the web app answered",
+            up_at.elapsed()
+        );
 
         // JOC-FACTS 3: SIGUSR1 kills only the JVM; the container lives on.
         s1.process.signal(nix::sys::signal::Signal::SIGUSR1)?;
-        wait_for_ok("the JOC port goes dead", Duration::from_secs(10), CHECK, || async {
-            ensure!(s1.version().await.is_err(), "still answers");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "the JOC port goes dead",
+            Duration::from_secs(10),
+            CHECK,
+            || async {
+                ensure!(s1.version().await.is_err(), "still answers");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         assert!(s1.process.is_running(), "the container outlives its JVM");
         Ok(())
@@ -942,13 +1143,32 @@ async fn fresh_install_blocks(backend: Backend) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("joc-standin-").tempdir()?;
     let path = dir.path().to_owned();
     with_logs(backend, dir, async move {
-        let b0 = write_base(&path, "joc-0", &url, &BaseOpts { ordering: Some("0"), ..BaseOpts::default() })?;
-        let b1 = write_base(&path, "joc-1", &url, &BaseOpts { ordering: Some("1"), ..BaseOpts::default() })?;
+        let b0 = write_base(
+            &path,
+            "joc-0",
+            &url,
+            &BaseOpts {
+                ordering: Some("0"),
+                ..BaseOpts::default()
+            },
+        )?;
+        let b1 = write_base(
+            &path,
+            "joc-1",
+            &url,
+            &BaseOpts {
+                ordering: Some("1"),
+                ..BaseOpts::default()
+            },
+        )?;
         let s0 = Standin::start(&path, "joc-0", &b0, &[])?;
         s0.wait_up().await?;
-        let first = wait_for_ok("joc-0 takes MEMBER_ID", Duration::from_secs(15), CHECK, || async {
-            joc::joc_active_member(&url).await?.context("no row")
-        })
+        let first = wait_for_ok(
+            "joc-0 takes MEMBER_ID",
+            Duration::from_secs(15),
+            CHECK,
+            || async { joc::joc_active_member(&url).await?.context("no row") },
+        )
         .await?;
         ensure!(first == s0.member_id, "MEMBER_ID {first}");
         let s1 = Standin::start(&path, "joc-1", &b1, &[])?;
@@ -956,8 +1176,11 @@ async fn fresh_install_blocks(backend: Backend) -> Result<()> {
         // joc-0 blocks in its services' start: no heartbeats at all, neither
         // JOC_CLUSTER nor JOC_INSTANCES; the web app still answers.
         let row = joc::cluster_row(&url).await?.context("row")?;
-        let inst0 = |rows: Vec<joc::Instance>| rows.into_iter().find(|i| i.member_id == s0.member_id);
-        let hb0 = inst0(joc::instances(&url).await?).context("joc-0's row")?.heart_beat;
+        let inst0 =
+            |rows: Vec<joc::Instance>| rows.into_iter().find(|i| i.member_id == s0.member_id);
+        let hb0 = inst0(joc::instances(&url).await?)
+            .context("joc-0's row")?
+            .heart_beat;
         // joc-1 takes over after the timeout and blocks the same way.
         let taken = wait_for_ok(
             "joc-1 takes over from the blocked joc-0",
@@ -970,35 +1193,73 @@ async fn fresh_install_blocks(backend: Backend) -> Result<()> {
             },
         )
         .await?;
-        assert!(taken.heart_beat - row.heart_beat > EXCEEDED_S as i64, "JOC_CLUSTER heartbeat stood still");
-        assert_eq!(inst0(joc::instances(&url).await?).context("row")?.heart_beat, hb0, "no instance heartbeat from joc-0");
-        assert_eq!(s0.version().await?, 200, "the blocked JOC's web app answers");
+        assert!(
+            taken.heart_beat - row.heart_beat > EXCEEDED_S as i64,
+            "JOC_CLUSTER heartbeat stood still"
+        );
+        assert_eq!(
+            inst0(joc::instances(&url).await?)
+                .context("row")?
+                .heart_beat,
+            hb0,
+            "no instance heartbeat from joc-0"
+        );
+        assert_eq!(
+            s0.version().await?,
+            200,
+            "the blocked JOC's web app answers"
+        );
         assert!(s0.log().contains("no controllers found"), "{}", s0.log());
         // joc-1 blocks too: its instance heartbeat stops.
         let hb1 = wait_for_ok("joc-1 blocked", Duration::from_secs(10), CHECK, || async {
             let rows = joc::instances(&url).await?;
-            let i = rows.iter().find(|i| i.member_id == s1.member_id).context("row")?;
-            ensure!(s1.log().matches("no controllers found").count() >= 1, "not yet");
+            let i = rows
+                .iter()
+                .find(|i| i.member_id == s1.member_id)
+                .context("row")?;
+            ensure!(
+                s1.log().matches("no controllers found").count() >= 1,
+                "not yet"
+            );
             anyhow::Ok(i.heart_beat)
         })
         .await?;
         let db_then = joc::db_now(&url).await?;
-        wait_for_ok("two more seconds of database time", Duration::from_secs(5), CHECK, || async {
-            ensure!(joc::db_now(&url).await? >= db_then + 2, "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "two more seconds of database time",
+            Duration::from_secs(5),
+            CHECK,
+            || async {
+                ensure!(joc::db_now(&url).await? >= db_then + 2, "not yet");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let rows = joc::instances(&url).await?;
-        let i = rows.iter().find(|i| i.member_id == s1.member_id).context("row")?;
-        assert!(i.heart_beat <= hb1 + 1, "joc-1 heartbeats while blocked: {} then {}", hb1, i.heart_beat);
-        assert!(s0.events("start").is_empty() && s1.events("start").is_empty(), "nobody runs services");
+        let i = rows
+            .iter()
+            .find(|i| i.member_id == s1.member_id)
+            .context("row")?;
+        assert!(
+            i.heart_beat <= hb1 + 1,
+            "joc-1 heartbeats while blocked: {} then {}",
+            hb1,
+            i.heart_beat
+        );
+        assert!(
+            s0.events("start").is_empty() && s1.events("start").is_empty(),
+            "nobody runs services"
+        );
 
         // A Controller appears: the blocked members wake up; in the end one
         // is MEMBER_ID and runs services.
         register(&url).await?;
-        wait_for_ok("one active after the Controller", Duration::from_secs(30), CHECK, || async {
-            one_consistent_active(&url, &[&s0, &s1]).await
-        })
+        wait_for_ok(
+            "one active after the Controller",
+            Duration::from_secs(30),
+            CHECK,
+            || async { one_consistent_active(&url, &[&s0, &s1]).await },
+        )
         .await?;
         let report = services_report(&path, &[], now_ns())?;
         eprintln!("after the wake-up: {}", report.summary());
@@ -1028,50 +1289,92 @@ async fn no_license(backend: Backend) -> Result<()> {
     let path = dir.path().to_owned();
     with_logs(backend, dir, async move {
         register(&url).await?;
-        let opts = |o| BaseOpts { ordering: Some(o), licensed: false, ..BaseOpts::default() };
+        let opts = |o| BaseOpts {
+            ordering: Some(o),
+            licensed: false,
+            ..BaseOpts::default()
+        };
         let b0 = write_base(&path, "joc-0", &url, &opts("0"))?;
         let b1 = write_base(&path, "joc-1", &url, &opts("1"))?;
         let s0 = Standin::start(&path, "joc-0", &b0, &[])?;
         s0.wait_up().await?;
         // The first JOC starts its services (automatic start needs no license).
-        wait_for_ok("joc-0 active", Duration::from_secs(15), CHECK, || async { one_consistent_active(&url, &[&s0]).await }).await?;
-        let s1 = Standin::start(&path, "joc-1", &b1, &[])?;
-        s1.wait_up().await?;
-        wait_for_ok("joc-1's instance heartbeat", Duration::from_secs(15), CHECK, || async {
-            let rows = joc::instances(&url).await?;
-            ensure!(rows.iter().any(|i| i.member_id == s1.member_id && i.is_fresh(EXCEEDED_S)), "not yet");
-            anyhow::Ok(())
+        wait_for_ok("joc-0 active", Duration::from_secs(15), CHECK, || async {
+            one_consistent_active(&url, &[&s0]).await
         })
         .await?;
+        let s1 = Standin::start(&path, "joc-1", &b1, &[])?;
+        s1.wait_up().await?;
+        wait_for_ok(
+            "joc-1's instance heartbeat",
+            Duration::from_secs(15),
+            CHECK,
+            || async {
+                let rows = joc::instances(&url).await?;
+                ensure!(
+                    rows.iter()
+                        .any(|i| i.member_id == s1.member_id && i.is_fresh(EXCEEDED_S)),
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
+        .await?;
         // REST switch: refused for want of a license.
-        let (code, body) = s0.switch_member(&format!(r#"{{"memberId":"{}"}}"#, s1.member_id)).await?;
+        let (code, body) = s0
+            .switch_member(&format!(r#"{{"memberId":"{}"}}"#, s1.member_id))
+            .await?;
         assert_eq!(code, 420, "{body}");
-        assert_eq!(body["error"]["message"], "JocServiceException: MISSING_LICENSE");
+        assert_eq!(
+            body["error"]["message"],
+            "JocServiceException: MISSING_LICENSE"
+        );
         // A request written as the sidecar does: the active executes it, the
         // target refuses to start services; nobody runs services and the
         // row's heartbeat freezes; the standby never fails over.
         joc::write_switch_request(&url, &s1.member_id, 0).await?;
-        let moved = wait_for_ok("MEMBER_ID moves to joc-1", Duration::from_secs(4 * POLL_S + 3), CHECK, || async {
-            let r = joc::cluster_row(&url).await?.context("row")?;
-            ensure!(r.member_id == s1.member_id, "MEMBER_ID {}", r.member_id);
-            anyhow::Ok(r)
-        })
+        let moved = wait_for_ok(
+            "MEMBER_ID moves to joc-1",
+            Duration::from_secs(4 * POLL_S + 3),
+            CHECK,
+            || async {
+                let r = joc::cluster_row(&url).await?.context("row")?;
+                ensure!(r.member_id == s1.member_id, "MEMBER_ID {}", r.member_id);
+                anyhow::Ok(r)
+            },
+        )
         .await?;
-        wait_for_ok("joc-1 refuses to start (MISSING_LICENSE)", Duration::from_secs(10), CHECK, || async {
-            ensure!(s1.log().contains("MISSING_LICENSE"), "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "joc-1 refuses to start (MISSING_LICENSE)",
+            Duration::from_secs(10),
+            CHECK,
+            || async {
+                ensure!(s1.log().contains("MISSING_LICENSE"), "not yet");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let until = moved.db_now + EXCEEDED_S as i64 + 3 * POLL_S as i64;
-        wait_for_ok("past the timeout by database time", Duration::from_secs(EXCEEDED_S + 3 * POLL_S + 5), CHECK, || async {
-            ensure!(joc::db_now(&url).await? > until, "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "past the timeout by database time",
+            Duration::from_secs(EXCEEDED_S + 3 * POLL_S + 5),
+            CHECK,
+            || async {
+                ensure!(joc::db_now(&url).await? > until, "not yet");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let row = joc::cluster_row(&url).await?.context("row")?;
         assert_eq!(row.member_id, s1.member_id, "no fail-over without license");
-        assert!(row.db_now - row.heart_beat > EXCEEDED_S as i64, "the row's heartbeat froze: {row:?}");
-        assert!(!s0.active().await? && !s1.active().await?, "no member runs services");
+        assert!(
+            row.db_now - row.heart_beat > EXCEEDED_S as i64,
+            "the row's heartbeat froze: {row:?}"
+        );
+        assert!(
+            !s0.active().await? && !s1.active().await?,
+            "no member runs services"
+        );
         assert!(s1.events("start").is_empty());
         Ok(())
     })
@@ -1099,23 +1402,46 @@ async fn switch_requests(backend: Backend) -> Result<()> {
     let path = dir.path().to_owned();
     with_logs(backend, dir, async move {
         register(&url).await?;
-        let opts = |o| BaseOpts { ordering: Some(o), ..BaseOpts::default() };
+        let opts = |o| BaseOpts {
+            ordering: Some(o),
+            ..BaseOpts::default()
+        };
         let b0 = write_base(&path, "joc-0", &url, &opts("0"))?;
         let b1 = write_base(&path, "joc-1", &url, &opts("1"))?;
-        let ba = write_base(&path, "api-0", &url, &BaseOpts { ordering: Some("50"), api_server: true, ..BaseOpts::default() })?;
+        let ba = write_base(
+            &path,
+            "api-0",
+            &url,
+            &BaseOpts {
+                ordering: Some("50"),
+                api_server: true,
+                ..BaseOpts::default()
+            },
+        )?;
         let s0 = Standin::start(&path, "joc-0", &b0, &[])?;
         s0.wait_up().await?;
-        wait_for_ok("joc-0 active", Duration::from_secs(15), CHECK, || async { one_consistent_active(&url, &[&s0]).await }).await?;
+        wait_for_ok("joc-0 active", Duration::from_secs(15), CHECK, || async {
+            one_consistent_active(&url, &[&s0]).await
+        })
+        .await?;
         let s1 = Standin::start(&path, "joc-1", &b1, &[])?;
         let api = Standin::start(&path, "api-0", &ba, &[])?;
         for s in [&s1, &api] {
             s.wait_up().await?;
         }
-        wait_for_ok("both instances heartbeat", Duration::from_secs(15), CHECK, || async {
-            let rows = joc::instances(&url).await?;
-            ensure!(rows.iter().filter(|i| i.is_fresh(EXCEEDED_S)).count() == 3, "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "both instances heartbeat",
+            Duration::from_secs(15),
+            CHECK,
+            || async {
+                let rows = joc::instances(&url).await?;
+                ensure!(
+                    rows.iter().filter(|i| i.is_fresh(EXCEEDED_S)).count() == 3,
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let members = [&s0, &s1];
 
@@ -1124,61 +1450,120 @@ async fn switch_requests(backend: Backend) -> Result<()> {
         // the writer's UPDATE succeeded.
         let lock = joc::ClusterRowLock::take(&url).await?;
         let reads = s0.log().matches("[poll][read JOC_CLUSTER]").count();
-        wait_for_ok("joc-0 read the row and waits on its UPDATE", Duration::from_secs(5), CHECK, || async {
-            ensure!(s0.log().matches("[poll][read JOC_CLUSTER]").count() > reads, "no read yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "joc-0 read the row and waits on its UPDATE",
+            Duration::from_secs(5),
+            CHECK,
+            || async {
+                ensure!(
+                    s0.log().matches("[poll][read JOC_CLUSTER]").count() > reads,
+                    "no read yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let changed = lock.write_request_and_commit(&s1.member_id).await?;
         assert_eq!(changed, 1, "the request's UPDATE succeeded");
-        wait_for_ok("the request is gone, MEMBER_ID unchanged", Duration::from_secs(5), CHECK, || async {
-            let r = joc::cluster_row(&url).await?.context("row")?;
-            ensure!(r.switch_member_id.is_none() && r.member_id == s0.member_id, "{r:?}");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "the request is gone, MEMBER_ID unchanged",
+            Duration::from_secs(5),
+            CHECK,
+            || async {
+                let r = joc::cluster_row(&url).await?.context("row")?;
+                ensure!(
+                    r.switch_member_id.is_none() && r.member_id == s0.member_id,
+                    "{r:?}"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let r = joc::cluster_row(&url).await?.context("row")?;
-        wait_for_ok("two more polls of database time", Duration::from_secs(6), CHECK, || async {
-            ensure!(joc::db_now(&url).await? >= r.db_now + 2 * POLL_S as i64 + 1, "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "two more polls of database time",
+            Duration::from_secs(6),
+            CHECK,
+            || async {
+                ensure!(
+                    joc::db_now(&url).await? > r.db_now + 2 * POLL_S as i64,
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
-        assert_eq!(joc::joc_active_member(&url).await?, Some(s0.member_id.clone()), "the lost request was never executed");
+        assert_eq!(
+            joc::joc_active_member(&url).await?,
+            Some(s0.member_id.clone()),
+            "the lost request was never executed"
+        );
 
         // JOC-FACTS 13: a request older than the timeout is skipped at every
         // poll and never cleared.
         joc::write_switch_request(&url, &s1.member_id, EXCEEDED_S as i64 + 5).await?;
         let written = joc::cluster_row(&url).await?.context("row")?;
-        wait_for_ok("three polls of database time", Duration::from_secs(3 * POLL_S + 5), CHECK, || async {
-            ensure!(joc::db_now(&url).await? >= written.db_now + 3 * POLL_S as i64 + 1, "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "three polls of database time",
+            Duration::from_secs(3 * POLL_S + 5),
+            CHECK,
+            || async {
+                ensure!(
+                    joc::db_now(&url).await? > written.db_now + 3 * POLL_S as i64,
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let r = joc::cluster_row(&url).await?.context("row")?;
-        assert_eq!(r.member_id, s0.member_id, "stale request not executed: {r:?}");
-        assert_eq!(r.switch_member_id.as_deref(), Some(s1.member_id.as_str()), "stale request left in place: {r:?}");
+        assert_eq!(
+            r.member_id, s0.member_id,
+            "stale request not executed: {r:?}"
+        );
+        assert_eq!(
+            r.switch_member_id.as_deref(),
+            Some(s1.member_id.as_str()),
+            "stale request left in place: {r:?}"
+        );
         assert_eq!(r.switch_heart_beat, written.switch_heart_beat);
-        assert!(r.heart_beat > written.heart_beat, "the active kept heartbeating");
+        assert!(
+            r.heart_beat > written.heart_beat,
+            "the active kept heartbeating"
+        );
         assert!(s0.log().contains("switchHeartBeat"), "{}", s0.log());
 
         // JOC-FACTS 14: a fresh request naming the API server is executed
         // without any check; nobody runs services and the members wait for it
         // as long as its instance heartbeats.
         joc::write_switch_request(&url, &api.member_id, 0).await?;
-        let moved = wait_for_ok("MEMBER_ID becomes the API server", Duration::from_secs(4 * POLL_S + 3), CHECK, || async {
-            let r = joc::cluster_row(&url).await?.context("row")?;
-            ensure!(r.member_id == api.member_id, "MEMBER_ID {}", r.member_id);
-            anyhow::Ok(r)
-        })
+        let moved = wait_for_ok(
+            "MEMBER_ID becomes the API server",
+            Duration::from_secs(4 * POLL_S + 3),
+            CHECK,
+            || async {
+                let r = joc::cluster_row(&url).await?.context("row")?;
+                ensure!(r.member_id == api.member_id, "MEMBER_ID {}", r.member_id);
+                anyhow::Ok(r)
+            },
+        )
         .await?;
         let until = moved.db_now + EXCEEDED_S as i64 + 3 * POLL_S as i64;
-        wait_for_ok("past the timeout by database time", Duration::from_secs(EXCEEDED_S + 3 * POLL_S + 5), CHECK, || async {
-            ensure!(joc::db_now(&url).await? > until, "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "past the timeout by database time",
+            Duration::from_secs(EXCEEDED_S + 3 * POLL_S + 5),
+            CHECK,
+            || async {
+                ensure!(joc::db_now(&url).await? > until, "not yet");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let r = joc::cluster_row(&url).await?.context("row")?;
-        assert_eq!(r.member_id, api.member_id, "the members wait for the API server: {r:?}");
+        assert_eq!(
+            r.member_id, api.member_id,
+            "the members wait for the API server: {r:?}"
+        );
         for m in members {
             assert!(!m.active().await?, "{} runs services", m.host);
         }
@@ -1210,62 +1595,124 @@ async fn freeze_mid_start(backend: Backend) -> Result<()> {
     let path = dir.path().to_owned();
     with_logs(backend, dir, async move {
         register(&url).await?;
-        let opts = |o| BaseOpts { ordering: Some(o), ..BaseOpts::default() };
+        let opts = |o| BaseOpts {
+            ordering: Some(o),
+            ..BaseOpts::default()
+        };
         let b0 = write_base(&path, "joc-0", &url, &opts("0"))?;
         let b1 = write_base(&path, "joc-1", &url, &opts("1"))?;
         let s0 = Standin::start(&path, "joc-0", &b0, &[])?;
         s0.wait_up().await?;
-        wait_for_ok("joc-0 active", Duration::from_secs(15), CHECK, || async { one_consistent_active(&url, &[&s0]).await }).await?;
+        wait_for_ok("joc-0 active", Duration::from_secs(15), CHECK, || async {
+            one_consistent_active(&url, &[&s0]).await
+        })
+        .await?;
         let s1 = Standin::start(&path, "joc-1", &b1, &[])?;
         s1.wait_up().await?;
-        wait_for_ok("joc-1's instance heartbeat", Duration::from_secs(15), CHECK, || async {
-            let rows = joc::instances(&url).await?;
-            ensure!(rows.iter().any(|i| i.member_id == s1.member_id && i.is_fresh(EXCEEDED_S)), "not yet");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "joc-1's instance heartbeat",
+            Duration::from_secs(15),
+            CHECK,
+            || async {
+                let rows = joc::instances(&url).await?;
+                ensure!(
+                    rows.iter()
+                        .any(|i| i.member_id == s1.member_id && i.is_fresh(EXCEEDED_S)),
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
         // Switch to joc-1 at the active: MEMBER_ID = joc-1 at once; joc-1's
         // next poll begins its start, which first sleeps 1 s.
-        let (code, body) = s0.switch_member(&format!(r#"{{"memberId":"{}"}}"#, s1.member_id)).await?;
-        assert_eq!((code, body["state"].as_str()), (200, Some("SWITCH_MEMBER")), "{body}");
-        wait_for_ok("joc-1 begins its start", Duration::from_secs(5), Duration::from_millis(10), || async {
-            ensure!(s1.log().contains("[manual_switchover][perform][active=false]START"), "not yet");
-            anyhow::Ok(())
-        })
+        let (code, body) = s0
+            .switch_member(&format!(r#"{{"memberId":"{}"}}"#, s1.member_id))
+            .await?;
+        assert_eq!(
+            (code, body["state"].as_str()),
+            (200, Some("SWITCH_MEMBER")),
+            "{body}"
+        );
+        wait_for_ok(
+            "joc-1 begins its start",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || async {
+                ensure!(
+                    s1.log()
+                        .contains("[manual_switchover][perform][active=false]START"),
+                    "not yet"
+                );
+                anyhow::Ok(())
+            },
+        )
         .await?;
         let frozen_from = now_ns();
         s1.process.freeze()?;
-        ensure!(s1.events("start").is_empty(), "joc-1 finished its start before the freeze");
+        ensure!(
+            s1.events("start").is_empty(),
+            "joc-1 finished its start before the freeze"
+        );
         // joc-0 takes over from the frozen joc-1 and starts its services.
-        wait_for_ok("joc-0 takes over and runs services", Duration::from_secs(EXCEEDED_S + 4 * POLL_S + 5), CHECK, || async {
-            let r = joc::cluster_row(&url).await?.context("row")?;
-            ensure!(r.member_id == s0.member_id && s0.active().await?, "{r:?}");
-            anyhow::Ok(())
-        })
+        wait_for_ok(
+            "joc-0 takes over and runs services",
+            Duration::from_secs(EXCEEDED_S + 4 * POLL_S + 5),
+            CHECK,
+            || async {
+                let r = joc::cluster_row(&url).await?.context("row")?;
+                ensure!(r.member_id == s0.member_id && s0.active().await?, "{r:?}");
+                anyhow::Ok(())
+            },
+        )
         .await?;
         s1.process.thaw()?;
         let thawed = now_ns();
         // joc-1 finishes its start although it is no longer MEMBER_ID, then
         // stops at its next poll.
-        let started = wait_for_ok("joc-1 resumes its start", Duration::from_secs(5), CHECK, || async {
-            s1.events("start").first().copied().context("no start")
-        })
+        let started = wait_for_ok(
+            "joc-1 resumes its start",
+            Duration::from_secs(5),
+            CHECK,
+            || async { s1.events("start").first().copied().context("no start") },
+        )
         .await?;
         assert!(started >= thawed, "started after the thaw");
-        assert_eq!(joc::joc_active_member(&url).await?, Some(s0.member_id.clone()), "joc-1 is not MEMBER_ID");
-        let stopped = wait_for_ok("joc-1 stops at its next poll", Duration::from_secs(2 * POLL_S + 3), CHECK, || async {
-            s1.events("stop").first().copied().context("no stop")
-        })
+        assert_eq!(
+            joc::joc_active_member(&url).await?,
+            Some(s0.member_id.clone()),
+            "joc-1 is not MEMBER_ID"
+        );
+        let stopped = wait_for_ok(
+            "joc-1 stops at its next poll",
+            Duration::from_secs(2 * POLL_S + 3),
+            CHECK,
+            || async { s1.events("stop").first().copied().context("no stop") },
+        )
         .await?;
-        let frozen = [Frozen { member: "joc-1".into(), from_ns: frozen_from, to_ns: thawed }];
+        let frozen = [Frozen {
+            member: "joc-1".into(),
+            from_ns: frozen_from,
+            to_ns: thawed,
+        }];
         let report = services_report(&path, &frozen, now_ns())?;
-        eprintln!("services: {}; joc-1 ran {} ms after the thaw", report.summary(), (stopped - started) / 1_000_000);
+        eprintln!(
+            "services: {}; joc-1 ran {} ms after the thaw",
+            report.summary(),
+            (stopped - started) / 1_000_000
+        );
         ensure!(
             report.overlaps.iter().any(|o| o.start_ns >= thawed),
             "two JOCs ran services at once after the thaw: {:?}",
             report.overlaps
         );
-        wait_for_ok("one active in the end", Duration::from_secs(3 * POLL_S + 5), CHECK, || async { one_consistent_active(&url, &[&s0, &s1]).await }).await?;
+        wait_for_ok(
+            "one active in the end",
+            Duration::from_secs(3 * POLL_S + 5),
+            CHECK,
+            || async { one_consistent_active(&url, &[&s0, &s1]).await },
+        )
+        .await?;
         Ok(())
     })
     .await
@@ -1317,25 +1764,58 @@ async fn sqlite_legacy_api_server_alone_leaves_no_cluster_row() -> Result<()> {
         .current_dir(dir.path())
         .arg("--resources-dir")
         .arg(&resources)
-        .args(["--http-addr", &addr, "--hostname", "api-0", "--startup-delay", "0s"])
+        .args([
+            "--http-addr",
+            &addr,
+            "--hostname",
+            "api-0",
+            "--startup-delay",
+            "0s",
+        ])
         .env("JS7_DBMS_PASSWORD", joc_ha_tests::db::TEST_PASSWORD);
     let process = ManagedProcess::spawn(command, dir.path().join("api-0.log"))?;
-    let first = wait_for_ok("the API server's instance row", Duration::from_secs(15), CHECK, || async {
-        let rows = joc::instances(&url).await?;
-        rows.into_iter().next().context("no row yet")
-    })
+    let first = wait_for_ok(
+        "the API server's instance row",
+        Duration::from_secs(15),
+        CHECK,
+        || async {
+            let rows = joc::instances(&url).await?;
+            rows.into_iter().next().context("no row yet")
+        },
+    )
     .await?;
     assert!(first.api_server);
-    wait_for_ok("two instance heartbeats", Duration::from_secs(4 * POLL_S + 3), CHECK, || async {
-        let row = joc::instances(&url).await?.into_iter().next().context("row")?;
-        ensure!(row.heart_beat >= first.heart_beat + 2, "heartbeat {}", row.heart_beat);
-        anyhow::Ok(())
-    })
+    wait_for_ok(
+        "two instance heartbeats",
+        Duration::from_secs(4 * POLL_S + 3),
+        CHECK,
+        || async {
+            let row = joc::instances(&url)
+                .await?
+                .into_iter()
+                .next()
+                .context("row")?;
+            ensure!(
+                row.heart_beat >= first.heart_beat + 2,
+                "heartbeat {}",
+                row.heart_beat
+            );
+            anyhow::Ok(())
+        },
+    )
     .await?;
     assert_eq!(joc::cluster_row(&url).await?, None);
-    let (code, body) = post_json(&addr, "/joc/api/joc/cluster/switch_member", r#"{"memberId":"someone:00"}"#).await?;
+    let (code, body) = post_json(
+        &addr,
+        "/joc/api/joc/cluster/switch_member",
+        r#"{"memberId":"someone:00"}"#,
+    )
+    .await?;
     assert_eq!(code, 420, "{body}");
-    assert_eq!(body["error"]["message"], "JocServiceException: db cluster not found");
+    assert_eq!(
+        body["error"]["message"],
+        "JocServiceException: db cluster not found"
+    );
     let stopped = process.terminate(Duration::from_secs(10)).await?;
     ensure!(stopped.status.success() && !stopped.forced, "{stopped:?}");
     Ok(())
@@ -1363,7 +1843,9 @@ async fn postgres_image_layout_pod_runs_and_liveness_restarts_a_dead_jvm() -> Re
     let plane = joc_ha_tests::controlplane::ControlPlane::start().await?;
     let client = plane.client();
     plane.create_namespace("js7").await?;
-    let periods = tempfile::Builder::new().prefix("joc-standin-pod-").tempdir()?;
+    let periods = tempfile::Builder::new()
+        .prefix("joc-standin-pod-")
+        .tempdir()?;
     let kubelet = joc_ha_tests::kubelet::FakeKubelet::start(
         client.clone(),
         joc_ha_tests::kubelet::FakeKubeletConfig::new(&plane)
@@ -1434,23 +1916,56 @@ async fn postgres_image_layout_pod_runs_and_liveness_restarts_a_dead_jvm() -> Re
                 .flatten()
                 .find(|c| c.name == "joc")
                 .context("no joc status")?;
-            ensure!(joc.ready && joc.restart_count >= restarts, "joc ready {} restarts {}", joc.ready, joc.restart_count);
+            ensure!(
+                joc.ready && joc.restart_count >= restarts,
+                "joc ready {} restarts {}",
+                joc.ready,
+                joc.restart_count
+            );
             anyhow::Ok(joc.restart_count)
         }
     };
-    wait_for_ok("joc-0's JOC Ready", Duration::from_secs(60), CHECK, || ready(0)).await?;
-    let member = joc::member_id("joc-0", JOC_DATA_DIR);
-    let row = wait_for_ok("joc-0's instance row", Duration::from_secs(20), CHECK, || async {
-        joc::instances(&url).await?.into_iter().find(|i| i.member_id == member).context("no row")
+    wait_for_ok("joc-0's JOC Ready", Duration::from_secs(60), CHECK, || {
+        ready(0)
     })
     .await?;
-    assert_eq!(row.ordering, 7, "ordering from the subPath-mounted joc.properties");
-    assert!(!row.api_server, "member by the image's joc-settings.properties");
-    let first = kubelet.process("js7", "joc-0", "joc").context("joc process")?;
+    let member = joc::member_id("joc-0", JOC_DATA_DIR);
+    let row = wait_for_ok(
+        "joc-0's instance row",
+        Duration::from_secs(20),
+        CHECK,
+        || async {
+            joc::instances(&url)
+                .await?
+                .into_iter()
+                .find(|i| i.member_id == member)
+                .context("no row")
+        },
+    )
+    .await?;
+    assert_eq!(
+        row.ordering, 7,
+        "ordering from the subPath-mounted joc.properties"
+    );
+    assert!(
+        !row.api_server,
+        "member by the image's joc-settings.properties"
+    );
+    let first = kubelet
+        .process("js7", "joc-0", "joc")
+        .context("joc process")?;
     first.signal(nix::sys::signal::Signal::SIGUSR1)?;
-    let restarts = wait_for_ok("liveness restarts the container", Duration::from_secs(30), CHECK, || ready(1)).await?;
+    let restarts = wait_for_ok(
+        "liveness restarts the container",
+        Duration::from_secs(30),
+        CHECK,
+        || ready(1),
+    )
+    .await?;
     assert!(restarts >= 1);
-    let second = kubelet.process("js7", "joc-0", "joc").context("joc process")?;
+    let second = kubelet
+        .process("js7", "joc-0", "joc")
+        .context("joc process")?;
     assert_ne!(first.pid(), second.pid(), "a new process");
     Ok(())
 }

@@ -164,8 +164,7 @@ async fn assert_services_never_two(stack: &Stack, frozen: &[Frozen]) -> anyhow::
         // LEGACY layout (remove with it): the old product does not fence a
         // thawed JOC, which runs its services until its next poll (JOC-FACTS
         // 20); overlaps right after a thaw are left to the fencing work.
-        let unexplained =
-            report.overlaps_not_after_thaw(frozen, Duration::from_secs(POLL_S + 2));
+        let unexplained = report.overlaps_not_after_thaw(frozen, Duration::from_secs(POLL_S + 2));
         assert!(
             unexplained.is_empty(),
             "two JOCs ran services at once (not after a thaw): {unexplained:?}"

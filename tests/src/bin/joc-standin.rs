@@ -116,7 +116,7 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is no duration (e.g. 3s, 500ms)"))?;
-    if !(value >= 0.0) {
+    if !value.is_finite() || value < 0.0 {
         return Err(format!("{s:?} must not be negative"));
     }
     Ok(Duration::from_secs_f64(value * scale))
@@ -279,7 +279,11 @@ fn note_jvm_killed(periods_file: Option<&Path>, host: &str) {
         "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
         "pid": std::process::id(),
     });
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(file, "{line}");
     }
 }
@@ -317,7 +321,11 @@ fn entrypoint(base: &Path, http_host: &str) -> Result<Option<String>> {
     }
     if !append.is_empty() {
         use std::io::Write as _;
-        let separator = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+        let separator = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -330,7 +338,10 @@ fn entrypoint(base: &Path, http_host: &str) -> Result<Option<String>> {
                     properties.display()
                 )
             })?;
-        tracing::info!("[entrypoint] appended to joc.properties: {}", append.trim_end().replace('\n', ", "));
+        tracing::info!(
+            "[entrypoint] appended to joc.properties: {}",
+            append.trim_end().replace('\n', ", ")
+        );
     }
     let start_d = resources.join("start.d");
     if start_d.is_dir() {
@@ -454,8 +465,9 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
     let (settings, ordering, license) = match &jvm.jetty_base {
         Some(base) => {
             // JOC-FACTS 1: the classpath file decides API server and security level.
-            let settings =
-                JocSettings::read(&base.join("webapps/joc/WEB-INF/classes/joc-settings.properties"))?;
+            let settings = JocSettings::read(
+                &base.join("webapps/joc/WEB-INF/classes/joc-settings.properties"),
+            )?;
             // JOC-FACTS 2: Globals.getOrdering, thrown from the servlet's init
             // (sos-webservices-joc-global/.../servlet/JocServletContainer.java → CheckInstance).
             let ordering = match properties.checked_ordering() {
@@ -617,7 +629,10 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
             let wait = match result {
                 Ok(Some((start, mode))) => {
                     let answer = handler.perform(mode, start).await;
-                    if matches!(answer, Performed::MissingLicense | Performed::MissingControllers) {
+                    if matches!(
+                        answer,
+                        Performed::MissingLicense | Performed::MissingControllers
+                    ) {
                         tracing::error!("[perform]{answer:?}");
                     }
                     shared.refresh_status();
@@ -645,7 +660,10 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
     shared.refresh_status();
     match result {
         Ok(Ok(deleted)) => {
-            tracing::info!("[shutdown][deleted own JOC_CLUSTER row: {}][instance heartbeat reset]", deleted > 0);
+            tracing::info!(
+                "[shutdown][deleted own JOC_CLUSTER row: {}][instance heartbeat reset]",
+                deleted > 0
+            );
             Ok(0)
         }
         Ok(Err(error)) => {
