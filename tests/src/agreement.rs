@@ -3,6 +3,7 @@
 //! (`JOC_CLUSTER.MEMBER_ID`) name the same pod, and the faults that part
 //! them. Used by the js7 end-to-end tests and the `bench-js7` benchmark.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -135,5 +136,335 @@ pub async fn kill_pod_processes(stack: &Stack, pod: &str) -> Result<()> {
     let (a, b) = tokio::join!(sidecar.kill(), joc.kill());
     a?;
     b?;
+    note_joc_killed(stack, pod)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Service periods: who ran JOC's active-member services when
+// ---------------------------------------------------------------------------
+
+/// One JOC instance's services running, by the stand-in's periods file
+/// (CLOCK_MONOTONIC ns), not by `MEMBER_ID` (JOC-FACTS 20, 21).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePeriod {
+    /// The pod (host name of the member id).
+    pub member: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+/// A time a stand-in was frozen (SIGSTOP → SIGCONT) by the test: its
+/// services did not run then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frozen {
+    pub member: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
+/// Two stand-ins running services at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlap {
+    pub a: String,
+    pub b: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+impl Overlap {
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos((self.end_ns - self.start_ns).max(0) as u64)
+    }
+}
+
+/// What the periods files say about a whole test.
+#[derive(Debug, Clone, Default)]
+pub struct ServicesReport {
+    pub periods: Vec<ServicePeriod>,
+    pub overlaps: Vec<Overlap>,
+    /// The longest time, after the first start, with no stand-in running services.
+    pub longest_gap: Duration,
+    /// Records that make no sense (a start while running, unknown events).
+    pub anomalies: Vec<String>,
+}
+
+impl ServicesReport {
+    /// Overlaps, of which those that begin within `window` after a thaw of
+    /// either member are left out (a thawed JOC finishing a start or running
+    /// until its next poll, JOC-FACTS 20: fencing's business).
+    pub fn overlaps_not_after_thaw(&self, frozen: &[Frozen], window: Duration) -> Vec<Overlap> {
+        let window = window.as_nanos() as i64;
+        self.overlaps
+            .iter()
+            .filter(|o| {
+                !frozen.iter().any(|f| {
+                    (f.member == o.a || f.member == o.b)
+                        && o.start_ns >= f.from_ns
+                        && o.start_ns <= f.to_ns + window
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn summary(&self) -> String {
+        let longest = self
+            .overlaps
+            .iter()
+            .map(Overlap::duration)
+            .max()
+            .unwrap_or_default();
+        format!(
+            "{} service periods, {} overlaps (longest {longest:?}), longest time with no services {:?}, {} anomalies",
+            self.periods.len(),
+            self.overlaps.len(),
+            self.longest_gap,
+            self.anomalies.len()
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ServiceRecord {
+    member: String,
+    event: String,
+    mono_ns: i64,
+    #[serde(default)]
+    pid: Option<u32>,
+}
+
+/// Reads every `*.joc.jsonl` in `dir` (the JOC stand-ins' periods files). A
+/// period is a `start` up to the same process's `stop`, a `killed` record
+/// (written by the harness or by the container part when the JVM dies), a
+/// record of another process (the old one is gone: ends there at the latest)
+/// or `until_ns`. Frozen times are cut out of the periods.
+pub fn services_report(dir: &Path, frozen: &[Frozen], until_ns: i64) -> Result<ServicesReport> {
+    let mut report = ServicesReport::default();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".joc.jsonl"))
+        .collect();
+    files.sort();
+    let mut raw = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        let mut records: Vec<ServiceRecord> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str(line) {
+                Ok(r) => records.push(r),
+                Err(e) => report
+                    .anomalies
+                    .push(format!("{}: unreadable line {line:?}: {e}", file.display())),
+            }
+        }
+        records.sort_by_key(|r| r.mono_ns);
+        let mut open: Option<(String, i64, Option<u32>)> = None;
+        for r in records {
+            let member = host_of(&r.member).to_owned();
+            match r.event.as_str() {
+                "start" => {
+                    if let Some((m, start, pid)) = open.take() {
+                        if pid == r.pid {
+                            report
+                                .anomalies
+                                .push(format!("{m}: start at {} while running", r.mono_ns));
+                        }
+                        raw.push(ServicePeriod {
+                            member: m,
+                            start_ns: start,
+                            end_ns: r.mono_ns,
+                        });
+                    }
+                    open = Some((member, r.mono_ns, r.pid));
+                }
+                "stop" | "killed" => {
+                    if let Some((m, start, _)) = open.take() {
+                        raw.push(ServicePeriod {
+                            member: m,
+                            start_ns: start,
+                            end_ns: r.mono_ns,
+                        });
+                    }
+                }
+                other => report
+                    .anomalies
+                    .push(format!("{member}: unknown record {other:?}")),
+            }
+        }
+        if let Some((m, start, _)) = open {
+            raw.push(ServicePeriod {
+                member: m,
+                start_ns: start,
+                end_ns: until_ns.max(start),
+            });
+        }
+    }
+    // Cut the frozen times out.
+    for period in raw {
+        let mut pieces = vec![(period.start_ns, period.end_ns)];
+        for f in frozen.iter().filter(|f| f.member == period.member) {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(s, e)| {
+                    let mut out = Vec::new();
+                    if f.to_ns <= s || f.from_ns >= e {
+                        out.push((s, e));
+                    } else {
+                        if f.from_ns > s {
+                            out.push((s, f.from_ns));
+                        }
+                        if f.to_ns < e {
+                            out.push((f.to_ns, e));
+                        }
+                    }
+                    out
+                })
+                .collect();
+        }
+        for (start_ns, end_ns) in pieces {
+            report.periods.push(ServicePeriod {
+                member: period.member.clone(),
+                start_ns,
+                end_ns,
+            });
+        }
+    }
+    report.periods.sort_by_key(|p| p.start_ns);
+    let ps = &report.periods;
+    for (i, a) in ps.iter().enumerate() {
+        for b in &ps[i + 1..] {
+            if b.member == a.member {
+                continue;
+            }
+            let start = a.start_ns.max(b.start_ns);
+            let end = a.end_ns.min(b.end_ns);
+            if end > start {
+                report.overlaps.push(Overlap {
+                    a: a.member.clone(),
+                    b: b.member.clone(),
+                    start_ns: start,
+                    end_ns: end,
+                });
+            }
+        }
+    }
+    let mut covered_until: Option<i64> = None;
+    let mut longest = 0_i64;
+    for p in ps {
+        if let Some(until) = covered_until {
+            longest = longest.max(p.start_ns - until);
+        }
+        covered_until = Some(covered_until.map_or(p.end_ns, |u| u.max(p.end_ns)));
+    }
+    if let Some(until) = covered_until {
+        longest = longest.max(until_ns - until);
+    }
+    report.longest_gap = Duration::from_nanos(longest.max(0) as u64);
+    Ok(report)
+}
+
+/// CLOCK_MONOTONIC now, ns, as the periods files have it.
+pub fn now_ns() -> i64 {
+    i64::try_from(joc_ha_sidecar::role::monotonic_now_ns()).unwrap_or(i64::MAX)
+}
+
+/// The stack's JOC service periods up to now.
+pub fn stack_services(stack: &Stack, frozen: &[Frozen]) -> Result<ServicesReport> {
+    services_report(&stack.periods_dir, frozen, now_ns())
+}
+
+/// Notes in a JOC stand-in's periods file that the harness killed it (it
+/// cannot say so itself).
+pub fn note_joc_killed(stack: &Stack, pod: &str) -> Result<()> {
+    use std::io::Write as _;
+    let line = serde_json::json!({
+        "member": pod,
+        "event": "killed",
+        "mono_ns": now_ns(),
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stack.periods_dir.join(format!("{pod}.joc.jsonl")))?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, pod: &str, records: &[(&str, i64, u32)]) -> Result<()> {
+        let text: String = records
+            .iter()
+            .map(|(event, ns, pid)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"member": format!("{pod}:abc"), "event": event, "mono_ns": ns, "pid": pid})
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{pod}.joc.jsonl")), text)?;
+        Ok(())
+    }
+
+    #[test]
+    fn overlaps_gaps_kills_and_freezes() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        write(
+            dir.path(),
+            "joc-0",
+            &[("start", 10, 1), ("stop", 20, 1), ("start", 50, 2)],
+        )?;
+        // joc-1 starts before joc-0 stops (overlap 18..20), is killed at 30.
+        write(dir.path(), "joc-1", &[("start", 18, 7), ("killed", 30, 7)])?;
+        let report = services_report(dir.path(), &[], 100)?;
+        assert_eq!(report.periods.len(), 3);
+        assert_eq!(
+            report.overlaps,
+            vec![Overlap {
+                a: "joc-0".into(),
+                b: "joc-1".into(),
+                start_ns: 18,
+                end_ns: 20
+            }]
+        );
+        // 30..50 with nothing.
+        assert_eq!(report.longest_gap, Duration::from_nanos(20));
+        assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+        // joc-0 frozen 15..40: its first period is cut to 10..15, no overlap left.
+        let frozen = [Frozen {
+            member: "joc-0".into(),
+            from_ns: 15,
+            to_ns: 40,
+        }];
+        let report = services_report(dir.path(), &frozen, 100)?;
+        assert!(report.overlaps.is_empty(), "{:?}", report.overlaps);
+        // A restart without a record of the end: the old period ends at the new record.
+        write(dir.path(), "joc-1", &[("start", 60, 7), ("start", 70, 8)])?;
+        let report = services_report(dir.path(), &[], 100)?;
+        let joc1: Vec<_> = report
+            .periods
+            .iter()
+            .filter(|p| p.member == "joc-1")
+            .collect();
+        assert_eq!((joc1[0].start_ns, joc1[0].end_ns), (60, 70));
+        assert_eq!(report.overlaps.len(), 2, "joc-0 runs from 50 on");
+        let thawed = [Frozen {
+            member: "joc-1".into(),
+            from_ns: 55,
+            to_ns: 58,
+        }];
+        assert_eq!(
+            report
+                .overlaps_not_after_thaw(&thawed, Duration::from_nanos(5))
+                .len(),
+            1,
+            "the overlap from 60 lies within 5 ns of the thaw, the one from 70 not"
+        );
+        Ok(())
+    }
 }

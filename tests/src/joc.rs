@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -76,7 +77,7 @@ pub fn java_path_string(path: &str) -> String {
 // ---------------------------------------------------------------------------
 
 /// The cluster-relevant keys of joc.properties (`JocClusterConfiguration.setConfiguration`,
-/// `JocConfiguration`), with JOC's defaults.
+/// `JocConfiguration`, `Globals.getOrdering`, `DbInstaller`), with JOC's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JocProperties {
     /// `cluster_polling_interval`, seconds, default 30.
@@ -85,12 +86,18 @@ pub struct JocProperties {
     pub heart_beat_exceeded_interval_s: u64,
     /// `cluster_polling_wait_interval_on_error`, seconds, default 2.
     pub polling_wait_interval_on_error_s: u64,
-    /// `cluster_id`, default `joc`; `api` marks an API server (installer `--as-api-server`).
-    pub cluster_id: String,
+    /// `cluster_id`. Ignored by JOC since 2.5.4 (JOC-1504: the code reading it
+    /// in `sos-webservices-joc-global/.../joc/Globals.java` `getClusterId` is
+    /// commented out; the id is `api` or `joc` from joc-settings.properties).
+    /// Only the legacy layout reads it (see [`JocProperties::legacy_api_server`]).
+    pub cluster_id: Option<String>,
     /// `title`, default: the hostname.
     pub title: Option<String>,
-    /// `ordering`, default 0.
-    pub ordering: i32,
+    /// `ordering` as written (`Globals.getOrdering`: default -1, and anything
+    /// outside 0–99 makes JOC refuse to start; see [`JocProperties::checked_ordering`]).
+    pub ordering: Option<i64>,
+    /// `create_db_tables` (`DbInstaller.createTables`: `getProperty("create_db_tables", false)`).
+    pub create_db_tables: bool,
     /// `hibernate_configuration_file`, relative to joc.properties' folder; default `hibernate.cfg.xml`.
     pub hibernate_configuration_file: String,
 }
@@ -101,13 +108,20 @@ impl Default for JocProperties {
             polling_interval_s: 30,
             heart_beat_exceeded_interval_s: 60,
             polling_wait_interval_on_error_s: 2,
-            cluster_id: "joc".to_owned(),
+            cluster_id: None,
             title: None,
-            ordering: 0,
+            ordering: None,
+            create_db_tables: false,
             hibernate_configuration_file: "hibernate.cfg.xml".to_owned(),
         }
     }
 }
+
+/// JOC's refusal when `ordering` is missing or out of range
+/// (`sos-webservices-joc-global/.../joc/Globals.java` `getOrdering`, thrown as a
+/// `JocConfigurationException` from the servlet's init; our wording follows JOC's).
+pub const MSG_ORDERING: &str =
+    "The 'ordering' setting in the joc.properties file must have an integer value from 0 to 99.";
 
 impl JocProperties {
     /// Parses joc.properties text. The timing keys are `Integer.parseInt(value.trim())`
@@ -135,21 +149,23 @@ impl JocProperties {
         props.polling_interval_s = secs("cluster_polling_interval", 30)?;
         props.heart_beat_exceeded_interval_s = secs("cluster_heart_beat_exceeded_interval", 60)?;
         props.polling_wait_interval_on_error_s = secs("cluster_polling_wait_interval_on_error", 2)?;
-        if let Some(id) = map
+        props.cluster_id = map
             .get("cluster_id")
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-        {
-            props.cluster_id = id.to_owned();
-        }
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
         props.title = map
             .get("title")
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
-        if let Some(ordering) = int("ordering")? {
-            props.ordering =
-                i32::try_from(ordering).context("joc.properties: ordering out of range")?;
-        }
+        // An unparsable ordering is JOC's -1 (Integer.valueOf of the property
+        // fails at start: refused either way).
+        props.ordering = map
+            .get("ordering")
+            .map(|v| v.trim().parse::<i64>().unwrap_or(-1));
+        // SOS's properties helper reads booleans as "true" (case-insensitive) (ours: exact helper not looked up).
+        props.create_db_tables = map
+            .get("create_db_tables")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         if let Some(file) = map
             .get("hibernate_configuration_file")
             .map(|s| s.trim())
@@ -160,10 +176,87 @@ impl JocProperties {
         Ok(props)
     }
 
-    /// Installer `js7_install_joc.sh --as-api-server` sets `cluster_id` to `api`.
-    /// How `Globals.isApiServer` derives from it was NOT FOUND; we read `api` as "API server".
-    pub fn is_api_server(&self) -> bool {
-        self.cluster_id == "api"
+    /// `Globals.getOrdering`: an integer 0–99, else JOC refuses to start.
+    pub fn checked_ordering(&self) -> std::result::Result<i32, String> {
+        match self.ordering {
+            Some(o) if (0..=99).contains(&o) => Ok(o as i32),
+            _ => Err(MSG_ORDERING.to_owned()),
+        }
+    }
+
+    /// LEGACY LAYOUT ONLY (remove with `--resources-dir`): the old operator
+    /// layout marked API servers by `cluster_id = api`, which JOC ignores.
+    pub fn legacy_api_server(&self) -> bool {
+        self.cluster_id.as_deref() == Some("api")
+    }
+}
+
+/// `security_level` of joc-settings.properties (`JocSecurityLevel`: LOW=0,
+/// MEDIUM=1, HIGH=2; INV_JS_INSTANCES.SECURITY_LEVEL holds the number,
+/// JOC_INSTANCES.SECURITY_LEVEL the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityLevel {
+    #[default]
+    Low,
+    Medium,
+    High,
+}
+
+impl SecurityLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityLevel::Low => "LOW",
+            SecurityLevel::Medium => "MEDIUM",
+            SecurityLevel::High => "HIGH",
+        }
+    }
+
+    pub fn int_value(self) -> i64 {
+        match self {
+            SecurityLevel::Low => 0,
+            SecurityLevel::Medium => 1,
+            SecurityLevel::High => 2,
+        }
+    }
+}
+
+/// The classpath file `/joc-settings.properties` (in the image
+/// `webapps/joc/WEB-INF/classes/joc-settings.properties`), read by
+/// `sos-webservices-joc-global/.../joc/Globals.java` `getJocSecurityLevel`:
+/// `as_api_server` is "yes" exactly for an API server (default "no"),
+/// `security_level` upper-cased, an unknown value or a missing file is LOW.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JocSettings {
+    pub api_server: bool,
+    pub security_level: SecurityLevel,
+}
+
+impl JocSettings {
+    pub fn parse(text: &str) -> JocSettings {
+        let map = parse_java_properties(text);
+        let security_level = match map
+            .get("security_level")
+            .map(|s| s.to_uppercase())
+            .as_deref()
+        {
+            Some("MEDIUM") => SecurityLevel::Medium,
+            Some("HIGH") => SecurityLevel::High,
+            _ => SecurityLevel::Low,
+        };
+        JocSettings {
+            // `properties.getProperty("as_api_server", "no").equals("yes")`: exact, untrimmed.
+            api_server: map.get("as_api_server").is_some_and(|v| v == "yes"),
+            security_level,
+        }
+    }
+
+    /// Missing file: JOC's defaults (member, LOW).
+    pub fn read(path: &Path) -> Result<JocSettings> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(JocSettings::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JocSettings::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 }
 
@@ -250,8 +343,8 @@ fn unescape_property(s: &str) -> String {
     out
 }
 
-/// joc.properties for tests: the two cluster timings and `cluster_id`
-/// (`"joc"` for a cluster member, `"api"` for an API server).
+/// joc.properties for tests in the LEGACY layout: the two cluster timings and
+/// `cluster_id` (`"joc"` for a cluster member, `"api"` for an API server), no ordering.
 pub fn render_joc_properties(poll_s: u64, timeout_s: u64, cluster_id: &str) -> String {
     format!(
         "# written by joc_ha_tests::joc\n\
@@ -597,7 +690,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// PostgreSQL DDL as in SOS's "Tables for PostGres" script (facts §2.1), with
 /// `IF NOT EXISTS` in place of the script's `tmp()` function guards.
-const POSTGRES_DDL: [&str; 3] = [
+const POSTGRES_DDL: [&str; 9] = [
     "CREATE SEQUENCE IF NOT EXISTS SEQ_JOC_I INCREMENT BY 1 START WITH 1 MINVALUE 1 CYCLE",
     r#"CREATE TABLE IF NOT EXISTS JOC_INSTANCES (
     "ID"                    BIGINT        NOT NULL DEFAULT NEXTVAL('SEQ_JOC_I'),
@@ -629,13 +722,59 @@ const POSTGRES_DDL: [&str; 3] = [
     CONSTRAINT UNIQUE_JC_MID UNIQUE ("MEMBER_ID"),
     PRIMARY KEY ("ID")
 )"#,
+    // The tables JOC's cluster service reads besides its own (JOC-FACTS 5):
+    // columns from SOS's entities `sos-joc/sos-joc-db/src/main/java/com/sos/joc/db/
+    // inventory/DBItemInventoryOperatingSystem.java`, `.../joc/DBItemJocConfiguration.java`
+    // and `.../inventory/DBItemInventoryJSInstance.java` (names, nullability, unique
+    // keys, sequences from `DBLayer.java`), only those the stand-in reads or must
+    // fill; the column types are ours (SOS's SQL scripts ship with the installer,
+    // not in that repository).
+    "CREATE SEQUENCE IF NOT EXISTS SEQ_INV_OS INCREMENT BY 1 START WITH 1 MINVALUE 1 CYCLE",
+    r#"CREATE TABLE IF NOT EXISTS INV_OPERATING_SYSTEMS (
+    "ID"             BIGINT        NOT NULL DEFAULT NEXTVAL('SEQ_INV_OS'),
+    "HOSTNAME"       VARCHAR(100)  NOT NULL,
+    "NAME"           VARCHAR(30)   NOT NULL,
+    "ARCHITECTURE"   VARCHAR(30)   NOT NULL,
+    "DISTRIBUTION"   VARCHAR(255)  NOT NULL,
+    "MODIFIED"       TIMESTAMP     NOT NULL,
+    CONSTRAINT UNIQUE_IOS_HN UNIQUE ("HOSTNAME"),
+    PRIMARY KEY ("ID")
+)"#,
+    "CREATE SEQUENCE IF NOT EXISTS SEQ_JOC_C INCREMENT BY 1 START WITH 1 MINVALUE 1 CYCLE",
+    r#"CREATE TABLE IF NOT EXISTS JOC_CONFIGURATIONS (
+    "ID"                  BIGINT        NOT NULL DEFAULT NEXTVAL('SEQ_JOC_C'),
+    "INSTANCE_ID"         BIGINT        NOT NULL,
+    "CONTROLLER_ID"       VARCHAR(100)  NULL,
+    "ACCOUNT"             VARCHAR(255)  NOT NULL,
+    "OBJECT_TYPE"         VARCHAR(30)   NOT NULL,
+    "CONFIGURATION_TYPE"  VARCHAR(30)   NOT NULL,
+    "NAME"                VARCHAR(255)  NULL,
+    "SHARED"              NUMERIC(1)    NOT NULL,
+    "CONFIGURATION_ITEM"  TEXT          NOT NULL,
+    "MODIFIED"            TIMESTAMP     NOT NULL,
+    PRIMARY KEY ("ID")
+)"#,
+    "CREATE SEQUENCE IF NOT EXISTS SEQ_INV_JI INCREMENT BY 1 START WITH 1 MINVALUE 1 CYCLE",
+    r#"CREATE TABLE IF NOT EXISTS INV_JS_INSTANCES (
+    "ID"             BIGINT        NOT NULL DEFAULT NEXTVAL('SEQ_INV_JI'),
+    "CONTROLLER_ID"  VARCHAR(100)  NOT NULL,
+    "SECURITY_LEVEL" SMALLINT      NOT NULL,
+    "URI"            VARCHAR(255)  NOT NULL,
+    "CLUSTER_URI"    VARCHAR(255)  NOT NULL,
+    "OS_ID"          BIGINT        NOT NULL,
+    "IS_CLUSTER"     NUMERIC(1)    NOT NULL,
+    "IS_PRIMARY"     NUMERIC(1)    NOT NULL,
+    "MODIFIED"       TIMESTAMP     NOT NULL,
+    CONSTRAINT UNIQUE_IJI_SLU UNIQUE ("SECURITY_LEVEL", "URI"),
+    PRIMARY KEY ("ID")
+)"#,
 ];
 
 /// MySQL/MariaDB DDL: OURS. SOS's MySQL script was NOT FOUND; this is the
 /// PostgreSQL script translated: TIMESTAMP → DATETIME (whole seconds, as JOC's
 /// times are compared in whole seconds; DATETIME has no time zone conversion,
 /// unlike MySQL's TIMESTAMP), the sequence → AUTO_INCREMENT, NUMERIC(1) → TINYINT.
-const MYSQL_DDL: [&str; 2] = [
+const MYSQL_DDL: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS JOC_INSTANCES (
     `ID`                    BIGINT        NOT NULL AUTO_INCREMENT,
     `CLUSTER_ID`            VARCHAR(10)   NOT NULL,
@@ -666,11 +805,48 @@ const MYSQL_DDL: [&str; 2] = [
     CONSTRAINT UNIQUE_JC_MID UNIQUE (`MEMBER_ID`),
     PRIMARY KEY (`ID`)
 ) ENGINE=InnoDB",
+    // INV_OPERATING_SYSTEMS, JOC_CONFIGURATIONS, INV_JS_INSTANCES: see POSTGRES_DDL.
+    "CREATE TABLE IF NOT EXISTS INV_OPERATING_SYSTEMS (
+    `ID`             BIGINT        NOT NULL AUTO_INCREMENT,
+    `HOSTNAME`       VARCHAR(100)  NOT NULL,
+    `NAME`           VARCHAR(30)   NOT NULL,
+    `ARCHITECTURE`   VARCHAR(30)   NOT NULL,
+    `DISTRIBUTION`   VARCHAR(255)  NOT NULL,
+    `MODIFIED`       DATETIME      NOT NULL,
+    CONSTRAINT UNIQUE_IOS_HN UNIQUE (`HOSTNAME`),
+    PRIMARY KEY (`ID`)
+) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS JOC_CONFIGURATIONS (
+    `ID`                  BIGINT        NOT NULL AUTO_INCREMENT,
+    `INSTANCE_ID`         BIGINT        NOT NULL,
+    `CONTROLLER_ID`       VARCHAR(100)  NULL,
+    `ACCOUNT`             VARCHAR(255)  NOT NULL,
+    `OBJECT_TYPE`         VARCHAR(30)   NOT NULL,
+    `CONFIGURATION_TYPE`  VARCHAR(30)   NOT NULL,
+    `NAME`                VARCHAR(255)  NULL,
+    `SHARED`              TINYINT       NOT NULL,
+    `CONFIGURATION_ITEM`  LONGTEXT      NOT NULL,
+    `MODIFIED`            DATETIME      NOT NULL,
+    PRIMARY KEY (`ID`)
+) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS INV_JS_INSTANCES (
+    `ID`             BIGINT        NOT NULL AUTO_INCREMENT,
+    `CONTROLLER_ID`  VARCHAR(100)  NOT NULL,
+    `SECURITY_LEVEL` SMALLINT      NOT NULL,
+    `URI`            VARCHAR(255)  NOT NULL,
+    `CLUSTER_URI`    VARCHAR(255)  NOT NULL,
+    `OS_ID`          BIGINT        NOT NULL,
+    `IS_CLUSTER`     TINYINT       NOT NULL,
+    `IS_PRIMARY`     TINYINT       NOT NULL,
+    `MODIFIED`       DATETIME      NOT NULL,
+    CONSTRAINT UNIQUE_IJI_SLU UNIQUE (`SECURITY_LEVEL`, `URI`),
+    PRIMARY KEY (`ID`)
+) ENGINE=InnoDB",
 ];
 
 /// SQLite DDL for the single-host demo: OURS (JOC has no SQLite support; H2
 /// is its evaluation database). Times are TEXT 'YYYY-MM-DD HH:MM:SS' in UTC.
-const SQLITE_DDL: [&str; 2] = [
+const SQLITE_DDL: [&str; 5] = [
     r#"CREATE TABLE IF NOT EXISTS JOC_INSTANCES (
     "ID"             INTEGER PRIMARY KEY AUTOINCREMENT,
     "CLUSTER_ID"     VARCHAR(10)   NOT NULL,
@@ -696,6 +872,39 @@ const SQLITE_DDL: [&str; 2] = [
     "SWITCH_HEART_BEAT"      TEXT         NULL,
     "NOTIFICATION_MEMBER_ID" VARCHAR(165) NULL,
     "NOTIFICATION"           VARCHAR(100) NULL
+)"#,
+    // INV_OPERATING_SYSTEMS, JOC_CONFIGURATIONS, INV_JS_INSTANCES: see POSTGRES_DDL.
+    r#"CREATE TABLE IF NOT EXISTS INV_OPERATING_SYSTEMS (
+    "ID"             INTEGER PRIMARY KEY AUTOINCREMENT,
+    "HOSTNAME"       VARCHAR(100)  NOT NULL UNIQUE,
+    "NAME"           VARCHAR(30)   NOT NULL,
+    "ARCHITECTURE"   VARCHAR(30)   NOT NULL,
+    "DISTRIBUTION"   VARCHAR(255)  NOT NULL,
+    "MODIFIED"       TEXT          NOT NULL
+)"#,
+    r#"CREATE TABLE IF NOT EXISTS JOC_CONFIGURATIONS (
+    "ID"                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    "INSTANCE_ID"         BIGINT        NOT NULL,
+    "CONTROLLER_ID"       VARCHAR(100)  NULL,
+    "ACCOUNT"             VARCHAR(255)  NOT NULL,
+    "OBJECT_TYPE"         VARCHAR(30)   NOT NULL,
+    "CONFIGURATION_TYPE"  VARCHAR(30)   NOT NULL,
+    "NAME"                VARCHAR(255)  NULL,
+    "SHARED"              NUMERIC(1)    NOT NULL,
+    "CONFIGURATION_ITEM"  TEXT          NOT NULL,
+    "MODIFIED"            TEXT          NOT NULL
+)"#,
+    r#"CREATE TABLE IF NOT EXISTS INV_JS_INSTANCES (
+    "ID"             INTEGER PRIMARY KEY AUTOINCREMENT,
+    "CONTROLLER_ID"  VARCHAR(100)  NOT NULL,
+    "SECURITY_LEVEL" SMALLINT      NOT NULL,
+    "URI"            VARCHAR(255)  NOT NULL,
+    "CLUSTER_URI"    VARCHAR(255)  NOT NULL,
+    "OS_ID"          BIGINT        NOT NULL,
+    "IS_CLUSTER"     NUMERIC(1)    NOT NULL,
+    "IS_PRIMARY"     NUMERIC(1)    NOT NULL,
+    "MODIFIED"       TEXT          NOT NULL,
+    UNIQUE ("SECURITY_LEVEL", "URI")
 )"#,
 ];
 
@@ -778,11 +987,16 @@ pub fn is_heart_beat_exceeded(now_s: i64, heart_beat_s: Option<i64>, interval_s:
 /// Connects; SQLite gets a busy timeout so that several stand-ins can share a file.
 pub use crate::db::connect_any as connect;
 
-/// Creates JOC_INSTANCES and JOC_CLUSTER if missing, standing in for JOC's
-/// installer. Idempotent; safe when several stand-ins start at once
-/// (PostgreSQL serialises on an advisory lock, since concurrent
+/// Creates JOC's tables (JOC_INSTANCES, JOC_CLUSTER and the three the cluster
+/// service reads) if missing, as JOC's `DbInstaller` does with
+/// `create_db_tables = true`. Idempotent; safe when several stand-ins start at
+/// once (PostgreSQL serialises on an advisory lock, since concurrent
 /// `CREATE … IF NOT EXISTS` can collide there).
 pub async fn create_schema(url: &str) -> Result<()> {
+    run_ddl(url, |_| true).await
+}
+
+async fn run_ddl(url: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
     let dialect = Dialect::of_url(url)?;
     let mut conn = connect(url).await?;
     let mut tx = conn.begin().await?;
@@ -791,7 +1005,7 @@ pub async fn create_schema(url: &str) -> Result<()> {
             .execute(&mut *tx)
             .await?;
     }
-    for statement in ddl(dialect) {
+    for statement in ddl(dialect).into_iter().filter(|s| keep(s)) {
         sqlx::query(AssertSqlSafe(statement))
             .execute(&mut *tx)
             .await
@@ -799,6 +1013,59 @@ pub async fn create_schema(url: &str) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Registers a Controller the way JOC's GUI does at the first login (an
+/// `INV_JS_INSTANCES` row, `DBItemInventoryJSInstance`): after it JOC's
+/// active member stops waiting in `readCurrentDbInfos` (JOC-FACTS 9). For
+/// tests; creates INV_JS_INSTANCES if it is missing (JOC would have created it
+/// at its first start) and nothing else.
+pub async fn register_controller(
+    url: &str,
+    controller_id: &str,
+    controller_uri: &str,
+    security_level: SecurityLevel,
+) -> Result<()> {
+    run_ddl(url, |s| {
+        s.contains("INV_JS_INSTANCES") || s.contains("SEQ_INV_JI")
+    })
+    .await?;
+    let d = Dialect::of_url(url)?;
+    let mut conn = connect(url).await?;
+    let q = sql(
+        d,
+        &format!(
+            r#"INSERT INTO INV_JS_INSTANCES ("CONTROLLER_ID", "SECURITY_LEVEL", "URI", "CLUSTER_URI", "OS_ID", "IS_CLUSTER", "IS_PRIMARY", "MODIFIED") VALUES (?, ?, ?, ?, 0, 0, 1, {})"#,
+            now_utc(d)
+        ),
+    );
+    sqlx::query(AssertSqlSafe(q))
+        .bind(controller_id)
+        .bind(security_level.int_value())
+        .bind(controller_uri)
+        .bind(controller_uri)
+        .execute(&mut conn)
+        .await
+        .context("inserting the INV_JS_INSTANCES row")?;
+    Ok(())
+}
+
+/// `readCurrentDbInfoControllers` in `sos-joc/sos-joc-cluster/.../cluster/JocCluster.java`:
+/// the Controllers of JOC's security level (`where securityLevel = :level`).
+async fn count_controllers(
+    conn: &mut AnyConnection,
+    d: Dialect,
+    level: SecurityLevel,
+) -> Result<i64> {
+    let q = sql(
+        d,
+        r#"SELECT COUNT(*) FROM INV_JS_INSTANCES WHERE "SECURITY_LEVEL" = ?"#,
+    );
+    sqlx::query_scalar(AssertSqlSafe(q))
+        .bind(level.int_value())
+        .fetch_one(&mut *conn)
+        .await
+        .context("reading INV_JS_INSTANCES")
 }
 
 // ---------------------------------------------------------------------------
@@ -834,6 +1101,13 @@ pub struct Instance {
     pub heart_beat: i64,
     /// Database UTC now minus HEART_BEAT, whole seconds.
     pub age_s: i64,
+    /// OS_ID: the INV_OPERATING_SYSTEMS row of the host.
+    pub os_id: i64,
+    pub security_level: String,
+    /// TIMEZONE: the JVM's zone.
+    pub timezone: String,
+    /// STARTED_AT, epoch seconds (written from the JVM's clock).
+    pub started_at: i64,
 }
 
 impl Instance {
@@ -898,15 +1172,21 @@ type InstanceTuple = (
     Option<String>,
     i64,
     i64,
+    i64,
+    String,
+    String,
+    i64,
 );
 
 fn instance_select(d: Dialect) -> String {
     format!(
-        r#"SELECT "MEMBER_ID", "CLUSTER_ID", "DATA_DIRECTORY", "TITLE", {}, "URI", {}, "VERSION", {}, {} FROM JOC_INSTANCES"#,
+        r#"SELECT "MEMBER_ID", "CLUSTER_ID", "DATA_DIRECTORY", "TITLE", {}, "URI", {}, "VERSION", {}, {}, {}, "SECURITY_LEVEL", "TIMEZONE", {} FROM JOC_INSTANCES"#,
         int(d, "\"ORDERING\""),
         int(d, "\"API_SERVER\""),
         epoch(d, "\"HEART_BEAT\""),
         epoch(d, now_utc(d)),
+        int(d, "\"OS_ID\""),
+        epoch(d, "\"STARTED_AT\""),
     )
 }
 
@@ -922,6 +1202,10 @@ fn instance_of(r: InstanceTuple) -> Instance {
         version: r.7,
         heart_beat: r.8,
         age_s: r.9 - r.8,
+        os_id: r.10,
+        security_level: r.11,
+        timezone: r.12,
+        started_at: r.13,
     }
 }
 
@@ -970,6 +1254,116 @@ pub async fn instances(url: &str) -> Result<Vec<Instance>> {
     Ok(rows.into_iter().map(instance_of).collect())
 }
 
+/// Writes a switch request into JOC_CLUSTER as the sidecar does
+/// (SWITCH_MEMBER_ID and SWITCH_HEART_BEAT), the heartbeat `age_s` seconds
+/// old by database time. For tests.
+pub async fn write_switch_request(url: &str, target: &str, age_s: i64) -> Result<u64> {
+    let d = Dialect::of_url(url)?;
+    let now = db_now(url).await?;
+    let mut conn = connect(url).await?;
+    let q = sql(
+        d,
+        &format!(
+            r#"UPDATE JOC_CLUSTER SET "SWITCH_MEMBER_ID" = ?, "SWITCH_HEART_BEAT" = {} WHERE "ID" = '{CLUSTER_ROW_ID}'"#,
+            from_epoch(d)
+        ),
+    );
+    Ok(sqlx::query(AssertSqlSafe(q))
+        .bind(target)
+        .bind(now - age_s)
+        .execute(&mut conn)
+        .await
+        .context("writing the switch request")?
+        .rows_affected())
+}
+
+/// Inserts a second JOC_CLUSTER row (id `id`, heartbeat 2000-01-01) that JOC
+/// never reads: a witness of updates without WHERE (JOC-FACTS 16). For tests.
+pub async fn insert_witness_cluster_row(url: &str, id: &str) -> Result<()> {
+    let d = Dialect::of_url(url)?;
+    let mut conn = connect(url).await?;
+    let q = sql(
+        d,
+        &format!(
+            r#"INSERT INTO JOC_CLUSTER ("ID", "MEMBER_ID", "HEART_BEAT") VALUES (?, ?, {})"#,
+            from_epoch(d)
+        ),
+    );
+    sqlx::query(AssertSqlSafe(q))
+        .bind(id)
+        .bind(format!("{id}:0"))
+        .bind(946_684_800_i64)
+        .execute(&mut conn)
+        .await
+        .context("inserting the witness row")?;
+    Ok(())
+}
+
+/// HEART_BEAT of the JOC_CLUSTER row `id`, epoch seconds.
+pub async fn cluster_heart_beat_of(url: &str, id: &str) -> Result<Option<i64>> {
+    let d = Dialect::of_url(url)?;
+    let mut conn = connect(url).await?;
+    let q = sql(
+        d,
+        &format!(
+            r#"SELECT {} FROM JOC_CLUSTER WHERE "ID" = ?"#,
+            epoch(d, "\"HEART_BEAT\"")
+        ),
+    );
+    Ok(sqlx::query_scalar(AssertSqlSafe(q))
+        .bind(id)
+        .fetch_optional(&mut conn)
+        .await?)
+}
+
+/// Holds a row lock on JOC_CLUSTER's row (`SELECT … FOR UPDATE` in an open
+/// transaction) until [`ClusterRowLock::write_request_and_commit`]: a
+/// member's UPDATE blocks meanwhile, after its read. For the rewrite race
+/// (JOC-FACTS 15) in tests.
+pub struct ClusterRowLock {
+    conn: AnyConnection,
+    dialect: Dialect,
+}
+
+impl ClusterRowLock {
+    pub async fn take(url: &str) -> Result<ClusterRowLock> {
+        let dialect = Dialect::of_url(url)?;
+        let mut conn = connect(url).await?;
+        sqlx::query("BEGIN").execute(&mut conn).await?;
+        sqlx::query(AssertSqlSafe(sql(
+            dialect,
+            &format!(
+                r#"SELECT "MEMBER_ID" FROM JOC_CLUSTER WHERE "ID" = '{CLUSTER_ROW_ID}' FOR UPDATE"#
+            ),
+        )))
+        .fetch_optional(&mut conn)
+        .await
+        .context("locking the JOC_CLUSTER row")?;
+        Ok(ClusterRowLock { conn, dialect })
+    }
+
+    /// Writes a fresh switch request to `target` in the locked transaction
+    /// and commits; returns the rows the UPDATE changed (1: it succeeded).
+    pub async fn write_request_and_commit(mut self, target: &str) -> Result<u64> {
+        let d = self.dialect;
+        let q = sql(
+            d,
+            &format!(
+                r#"UPDATE JOC_CLUSTER SET "SWITCH_MEMBER_ID" = ?, "SWITCH_HEART_BEAT" = {} WHERE "ID" = '{CLUSTER_ROW_ID}'"#,
+                now_utc(d)
+            ),
+        );
+        let changed = sqlx::query(AssertSqlSafe(q))
+            .bind(target)
+            .execute(&mut self.conn)
+            .await
+            .context("writing the switch request")?
+            .rows_affected();
+        sqlx::query("COMMIT").execute(&mut self.conn).await?;
+        Ok(changed)
+    }
+}
+
 /// The database's UTC now, whole epoch seconds.
 pub async fn db_now(url: &str) -> Result<i64> {
     let d = Dialect::of_url(url)?;
@@ -983,6 +1377,15 @@ pub async fn db_now(url: &str) -> Result<i64> {
 // ---------------------------------------------------------------------------
 // The member: JocCluster's per-poll logic
 // ---------------------------------------------------------------------------
+//
+// Files cited below, in `sos-berlin/sos-components` (master; the same rules on
+// release/2.7 and release/2.8 unless said):
+// JC  = sos-joc/sos-joc-cluster/src/main/java/com/sos/joc/cluster/JocCluster.java
+// AMH = sos-joc/sos-joc-cluster/src/main/java/com/sos/joc/cluster/JocClusterActiveMemberHandler.java
+// JCC = sos-joc/sos-joc-cluster/src/main/java/com/sos/joc/cluster/configuration/JocClusterConfiguration.java
+// DBL = sos-joc/sos-joc-cluster/src/main/java/com/sos/joc/cluster/db/DBLayerJocCluster.java
+// JI  = sos-joc/sos-joc-cluster/src/main/java/com/sos/joc/cluster/instances/JocInstance.java
+// CI  = sos-webservices/sos-webservices-joc-global/src/main/java/com/sos/joc/db/cluster/CheckInstance.java
 
 /// A timestamp to write: the database's UTC now, or a value read earlier.
 #[derive(Debug, Clone, Copy)]
@@ -991,7 +1394,46 @@ enum Ts {
     Epoch(Option<i64>),
 }
 
-/// Who this stand-in is (`JocConfiguration`).
+/// JOC's `StartupMode` as far as the cluster loop uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupMode {
+    Automatic,
+    Failover,
+    ManualSwitchover,
+}
+
+impl StartupMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            StartupMode::Automatic => "automatic",
+            StartupMode::Failover => "failover",
+            StartupMode::ManualSwitchover => "manual_switchover",
+        }
+    }
+}
+
+/// Whether JOC holds a cluster license (`JCC.clusterMode`: the licensed
+/// class from `js7-license.jar` loads, and says "use").
+#[derive(Debug, Clone)]
+pub enum License {
+    /// LEGACY LAYOUT ONLY (remove with `--resources-dir`): assumed present.
+    Assumed,
+    /// Licensed iff this file exists: `<JETTY_BASE>/lib/ext/joc/js7-license.jar`,
+    /// which the image's entrypoint copies there only when
+    /// `resources/joc/license` exists (JOC-FACTS 3, 10). Looked at on every re-read.
+    Jar(PathBuf),
+}
+
+impl License {
+    pub fn present(&self) -> bool {
+        match self {
+            License::Assumed => true,
+            License::Jar(path) => path.is_file(),
+        }
+    }
+}
+
+/// Who this stand-in is (`JocConfiguration`, `Globals`).
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
     pub hostname: String,
@@ -999,8 +1441,19 @@ pub struct MemberConfig {
     pub data_directory: String,
     pub member_id: String,
     pub properties: JocProperties,
-    /// JOC_INSTANCES.URI: this stand-in's HTTP URL.
-    pub uri: Option<String>,
+    /// From joc-settings.properties (JOC-FACTS 1); legacy: `cluster_id = api`.
+    pub api_server: bool,
+    /// `ordering`, checked (0–99) before the member is built.
+    pub ordering: i32,
+    pub security_level: SecurityLevel,
+    pub license: License,
+    /// How long `readCurrentDbInfos` sleeps when no Controller is registered:
+    /// JOC's is 1 min (JC `waitFor(60)`); tests may shorten it.
+    pub controllers_retry: Duration,
+    /// The JVM's start, epoch seconds by the process clock (JOC_INSTANCES.STARTED_AT, JOC-FACTS 18).
+    pub started_at_s: i64,
+    /// The JVM's time zone (JOC_INSTANCES.TIMEZONE).
+    pub timezone: String,
 }
 
 impl MemberConfig {
@@ -1008,7 +1461,9 @@ impl MemberConfig {
         hostname: &str,
         data_dir: &str,
         properties: JocProperties,
-        uri: Option<String>,
+        settings: JocSettings,
+        ordering: i32,
+        license: License,
     ) -> Self {
         let data_directory = java_path_string(data_dir);
         MemberConfig {
@@ -1016,12 +1471,23 @@ impl MemberConfig {
             member_id: member_id(hostname, &data_directory),
             data_directory,
             properties,
-            uri,
+            api_server: settings.api_server,
+            ordering,
+            security_level: settings.security_level,
+            license,
+            controllers_retry: Duration::from_secs(60),
+            started_at_s: jiff::Timestamp::now().as_second(),
+            timezone: jvm_time_zone(),
         }
     }
 
     pub fn api_server(&self) -> bool {
-        self.properties.is_api_server()
+        self.api_server
+    }
+
+    /// `Globals.getClusterId`: `api` for an API server, else `joc`.
+    pub fn cluster_id(&self) -> &'static str {
+        if self.api_server { "api" } else { "joc" }
     }
 
     /// `JocConfiguration`: `title = isEmpty(jocTitle) ? hostname : jocTitle`, truncated to 30.
@@ -1032,13 +1498,18 @@ impl MemberConfig {
         )
     }
 
-    /// `JocCluster.getJocId`: `clusterId + "#" + ordering`.
+    /// `Globals.getJocId`: `clusterId + "#" + ordering`.
     pub fn joc_id(&self) -> String {
-        format!(
-            "{}#{}",
-            self.properties.cluster_id, self.properties.ordering
-        )
+        format!("{}#{}", self.cluster_id(), self.ordering)
     }
+}
+
+/// The JVM's default zone: `TZ` if set, else UTC (ours: the JVM also reads /etc/localtime).
+fn jvm_time_zone() -> String {
+    std::env::var("TZ")
+        .ok()
+        .filter(|z| !z.is_empty())
+        .unwrap_or_else(|| "Etc/UTC".to_owned())
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -1046,9 +1517,13 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// The stand-in's "active member services": a flag, a log line per change,
-/// and optionally a periods file (JSON lines `{"member","event":"active"|"standby","mono_ns"}`,
-/// CLOCK_MONOTONIC, the format of `standin-cockpit`).
-pub struct Services {
+/// and optionally a periods file (JSON lines
+/// `{"member","event":"start"|"stop","mono_ns"}`, CLOCK_MONOTONIC), shared by
+/// the cluster loop and the REST handler (AMH's `active`).
+#[derive(Clone)]
+pub struct Services(Arc<std::sync::Mutex<ServicesState>>);
+
+struct ServicesState {
     member: String,
     active: bool,
     periods: Option<std::fs::File>,
@@ -1066,30 +1541,32 @@ impl Services {
             ),
             None => None,
         };
-        Ok(Services {
+        Ok(Services(Arc::new(std::sync::Mutex::new(ServicesState {
             member: member.to_owned(),
             active: false,
             periods,
-        })
+        }))))
     }
 
     pub fn is_active(&self) -> bool {
-        self.active
+        self.0.lock().map(|s| s.active).unwrap_or(false)
     }
 
-    fn set(&mut self, active: bool, why: &str) {
-        if self.active == active {
+    fn set(&self, active: bool, why: &str) {
+        let Ok(mut state) = self.0.lock() else { return };
+        if state.active == active {
             return;
         }
-        self.active = active;
-        let event = if active { "active" } else { "standby" };
-        tracing::info!(member = %self.member, "[services][{}]{why}", if active { "start" } else { "stop" });
-        if let Some(file) = &mut self.periods {
-            let line = serde_json::json!({
-                "member": self.member,
-                "event": event,
-                "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
-            });
+        state.active = active;
+        let event = if active { "start" } else { "stop" };
+        tracing::info!(member = %state.member, "[services][{event}]{why}");
+        let line = serde_json::json!({
+            "member": state.member,
+            "event": event,
+            "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
+            "pid": std::process::id(),
+        });
+        if let Some(file) = &mut state.periods {
             let _ = writeln!(file, "{line}");
         }
     }
@@ -1100,15 +1577,16 @@ impl Services {
 pub enum SwitchState {
     /// `JocClusterState.ALREADY_STARTED`: the target is already active.
     AlreadyStarted,
-    /// `JocClusterState.SWITCH`: accepted (possibly without a write; see facts §4).
-    Switch,
+    /// `JocClusterState.SWITCH_MEMBER`: JC `setSwitchMember`'s answer, also
+    /// when it skipped writing (unknown or stale target; JOC-FACTS 17).
+    SwitchMember,
 }
 
 impl SwitchState {
     pub fn name(&self) -> &'static str {
         match self {
             SwitchState::AlreadyStarted => "ALREADY_STARTED",
-            SwitchState::Switch => "SWITCH",
+            SwitchState::SwitchMember => "SWITCH_MEMBER",
         }
     }
 }
@@ -1118,7 +1596,9 @@ impl SwitchState {
 pub enum SwitchError {
     /// JOC's refusal text.
     Refused(String),
-    /// The database failed.
+    /// `JocClusterState.MISSING_LICENSE` (JC `switchMember`).
+    MissingLicense,
+    /// The database failed (after JOC's retries).
     Database(anyhow::Error),
 }
 
@@ -1128,6 +1608,192 @@ impl From<anyhow::Error> for SwitchError {
     }
 }
 
+/// What `perform` answered (`JocClusterState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Performed {
+    Started,
+    AlreadyStarted,
+    Stopped,
+    AlreadyStopped,
+    /// A fail-over or switch-over start without a license (AMH).
+    MissingLicense,
+    /// Closed while waiting for a Controller.
+    MissingControllers,
+}
+
+/// Waits `d`, or less when the JVM closes (JC `waitFor`).
+async fn wait_for(closed: &mut tokio::sync::watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = closed.wait_for(|c| *c) => {}
+    }
+}
+
+/// AMH: starts and stops the active member's services. Runs outside the
+/// member's lock, as JOC's is its own monitor: the REST handler can act
+/// while a start waits for a Controller.
+#[derive(Clone)]
+pub struct ActiveMemberHandler {
+    url: String,
+    dialect: Dialect,
+    member_id: String,
+    security_level: SecurityLevel,
+    license: License,
+    controllers_retry: Duration,
+    services: Services,
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ActiveMemberHandler {
+    fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// AMH `perform(mode, START|STOP)`.
+    pub async fn perform(&self, mode: StartupMode, start: bool) -> Performed {
+        tracing::info!(
+            "[{}][perform][active={}]{}",
+            mode.name(),
+            self.services.is_active(),
+            if start { "START" } else { "STOP" }
+        );
+        if start {
+            if mode != StartupMode::Automatic {
+                // JCC `rereadClusterMode` → `clusterMode`: when the licensed
+                // class loads it sleeps 1 s before closing its class loader
+                // (JOC-FACTS 11). A freeze here and a thaw later resume the
+                // start, whoever is MEMBER_ID by then (JOC-FACTS 20).
+                if self.license.present() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            if self.services.is_active() {
+                return Performed::AlreadyStarted;
+            }
+            if matches!(mode, StartupMode::ManualSwitchover | StartupMode::Failover)
+                && !self.license.present()
+            {
+                // JOC-FACTS 10: a target without license refuses to start.
+                tracing::error!("[{}][perform]MISSING_LICENSE", mode.name());
+                return Performed::MissingLicense;
+            }
+        } else if !self.services.is_active() {
+            return Performed::AlreadyStopped;
+        }
+        // JC `readCurrentDbInfos`: loops until a Controller of JOC's security
+        // level is registered (JOC-FACTS 9). The poll that called this waits
+        // with it: no heartbeats meanwhile.
+        let found = self.read_current_db_infos().await;
+        if start && !found {
+            tracing::error!("[{}][perform]missing controllers", mode.name());
+            return Performed::MissingControllers;
+        }
+        self.services
+            .set(start, &format!("[{}][active member services]", mode.name()));
+        // AMH `performServices`: `updateHeartBeat` after the services' start
+        // or stop, retried twice (JOC-FACTS 16: every JOC_CLUSTER row, no WHERE).
+        self.update_heart_beat(2).await;
+        if start {
+            Performed::Started
+        } else {
+            Performed::Stopped
+        }
+    }
+
+    async fn read_current_db_infos(&self) -> bool {
+        let mut closed = self.closed.clone();
+        loop {
+            if self.is_closed() {
+                return false;
+            }
+            let counted = async {
+                let mut conn = connect(&self.url).await?;
+                count_controllers(&mut conn, self.dialect, self.security_level).await
+            }
+            .await;
+            match counted {
+                Ok(n) if n > 0 => return true,
+                Ok(_) => tracing::info!(
+                    "[{}]no controllers found. sleep {:?} and try again ...",
+                    self.security_level.name(),
+                    self.controllers_retry
+                ),
+                Err(error) => tracing::error!(
+                    "[error occured][sleep {:?} and try again ...]{error:#}",
+                    self.controllers_retry
+                ),
+            }
+            wait_for(&mut closed, self.controllers_retry).await;
+        }
+    }
+
+    /// JC `updateHeartBeat(mode, method, retryCount, log)`: DBL
+    /// `updateClusterHeartBeat` (`update JOC_CLUSTER set HEART_BEAT`, with no
+    /// WHERE, JOC-FACTS 16) and the own instance's heartbeat, one transaction;
+    /// on error retried after 1 s.
+    async fn update_heart_beat(&self, retries: u32) {
+        let mut closed = self.closed.clone();
+        let mut errors = 0;
+        loop {
+            let result = async {
+                let d = self.dialect;
+                let mut conn = connect(&self.url).await?;
+                let mut tx = conn.begin().await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    r#"UPDATE JOC_CLUSTER SET {} = {}"#,
+                    quote(d, "HEART_BEAT"),
+                    now_utc(d)
+                )))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(AssertSqlSafe(sql(
+                    d,
+                    &format!(
+                        r#"UPDATE JOC_INSTANCES SET "HEART_BEAT" = {} WHERE "MEMBER_ID" = ?"#,
+                        now_utc(d)
+                    ),
+                )))
+                .bind(&self.member_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                anyhow::Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    errors += 1;
+                    if errors > retries {
+                        tracing::warn!("[updateHeartBeat]{error:#}");
+                        return;
+                    }
+                    wait_for(&mut closed, Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+fn quote(d: Dialect, name: &str) -> String {
+    match d {
+        Dialect::MySql => format!("`{name}`"),
+        _ => format!("\"{name}\""),
+    }
+}
+
+/// JCC defaults for the switch-over retries on database errors:
+/// `cluster_switch_member_wait_counter_on_error` 10 ×
+/// `cluster_switch_member_wait_interval_on_error` 2 s (JOC-FACTS 17).
+const SWITCH_RETRIES: u32 = 10;
+const SWITCH_RETRY_WAIT: Duration = Duration::from_secs(2);
+
+/// `CheckInstance` looks at liveness before the cluster service has read
+/// joc.properties: `JocCluster.isHeartBeatExceeded` then falls back to the
+/// default configuration, 60 s (JC `isHeartBeatExceeded`, JCC defaults;
+/// ours: inferred from the order of the servlet's init).
+const CHECK_INSTANCE_EXCEEDED_S: u64 = 60;
+
 /// One JOC instance's cluster service (`JocCluster` + `JocInstance`).
 pub struct Member {
     pub config: MemberConfig,
@@ -1135,21 +1801,55 @@ pub struct Member {
     dialect: Dialect,
     conn: Option<AnyConnection>,
     pub services: Services,
+    amh: ActiveMemberHandler,
+    closed: tokio::sync::watch::Receiver<bool>,
+    first_run: bool,
+    instance_processed: bool,
 }
 
 impl Member {
-    pub fn new(config: MemberConfig, url: &str, services: Services) -> Result<Member> {
+    /// `closed` turns true when the JVM shuts down (JC `close`).
+    pub fn new(
+        config: MemberConfig,
+        url: &str,
+        services: Services,
+        closed: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Member> {
+        let dialect = Dialect::of_url(url)?;
+        let amh = ActiveMemberHandler {
+            url: url.to_owned(),
+            dialect,
+            member_id: config.member_id.clone(),
+            security_level: config.security_level,
+            license: config.license.clone(),
+            controllers_retry: config.controllers_retry,
+            services: services.clone(),
+            closed: closed.clone(),
+        };
         Ok(Member {
-            dialect: Dialect::of_url(url)?,
+            dialect,
             url: url.to_owned(),
             config,
             conn: None,
             services,
+            amh,
+            closed,
+            first_run: true,
+            instance_processed: false,
         })
+    }
+
+    /// The services' handler, to run a poll's start or stop outside the lock.
+    pub fn handler(&self) -> ActiveMemberHandler {
+        self.amh.clone()
     }
 
     fn me(&self) -> &str {
         &self.config.member_id
+    }
+
+    fn licensed(&self) -> bool {
+        self.config.license.present()
     }
 
     fn exceeded(&self, now: i64, hb: Option<i64>) -> bool {
@@ -1181,10 +1881,72 @@ impl Member {
         result
     }
 
-    /// Start-up (`JocClusterService.start`): `JocInstance.getInstance` registers
-    /// or refreshes the JOC_INSTANCES row, then `tryDeleteActiveCurrentMember`.
+    /// CI `check`: the ordering must not be held by another live instance
+    /// (any cluster id: CI compares the ordering only). A dead holder's row
+    /// is taken over: the own row goes, that row gets this member id. Returns
+    /// JOC's refusal text when it refuses (JOC-FACTS 2). The non-unique
+    /// orderings repair of CI is not modelled.
+    pub async fn check_instance(&mut self) -> Result<std::result::Result<(), String>> {
+        let c = self.config.clone();
+        self.with_conn(async move |conn, d| {
+            let q = sql(
+                d,
+                &format!(r#"{} WHERE "ORDERING" = ? ORDER BY "ID""#, instance_select(d)),
+            );
+            let holder: Option<InstanceTuple> = sqlx::query_as(AssertSqlSafe(q))
+                .bind(i64::from(c.ordering))
+                .fetch_optional(&mut *conn)
+                .await
+                .context("reading JOC_INSTANCES")?;
+            let Some(holder) = holder.map(instance_of) else {
+                return Ok(Ok(()));
+            };
+            if holder.member_id == c.member_id {
+                return Ok(Ok(()));
+            }
+            if holder.is_fresh(CHECK_INSTANCE_EXCEEDED_S) {
+                return Ok(Err(format!(
+                    "There is already a running JOC instance with ID '{}#{}'. You can modify the 'ordering' in the joc.properties file.",
+                    holder.cluster_id, c.ordering
+                )));
+            }
+            let mut tx = conn.begin().await?;
+            sqlx::query(AssertSqlSafe(sql(
+                d,
+                r#"DELETE FROM JOC_INSTANCES WHERE "MEMBER_ID" = ?"#,
+            )))
+            .bind(&c.member_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(AssertSqlSafe(sql(
+                d,
+                r#"UPDATE JOC_INSTANCES SET "MEMBER_ID" = ?, "DATA_DIRECTORY" = ?, "API_SERVER" = ?, "CLUSTER_ID" = ? WHERE "MEMBER_ID" = ?"#,
+            )))
+            .bind(&c.member_id)
+            .bind(&c.data_directory)
+            .bind(i64::from(c.api_server))
+            .bind(c.cluster_id())
+            .bind(&holder.member_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(
+                "[check instance][took over the row of the dead instance {}]",
+                holder.member_id
+            );
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    /// Start-up (`JocClusterService.start` → JC `getInstance`): JI
+    /// `getInstance` registers or refreshes the JOC_INSTANCES row, the stored
+    /// settings are read from JOC_CONFIGURATIONS, then `tryDeleteActiveCurrentMember`.
+    /// JOC retries a failure after 30 s; the caller does.
     pub async fn start(&mut self) -> Result<()> {
         self.register_instance().await?;
+        self.read_stored_settings().await?;
+        self.instance_processed = true;
         let deleted = self.try_delete_active_current_member().await?;
         if deleted > 0 {
             tracing::info!("[start][deleted own JOC_CLUSTER row left from a previous run]");
@@ -1192,40 +1954,65 @@ impl Member {
         Ok(())
     }
 
-    /// `JocInstance.getInstance`: insert the row if missing, else update it
-    /// (all but DATA_DIRECTORY/OS_ID). OS_ID is 0: the stand-in has no
-    /// INV_OPERATING_SYSTEMS table (ours).
+    /// JC `getStoredSettings`: the GLOBALS of JOC_CONFIGURATIONS (the table
+    /// must exist; the settings themselves do not matter to the stand-in).
+    async fn read_stored_settings(&mut self) -> Result<()> {
+        self.with_conn(async |conn, d| {
+            let q = sql(
+                d,
+                r#"SELECT COUNT(*) FROM JOC_CONFIGURATIONS WHERE "CONFIGURATION_TYPE" = 'GLOBALS'"#,
+            );
+            let _: i64 = sqlx::query_scalar(AssertSqlSafe(q))
+                .fetch_one(&mut *conn)
+                .await
+                .context("reading JOC_CONFIGURATIONS")?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// JI `getInstance` (JOC-FACTS 18): OS_ID from INV_OPERATING_SYSTEMS (JI
+    /// `getOS`: the host's row, inserted if missing), insert the row if
+    /// missing (URI not written, TIMEZONE the JVM's, STARTED_AT from the JVM
+    /// clock, HEART_BEAT the database's UTC now), else update it as a start in
+    /// mode automatic does (all but DATA_DIRECTORY, OS_ID, TIMEZONE and URI).
     async fn register_instance(&mut self) -> Result<()> {
         let c = self.config.clone();
         let api = i64::from(c.api_server());
         let title = c.title();
         let version = truncate(STANDIN_VERSION, 30);
         self.with_conn(async move |conn, d| {
+            let mut tx = conn.begin().await?;
+            let os_id = os_id(&mut tx, d, &c.hostname).await?;
             let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql(
                 d,
                 &format!(r#"SELECT {} FROM JOC_INSTANCES WHERE "MEMBER_ID" = ?"#, int(d, "\"ID\"")),
             )))
             .bind(&c.member_id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *tx)
             .await?;
             let now = now_utc(d);
+            let started = from_epoch(d);
             if exists.is_none() {
                 let q = sql(
                     d,
                     &format!(
-                        r#"INSERT INTO JOC_INSTANCES ("CLUSTER_ID", "MEMBER_ID", "OS_ID", "DATA_DIRECTORY", "SECURITY_LEVEL", "TIMEZONE", "STARTED_AT", "TITLE", "ORDERING", "URI", "HEART_BEAT", "API_SERVER", "VERSION") VALUES (?, ?, 0, ?, 'LOW', 'UTC', {now}, ?, ?, ?, {now}, ?, ?)"#
+                        r#"INSERT INTO JOC_INSTANCES ("CLUSTER_ID", "MEMBER_ID", "OS_ID", "DATA_DIRECTORY", "SECURITY_LEVEL", "TIMEZONE", "STARTED_AT", "TITLE", "ORDERING", "URI", "HEART_BEAT", "API_SERVER", "VERSION") VALUES (?, ?, ?, ?, ?, ?, {started}, ?, ?, NULL, {now}, ?, ?)"#
                     ),
                 );
                 sqlx::query(AssertSqlSafe(q))
-                    .bind(&c.properties.cluster_id)
+                    .bind(c.cluster_id())
                     .bind(&c.member_id)
+                    .bind(os_id)
                     .bind(&c.data_directory)
+                    .bind(c.security_level.name())
+                    .bind(&c.timezone)
+                    .bind(c.started_at_s)
                     .bind(&title)
-                    .bind(i64::from(c.properties.ordering))
-                    .bind(c.uri.clone())
+                    .bind(i64::from(c.ordering))
                     .bind(api)
                     .bind(&version)
-                    .execute(&mut *conn)
+                    .execute(&mut *tx)
                     .await
                     .context("inserting the JOC_INSTANCES row")?;
                 tracing::info!(member_id = %c.member_id, "[instance][inserted]");
@@ -1233,29 +2020,28 @@ impl Member {
                 let q = sql(
                     d,
                     &format!(
-                        r#"UPDATE JOC_INSTANCES SET "CLUSTER_ID" = ?, "SECURITY_LEVEL" = 'LOW', "TIMEZONE" = 'UTC', "STARTED_AT" = {now}, "TITLE" = ?, "ORDERING" = ?, "URI" = ?, "HEART_BEAT" = {now}, "API_SERVER" = ?, "VERSION" = ? WHERE "MEMBER_ID" = ?"#
+                        r#"UPDATE JOC_INSTANCES SET "SECURITY_LEVEL" = ?, "CLUSTER_ID" = ?, "ORDERING" = ?, "TITLE" = ?, "STARTED_AT" = {started}, "HEART_BEAT" = {now}, "API_SERVER" = ?, "VERSION" = ? WHERE "MEMBER_ID" = ?"#
                     ),
                 );
                 sqlx::query(AssertSqlSafe(q))
-                    .bind(&c.properties.cluster_id)
+                    .bind(c.security_level.name())
+                    .bind(c.cluster_id())
+                    .bind(i64::from(c.ordering))
                     .bind(&title)
-                    .bind(i64::from(c.properties.ordering))
-                    .bind(c.uri.clone())
+                    .bind(c.started_at_s)
                     .bind(api)
                     .bind(&version)
                     .bind(&c.member_id)
-                    .execute(&mut *conn)
+                    .execute(&mut *tx)
                     .await
                     .context("updating the JOC_INSTANCES row")?;
                 tracing::info!(member_id = %c.member_id, "[instance][updated]");
             }
+            tx.commit().await?;
             Ok(())
         })
         .await
     }
-
-    /// `DBLayerJocCluster.deleteCluster(currentMemberId, true)`:
-    /// `delete from DBItemJocCluster where memberId=:memberId and switchMemberId is null`.
     pub async fn try_delete_active_current_member(&mut self) -> Result<u64> {
         let me = self.me().to_owned();
         self.with_conn(async move |conn, d| {
@@ -1395,60 +2181,129 @@ impl Member {
         .await
     }
 
-    /// One poll: `JocCluster.process` (facts §3.2).
-    pub async fn process(&mut self) -> Result<()> {
+    /// JC `tryResetCurrentInstanceHeartBeat` (clean shutdown, JOC-FACTS 12):
+    /// the own JOC_INSTANCES.HEART_BEAT becomes `new Date(0)`, 1970-01-01, so
+    /// the instance is stale at once.
+    async fn try_reset_current_instance_heart_beat(&mut self) -> Result<u64> {
+        let me = self.me().to_owned();
+        self.with_conn(async move |conn, d| {
+            let q = sql(
+                d,
+                &format!(
+                    r#"UPDATE JOC_INSTANCES SET "HEART_BEAT" = {} WHERE "MEMBER_ID" = ?"#,
+                    from_epoch(d)
+                ),
+            );
+            Ok(sqlx::query(AssertSqlSafe(q))
+                .bind(0_i64)
+                .bind(me)
+                .execute(&mut *conn)
+                .await
+                .context("resetting the instance heartbeat")?
+                .rows_affected())
+        })
+        .await
+    }
+
+    /// One poll: JC `process`. Writes the instance heartbeat, then (members
+    /// only) reads and handles JOC_CLUSTER; returns the start or stop of the
+    /// services that JC runs in its `finally` (`performActiveMemberServices`),
+    /// for the caller to run outside the lock.
+    pub async fn process(&mut self) -> Result<Option<(bool, StartupMode)>> {
+        let first_run = std::mem::replace(&mut self.first_run, false);
         self.update_instance_heart_beat().await?;
         if self.config.api_server() {
             // API servers never touch JOC_CLUSTER and never run the services.
-            return Ok(());
+            return Ok(None);
         }
         let item = self.get_cluster().await?;
-        let (item, skip_perform) = self.handle_current_member_on_process(item).await?;
-        if !skip_perform && let Some(item) = item {
-            self.perform_active_member_services(&item.member_id);
+        tracing::debug!("[poll][read JOC_CLUSTER]{item:?}");
+        let Some((row, mode, skip_perform)) = self
+            .handle_current_member_on_process(item, first_run)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if skip_perform {
+            return Ok(None);
         }
-        Ok(())
+        // JC `performActiveMemberServices`.
+        let active = self.services.is_active();
+        Ok(if row.member_id == self.me() {
+            (!active).then_some((true, mode))
+        } else {
+            active.then_some((false, mode))
+        })
     }
 
-    /// `JocCluster.handleCurrentMemberOnProcess` (facts §3.3), with a cluster license.
+    /// JC `inactiveMemberTryStopServices`.
+    async fn inactive_member_try_stop_services(&mut self) {
+        if self.services.is_active() {
+            tracing::info!("[automatic][start][stop services because current is inactive]");
+            self.amh.perform(StartupMode::Automatic, false).await;
+        }
+    }
+
+    /// JC `handleCurrentMemberOnProcess`: (row, mode, skipPerform), None for JC's `null`.
     async fn handle_current_member_on_process(
         &mut self,
         item: Option<ClusterRow>,
-    ) -> Result<(Option<ClusterRow>, bool)> {
+        first_run: bool,
+    ) -> Result<Option<(ClusterRow, StartupMode, bool)>> {
         let me = self.me().to_owned();
-        let mut item = item;
-        if item.is_none() {
-            match self.insert_cluster().await {
-                Ok(()) => {
-                    tracing::info!("[cluster][inserted JOC_CLUSTER row][memberId={me}]");
-                    item = Some(ClusterRow {
-                        member_id: me.clone(),
-                        heart_beat: 0,
-                        switch_member_id: None,
-                        switch_heart_beat: None,
-                        notification_member_id: None,
-                        notification: None,
-                        db_now: 0,
-                    });
+        let licensed = self.licensed();
+        let mut mode = StartupMode::Automatic;
+        let mut row = match item {
+            Some(row) => row,
+            None => {
+                if !licensed && !first_run {
+                    // Without license only a first run creates the row (JOC-FACTS 10).
+                    self.inactive_member_try_stop_services().await;
+                    return Ok(None);
                 }
-                Err(error) => {
-                    // SOSHibernateObjectOperationException: rollback, read again
-                    // (a duplicate key means another member inserted first).
-                    tracing::info!("[cluster][insert failed, reading again]{error:#}");
-                    item = self.get_cluster().await?;
+                match self.insert_cluster().await {
+                    Ok(()) => {
+                        tracing::info!("[cluster][inserted JOC_CLUSTER row][memberId={me}]");
+                        if !first_run {
+                            mode = StartupMode::Failover;
+                        }
+                        ClusterRow {
+                            member_id: me.clone(),
+                            heart_beat: 0,
+                            switch_member_id: None,
+                            switch_heart_beat: None,
+                            notification_member_id: None,
+                            notification: None,
+                            db_now: 0,
+                        }
+                    }
+                    Err(error) => {
+                        // SOSHibernateObjectOperationException: rollback, read again
+                        // (a duplicate key means another member inserted first).
+                        tracing::info!("[cluster][insert failed, reading again]{error:#}");
+                        match self.get_cluster().await? {
+                            Some(row) => row,
+                            None => return Ok(None),
+                        }
+                    }
                 }
             }
-        }
-        let Some(mut row) = item else {
-            return Ok((None, false));
         };
-        let mut skip_perform = false;
         if row.member_id == me {
-            skip_perform = self.try_switch_active_member_on_process(&mut row).await?;
-        } else if self.exceeded(row.db_now, Some(row.heart_beat)) {
+            return self
+                .try_switch_active_member_on_process(row, first_run)
+                .await;
+        }
+        if self.exceeded(row.db_now, Some(row.heart_beat)) {
+            if !licensed && !first_run {
+                // JOC-FACTS 10: without license a standby never fails over.
+                return Ok(None);
+            }
             let mut update = true;
-            // "to avoid start of the current instance if a switchMember defined"
-            if let Some(switch) = row.switch_member_id.clone()
+            // "to avoid start of the current instance if a switchMember defined":
+            // whatever the switch target is, an API server too (JOC-FACTS 14).
+            if licensed
+                && let Some(switch) = row.switch_member_id.clone()
                 && switch != me
                 && let Some(instance) = self.get_instance(&switch).await?
                 && !self.exceeded(
@@ -1471,19 +2326,34 @@ impl Member {
                 row.member_id = me.clone();
                 row.switch_member_id = None;
                 row.switch_heart_beat = None;
+                mode = if licensed {
+                    StartupMode::Failover
+                } else {
+                    StartupMode::Automatic
+                };
             }
         } else {
-            // inactiveMemberTryStopServices
-            self.services.set(false, "[inactive member]");
+            self.inactive_member_try_stop_services().await;
         }
-        Ok((Some(row), skip_perform))
+        Ok(Some((row, mode, false)))
     }
 
-    /// `JocCluster.trySwitchActiveMemberOnProcess` (facts §3.4); returns skipPerform.
-    async fn try_switch_active_member_on_process(&mut self, row: &mut ClusterRow) -> Result<bool> {
+    /// JC `trySwitchActiveMemberOnProcess`: (row, mode, skipPerform), None for JC's `null`.
+    async fn try_switch_active_member_on_process(
+        &mut self,
+        mut row: ClusterRow,
+        first_run: bool,
+    ) -> Result<Option<(ClusterRow, StartupMode, bool)>> {
         let me = self.me().to_owned();
         let Some(switch) = row.switch_member_id.clone() else {
-            // The normal heartbeat of the active member.
+            if !self.licensed() && !self.services.is_active() && !first_run {
+                // Without license a MEMBER_ID that does not run services (a
+                // switch target that refused to start) never heartbeats the
+                // row: its heartbeat freezes (JOC-FACTS 10).
+                return Ok(None);
+            }
+            // The normal heartbeat of the active member: every column from
+            // the row read at the start of this poll (JOC-FACTS 15).
             self.update_cluster(
                 &me,
                 Ts::Now,
@@ -1492,8 +2362,9 @@ impl Member {
                 &row.clone(),
             )
             .await?;
-            return Ok(false);
+            return Ok(Some((row, StartupMode::Automatic, false)));
         };
+        let mode = StartupMode::ManualSwitchover;
         if switch == me {
             // I am the switch target and now active: clear the switch fields.
             tracing::info!("[switch][completed][memberId={me}]");
@@ -1501,124 +2372,280 @@ impl Member {
                 .await?;
             row.switch_member_id = None;
             row.switch_heart_beat = None;
-            return Ok(false);
+            return Ok(Some((row, mode, false)));
         }
-        let now = self.db_now().await?;
-        let mut skip_perform = false;
-        let mut new_member = me.clone();
-        if self.exceeded(now, row.switch_heart_beat) {
-            tracing::info!(
-                "[switch][skip][newMemberId={switch}][db][UTC]switchHeartBeat={:?} exceeded",
-                row.switch_heart_beat
-            );
-        } else {
-            self.services.set(false, "[switch to another member]");
-            new_member = switch.clone();
-            skip_perform = true;
-            tracing::info!("[switch][handing over][newMemberId={switch}]");
+        let mut errors = 0;
+        let mut closed = self.closed.clone();
+        loop {
+            let attempt = async {
+                let now = self.db_now().await?;
+                let mut skip_perform = false;
+                let mut new_member = me.clone();
+                if self.exceeded(now, row.switch_heart_beat) {
+                    // JOC-FACTS 13: skipped at every poll and never cleared.
+                    tracing::info!(
+                        "[{}][switch][skip][newMemberId={switch}][db][UTC]switchHeartBeat={:?} exceeded",
+                        mode.name(),
+                        row.switch_heart_beat
+                    );
+                } else {
+                    // JOC-FACTS 14: executed without looking at the target.
+                    tracing::info!("[{}][switch][stop current]newMemberId={switch}", mode.name());
+                    if self.services.is_active() {
+                        self.amh.perform(mode, false).await;
+                    }
+                    new_member = switch.clone();
+                    skip_perform = true;
+                }
+                // `item.setSwitchMemberId(null)` is commented out in JC: the switch fields stay.
+                self.update_cluster(
+                    &new_member,
+                    Ts::Now,
+                    Some(&switch),
+                    Ts::Epoch(row.switch_heart_beat),
+                    &row.clone(),
+                )
+                .await?;
+                anyhow::Ok((new_member, skip_perform))
+            }
+            .await;
+            match attempt {
+                Ok((new_member, skip_perform)) => {
+                    row.member_id = new_member;
+                    return Ok(Some((row, mode, skip_perform)));
+                }
+                Err(error) => {
+                    tracing::warn!("[{}][{errors}]{error:#}", mode.name());
+                    errors += 1;
+                    if errors >= SWITCH_RETRIES || *closed.borrow() {
+                        return Err(error);
+                    }
+                    wait_for(&mut closed, SWITCH_RETRY_WAIT).await;
+                }
+            }
         }
-        // item.setSwitchMemberId(null) is commented out in JOC: the switch fields stay.
-        self.update_cluster(
-            &new_member,
-            Ts::Now,
-            Some(&switch),
-            Ts::Epoch(row.switch_heart_beat),
-            &row.clone(),
-        )
-        .await?;
-        row.member_id = new_member;
-        Ok(skip_perform)
     }
 
-    /// `JocCluster.performActiveMemberServices`.
-    fn perform_active_member_services(&mut self, member_id: &str) {
-        let active = member_id == self.me();
-        self.services.set(
-            active,
-            if active {
-                "[active member]"
-            } else {
-                "[not the active member]"
-            },
-        );
-    }
-
-    /// REST `joc/cluster/switch_member` (`ClusterResourceImpl` →
-    /// `JocCluster.switchMember`/`setSwitchMember`, facts §4). The order of the
-    /// checks is ours where the facts do not fix it.
+    /// REST `joc/cluster/switch_member` (`ClusterResourceImpl` → JC
+    /// `switchMember`, `setSwitchMember`; JOC-FACTS 17). The Controller-cluster
+    /// check of `ClusterResourceImpl.checkSwitchingControllerIds` is not
+    /// modelled (the stand-in has no Controller cluster).
     pub async fn switch_member(
         &mut self,
         new_member_id: Option<&str>,
     ) -> Result<SwitchState, SwitchError> {
-        const MODE: &str = "manual_switchover";
+        let mode = StartupMode::ManualSwitchover;
         let Some(new) = new_member_id.filter(|s| !s.is_empty()).map(str::to_owned) else {
             return Err(SwitchError::Refused("missing newMemberId".to_owned()));
         };
         let me = self.me().to_owned();
-        if self.config.api_server() && new == me {
-            return Err(SwitchError::Refused(format!(
-                "[{MODE}][{}]{MSG_SWITCH_TO_API_SERVER}",
-                self.config.title()
-            )));
+        if new == me {
+            if self.config.api_server() {
+                return Err(SwitchError::Refused(format!(
+                    "[{}][{}]{MSG_SWITCH_TO_API_SERVER}",
+                    mode.name(),
+                    self.config.title()
+                )));
+            }
+            if self.services.is_active() {
+                return Ok(SwitchState::AlreadyStarted);
+            }
         }
-        let target = self.get_instance(&new).await?;
-        if let Some(target) = &target
-            && target.api_server
-        {
-            return Err(SwitchError::Refused(format!(
-                "[{MODE}][{}]{MSG_SWITCH_TO_API_SERVER}",
-                target.display_name()
-            )));
+        // JC `switchMember`: `rereadClusterMode` (1 s when licensed), then the license.
+        if self.licensed() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            return Err(SwitchError::MissingLicense);
         }
-        // License: assumed present (ClusterModeResult.use = true).
+        let mut errors = 0;
+        loop {
+            match self.set_switch_member(&new).await {
+                Ok(answer) => return answer,
+                Err(error) => {
+                    tracing::warn!("[{}][switch][{errors}]{error:#}", mode.name());
+                    errors += 1;
+                    if errors >= SWITCH_RETRIES {
+                        return Err(SwitchError::Database(error));
+                    }
+                    let mut closed = self.closed.clone();
+                    wait_for(&mut closed, SWITCH_RETRY_WAIT).await;
+                }
+            }
+        }
+    }
+
+    /// JC `setSwitchMember`; the outer error is a database error (retried).
+    async fn set_switch_member(&mut self, new: &str) -> Result<Result<SwitchState, SwitchError>> {
+        let mode = StartupMode::ManualSwitchover;
+        let me = self.me().to_owned();
+        let refusal = |ji: &Instance| {
+            SwitchError::Refused(format!(
+                "[{}][{}]{MSG_SWITCH_TO_API_SERVER}",
+                mode.name(),
+                ji.display_name()
+            ))
+        };
         let Some(row) = self.get_cluster().await? else {
-            return Err(SwitchError::Refused("db cluster not found".to_owned()));
+            return Ok(Err(SwitchError::Refused("db cluster not found".to_owned())));
         };
-        if row.member_id == new {
-            return Ok(SwitchState::AlreadyStarted);
-        }
-        let Some(target) = target else {
-            // JOC only logs this; the error answer is commented out.
-            tracing::info!("[{MODE}][memberId={new}]JocInstance not found");
-            return Ok(SwitchState::Switch);
-        };
-        if self.exceeded(target.heart_beat + target.age_s, Some(target.heart_beat)) {
-            tracing::info!(
-                "[{MODE}][memberId={new}][db][UTC]heartBeat={} exceeded",
-                target.heart_beat
-            );
-            return Ok(SwitchState::Switch);
-        }
         if row.member_id == me {
-            // Receiving JOC is active: stop own services, hand over at once.
-            self.services
-                .set(false, "[switch_member to another member]");
-            self.update_cluster(&new, Ts::Now, Some(&new), Ts::Now, &row)
+            if new == me {
+                return Ok(Ok(SwitchState::AlreadyStarted));
+            }
+            let target = self.get_instance(new).await?;
+            let Some(target) = target else {
+                // JC only logs this; the error answer is commented out.
+                tracing::info!(
+                    "[{}][switch][skip][newMemberId={new}]JocInstance not found",
+                    mode.name()
+                );
+                return Ok(Ok(SwitchState::SwitchMember));
+            };
+            if target.api_server {
+                return Ok(Err(refusal(&target)));
+            }
+            if self.exceeded(target.heart_beat + target.age_s, Some(target.heart_beat)) {
+                tracing::info!(
+                    "[{}][switch][skip][newMemberId={new}][db][UTC]heartBeat={} exceeded",
+                    mode.name(),
+                    target.heart_beat
+                );
+                return Ok(Ok(SwitchState::SwitchMember));
+            }
+            if self.services.is_active() {
+                // First write: SWITCH_HEART_BEAT = now on the row as read (read
+                // by ControllerResourceModifyClusterImpl.isSwitchingJocInstances).
+                self.update_cluster(
+                    &row.member_id,
+                    Ts::Epoch(Some(row.heart_beat)),
+                    row.switch_member_id.as_deref(),
+                    Ts::Now,
+                    &row,
+                )
                 .await?;
-            tracing::info!("[{MODE}][handed over][newMemberId={new}]");
-        } else if row.switch_member_id.as_deref() != Some(new.as_str()) {
-            // Not active: ask the active to hand over at its next poll.
-            self.update_cluster(&row.member_id, Ts::Now, Some(&new), Ts::Now, &row)
+                self.amh.perform(mode, false).await;
+            }
+            self.update_cluster(new, Ts::Now, Some(new), Ts::Now, &row)
+                .await?;
+            tracing::info!("[{}][switch][end]newMemberId={new}", mode.name());
+            return Ok(Ok(SwitchState::SwitchMember));
+        }
+        if row.member_id == new {
+            return Ok(Ok(SwitchState::AlreadyStarted));
+        }
+        if row.switch_member_id.as_deref() == Some(new) {
+            return Ok(Ok(SwitchState::SwitchMember));
+        }
+        let mut answer = Ok(SwitchState::SwitchMember);
+        let mut skip = false;
+        if new == me {
+            skip = self.config.api_server();
+        } else {
+            match self.get_instance(new).await? {
+                None => {
+                    skip = true;
+                    tracing::info!(
+                        "[{}][switch][skip][setSwitchMember][newMemberId={new}]not found",
+                        mode.name()
+                    );
+                }
+                Some(target) if target.api_server => {
+                    skip = true;
+                    answer = Err(refusal(&target));
+                }
+                Some(target) => {
+                    if self.exceeded(target.heart_beat + target.age_s, Some(target.heart_beat)) {
+                        skip = true;
+                        tracing::info!(
+                            "[{}][switch][skip][setSwitchMember][newMemberId={new}][db][UTC]heartBeat={} exceeded",
+                            mode.name(),
+                            target.heart_beat
+                        );
+                    }
+                }
+            }
+        }
+        if !skip {
+            // Not active: ask the active to hand over at its next poll. The
+            // whole row is rewritten, HEART_BEAT = now too (JOC-FACTS 17).
+            self.update_cluster(&row.member_id, Ts::Now, Some(new), Ts::Now, &row)
                 .await?;
             tracing::info!(
-                "[{MODE}][requested][newMemberId={new}][active={}]",
+                "[{}][switch][end][setSwitchMember]newMemberId={new}[active={}]",
+                mode.name(),
                 row.member_id
             );
         }
-        Ok(SwitchState::Switch)
+        Ok(answer)
     }
 
-    /// Clean shutdown (`JocClusterService.stop(…, deleteActiveCurrentMember=true, …)`):
-    /// stop the services, then `tryDeleteActiveCurrentMember`. The instance row stays.
+    /// Clean shutdown (JSC `destroy` → `JocClusterService.stop(automatic,
+    /// deleteActiveCurrentMember = true, resetCurrentInstanceHeartBeat = true)`
+    /// → JC `close`, JOC-FACTS 12): stop the services, delete the row if it is
+    /// this member's and no switch is pending, and reset the instance
+    /// heartbeat to 1970-01-01. `closed` must already be true. Returns the
+    /// rows deleted.
     pub async fn shutdown(&mut self) -> Result<u64> {
-        self.services.set(false, "[shutdown]");
-        self.try_delete_active_current_member().await
+        if self.services.is_active() {
+            self.amh.perform(StartupMode::Automatic, false).await;
+        }
+        if !self.instance_processed {
+            return Ok(0);
+        }
+        let deleted = self.try_delete_active_current_member().await;
+        let reset = self.try_reset_current_instance_heart_beat().await;
+        let deleted = deleted?;
+        reset?;
+        Ok(deleted)
     }
 
     /// Whether this member's services run.
     pub fn services_active(&self) -> bool {
         self.services.is_active()
     }
+}
+
+/// JI `getOS`: the INV_OPERATING_SYSTEMS row of `hostname`, inserted if
+/// missing (NAME, ARCHITECTURE, DISTRIBUTION from the JVM's `os.*`
+/// properties; here the kernel's).
+async fn os_id(conn: &mut AnyConnection, d: Dialect, hostname: &str) -> Result<i64> {
+    let select = sql(
+        d,
+        &format!(
+            r#"SELECT {} FROM INV_OPERATING_SYSTEMS WHERE "HOSTNAME" = ?"#,
+            int(d, "\"ID\"")
+        ),
+    );
+    let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(select.clone()))
+        .bind(hostname)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("reading INV_OPERATING_SYSTEMS")?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let q = sql(
+        d,
+        &format!(
+            r#"INSERT INTO INV_OPERATING_SYSTEMS ("HOSTNAME", "NAME", "ARCHITECTURE", "DISTRIBUTION", "MODIFIED") VALUES (?, 'Linux', ?, ?, {})"#,
+            now_utc(d)
+        ),
+    );
+    sqlx::query(AssertSqlSafe(q))
+        .bind(hostname)
+        .bind(std::env::consts::ARCH)
+        .bind(truncate(&release, 255))
+        .execute(&mut *conn)
+        .await
+        .context("inserting the INV_OPERATING_SYSTEMS row")?;
+    sqlx::query_scalar(AssertSqlSafe(select))
+        .bind(hostname)
+        .fetch_one(&mut *conn)
+        .await
+        .context("reading INV_OPERATING_SYSTEMS")
 }
 
 /// The stand-in's data directory default: the current directory (`user.dir`).

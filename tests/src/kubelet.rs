@@ -3,7 +3,8 @@
 //! IP (192.0.2.0/24, never contacted), and can run one local process per
 //! container through a [`ContainerRunner`], with kubelet-like env resolution,
 //! emptyDir/configMap/secret volumes as host dirs, a service-account token bound
-//! to the pod, restarts with back-off, readiness probes and graceful deletion.
+//! to the pod, restarts with back-off, readiness probes, liveness and startup
+//! probes from the pod spec (a failing one kills the process) and graceful deletion.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -72,6 +73,14 @@ pub trait ContainerRunner: Send + Sync {
     /// lifecycle hooks (`preStop.httpGet`); `None`: the hook is skipped.
     fn host_port(&self, _namespace: &str, _pod: &str, _container_port: i32) -> Option<u16> {
         None
+    }
+
+    /// Whether the kubelet runs this container's liveness and startup probes
+    /// from the pod spec (killing the process when one fails). Off unless the
+    /// runner opts in, so that runners written before probes were enforced
+    /// keep their behaviour.
+    fn enforce_liveness(&self, _pod: &Pod, _container: &Container) -> bool {
+        false
     }
 }
 
@@ -867,6 +876,9 @@ enum SlotState {
         started_at: Time,
         container_id: String,
         probe: Option<ProbeTask>,
+        /// The pod spec's liveness (and startup) probe, running while held;
+        /// kills the process on failure.
+        _liveness: Option<AbortOnDrop>,
     },
     /// Done and not restarted (completed init container, or restart policy says so).
     Terminated(ContainerStateTerminated),
@@ -1389,11 +1401,30 @@ impl PodWorker {
                 ..Default::default()
             })
         } else {
+            let liveness = process.as_ref().and_then(|process| {
+                let runner = self.shared.runner.clone()?;
+                if !runner.enforce_liveness(&self.pod, &container) {
+                    return None;
+                }
+                let (namespace, pod) = (self.namespace.clone(), self.name.clone());
+                let spec =
+                    LivenessSpec::of(&container, |port| runner.host_port(&namespace, &pod, port))?;
+                let shared = Arc::clone(&self.shared);
+                let what = format!(
+                    "pod {}/{} container {}",
+                    self.namespace, self.name, container.name
+                );
+                let process = Arc::clone(process);
+                Some(AbortOnDrop(tokio::spawn(async move {
+                    run_liveness(spec, process, move |m| shared.log(format!("{what}: {m}"))).await;
+                })))
+            });
             SlotState::Running {
                 process,
                 started_at,
                 container_id,
                 probe,
+                _liveness: liveness,
             }
         };
     }
@@ -2067,6 +2098,153 @@ fn new_slot(container: Container, kind: Kind, reason: &str) -> Slot {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A pod-spec probe (httpGet or tcpSocket on a container port, by number or
+/// name) as a check on the loopback port `host_port` maps the port to.
+pub fn probe_check(
+    probe: &k8s_openapi::api::core::v1::Probe,
+    container: &Container,
+    host_port: impl Fn(i32) -> Option<u16>,
+) -> Option<Readiness> {
+    let port_of = |port: &IntOrString| {
+        let number = match port {
+            IntOrString::Int(n) => *n,
+            IntOrString::String(name) => {
+                container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))?
+                    .container_port
+            }
+        };
+        host_port(number)
+    };
+    if let Some(get) = &probe.http_get {
+        let path = get.path.clone().unwrap_or_else(|| "/".to_owned());
+        let port = port_of(&get.port)?;
+        return Some(Readiness::HttpGet(format!("http://127.0.0.1:{port}{path}")));
+    }
+    let port = port_of(&probe.tcp_socket.as_ref()?.port)?;
+    Some(Readiness::TcpConnect(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        port,
+    ))))
+}
+
+/// One probe's check and timing, with kubelet's defaults (period 10 s,
+/// failureThreshold 3, no initial delay).
+#[derive(Debug, Clone)]
+pub struct ProbeTiming {
+    pub check: Readiness,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub failure_threshold: u32,
+}
+
+impl ProbeTiming {
+    fn of(
+        probe: &k8s_openapi::api::core::v1::Probe,
+        container: &Container,
+        host_port: &impl Fn(i32) -> Option<u16>,
+    ) -> Option<ProbeTiming> {
+        let secs =
+            |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+        Some(ProbeTiming {
+            check: probe_check(probe, container, host_port)?,
+            initial_delay: secs(probe.initial_delay_seconds, 0),
+            period: secs(probe.period_seconds, 10).max(Duration::from_millis(100)),
+            failure_threshold: probe.failure_threshold.unwrap_or(3).max(1) as u32,
+        })
+    }
+}
+
+/// A container's liveness probe, and its startup probe (liveness checks
+/// begin only once that succeeded), as the kubelet runs them.
+#[derive(Debug, Clone)]
+pub struct LivenessSpec {
+    pub startup: Option<ProbeTiming>,
+    pub liveness: Option<ProbeTiming>,
+}
+
+impl LivenessSpec {
+    /// None when the container has neither probe (or their ports map nowhere).
+    pub fn of(
+        container: &Container,
+        host_port: impl Fn(i32) -> Option<u16>,
+    ) -> Option<LivenessSpec> {
+        let spec = LivenessSpec {
+            startup: container
+                .startup_probe
+                .as_ref()
+                .and_then(|p| ProbeTiming::of(p, container, &host_port)),
+            liveness: container
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| ProbeTiming::of(p, container, &host_port)),
+        };
+        (spec.startup.is_some() || spec.liveness.is_some()).then_some(spec)
+    }
+}
+
+/// Runs the startup then the liveness probe against `process`; after
+/// `failureThreshold` failures in a row it kills the process (SIGKILL, as
+/// the kubelet kills a container whose probe failed; the restart policy and
+/// back-off then bring it back). Returns when the process is gone.
+pub async fn run_liveness(spec: LivenessSpec, process: Arc<ManagedProcess>, log: impl Fn(String)) {
+    let failed = |probe: &ProbeTiming, kind: &str| {
+        format!(
+            "{kind} probe failed {} times ({:?}), killing the container",
+            probe.failure_threshold, probe.check
+        )
+    };
+    if let Some(startup) = &spec.startup {
+        tokio::time::sleep(startup.initial_delay).await;
+        let mut failures = 0;
+        loop {
+            if !process.is_running() {
+                return;
+            }
+            if startup.check.check().await {
+                break;
+            }
+            failures += 1;
+            if failures >= startup.failure_threshold {
+                log(failed(startup, "Startup"));
+                let _ = process.kill().await;
+                return;
+            }
+            tokio::time::sleep(startup.period).await;
+        }
+    }
+    let Some(liveness) = &spec.liveness else {
+        return;
+    };
+    tokio::time::sleep(liveness.initial_delay).await;
+    let mut failures = 0;
+    while process.is_running() {
+        if liveness.check.check().await {
+            failures = 0;
+        } else {
+            failures += 1;
+            if failures >= liveness.failure_threshold {
+                log(failed(liveness, "Liveness"));
+                let _ = process.kill().await;
+                return;
+            }
+        }
+        tokio::time::sleep(liveness.period).await;
+    }
+}
+
 fn start_probe(readiness: Readiness, process: Arc<ManagedProcess>) -> ProbeTask {
     let ready = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&ready);
@@ -2175,6 +2353,123 @@ current-context: pod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn probe(
+        port: IntOrString,
+        path: Option<&str>,
+        period: i32,
+        threshold: i32,
+    ) -> k8s_openapi::api::core::v1::Probe {
+        k8s_openapi::api::core::v1::Probe {
+            http_get: path.map(|p| k8s_openapi::api::core::v1::HTTPGetAction {
+                path: Some(p.to_owned()),
+                port: port.clone(),
+                ..Default::default()
+            }),
+            tcp_socket: path
+                .is_none()
+                .then(|| k8s_openapi::api::core::v1::TCPSocketAction {
+                    port,
+                    ..Default::default()
+                }),
+            period_seconds: Some(period),
+            failure_threshold: Some(threshold),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn liveness_probes_map_container_ports_to_loopback() {
+        let container = Container {
+            name: "joc".into(),
+            ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                name: Some("http".into()),
+                container_port: 4446,
+                ..Default::default()
+            }]),
+            liveness_probe: Some(probe(
+                IntOrString::String("http".into()),
+                Some("/joc/api/version"),
+                7,
+                2,
+            )),
+            startup_probe: Some(probe(IntOrString::Int(4446), None, 1, 30)),
+            ..Default::default()
+        };
+        let spec = LivenessSpec::of(&container, |p| (p == 4446).then_some(40001)).expect("probes");
+        let live = spec.liveness.expect("liveness");
+        assert!(
+            matches!(&live.check, Readiness::HttpGet(u) if u == "http://127.0.0.1:40001/joc/api/version")
+        );
+        assert_eq!(
+            (live.period, live.failure_threshold),
+            (Duration::from_secs(7), 2)
+        );
+        let startup = spec.startup.expect("startup");
+        assert!(matches!(startup.check, Readiness::TcpConnect(a) if a.port() == 40001));
+        assert_eq!(startup.failure_threshold, 30);
+        // An unmapped port: no probe at all.
+        assert!(LivenessSpec::of(&container, |_| None).is_none());
+        assert!(LivenessSpec::of(&Container::default(), |_| Some(1)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_liveness_probe_kills_the_process_a_passing_one_does_not()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let open = listener.local_addr()?;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?
+        };
+        let timing = |addr: SocketAddr| ProbeTiming {
+            check: Readiness::TcpConnect(addr),
+            initial_delay: Duration::ZERO,
+            period: Duration::from_millis(100),
+            failure_threshold: 3,
+        };
+        let spawn = |name: &str| {
+            let mut command = std::process::Command::new("sleep");
+            command.arg("30");
+            ManagedProcess::spawn(command, dir.path().join(format!("{name}.log"))).map(Arc::new)
+        };
+        let alive = spawn("alive")?;
+        let dead = spawn("dead")?;
+        let logged = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logged);
+        let killer = tokio::spawn(run_liveness(
+            LivenessSpec {
+                startup: None,
+                liveness: Some(timing(closed)),
+            },
+            Arc::clone(&dead),
+            move |m| lock(&sink).push(m),
+        ));
+        let keeper = tokio::spawn(run_liveness(
+            LivenessSpec {
+                startup: Some(timing(open)),
+                liveness: Some(timing(open)),
+            },
+            Arc::clone(&alive),
+            |_| {},
+        ));
+        tokio::time::timeout(Duration::from_secs(10), killer).await??;
+        assert!(!dead.is_running(), "killed after three failures");
+        assert!(
+            lock(&logged)
+                .iter()
+                .any(|m| m.contains("Liveness probe failed 3 times"))
+        );
+        assert!(
+            !keeper.is_finished() && alive.is_running(),
+            "a passing probe keeps it"
+        );
+        keeper.abort();
+        alive.kill().await?;
+        drop(listener);
+        Ok(())
+    }
 
     #[test]
     fn expands_references_like_kubernetes() {

@@ -161,14 +161,150 @@ impl JocRunner {
     fn port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
         self.ports.port(namespace, pod, container_port)
     }
+
+    /// Where the JOC stand-in of `pod` appends its service periods.
+    fn joc_periods_file(&self, pod: &str) -> String {
+        self.periods_dir
+            .join(format!("{pod}.joc.jsonl"))
+            .display()
+            .to_string()
+    }
+
+    /// js7, the image's layout: the init container `joc-image-files` (the
+    /// cockpit image copying its own files) is `joc-standin image-files`;
+    /// `joc-config` is the sidecar binary; container `joc` is `joc-standin
+    /// --jetty-base` on a per-pod fake JETTY_BASE built from its volumeMounts.
+    fn js7_image_layout(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &Container,
+        ctx: &PodContext,
+    ) -> Option<ProcessSpec> {
+        match container.name.as_str() {
+            JOC_IMAGE_FILES_INIT_CONTAINER => {
+                let resources = ctx.mount(IMAGE_FILES_RESOURCES_DIR)?;
+                let classes = ctx.mount(IMAGE_FILES_CLASSES_DIR)?;
+                Some(
+                    ProcessSpec::new(&self.joc_standin)
+                        .arg("image-files")
+                        .arg("--resources")
+                        .arg(resources.display().to_string())
+                        .arg("--classes")
+                        .arg(classes.display().to_string()),
+                )
+            }
+            pod_names::JOC_CONFIG_INIT_CONTAINER => {
+                Some(ProcessSpec::new(&self.sidecar).args(host_args(container, ctx)))
+            }
+            pod_names::COCKPIT_CONTAINER => {
+                let container_port = container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(pod_names::HTTP_PORT_NAME))
+                    .map_or(4446, |p| p.container_port);
+                let http = self.port(namespace, name, container_port)?;
+                let base = match fake_jetty_base(ctx) {
+                    Ok(base) => base,
+                    Err(error) => {
+                        tracing::error!(pod = name, "building the fake JETTY_BASE: {error:#}");
+                        return None;
+                    }
+                };
+                let readiness = container
+                    .readiness_probe
+                    .as_ref()
+                    .and_then(|probe| {
+                        crate::kubelet::probe_check(probe, container, |p| {
+                            self.port(namespace, name, p)
+                        })
+                    })
+                    .unwrap_or(Readiness::TcpConnect(std::net::SocketAddr::from((
+                        [127, 0, 0, 1],
+                        http,
+                    ))));
+                Some(
+                    ProcessSpec::new(&self.joc_standin)
+                        .arg("--jetty-base")
+                        .arg(base.display().to_string())
+                        .args(["--hostname", name])
+                        .args(["--data-dir", JOC_DATA_DIR])
+                        .arg("--periods-file")
+                        .arg(self.joc_periods_file(name))
+                        .args(["--controllers-retry", CONTROLLERS_RETRY])
+                        // The pod's env (RUN_JS_*, JS7_DBMS_* from secretKeyRef)
+                        // comes from the kubelet; the port is the mapped one.
+                        .env("RUN_JS_HTTP_PORT", http.to_string())
+                        .env("RUST_LOG", "info")
+                        .readiness(readiness),
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The image's layout (contract standin/operator). OWNED BY THE OPERATOR
+/// STREAM in `crds/src/names.rs` (`pod`) once it lands; the same strings here
+/// until then.
+pub const JOC_RESOURCES_VOLUME: &str = "joc-resources";
+pub const JOC_CLASSES_VOLUME: &str = "joc-classes";
+pub const JOC_IMAGE_FILES_INIT_CONTAINER: &str = "joc-image-files";
+/// Where the init container `joc-image-files` mounts the two volumes.
+pub const IMAGE_FILES_RESOURCES_DIR: &str = "/joc-ha/image/resources";
+pub const IMAGE_FILES_CLASSES_DIR: &str = "/joc-ha/image/classes";
+/// JETTY_BASE of the sosberlin/js7 JOC image.
+pub const JETTY_BASE: &str = "/var/sos-berlin.com/js7/joc";
+/// The stand-ins' wait for a Controller: JOC's is 1 min, the harness's 5 s
+/// so that tests registering one do not wait a minute (ours).
+pub const CONTROLLERS_RETRY: &str = "5s";
+
+/// A per-pod folder standing for JETTY_BASE: every mount of the container
+/// below JETTY_BASE becomes a symlink to the host path the kubelet prepared
+/// (subPath applied), so the stand-in reads exactly the paths JOC reads.
+fn fake_jetty_base(ctx: &PodContext) -> Result<PathBuf> {
+    let base = ctx.pod_dir.join("jetty-base");
+    std::fs::create_dir_all(&base)?;
+    for (mount, host) in &ctx.mounts {
+        let Some(rel) = mount
+            .strip_prefix(JETTY_BASE)
+            .and_then(|r| r.strip_prefix('/'))
+            .filter(|r| !r.is_empty())
+        else {
+            continue;
+        };
+        let link = base.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::symlink_metadata(&link) {
+            Ok(meta) if meta.file_type().is_symlink() || meta.is_file() => {
+                std::fs::remove_file(&link)?
+            }
+            Ok(_) => bail!("{} exists and is no symlink", link.display()),
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(host, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), host.display()))?;
+    }
+    Ok(base)
 }
 
 impl ContainerRunner for JocRunner {
     fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec> {
         let namespace = pod.namespace()?;
         let name = pod.name_any();
-        // js7 mode: the operator's init container writes JOC's files, and
-        // the JOC stand-in reads them as JOC would (members and API servers).
+        // js7 mode, the image's layout (contract standin/operator): volume
+        // `joc-resources` holds `$JETTY_BASE/resources/joc`, `joc-classes` the
+        // classpath's joc-settings.properties; the JOC stand-in plays the image.
+        if ctx.volume(JOC_RESOURCES_VOLUME).is_some() {
+            return self.js7_image_layout(&namespace, &name, container, ctx);
+        }
+        // js7 mode, LEGACY layout (remove once the operator's image layout has
+        // landed): the init container writes joc.properties and
+        // hibernate.cfg.xml into one volume and the stand-in reads that folder,
+        // leniently (no ordering, `cluster_id = api`, license assumed).
         if let Some(resources) = ctx.volume(pod_names::RENDERED_CONFIG_VOLUME) {
             match container.name.as_str() {
                 pod_names::JOC_CONFIG_INIT_CONTAINER => {
@@ -185,12 +321,8 @@ impl ContainerRunner for JocRunner {
                             .arg("--http-addr")
                             .arg(format!("127.0.0.1:{http}"))
                             .arg("--periods-file")
-                            .arg(
-                                self.periods_dir
-                                    .join(format!("{name}.joc.jsonl"))
-                                    .display()
-                                    .to_string(),
-                            )
+                            .arg(self.joc_periods_file(&name))
+                            .args(["--controllers-retry", CONTROLLERS_RETRY])
                             .env("RUST_LOG", "info")
                             .readiness(Readiness::TcpConnect(std::net::SocketAddr::from((
                                 [127, 0, 0, 1],
@@ -265,7 +397,18 @@ impl ContainerRunner for JocRunner {
     fn host_port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
         self.port(namespace, pod, container_port)
     }
+
+    /// JOC's container: a JOC whose JVM died is restarted only by its
+    /// liveness probe (JOC-FACTS 3), so the kubelet runs it. The sidecar's
+    /// probes are not enforced here (unchanged behaviour for the other streams).
+    fn enforce_liveness(&self, _pod: &Pod, container: &Container) -> bool {
+        container.name == pod_names::COCKPIT_CONTAINER
+    }
 }
+
+/// The Controller the js7 stacks register (never contacted).
+pub const TEST_CONTROLLER_ID: &str = "controller";
+pub const TEST_CONTROLLER_URI: &str = "http://controller.invalid:4444";
 
 /// JOC's data directory in the sosberlin/js7 image, as the operator tells
 /// the sidecars by default; the JOC stand-in hashes the same path.
@@ -453,6 +596,10 @@ pub struct StackOptions {
     /// Route each member's database traffic through its own [`TcpProxy`]
     /// (in [`Stack::proxies`]), to cut one member off.
     pub db_proxy: bool,
+    /// js7: register a Controller (an INV_JS_INSTANCES row of security level
+    /// LOW) before the pods start, as a user would in JOC's GUI; without one
+    /// JOC's active member never finishes starting its services (JOC-FACTS 9).
+    pub register_controller: bool,
 }
 
 impl Default for StackOptions {
@@ -471,6 +618,7 @@ impl Default for StackOptions {
             joc_timings: None,
             baseline_labeler: false,
             db_proxy: false,
+            register_controller: true,
         }
     }
 }
@@ -513,6 +661,15 @@ impl Stack {
         std::fs::create_dir_all(&periods_dir)?;
         if options.history {
             crate::history::create_schema(&database_url).await?;
+        }
+        if options.workload == WorkloadMode::Js7 && options.register_controller {
+            crate::joc::register_controller(
+                &database_url,
+                TEST_CONTROLLER_ID,
+                TEST_CONTROLLER_URI,
+                crate::joc::SecurityLevel::Low,
+            )
+            .await?;
         }
 
         crate::operator::install_crd(&plane).await?;
@@ -701,6 +858,22 @@ impl Stack {
             },
         )
         .await
+    }
+
+    /// Whether the cluster's pods have the image's layout (volume
+    /// `joc-resources`) rather than the legacy one. Looks at the first member pod.
+    pub async fn js7_image_layout(&self) -> Result<bool> {
+        let name = self
+            .member_names()
+            .into_iter()
+            .next()
+            .context("no members")?;
+        let pod = self.pods().get(&name).await?;
+        Ok(pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.name == JOC_RESOURCES_VOLUME))
     }
 
     /// Pods labeled active now.

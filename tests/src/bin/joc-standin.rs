@@ -1,67 +1,125 @@
-//! joc-standin: a stand-in for one JOC Cockpit instance's cluster service
-//! (JOC_CLUSTER / JOC_INSTANCES), following SOS's `JocCluster`,
-//! `JocClusterService` and `ClusterResourceImpl` (see `joc_ha_tests::joc` and
-//! /work/js7-facts.md). Its "services" are a flag, a log line and an optional
-//! periods file; they run iff JOC_CLUSTER.MEMBER_ID is this member after a poll.
+//! joc-standin: a stand-in for one JOC Cockpit container (sosberlin/js7 image):
+//! the image's entrypoint, then a "JVM" running JOC's servlet start-up and
+//! its cluster service (JOC_CLUSTER / JOC_INSTANCES), following SOS's
+//! `JocServletContainer`, `DbInstaller`, `CheckInstance`, `JocCluster`,
+//! `JocClusterActiveMemberHandler` and `ClusterResourceImpl` (see
+//! `joc_ha_tests::joc` and /work/shared/JOC-FACTS.md). Its "services" are a
+//! flag, a log line and an optional periods file.
 //!
-//! Reads `--resources-dir` like JOC (joc.properties + hibernate.cfg.xml, with
-//! `${JS7_DBMS_USER}`, `${JS7_DBMS_PASSWORD}`, `${JS7_DBMS_URL_PARAMETER}` from
-//! the environment). Serves `GET /`, `GET /health` and
-//! `POST /joc/api/joc/cluster/switch_member` (no authentication in the
-//! stand-in; JOC requires an X-Access-Token with the cluster "manage" permission).
+//! Layouts:
+//! - `--jetty-base DIR` (the image's): reads exactly what JOC reads below
+//!   JETTY_BASE (`resources/joc/joc.properties`, its hibernate file,
+//!   `webapps/joc/WEB-INF/classes/joc-settings.properties`, `lib/ext/joc/js7-license.jar`),
+//!   the port from `RUN_JS_HTTP_PORT`. The process is the container: when the
+//!   "JVM" dies (a refused start, or SIGUSR1, which kills only the JVM part) it
+//!   keeps running and answers nothing, as the image's `tail -f /dev/null`
+//!   does (JOC-FACTS 3), unless `--exit-with-jvm`.
+//! - `--resources-dir DIR`: LEGACY (the old operator layout; remove when the
+//!   operator's new layout has landed): lenient (no `ordering` needed, API
+//!   server from `cluster_id = api`, license assumed, tables created unless
+//!   `--no-create-schema`); the process exits with the JVM.
+//!
+//! Serves `GET /joc/api/version` (no login, JOC-FACTS 8), `GET /` (the
+//! stand-in's status) and `POST /joc/api/joc/cluster/switch_member` (no
+//! authentication in the stand-in; JOC requires an X-Access-Token).
+//!
+//! `joc-standin image-files --resources DIR --classes DIR` writes what the
+//! image ships in `resources/joc` and `webapps/joc/WEB-INF/classes`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use axum::http::StatusCode;
-use clap::Parser;
-use joc_ha_tests::joc::{self, Member, MemberConfig, Services, SwitchError};
+use clap::{Parser, Subcommand};
+use joc_ha_tests::joc::{
+    self, HibernateConfig, JocProperties, JocSettings, License, Member, MemberConfig, Performed,
+    Services, SwitchError,
+};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "joc-standin",
-    about = "Stand-in for JOC Cockpit's cluster service"
+    about = "Stand-in for a JOC Cockpit container and its cluster service",
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 struct Args {
-    /// Folder with joc.properties and hibernate.cfg.xml (JETTY_BASE/resources/joc).
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The image's JETTY_BASE (/var/sos-berlin.com/js7/joc) as a host folder.
+    #[arg(long, conflicts_with = "resources_dir")]
+    jetty_base: Option<PathBuf>,
+    /// LEGACY layout: folder with joc.properties and hibernate.cfg.xml.
     #[arg(long)]
-    resources_dir: PathBuf,
-    /// The data directory whose path is hashed into the member id (JOC: user.dir).
-    /// Default: the current directory.
+    resources_dir: Option<PathBuf>,
+    /// The data directory whose path is hashed into the member id (JOC:
+    /// user.dir). Default: the JETTY_BASE, legacy: the current directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Hostname for the member id (default: env HOSTNAME, else the system's).
     #[arg(long)]
     hostname: Option<String>,
-    /// HTTP listen address, e.g. 127.0.0.1:4446.
+    /// LEGACY layout: HTTP listen address, e.g. 127.0.0.1:4446.
     #[arg(long)]
     http_addr: Option<String>,
-    /// JOC_INSTANCES.URI (default: http://<http-addr>).
-    #[arg(long)]
-    uri: Option<String>,
+    /// The address the HTTP port (RUN_JS_HTTP_PORT) is bound on.
+    #[arg(long, default_value = "127.0.0.1")]
+    http_host: String,
     /// Append a JSON line per services start/stop (CLOCK_MONOTONIC ns).
     #[arg(long)]
     periods_file: Option<PathBuf>,
-    /// Do not create JOC_CLUSTER/JOC_INSTANCES (JOC's installer does that).
+    /// LEGACY layout: do not create JOC's tables.
     #[arg(long)]
     no_create_schema: bool,
+    /// Time from the JVM's start to the cluster service's first database
+    /// write (JOC-FACTS 22: 10–20 s for real JOC on 2 loaded cores), e.g. 3s, 500ms.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    startup_delay: Duration,
+    /// How long the start of services sleeps while no Controller is
+    /// registered (JOC: 1 min).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    controllers_retry: Duration,
+    /// Exit (with the JVM's code) when the JVM ends, instead of living on
+    /// like the image's container.
+    #[arg(long)]
+    exit_with_jvm: bool,
 }
 
-struct Shared {
-    member: tokio::sync::Mutex<Member>,
-    /// What `GET /` answers, without waiting for a poll in progress.
-    status: std::sync::Mutex<Value>,
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the files the sosberlin/js7 JOC image ships (the installer's
+    /// joc.properties, log4j2.xml, start.d, joc-settings.properties).
+    ImageFiles {
+        /// Gets the image's `$JETTY_BASE/resources/joc/.`
+        #[arg(long)]
+        resources: PathBuf,
+        /// Gets the image's `$JETTY_BASE/webapps/joc/WEB-INF/classes/joc-settings.properties`.
+        #[arg(long)]
+        classes: PathBuf,
+    },
 }
 
-impl Shared {
-    fn refresh_status(&self, member: &Member) {
-        if let Ok(mut status) = self.status.lock() {
-            status["active"] = member.services_active().into();
-        }
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is no duration (e.g. 3s, 500ms)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{s:?} must not be negative"));
     }
+    Ok(Duration::from_secs_f64(value * scale))
 }
 
 fn hostname(flag: Option<String>) -> String {
@@ -89,160 +147,566 @@ async fn main() {
         .with_target(false)
         .with_ansi(false)
         .init();
-    match run().await {
-        Ok(code) => std::process::exit(code),
+    let args = Args::parse();
+    let code = match run(args).await {
+        Ok(code) => code,
         Err(error) => {
             tracing::error!("joc-standin: {error:#}");
-            std::process::exit(2);
+            2
         }
-    }
+    };
+    std::process::exit(code);
 }
 
-async fn run() -> Result<i32> {
-    let args = Args::parse();
-    let (properties, url) = joc::read_resources(&args.resources_dir, |k| std::env::var(k).ok())?;
-    let hostname = hostname(args.hostname);
-    let data_dir = match args.data_dir {
-        Some(d) => d,
-        None => joc::default_data_dir()?,
-    };
-    let data_dir = data_dir
-        .to_str()
-        .context("--data-dir is not valid UTF-8")?
-        .to_owned();
-    let uri = args
-        .uri
-        .or_else(|| args.http_addr.as_ref().map(|a| format!("http://{a}")));
-    let config = MemberConfig::new(&hostname, &data_dir, properties.clone(), uri);
-    let member_id = config.member_id.clone();
-    tracing::info!(
-        "[start][hostname={hostname}][memberId={member_id}][dataDirectory={}][clusterId={}][apiServer={}][pollingInterval={}s][heartBeatExceededInterval={}s][db={}]",
-        config.data_directory,
-        properties.cluster_id,
-        config.api_server(),
-        properties.polling_interval_s,
-        properties.heart_beat_exceeded_interval_s,
-        joc::redact_url(&url)
-    );
-    let services = Services::new(&member_id, args.periods_file.as_deref())?;
-    let api_server = config.api_server();
-    let member = Member::new(config, &url, services)?;
-    let shared = Arc::new(Shared {
-        member: tokio::sync::Mutex::new(member),
-        status: std::sync::Mutex::new(json!({
-            "member": hostname,
-            "memberId": member_id,
-            "active": false,
-            "apiServer": api_server,
-        })),
-    });
-    // The web server answers from the start, like JOC's (the cluster service
-    // starts behind it).
-    if let Some(addr) = &args.http_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let app = router(shared.clone());
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!("[http] server stopped: {error}");
-            }
-        });
-    }
+/// What the JVM part is started with.
+struct Jvm {
+    legacy: bool,
+    resources: PathBuf,
+    /// `<JETTY_BASE>` (None: legacy).
+    jetty_base: Option<PathBuf>,
+    hostname: String,
+    data_dir: String,
+    http: Option<String>,
+    periods_file: Option<PathBuf>,
+    create_schema: bool,
+    startup_delay: Duration,
+    controllers_retry: Duration,
+}
 
-    // Start-up: (our installer step: the tables), register the instance,
-    // delete a row left from a previous run. On a database error, retry after
-    // pollingWaitIntervalOnError (ours: JOC's start-up retry was not looked up).
-    let (poll, wait_on_error) = joc::polling(&properties);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+async fn run(args: Args) -> Result<i32> {
+    if let Some(Command::ImageFiles { resources, classes }) = &args.command {
+        image_files(resources, classes)?;
+        return Ok(0);
+    }
+    let (jvm, exit_with_jvm) = match (&args.jetty_base, &args.resources_dir) {
+        (Some(base), _) => {
+            // The image's entrypoint (JOC-FACTS 3); its failures end the container.
+            let http = entrypoint(base, &args.http_host)?;
+            let data_dir = args.data_dir.clone().unwrap_or_else(|| base.clone());
+            (
+                Jvm {
+                    legacy: false,
+                    resources: base.join("resources/joc"),
+                    jetty_base: Some(base.clone()),
+                    hostname: hostname(args.hostname.clone()),
+                    data_dir: utf8(&data_dir)?,
+                    http,
+                    periods_file: args.periods_file.clone(),
+                    create_schema: false,
+                    startup_delay: args.startup_delay,
+                    controllers_retry: args.controllers_retry,
+                },
+                args.exit_with_jvm,
+            )
+        }
+        (None, Some(resources)) => {
+            tracing::warn!("[legacy layout] --resources-dir: lenient stand-in (to be removed)");
+            let data_dir = match &args.data_dir {
+                Some(d) => d.clone(),
+                None => joc::default_data_dir()?,
+            };
+            (
+                Jvm {
+                    legacy: true,
+                    resources: resources.clone(),
+                    jetty_base: None,
+                    hostname: hostname(args.hostname.clone()),
+                    data_dir: utf8(&data_dir)?,
+                    http: args.http_addr.clone(),
+                    periods_file: args.periods_file.clone(),
+                    create_schema: !args.no_create_schema,
+                    startup_delay: args.startup_delay,
+                    controllers_retry: args.controllers_retry,
+                },
+                true,
+            )
+        }
+        (None, None) => bail!("give --jetty-base DIR (or the legacy --resources-dir DIR)"),
+    };
+
+    let periods_file = jvm.periods_file.clone();
+    let host = jvm.hostname.clone();
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("listening for SIGUSR1")?;
+    let (close, closed) = tokio::sync::watch::channel(false);
+    let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = i32>>>> =
+        Some(Box::pin(run_jvm(jvm, closed)));
     loop {
-        let attempt = async {
-            if !args.no_create_schema {
-                joc::create_schema(&url).await?;
-            }
-            shared.member.lock().await.start().await
-        };
         tokio::select! {
-            biased;
-            _ = &mut shutdown => return Ok(0),
-            started = attempt => match started {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!("[start][db error, retrying in {wait_on_error:?}]{error:#}");
-                    tokio::select! {
-                        _ = &mut shutdown => return Ok(0),
-                        _ = tokio::time::sleep(wait_on_error) => {}
+            code = async { match running.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                running = None;
+                tracing::info!("[jvm] exited with code {code}");
+                if exit_with_jvm {
+                    return Ok(code);
+                }
+                tracing::info!("[container] lives on without its JVM (tail -f /dev/null)");
+            }
+            _ = term.recv() => {
+                tracing::info!("[container] SIGTERM");
+                let Some(jvm) = running.take() else { return Ok(0) };
+                let _ = close.send(true);
+                return Ok(tokio::time::timeout(Duration::from_secs(20), jvm).await.unwrap_or(1));
+            }
+            _ = tokio::signal::ctrl_c() => {
+                let Some(jvm) = running.take() else { return Ok(0) };
+                let _ = close.send(true);
+                return Ok(tokio::time::timeout(Duration::from_secs(20), jvm).await.unwrap_or(1));
+            }
+            _ = usr1.recv() => {
+                if running.take().is_some() {
+                    // Like kill -9 of the java process: no shutdown steps at all.
+                    tracing::warn!("[jvm] killed (SIGUSR1)");
+                    note_jvm_killed(periods_file.as_deref(), &host);
+                    if exit_with_jvm {
+                        return Ok(137);
                     }
+                    tracing::info!("[container] lives on without its JVM (tail -f /dev/null)");
                 }
             }
         }
     }
+}
 
-    // JocCluster.doProcessing: process, then wait pollingInterval (on error
-    // pollingWaitIntervalOnError).
-    loop {
-        let round = async {
-            let result = {
+/// The JVM's services died with it: the container part says so in the
+/// periods file (a dead JVM cannot).
+fn note_jvm_killed(periods_file: Option<&Path>, host: &str) {
+    use std::io::Write as _;
+    let Some(path) = periods_file else { return };
+    let line = json!({
+        "member": host,
+        "event": "killed",
+        "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
+        "pid": std::process::id(),
+    });
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+fn utf8(path: &Path) -> Result<String> {
+    Ok(path
+        .to_str()
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))?
+        .to_owned())
+}
+
+/// The image's entrypoint, as JOC-FACTS 3 describes it: appends `cluster_id`
+/// and a random `ordering` to `resources/joc/joc.properties` only when
+/// missing (a read-only file makes it fail), copies `resources/joc/start.d/*.ini`
+/// into `start.d`, copies `resources/joc/lib/js7-license.jar` into
+/// `lib/ext/joc` when `resources/joc/license` exists, and takes the HTTP port
+/// from `RUN_JS_HTTP_PORT` (unset: 4446, empty: no HTTP listener).
+/// `RUN_JS_JAVA_OPTIONS` has no JVM to go to here. Returns the HTTP address.
+fn entrypoint(base: &Path, http_host: &str) -> Result<Option<String>> {
+    let resources = base.join("resources/joc");
+    let properties = resources.join("joc.properties");
+    let text = match std::fs::read_to_string(&properties) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", properties.display())),
+    };
+    let keys = joc::parse_java_properties(&text);
+    let mut append = String::new();
+    if !keys.contains_key("cluster_id") {
+        append.push_str("cluster_id = joc\n");
+    }
+    if !keys.contains_key("ordering") {
+        // The range is ours; the entrypoint's random number is not looked up.
+        append.push_str(&format!("ordering = {}\n", rand::random_range(0..100)));
+    }
+    if !append.is_empty() {
+        use std::io::Write as _;
+        let separator = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&properties)
+            .and_then(|mut f| f.write_all(format!("{separator}{append}").as_bytes()))
+            .with_context(|| {
+                format!(
+                    "entrypoint: cannot append {:?} to {}: the image's entrypoint needs a writable joc.properties",
+                    append.trim_end(),
+                    properties.display()
+                )
+            })?;
+        tracing::info!(
+            "[entrypoint] appended to joc.properties: {}",
+            append.trim_end().replace('\n', ", ")
+        );
+    }
+    let start_d = resources.join("start.d");
+    if start_d.is_dir() {
+        std::fs::create_dir_all(base.join("start.d"))?;
+        for entry in std::fs::read_dir(&start_d)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "ini")
+                && let Some(name) = path.file_name()
+            {
+                std::fs::copy(&path, base.join("start.d").join(name))
+                    .with_context(|| format!("entrypoint: copying {}", path.display()))?;
+            }
+        }
+    }
+    if resources.join("license").exists() {
+        let jar = resources.join("lib/js7-license.jar");
+        let ext = base.join("lib/ext/joc");
+        std::fs::create_dir_all(&ext)?;
+        std::fs::copy(&jar, ext.join("js7-license.jar"))
+            .with_context(|| format!("entrypoint: copying {}", jar.display()))?;
+        tracing::info!("[entrypoint] license: js7-license.jar copied into lib/ext/joc");
+    }
+    if let Ok(options) = std::env::var("RUN_JS_JAVA_OPTIONS") {
+        tracing::info!("[entrypoint] RUN_JS_JAVA_OPTIONS={options} (no JVM in the stand-in)");
+    }
+    match std::env::var("RUN_JS_HTTP_PORT") {
+        Err(_) => Ok(Some(format!("{http_host}:4446"))),
+        Ok(port) if port.trim().is_empty() => {
+            tracing::info!("[entrypoint] RUN_JS_HTTP_PORT is empty: no HTTP listener");
+            Ok(None)
+        }
+        Ok(port) => {
+            let port: u16 = port
+                .trim()
+                .parse()
+                .with_context(|| format!("entrypoint: RUN_JS_HTTP_PORT={port:?} is no port"))?;
+            Ok(Some(format!("{http_host}:{port}")))
+        }
+    }
+}
+
+/// `image-files`: what the image ships (installer defaults; wording ours).
+fn image_files(resources: &Path, classes: &Path) -> Result<()> {
+    std::fs::create_dir_all(resources.join("start.d"))?;
+    std::fs::create_dir_all(classes)?;
+    std::fs::write(
+        resources.join("joc.properties"),
+        "# joc.properties as the JOC installer writes it (stand-in image)\n\
+         log4j.configuration = log4j2.xml\n\
+         hibernate_configuration_file = hibernate.cfg.xml\n\
+         title = \n",
+    )?;
+    std::fs::write(
+        resources.join("log4j2.xml"),
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Configuration status=\"WARN\">\n  <Appenders><Console name=\"stdout\"/></Appenders>\n  <Loggers><Root level=\"info\"><AppenderRef ref=\"stdout\"/></Root></Loggers>\n</Configuration>\n",
+    )?;
+    std::fs::write(
+        resources.join("start.d/http.ini"),
+        "## Jetty's HTTP connector (stand-in image)\n--module=http\n",
+    )?;
+    std::fs::write(
+        classes.join("joc-settings.properties"),
+        "# JOC's classpath settings (stand-in image)\nsecurity_level = low\n",
+    )?;
+    Ok(())
+}
+
+struct Shared {
+    member: tokio::sync::Mutex<Member>,
+    /// What `GET /` answers, without waiting for a poll in progress.
+    status: std::sync::Mutex<Value>,
+    services: Services,
+    /// The web application is up (after the servlet's init).
+    webapp_up: AtomicBool,
+}
+
+impl Shared {
+    fn refresh_status(&self) {
+        if let Ok(mut status) = self.status.lock() {
+            status["active"] = self.services.is_active().into();
+        }
+    }
+}
+
+/// Aborts the spawned task when dropped (the JVM's threads die with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The "JVM": JOC's servlet init (`JocServletContainer.init`:
+/// `DbInstaller.createTables`, `CheckInstance.check`; a failure stops JOC),
+/// the web server, then the cluster service thread. Returns its exit code.
+async fn run_jvm(jvm: Jvm, closed: tokio::sync::watch::Receiver<bool>) -> i32 {
+    match jvm_main(jvm, closed).await {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("[jvm] {error:#}");
+            1
+        }
+    }
+}
+
+async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> Result<i32> {
+    let props_path = jvm.resources.join("joc.properties");
+    let text = std::fs::read_to_string(&props_path)
+        .with_context(|| format!("reading {}", props_path.display()))?;
+    let properties = JocProperties::parse(&text)?;
+    let hib_path = jvm.resources.join(&properties.hibernate_configuration_file);
+    let xml = std::fs::read_to_string(&hib_path)
+        .with_context(|| format!("reading {}", hib_path.display()))?;
+    // `${JS7_DBMS_*}` from the environment (JOC-FACTS 7).
+    let url = HibernateConfig::parse(&xml)
+        .with_context(|| format!("in {}", hib_path.display()))?
+        .resolve_placeholders(|k| std::env::var(k).ok())
+        .sqlx_url()?;
+
+    let (settings, ordering, license) = match &jvm.jetty_base {
+        Some(base) => {
+            // JOC-FACTS 1: the classpath file decides API server and security level.
+            let settings = JocSettings::read(
+                &base.join("webapps/joc/WEB-INF/classes/joc-settings.properties"),
+            )?;
+            // JOC-FACTS 2: Globals.getOrdering, thrown from the servlet's init
+            // (sos-webservices-joc-global/.../servlet/JocServletContainer.java → CheckInstance).
+            let ordering = match properties.checked_ordering() {
+                Ok(o) => o,
+                Err(message) => {
+                    tracing::error!("[servlet init][JocConfigurationException] {message}");
+                    return Ok(1);
+                }
+            };
+            (
+                settings,
+                ordering,
+                License::Jar(base.join("lib/ext/joc/js7-license.jar")),
+            )
+        }
+        None => {
+            // LEGACY: cluster_id = api, ordering optional, license assumed.
+            let settings = JocSettings {
+                api_server: properties.legacy_api_server(),
+                ..JocSettings::default()
+            };
+            let ordering = properties.checked_ordering().unwrap_or(0);
+            (settings, ordering, License::Assumed)
+        }
+    };
+
+    let mut config = MemberConfig::new(
+        &jvm.hostname,
+        &jvm.data_dir,
+        properties.clone(),
+        settings,
+        ordering,
+        license.clone(),
+    );
+    config.controllers_retry = jvm.controllers_retry;
+    let member_id = config.member_id.clone();
+    tracing::info!(
+        "[start][hostname={}][memberId={member_id}][dataDirectory={}][jocId={}][apiServer={}][securityLevel={}][licensed={}][pollingInterval={}s][heartBeatExceededInterval={}s][db={}]",
+        jvm.hostname,
+        config.data_directory,
+        config.joc_id(),
+        config.api_server(),
+        config.security_level.name(),
+        license.present(),
+        properties.polling_interval_s,
+        properties.heart_beat_exceeded_interval_s,
+        joc::redact_url(&url)
+    );
+    let services = Services::new(&member_id, jvm.periods_file.as_deref())?;
+    let api_server = config.api_server();
+    let mut member = Member::new(config, &url, services.clone(), closed.clone())?;
+
+    let (poll, wait_on_error) = joc::polling(&properties);
+    if jvm.legacy {
+        // LEGACY: our installer step, retried like the old stand-in.
+        loop {
+            if !jvm.create_schema {
+                break;
+            }
+            tokio::select! {
+                _ = closed.wait_for(|c| *c) => return Ok(0),
+                created = joc::create_schema(&url) => match created {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!("[start][db error, retrying in {wait_on_error:?}]{error:#}");
+                        tokio::time::sleep(wait_on_error).await;
+                    }
+                }
+            }
+        }
+    } else if let Some(base) = &jvm.jetty_base {
+        // sos-webservices-joc-global/.../db/DbInstaller.java: tables only with
+        // `create_db_tables = true` or the signal file `<user.dir>/etc/createTables`
+        // (deleted); afterwards JOC writes `create_db_tables = false` (JOC-FACTS 5).
+        let signal = base.join("etc/createTables");
+        let by_signal = signal.exists();
+        if by_signal {
+            let _ = std::fs::remove_file(&signal);
+        }
+        if by_signal || properties.create_db_tables {
+            tracing::info!("[DbInstaller] ...installing tables which do not exist");
+            joc::create_schema(&url)
+                .await
+                .context("[servlet init] DbInstaller")?;
+            if let Err(error) = set_property(&props_path, "create_db_tables", "false") {
+                tracing::warn!("[DbInstaller] Problem updating the joc.properties file: {error:#}");
+            }
+        }
+        // CI: a live instance with the same ordering refuses this one.
+        match member
+            .check_instance()
+            .await
+            .context("[servlet init] CheckInstance")?
+        {
+            Ok(()) => {}
+            Err(message) => {
+                tracing::error!("[servlet init][JocConfigurationException] {message}");
+                return Ok(1);
+            }
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        member: tokio::sync::Mutex::new(member),
+        status: std::sync::Mutex::new(json!({
+            "member": jvm.hostname,
+            "memberId": member_id,
+            "active": false,
+            "apiServer": api_server,
+        })),
+        services,
+        webapp_up: AtomicBool::new(true),
+    });
+    let _server = match &jvm.http {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!("[http] listening on {addr}");
+            let app = router(shared.clone());
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!("[http] server stopped: {error}");
+                }
+            })))
+        }
+        None => None,
+    };
+
+    // The cluster service's thread (`JocClusterService.start`), which the web
+    // application does not wait for; its first database write comes only after
+    // the rest of JOC's start-up (JOC-FACTS 22).
+    let cluster = async {
+        tokio::time::sleep(jvm.startup_delay).await;
+        let retry = if jvm.legacy {
+            wait_on_error
+        } else {
+            Duration::from_secs(30) // JC getInstance: "wait 30s and try again"
+        };
+        loop {
+            match shared.member.lock().await.start().await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!("[getInstance][db error, retrying in {retry:?}]{error:#}");
+                    tokio::time::sleep(retry).await;
+                }
+            }
+        }
+        // JC `doProcessing`: process, then wait pollingInterval (on error
+        // pollingWaitIntervalOnError). The start or stop of the services runs
+        // after the member's lock is released (AMH is its own monitor).
+        loop {
+            let (result, handler) = {
                 let mut member = shared.member.lock().await;
                 let result = member.process().await;
-                shared.refresh_status(&member);
-                result
+                (result, member.handler())
             };
+            shared.refresh_status();
             let wait = match result {
-                Ok(()) => poll,
+                Ok(Some((start, mode))) => {
+                    let answer = handler.perform(mode, start).await;
+                    if matches!(
+                        answer,
+                        Performed::MissingLicense | Performed::MissingControllers
+                    ) {
+                        tracing::error!("[perform]{answer:?}");
+                    }
+                    shared.refresh_status();
+                    poll
+                }
+                Ok(None) => poll,
                 Err(error) => {
                     tracing::warn!("[poll][db error]{error:#}");
                     wait_on_error
                 }
             };
             tokio::time::sleep(wait).await;
-        };
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            _ = round => {}
         }
+    };
+    tokio::select! {
+        biased;
+        _ = closed.wait_for(|c| *c) => {}
+        () = cluster => {}
     }
 
     tracing::info!("[shutdown]");
+    shared.webapp_up.store(false, Ordering::Relaxed);
     let mut member = shared.member.lock().await;
     let result = tokio::time::timeout(Duration::from_secs(10), member.shutdown()).await;
-    shared.refresh_status(&member);
+    shared.refresh_status();
     match result {
         Ok(Ok(deleted)) => {
-            tracing::info!("[shutdown][deleted own JOC_CLUSTER row: {}]", deleted > 0);
+            tracing::info!(
+                "[shutdown][deleted own JOC_CLUSTER row: {}][instance heartbeat reset]",
+                deleted > 0
+            );
             Ok(0)
         }
         Ok(Err(error)) => {
-            tracing::error!("[shutdown][could not delete own JOC_CLUSTER row]{error:#}");
+            tracing::error!("[shutdown][cluster close failed]{error:#}");
             Ok(1)
         }
         Err(_) => {
-            tracing::error!("[shutdown][deleting own JOC_CLUSTER row timed out]");
+            tracing::error!("[shutdown][cluster close timed out]");
             Ok(1)
         }
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(error) => {
-            tracing::warn!("cannot listen for SIGTERM: {error}");
-            let _ = tokio::signal::ctrl_c().await;
+/// Sets `key = value` in a properties file, replacing the key's line (ours:
+/// JOC's `updateProperty` rewrites the file).
+fn set_property(path: &Path, key: &str, value: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut found = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let is_key = trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']) || rest.is_empty());
+        if is_key && !found {
+            out.push_str(&format!("{key} = {value}\n"));
+            found = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
         }
     }
+    if !found {
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    std::fs::write(path, out)?;
+    Ok(())
 }
 
 fn router(shared: Arc<Shared>) -> axum::Router {
     use axum::routing::{get, post};
     let root = shared.clone();
+    let version = shared.clone();
     axum::Router::new()
         .route(
             "/",
@@ -251,7 +715,22 @@ fn router(shared: Arc<Shared>) -> axum::Router {
                 async move { axum::Json(body) }
             }),
         )
-        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/joc/api/version",
+            get(move || {
+                let up = version.webapp_up.load(Ordering::Relaxed);
+                async move {
+                    if up {
+                        (
+                            StatusCode::OK,
+                            axum::Json(json!({"version": joc::STANDIN_VERSION, "deliveryDate": delivery_date()})),
+                        )
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Value::Null))
+                    }
+                }
+            }),
+        )
         .route(
             "/joc/api/joc/cluster/switch_member",
             post(move |body: axum::body::Bytes| switch_member(shared.clone(), body)),
@@ -263,11 +742,10 @@ fn delivery_date() -> String {
 }
 
 /// JOC's error answer (`JOCDefaultResponse.responseStatusJSError` →
-/// `responseStatus420`, sos-joc, tool id 47219513439): HTTP 420, body `Err420`
+/// `responseStatus420`): HTTP 420, body `Err420`
 /// `{"error": {"code", "message"}, "surveyDate", "deliveryDate"}`. For a
 /// `JocException` the message is `getErrorMessage(e)` = `"<ExceptionClass>: " + message`;
-/// `ClusterResourceImpl` throws `JocServiceException`. The code "JOC-420" is ours
-/// (JocServiceException's error code was not looked up).
+/// `ClusterResourceImpl` throws `JocServiceException`. The code "JOC-420" is ours.
 fn refusal(message: &str) -> (StatusCode, axum::Json<Value>) {
     let status = StatusCode::from_u16(420).unwrap_or(StatusCode::BAD_REQUEST);
     let now = delivery_date();
@@ -297,8 +775,8 @@ async fn switch_member(
     tracing::info!("[switch_member][request][memberId={target:?}]");
     let mut member = shared.member.lock().await;
     let result = member.switch_member(target.as_deref()).await;
-    shared.refresh_status(&member);
     drop(member);
+    shared.refresh_status();
     match result {
         Ok(state) => (
             StatusCode::OK,
@@ -311,6 +789,10 @@ async fn switch_member(
         Err(SwitchError::Refused(message)) => {
             tracing::info!("[switch_member][refused]{message}");
             refusal(&format!("JocServiceException: {message}"))
+        }
+        Err(SwitchError::MissingLicense) => {
+            tracing::info!("[switch_member][refused]MISSING_LICENSE");
+            refusal("JocServiceException: MISSING_LICENSE")
         }
         Err(SwitchError::Database(error)) => {
             tracing::warn!("[switch_member][db error]{error:#}");
