@@ -298,7 +298,9 @@ impl ContainerRunner for JocRunner {
         // js7 mode, the image's layout (contract standin/operator): volume
         // `joc-resources` holds `$JETTY_BASE/resources/joc`, `joc-classes` the
         // classpath's joc-settings.properties; the JOC stand-in plays the image.
-        if ctx.volume(JOC_RESOURCES_VOLUME).is_some() {
+        if ctx.volume(JOC_RESOURCES_VOLUME).is_some()
+            && container.name != pod_names::SIDECAR_CONTAINER
+        {
             return self.js7_image_layout(&namespace, &name, container, ctx);
         }
         // js7 mode, LEGACY layout (remove once the operator's image layout has
@@ -600,6 +602,11 @@ pub struct StackOptions {
     /// LOW) before the pods start, as a user would in JOC's GUI; without one
     /// JOC's active member never finishes starting its services (JOC-FACTS 9).
     pub register_controller: bool,
+    /// Give the cluster a JS7 license Secret (`spec.license`); without one
+    /// JOC never fails over by itself and the sidecars write no switch
+    /// request (docs/joc-facts.md fact 10). The stand-in only checks that
+    /// the files are where the image's entrypoint expects them.
+    pub license: bool,
 }
 
 impl Default for StackOptions {
@@ -619,6 +626,7 @@ impl Default for StackOptions {
             baseline_labeler: false,
             db_proxy: false,
             register_controller: true,
+            license: true,
         }
     }
 }
@@ -741,6 +749,13 @@ impl Stack {
             "stringData": {"url": self.database_url},
         }))?;
         secrets.create(&PostParams::default(), &secret).await?;
+        if o.license {
+            let license: Secret = serde_json::from_value(json!({
+                "metadata": {"name": format!("{name}-license")},
+                "stringData": {"js7-license.jar": "stand-in jar", "js7-license.pem": "stand-in key"},
+            }))?;
+            secrets.create(&PostParams::default(), &license).await?;
+        }
         let database_type = match o.backend {
             Backend::Postgres => "postgresql",
             Backend::MariaDb => "mariadb",
@@ -765,6 +780,12 @@ impl Stack {
                 "workload": workload,
             }
         }))?;
+        let mut cluster = cluster;
+        if o.license {
+            cluster.spec.license = Some(serde_json::from_value(
+                json!({"secretRef": {"name": format!("{name}-license")}}),
+            )?);
+        }
         self.clusters()
             .create(&PostParams::default(), &cluster)
             .await?;
