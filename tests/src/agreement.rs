@@ -163,6 +163,14 @@ pub struct Frozen {
     pub to_ns: i64,
 }
 
+/// From a fault's injection until the cluster has settled after it (ns,
+/// CLOCK_MONOTONIC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultWindow {
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
 /// Two stand-ins running services at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overlap {
@@ -190,19 +198,20 @@ pub struct ServicesReport {
 }
 
 impl ServicesReport {
-    /// Overlaps, of which those that begin within `window` after a thaw of
-    /// either member are left out (a thawed JOC finishing a start or running
-    /// until its next poll, JOC-FACTS 20: fencing's business).
-    pub fn overlaps_not_after_thaw(&self, frozen: &[Frozen], window: Duration) -> Vec<Overlap> {
-        let window = window.as_nanos() as i64;
+    /// The overlaps that begin outside every fault window. Inside one, JOC
+    /// itself lets two members run services for up to a poll: a thawed JOC
+    /// finishes a start or runs until its next poll (JOC-FACTS 20), and two
+    /// standbys that read the exceeded heartbeat at the same moment both
+    /// take over and both start (`sos-joc/sos-joc-db/.../joc/DBItemJocCluster.java`
+    /// has no @Version, so both UPDATEs succeed; the loser stops at its next
+    /// poll). Fencing such windows is the product's business.
+    pub fn overlaps_outside(&self, windows: &[FaultWindow]) -> Vec<Overlap> {
         self.overlaps
             .iter()
             .filter(|o| {
-                !frozen.iter().any(|f| {
-                    (f.member == o.a || f.member == o.b)
-                        && o.start_ns >= f.from_ns
-                        && o.start_ns <= f.to_ns + window
-                })
+                !windows
+                    .iter()
+                    .any(|w| o.start_ns >= w.from_ns && o.start_ns <= w.to_ns)
             })
             .cloned()
             .collect()
@@ -379,18 +388,11 @@ pub fn stack_services(stack: &Stack, frozen: &[Frozen]) -> Result<ServicesReport
 /// Notes in a JOC stand-in's periods file that the harness killed it (it
 /// cannot say so itself).
 pub fn note_joc_killed(stack: &Stack, pod: &str) -> Result<()> {
-    use std::io::Write as _;
-    let line = serde_json::json!({
-        "member": pod,
-        "event": "killed",
-        "mono_ns": now_ns(),
-    });
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(stack.periods_dir.join(format!("{pod}.joc.jsonl")))?;
-    writeln!(file, "{line}")?;
-    Ok(())
+    crate::joc::append_period_record(
+        &stack.periods_dir.join(format!("{pod}.joc.jsonl")),
+        pod,
+        "killed",
+    )
 }
 
 #[cfg(test)]
@@ -453,17 +455,14 @@ mod tests {
             .collect();
         assert_eq!((joc1[0].start_ns, joc1[0].end_ns), (60, 70));
         assert_eq!(report.overlaps.len(), 2, "joc-0 runs from 50 on");
-        let thawed = [Frozen {
-            member: "joc-1".into(),
+        let window = [FaultWindow {
             from_ns: 55,
-            to_ns: 58,
+            to_ns: 63,
         }];
         assert_eq!(
-            report
-                .overlaps_not_after_thaw(&thawed, Duration::from_nanos(5))
-                .len(),
+            report.overlaps_outside(&window).len(),
             1,
-            "the overlap from 60 lies within 5 ns of the thaw, the one from 70 not"
+            "the overlap from 60 lies in the fault window, the one from 70 not"
         );
         Ok(())
     }

@@ -1572,6 +1572,25 @@ impl Services {
     }
 }
 
+/// Appends one record to a periods file (the format [`Services`] writes),
+/// for an end the stand-in's services cannot record themselves: the JVM
+/// killed inside the container, or the whole process killed by the harness.
+pub fn append_period_record(path: &Path, member: &str, event: &str) -> Result<()> {
+    let line = serde_json::json!({
+        "member": member,
+        "event": event,
+        "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
+        "pid": std::process::id(),
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening periods file {}", path.display()))?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}
+
 /// How a `switch_member` request ended when it was not refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwitchState {
@@ -2315,6 +2334,10 @@ impl Member {
                 update = false;
             }
             if update {
+                // No version check: `sos-joc/sos-joc-db/.../joc/DBItemJocCluster.java`
+                // has its @Version commented out, so two standbys that read the
+                // exceeded row at once both take over and both start services;
+                // the last writer stays MEMBER_ID, the other stops at its next poll.
                 tracing::info!(
                     "[cluster][takeover][previous memberId={}][db][UTC]heartBeat exceeded: now-heartBeat={}s > {}s",
                     row.member_id,

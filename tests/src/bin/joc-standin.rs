@@ -271,20 +271,10 @@ async fn run(args: Args) -> Result<i32> {
 /// The JVM's services died with it: the container part says so in the
 /// periods file (a dead JVM cannot).
 fn note_jvm_killed(periods_file: Option<&Path>, host: &str) {
-    use std::io::Write as _;
-    let Some(path) = periods_file else { return };
-    let line = json!({
-        "member": host,
-        "event": "killed",
-        "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
-        "pid": std::process::id(),
-    });
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    if let Some(path) = periods_file
+        && let Err(error) = joc::append_period_record(path, host, "killed")
     {
-        let _ = writeln!(file, "{line}");
+        tracing::warn!("[periods] {error:#}");
     }
 }
 
