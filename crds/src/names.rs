@@ -180,7 +180,7 @@ pub mod sidecar_env {
 }
 
 /// Environment of the cockpit container (js7 mode) read by the image's
-/// entrypoint and by JOC (JOC-FACTS.md 3, 6, 7).
+/// entrypoint and by JOC (docs/joc-facts.md 3, 6, 7).
 pub mod cockpit_env {
     /// Jetty's HTTP port; the entrypoint switches the listener off when empty.
     pub const HTTP_PORT: &str = "RUN_JS_HTTP_PORT";

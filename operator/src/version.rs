@@ -1,5 +1,5 @@
 //! JOC's release, read from the image tag, and the releases whose rules
-//! joc-ha was checked against (JOC-FACTS.md, on SOS's `release/2.7`,
+//! joc-ha was checked against (docs/joc-facts.md, on SOS's `release/2.7`,
 //! `release/2.8` and master = 2.9).
 //!
 //! What differs between them, as far as joc-ha is concerned:

@@ -145,7 +145,7 @@ pub async fn kill_pod_processes(stack: &Stack, pod: &str) -> Result<()> {
 // ---------------------------------------------------------------------------
 
 /// One JOC instance's services running, by the stand-in's periods file
-/// (CLOCK_MONOTONIC ns), not by `MEMBER_ID` (JOC-FACTS 20, 21).
+/// (CLOCK_MONOTONIC ns), not by `MEMBER_ID` (docs/joc-facts.md fact 20, 21).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePeriod {
     /// The pod (host name of the member id).
@@ -200,7 +200,7 @@ pub struct ServicesReport {
 impl ServicesReport {
     /// The overlaps that begin outside every fault window. Inside one, JOC
     /// itself lets two members run services for up to a poll: a thawed JOC
-    /// finishes a start or runs until its next poll (JOC-FACTS 20), and two
+    /// finishes a start or runs until its next poll (docs/joc-facts.md fact 20), and two
     /// standbys that read the exceeded heartbeat at the same moment both
     /// take over and both start (`sos-joc/sos-joc-db/.../joc/DBItemJocCluster.java`
     /// has no @Version, so both UPDATEs succeed; the loser stops at its next

@@ -1,6 +1,6 @@
 //! A faithful stand-in for JOC Cockpit's own cluster service (the
 //! `JOC_CLUSTER` / `JOC_INSTANCES` protocol), for end-to-end tests and the
-//! demo. The specification is /work/js7-facts.md, gathered from SOS's public
+//! demo. The specification is docs/joc-facts.md, gathered from SOS's public
 //! source `sos-berlin/sos-components`; every rule below names the Java file it
 //! follows. Where the sources say nothing, the comment says "ours".
 //!
@@ -722,7 +722,7 @@ const POSTGRES_DDL: [&str; 9] = [
     CONSTRAINT UNIQUE_JC_MID UNIQUE ("MEMBER_ID"),
     PRIMARY KEY ("ID")
 )"#,
-    // The tables JOC's cluster service reads besides its own (JOC-FACTS 5):
+    // The tables JOC's cluster service reads besides its own (docs/joc-facts.md fact 5):
     // columns from SOS's entities `sos-joc/sos-joc-db/src/main/java/com/sos/joc/db/
     // inventory/DBItemInventoryOperatingSystem.java`, `.../joc/DBItemJocConfiguration.java`
     // and `.../inventory/DBItemInventoryJSInstance.java` (names, nullability, unique
@@ -1017,7 +1017,7 @@ async fn run_ddl(url: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
 
 /// Registers a Controller the way JOC's GUI does at the first login (an
 /// `INV_JS_INSTANCES` row, `DBItemInventoryJSInstance`): after it JOC's
-/// active member stops waiting in `readCurrentDbInfos` (JOC-FACTS 9). For
+/// active member stops waiting in `readCurrentDbInfos` (docs/joc-facts.md fact 9). For
 /// tests; creates INV_JS_INSTANCES if it is missing (JOC would have created it
 /// at its first start) and nothing else.
 pub async fn register_controller(
@@ -1278,7 +1278,7 @@ pub async fn write_switch_request(url: &str, target: &str, age_s: i64) -> Result
 }
 
 /// Inserts a second JOC_CLUSTER row (id `id`, heartbeat 2000-01-01) that JOC
-/// never reads: a witness of updates without WHERE (JOC-FACTS 16). For tests.
+/// never reads: a witness of updates without WHERE (docs/joc-facts.md fact 16). For tests.
 pub async fn insert_witness_cluster_row(url: &str, id: &str) -> Result<()> {
     let d = Dialect::of_url(url)?;
     let mut conn = connect(url).await?;
@@ -1319,7 +1319,7 @@ pub async fn cluster_heart_beat_of(url: &str, id: &str) -> Result<Option<i64>> {
 /// Holds a row lock on JOC_CLUSTER's row (`SELECT … FOR UPDATE` in an open
 /// transaction) until [`ClusterRowLock::write_request_and_commit`]: a
 /// member's UPDATE blocks meanwhile, after its read. For the rewrite race
-/// (JOC-FACTS 15) in tests.
+/// (docs/joc-facts.md fact 15) in tests.
 pub struct ClusterRowLock {
     conn: AnyConnection,
     dialect: Dialect,
@@ -1420,7 +1420,7 @@ pub enum License {
     Assumed,
     /// Licensed iff this file exists: `<JETTY_BASE>/lib/ext/joc/js7-license.jar`,
     /// which the image's entrypoint copies there only when
-    /// `resources/joc/license` exists (JOC-FACTS 3, 10). Looked at on every re-read.
+    /// `resources/joc/license` exists (docs/joc-facts.md fact 3, 10). Looked at on every re-read.
     Jar(PathBuf),
 }
 
@@ -1441,7 +1441,7 @@ pub struct MemberConfig {
     pub data_directory: String,
     pub member_id: String,
     pub properties: JocProperties,
-    /// From joc-settings.properties (JOC-FACTS 1); legacy: `cluster_id = api`.
+    /// From joc-settings.properties (docs/joc-facts.md fact 1); legacy: `cluster_id = api`.
     pub api_server: bool,
     /// `ordering`, checked (0–99) before the member is built.
     pub ordering: i32,
@@ -1450,7 +1450,7 @@ pub struct MemberConfig {
     /// How long `readCurrentDbInfos` sleeps when no Controller is registered:
     /// JOC's is 1 min (JC `waitFor(60)`); tests may shorten it.
     pub controllers_retry: Duration,
-    /// The JVM's start, epoch seconds by the process clock (JOC_INSTANCES.STARTED_AT, JOC-FACTS 18).
+    /// The JVM's start, epoch seconds by the process clock (JOC_INSTANCES.STARTED_AT, docs/joc-facts.md fact 18).
     pub started_at_s: i64,
     /// The JVM's time zone (JOC_INSTANCES.TIMEZONE).
     pub timezone: String,
@@ -1597,7 +1597,7 @@ pub enum SwitchState {
     /// `JocClusterState.ALREADY_STARTED`: the target is already active.
     AlreadyStarted,
     /// `JocClusterState.SWITCH_MEMBER`: JC `setSwitchMember`'s answer, also
-    /// when it skipped writing (unknown or stale target; JOC-FACTS 17).
+    /// when it skipped writing (unknown or stale target; docs/joc-facts.md fact 17).
     SwitchMember,
 }
 
@@ -1680,8 +1680,8 @@ impl ActiveMemberHandler {
             if mode != StartupMode::Automatic {
                 // JCC `rereadClusterMode` → `clusterMode`: when the licensed
                 // class loads it sleeps 1 s before closing its class loader
-                // (JOC-FACTS 11). A freeze here and a thaw later resume the
-                // start, whoever is MEMBER_ID by then (JOC-FACTS 20).
+                // (docs/joc-facts.md fact 11). A freeze here and a thaw later resume the
+                // start, whoever is MEMBER_ID by then (docs/joc-facts.md fact 20).
                 if self.license.present() {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -1692,7 +1692,7 @@ impl ActiveMemberHandler {
             if matches!(mode, StartupMode::ManualSwitchover | StartupMode::Failover)
                 && !self.license.present()
             {
-                // JOC-FACTS 10: a target without license refuses to start.
+                // docs/joc-facts.md fact 10: a target without license refuses to start.
                 tracing::error!("[{}][perform]MISSING_LICENSE", mode.name());
                 return Performed::MissingLicense;
             }
@@ -1700,7 +1700,7 @@ impl ActiveMemberHandler {
             return Performed::AlreadyStopped;
         }
         // JC `readCurrentDbInfos`: loops until a Controller of JOC's security
-        // level is registered (JOC-FACTS 9). The poll that called this waits
+        // level is registered (docs/joc-facts.md fact 9). The poll that called this waits
         // with it: no heartbeats meanwhile.
         let found = self.read_current_db_infos().await;
         if start && !found {
@@ -1710,7 +1710,7 @@ impl ActiveMemberHandler {
         self.services
             .set(start, &format!("[{}][active member services]", mode.name()));
         // AMH `performServices`: `updateHeartBeat` after the services' start
-        // or stop, retried twice (JOC-FACTS 16: every JOC_CLUSTER row, no WHERE).
+        // or stop, retried twice (docs/joc-facts.md fact 16: every JOC_CLUSTER row, no WHERE).
         self.update_heart_beat(2).await;
         if start {
             Performed::Started
@@ -1748,7 +1748,7 @@ impl ActiveMemberHandler {
 
     /// JC `updateHeartBeat(mode, method, retryCount, log)`: DBL
     /// `updateClusterHeartBeat` (`update JOC_CLUSTER set HEART_BEAT`, with no
-    /// WHERE, JOC-FACTS 16) and the own instance's heartbeat, one transaction;
+    /// WHERE, docs/joc-facts.md fact 16) and the own instance's heartbeat, one transaction;
     /// on error retried after 1 s.
     async fn update_heart_beat(&self, retries: u32) {
         let mut closed = self.closed.clone();
@@ -1803,7 +1803,7 @@ fn quote(d: Dialect, name: &str) -> String {
 
 /// JCC defaults for the switch-over retries on database errors:
 /// `cluster_switch_member_wait_counter_on_error` 10 ×
-/// `cluster_switch_member_wait_interval_on_error` 2 s (JOC-FACTS 17).
+/// `cluster_switch_member_wait_interval_on_error` 2 s (docs/joc-facts.md fact 17).
 const SWITCH_RETRIES: u32 = 10;
 const SWITCH_RETRY_WAIT: Duration = Duration::from_secs(2);
 
@@ -1903,7 +1903,7 @@ impl Member {
     /// CI `check`: the ordering must not be held by another live instance
     /// (any cluster id: CI compares the ordering only). A dead holder's row
     /// is taken over: the own row goes, that row gets this member id. Returns
-    /// JOC's refusal text when it refuses (JOC-FACTS 2). The non-unique
+    /// JOC's refusal text when it refuses (docs/joc-facts.md fact 2). The non-unique
     /// orderings repair of CI is not modelled.
     pub async fn check_instance(&mut self) -> Result<std::result::Result<(), String>> {
         let c = self.config.clone();
@@ -1990,7 +1990,7 @@ impl Member {
         .await
     }
 
-    /// JI `getInstance` (JOC-FACTS 18): OS_ID from INV_OPERATING_SYSTEMS (JI
+    /// JI `getInstance` (docs/joc-facts.md fact 18): OS_ID from INV_OPERATING_SYSTEMS (JI
     /// `getOS`: the host's row, inserted if missing), insert the row if
     /// missing (URI not written, TIMEZONE the JVM's, STARTED_AT from the JVM
     /// clock, HEART_BEAT the database's UTC now), else update it as a start in
@@ -2200,7 +2200,7 @@ impl Member {
         .await
     }
 
-    /// JC `tryResetCurrentInstanceHeartBeat` (clean shutdown, JOC-FACTS 12):
+    /// JC `tryResetCurrentInstanceHeartBeat` (clean shutdown, docs/joc-facts.md fact 12):
     /// the own JOC_INSTANCES.HEART_BEAT becomes `new Date(0)`, 1970-01-01, so
     /// the instance is stale at once.
     async fn try_reset_current_instance_heart_beat(&mut self) -> Result<u64> {
@@ -2276,7 +2276,7 @@ impl Member {
             Some(row) => row,
             None => {
                 if !licensed && !first_run {
-                    // Without license only a first run creates the row (JOC-FACTS 10).
+                    // Without license only a first run creates the row (docs/joc-facts.md fact 10).
                     self.inactive_member_try_stop_services().await;
                     return Ok(None);
                 }
@@ -2315,12 +2315,12 @@ impl Member {
         }
         if self.exceeded(row.db_now, Some(row.heart_beat)) {
             if !licensed && !first_run {
-                // JOC-FACTS 10: without license a standby never fails over.
+                // docs/joc-facts.md fact 10: without license a standby never fails over.
                 return Ok(None);
             }
             let mut update = true;
             // "to avoid start of the current instance if a switchMember defined":
-            // whatever the switch target is, an API server too (JOC-FACTS 14).
+            // whatever the switch target is, an API server too (docs/joc-facts.md fact 14).
             if licensed
                 && let Some(switch) = row.switch_member_id.clone()
                 && switch != me
@@ -2372,11 +2372,11 @@ impl Member {
             if !self.licensed() && !self.services.is_active() && !first_run {
                 // Without license a MEMBER_ID that does not run services (a
                 // switch target that refused to start) never heartbeats the
-                // row: its heartbeat freezes (JOC-FACTS 10).
+                // row: its heartbeat freezes (docs/joc-facts.md fact 10).
                 return Ok(None);
             }
             // The normal heartbeat of the active member: every column from
-            // the row read at the start of this poll (JOC-FACTS 15).
+            // the row read at the start of this poll (docs/joc-facts.md fact 15).
             self.update_cluster(
                 &me,
                 Ts::Now,
@@ -2405,14 +2405,14 @@ impl Member {
                 let mut skip_perform = false;
                 let mut new_member = me.clone();
                 if self.exceeded(now, row.switch_heart_beat) {
-                    // JOC-FACTS 13: skipped at every poll and never cleared.
+                    // docs/joc-facts.md fact 13: skipped at every poll and never cleared.
                     tracing::info!(
                         "[{}][switch][skip][newMemberId={switch}][db][UTC]switchHeartBeat={:?} exceeded",
                         mode.name(),
                         row.switch_heart_beat
                     );
                 } else {
-                    // JOC-FACTS 14: executed without looking at the target.
+                    // docs/joc-facts.md fact 14: executed without looking at the target.
                     tracing::info!("[{}][switch][stop current]newMemberId={switch}", mode.name());
                     if self.services.is_active() {
                         self.amh.perform(mode, false).await;
@@ -2450,7 +2450,7 @@ impl Member {
     }
 
     /// REST `joc/cluster/switch_member` (`ClusterResourceImpl` → JC
-    /// `switchMember`, `setSwitchMember`; JOC-FACTS 17). The Controller-cluster
+    /// `switchMember`, `setSwitchMember`; docs/joc-facts.md fact 17). The Controller-cluster
     /// check of `ClusterResourceImpl.checkSwitchingControllerIds` is not
     /// modelled (the stand-in has no Controller cluster).
     pub async fn switch_member(
@@ -2590,7 +2590,7 @@ impl Member {
         }
         if !skip {
             // Not active: ask the active to hand over at its next poll. The
-            // whole row is rewritten, HEART_BEAT = now too (JOC-FACTS 17).
+            // whole row is rewritten, HEART_BEAT = now too (docs/joc-facts.md fact 17).
             self.update_cluster(&row.member_id, Ts::Now, Some(new), Ts::Now, &row)
                 .await?;
             tracing::info!(
@@ -2604,7 +2604,7 @@ impl Member {
 
     /// Clean shutdown (JSC `destroy` → `JocClusterService.stop(automatic,
     /// deleteActiveCurrentMember = true, resetCurrentInstanceHeartBeat = true)`
-    /// → JC `close`, JOC-FACTS 12): stop the services, delete the row if it is
+    /// → JC `close`, docs/joc-facts.md fact 12): stop the services, delete the row if it is
     /// this member's and no switch is pending, and reset the instance
     /// heartbeat to 1970-01-01. `closed` must already be true. Returns the
     /// rows deleted.

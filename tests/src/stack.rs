@@ -245,15 +245,12 @@ impl JocRunner {
     }
 }
 
-/// The image's layout (contract standin/operator). OWNED BY THE OPERATOR
-/// STREAM in `crds/src/names.rs` (`pod`) once it lands; the same strings here
-/// until then.
-pub const JOC_RESOURCES_VOLUME: &str = "joc-resources";
-pub const JOC_CLASSES_VOLUME: &str = "joc-classes";
-pub const JOC_IMAGE_FILES_INIT_CONTAINER: &str = "joc-image-files";
-/// Where the init container `joc-image-files` mounts the two volumes.
-pub const IMAGE_FILES_RESOURCES_DIR: &str = "/joc-ha/image/resources";
-pub const IMAGE_FILES_CLASSES_DIR: &str = "/joc-ha/image/classes";
+// The image's layout, as the operator builds it (`crds/src/names.rs`, `pod`).
+pub use joc_ha_crds::names::pod::{
+    CLASSES_VOLUME as JOC_CLASSES_VOLUME, IMAGE_CLASSES_DIR as IMAGE_FILES_CLASSES_DIR,
+    IMAGE_RESOURCES_DIR as IMAGE_FILES_RESOURCES_DIR, JOC_IMAGE_FILES_INIT_CONTAINER,
+    RESOURCES_VOLUME as JOC_RESOURCES_VOLUME,
+};
 /// JETTY_BASE of the sosberlin/js7 JOC image.
 pub const JETTY_BASE: &str = "/var/sos-berlin.com/js7/joc";
 /// The stand-ins' wait for a Controller: JOC's is 1 min, the harness's 5 s
@@ -401,7 +398,7 @@ impl ContainerRunner for JocRunner {
     }
 
     /// JOC's container: a JOC whose JVM died is restarted only by its
-    /// liveness probe (JOC-FACTS 3), so the kubelet runs it. The sidecar's
+    /// liveness probe (docs/joc-facts.md fact 3), so the kubelet runs it. The sidecar's
     /// probes are not enforced here (unchanged behaviour for the other streams).
     fn enforce_liveness(&self, _pod: &Pod, container: &Container) -> bool {
         container.name == pod_names::COCKPIT_CONTAINER
@@ -600,7 +597,7 @@ pub struct StackOptions {
     pub db_proxy: bool,
     /// js7: register a Controller (an INV_JS_INSTANCES row of security level
     /// LOW) before the pods start, as a user would in JOC's GUI; without one
-    /// JOC's active member never finishes starting its services (JOC-FACTS 9).
+    /// JOC's active member never finishes starting its services (docs/joc-facts.md fact 9).
     pub register_controller: bool,
     /// Give the cluster a JS7 license Secret (`spec.license`); without one
     /// JOC never fails over by itself and the sidecars write no switch

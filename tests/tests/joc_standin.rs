@@ -1,5 +1,5 @@
 //! The JOC stand-in (`joc-standin`, `joc_ha_tests::joc`) behaves like the
-//! JOC Cockpit image and its cluster service as /work/shared/JOC-FACTS.md
+//! JOC Cockpit image and its cluster service as /work/shared/docs/joc-facts.md
 //! has them, on PostgreSQL and MariaDB: the entrypoint, the servlet's start-up
 //! refusals, the fresh-install block, the no-license mode, switch requests
 //! (stale, to an API server, lost in the rewrite race), a freeze in the
@@ -152,7 +152,7 @@ fn joc_properties_keys_and_defaults() -> Result<()> {
     assert_eq!(defaults.cluster_id, None);
     assert_eq!(defaults.ordering, None);
     assert!(!defaults.create_db_tables);
-    // JOC-FACTS 2: no ordering → JOC refuses to start.
+    // docs/joc-facts.md fact 2: no ordering → JOC refuses to start.
     assert_eq!(
         defaults.checked_ordering(),
         Err(joc::MSG_ORDERING.to_owned())
@@ -162,7 +162,7 @@ fn joc_properties_keys_and_defaults() -> Result<()> {
                 cluster_polling_interval=5\ncluster_heart_beat_exceeded_interval = 11\n\
                 cluster_polling_wait_interval_on_error=1\nhibernate_configuration_file = h.xml\n";
     let p = JocProperties::parse(text)?;
-    // cluster_id = api marks nothing for JOC (JOC-FACTS 1); only the legacy layout reads it.
+    // cluster_id = api marks nothing for JOC (docs/joc-facts.md fact 1); only the legacy layout reads it.
     assert!(p.legacy_api_server());
     assert_eq!(p.title.as_deref(), Some("Primary JOC"));
     assert_eq!(p.ordering, Some(7));
@@ -336,7 +336,7 @@ impl Standin {
             .context("GET / has no boolean 'active'")
     }
 
-    /// `GET /joc/api/version`'s status (JOC-FACTS 8).
+    /// `GET /joc/api/version`'s status (docs/joc-facts.md fact 8).
     async fn version(&self) -> Result<u16> {
         http_get_status(
             &format!("http://{}/joc/api/version", self.addr),
@@ -498,7 +498,7 @@ fn assert_no_overlap(dir: &Path, frozen: &[Frozen]) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// The cluster as JOC runs it (JOC-FACTS 1, 5, 11, 12, 16, 17, 18)
+// The cluster as JOC runs it (docs/joc-facts.md fact 1, 5, 11, 12, 16, 17, 18)
 // ---------------------------------------------------------------------------
 
 async fn cluster_behaves_like_joc(backend: Backend) -> Result<()> {
@@ -546,7 +546,7 @@ async fn scenarios(
     for m in [s0, s1, s2, api] {
         m.wait_up().await?;
     }
-    // JOC-FACTS 5: the tables were created (create_db_tables = true), and JOC
+    // docs/joc-facts.md fact 5: the tables were created (create_db_tables = true), and JOC
     // wrote create_db_tables = false afterwards.
     let props = std::fs::read_to_string(s0.base.join("resources/joc/joc.properties"))?;
     assert!(
@@ -566,7 +566,7 @@ async fn scenarios(
         || one_consistent_active(url, &members),
     )
     .await?;
-    // JOC-FACTS 16: a witness row JOC never reads; starts and stops of
+    // docs/joc-facts.md fact 16: a witness row JOC never reads; starts and stops of
     // services update every JOC_CLUSTER row, with no WHERE.
     joc::insert_witness_cluster_row(url, "witness").await?;
     assert_eq!(
@@ -574,7 +574,7 @@ async fn scenarios(
         Some(946_684_800)
     );
 
-    // JOC-FACTS 1: the API server is one by joc-settings.properties although
+    // docs/joc-facts.md fact 1: the API server is one by joc-settings.properties although
     // its joc.properties says cluster_id = joc.
     assert_eq!(api.status().await?["apiServer"], true);
     assert!(
@@ -606,7 +606,7 @@ async fn scenarios(
             Some(m.host.as_str()),
             "TITLE defaults to the hostname"
         );
-        // JOC-FACTS 18: URI not written at start, OS_ID from INV_OPERATING_SYSTEMS,
+        // docs/joc-facts.md fact 18: URI not written at start, OS_ID from INV_OPERATING_SYSTEMS,
         // TIMEZONE the JVM's, STARTED_AT from the JVM clock.
         assert_eq!(row.uri, None, "URI of {}", m.host);
         assert!(row.os_id > 0, "OS_ID of {}: {}", m.host, row.os_id);
@@ -659,7 +659,7 @@ async fn scenarios(
         "nothing written for an unknown target"
     );
 
-    // JOC-FACTS 17: switch requested at a standby, to itself: the standby
+    // docs/joc-facts.md fact 17: switch requested at a standby, to itself: the standby
     // rewrites the row (HEART_BEAT = now too); the active hands over at its
     // next poll, the target clears the switch fields at its own.
     let target = members
@@ -687,7 +687,7 @@ async fn scenarios(
             async move {
                 let row = joc::cluster_row(url).await?.context("no row")?;
                 if again && row.member_id == *first && row.switch_member_id.is_none() {
-                    // JOC-FACTS 15: the active's full-row rewrite (read before
+                    // docs/joc-facts.md fact 15: the active's full-row rewrite (read before
                     // our write) can lose the request. Ask again.
                     eprintln!("switch request lost in the active's rewrite; asking again");
                     target.switch_member(&request).await?;
@@ -706,7 +706,7 @@ async fn scenarios(
     eprintln!("switch via a standby took {:.1?}", asked.elapsed());
 
     // Switch requested at the active: it stops and hands over at once; the
-    // target starts its services no sooner than 1 s later (JOC-FACTS 11: the
+    // target starts its services no sooner than 1 s later (docs/joc-facts.md fact 11: the
     // license re-read sleeps 1 s before a switch-over's start).
     let old = target;
     let next = members
@@ -748,7 +748,7 @@ async fn scenarios(
     .await?;
     assert!(
         joc::cluster_heart_beat_of(url, "witness").await? > Some(946_684_800),
-        "JOC-FACTS 16: the switch-over's stop and start updated the witness row too"
+        "docs/joc-facts.md fact 16: the switch-over's stop and start updated the witness row too"
     );
     let started = *next
         .events("start")
@@ -828,7 +828,7 @@ async fn scenarios(
     )
     .await?;
 
-    // JOC-FACTS 12: clean shutdown of the active deletes its row and resets
+    // docs/joc-facts.md fact 12: clean shutdown of the active deletes its row and resets
     // its instance heartbeat to 1970-01-01; a standby takes over at its next poll.
     let active_id = one_consistent_active(url, &members).await?;
     let leaving = by_id(&members, &active_id)?;
@@ -878,7 +878,7 @@ async fn scenarios(
     );
     // From the freeze to a while after the thaw JOC itself may let two
     // members run services (a double take-over, the thawed member until its
-    // next poll: JOC-FACTS 20); nowhere else.
+    // next poll: docs/joc-facts.md fact 20); nowhere else.
     let report = services_report(dir, &frozen_times, now_ns())?;
     eprintln!("services: {}", report.summary());
     let window = [FaultWindow {
@@ -904,7 +904,7 @@ async fn mariadb_stand_in_cluster_behaves_like_joc() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// Start-up: entrypoint, servlet init, start-up delay (JOC-FACTS 2, 3, 5, 8, 22)
+// Start-up: entrypoint, servlet init, start-up delay (docs/joc-facts.md fact 2, 3, 5, 8, 22)
 // ---------------------------------------------------------------------------
 
 async fn start_up_rules(backend: Backend) -> Result<()> {
@@ -913,7 +913,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("joc-standin-").tempdir()?;
     let path = dir.path().to_owned();
     with_logs(backend, dir, async move {
-        // Tables only with create_db_tables = true or etc/createTables (JOC-FACTS 5):
+        // Tables only with create_db_tables = true or etc/createTables (docs/joc-facts.md fact 5):
         // without, the servlet's CheckInstance finds no JOC_INSTANCES and JOC stops.
         let no_tables = write_base(
             &path,
@@ -953,7 +953,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         )
         .await?;
 
-        // JOC-FACTS 3: the entrypoint appends cluster_id and an ordering only when missing.
+        // docs/joc-facts.md fact 3: the entrypoint appends cluster_id and an ordering only when missing.
         let appended = write_base(&path, "joc-1", &url, &BaseOpts::default())?;
         let s1 = Standin::start(&path, "joc-1", &appended, &[])?;
         s1.wait_up().await?;
@@ -990,7 +990,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
             s2.log()
         );
 
-        // JOC-FACTS 2: ordering outside 0–99 → JOC refuses to start.
+        // docs/joc-facts.md fact 2: ordering outside 0–99 → JOC refuses to start.
         let bad = write_base(
             &path,
             "joc-3",
@@ -1004,7 +1004,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         let status = s3.wait_exit(Duration::from_secs(10)).await?;
         assert!(!status.success(), "ordering 100: {status:?}");
         assert!(s3.log().contains(joc::MSG_ORDERING), "{}", s3.log());
-        // ... and the container outlives the dead JVM (JOC-FACTS 3): without
+        // ... and the container outlives the dead JVM (docs/joc-facts.md fact 3): without
         // --exit-with-jvm the process stays, answering nothing.
         let s3 = Standin::start(&path, "joc-3", &bad, &[])?;
         wait_for_ok(
@@ -1023,7 +1023,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
             "nothing answers on the JOC port"
         );
 
-        // A second live instance with the same ordering is refused (JOC-FACTS 2).
+        // A second live instance with the same ordering is refused (docs/joc-facts.md fact 2).
         let dup = write_base(
             &path,
             "joc-4",
@@ -1064,7 +1064,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         )
         .await?;
 
-        // JOC-FACTS 22, 8: after a restart the web application answers at
+        // docs/joc-facts.md fact 22, 8: after a restart the web application answers at
         // once, the cluster service heartbeats only after the start-up delay.
         let before = joc::instances(&url)
             .await?
@@ -1109,7 +1109,7 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
             up_at.elapsed()
         );
 
-        // JOC-FACTS 3: SIGUSR1 kills only the JVM; the container lives on.
+        // docs/joc-facts.md fact 3: SIGUSR1 kills only the JVM; the container lives on.
         s1.process.signal(nix::sys::signal::Signal::SIGUSR1)?;
         wait_for_ok(
             "the JOC port goes dead",
@@ -1138,7 +1138,7 @@ async fn mariadb_start_up_follows_the_image_and_the_servlet() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// Fresh install (JOC-FACTS 9)
+// Fresh install (docs/joc-facts.md fact 9)
 // ---------------------------------------------------------------------------
 
 async fn fresh_install_blocks(backend: Backend) -> Result<()> {
@@ -1283,7 +1283,7 @@ async fn mariadb_fresh_install_blocks_until_a_controller_is_registered() -> Resu
 }
 
 // ---------------------------------------------------------------------------
-// No license (JOC-FACTS 10)
+// No license (docs/joc-facts.md fact 10)
 // ---------------------------------------------------------------------------
 
 async fn no_license(backend: Backend) -> Result<()> {
@@ -1396,7 +1396,7 @@ async fn mariadb_without_license_a_switch_leaves_no_services() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// Switch requests as the sidecar writes them (JOC-FACTS 13, 14, 15)
+// Switch requests as the sidecar writes them (docs/joc-facts.md fact 13, 14, 15)
 // ---------------------------------------------------------------------------
 
 async fn switch_requests(backend: Backend) -> Result<()> {
@@ -1449,7 +1449,7 @@ async fn switch_requests(backend: Backend) -> Result<()> {
         .await?;
         let members = [&s0, &s1];
 
-        // JOC-FACTS 15: the active rewrites the whole row from what it read;
+        // docs/joc-facts.md fact 15: the active rewrites the whole row from what it read;
         // a request written between its read and its write is lost although
         // the writer's UPDATE succeeded.
         let lock = joc::ClusterRowLock::take(&url).await?;
@@ -1503,7 +1503,7 @@ async fn switch_requests(backend: Backend) -> Result<()> {
             "the lost request was never executed"
         );
 
-        // JOC-FACTS 13: a request older than the timeout is skipped at every
+        // docs/joc-facts.md fact 13: a request older than the timeout is skipped at every
         // poll and never cleared.
         joc::write_switch_request(&url, &s1.member_id, EXCEEDED_S as i64 + 5).await?;
         let written = joc::cluster_row(&url).await?.context("row")?;
@@ -1537,7 +1537,7 @@ async fn switch_requests(backend: Backend) -> Result<()> {
         );
         assert!(s0.log().contains("switchHeartBeat"), "{}", s0.log());
 
-        // JOC-FACTS 14: a fresh request naming the API server is executed
+        // docs/joc-facts.md fact 14: a fresh request naming the API server is executed
         // without any check; nobody runs services and the members wait for it
         // as long as its instance heartbeats.
         joc::write_switch_request(&url, &api.member_id, 0).await?;
@@ -1589,7 +1589,7 @@ async fn mariadb_switch_requests_stale_lost_and_to_an_api_server() -> Result<()>
 }
 
 // ---------------------------------------------------------------------------
-// A freeze in the middle of a start (JOC-FACTS 20)
+// A freeze in the middle of a start (docs/joc-facts.md fact 20)
 // ---------------------------------------------------------------------------
 
 async fn freeze_mid_start(backend: Backend) -> Result<()> {
@@ -1826,7 +1826,7 @@ async fn sqlite_legacy_api_server_alone_leaves_no_cluster_row() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// The harness: the image's pod layout on the fake kubelet (JOC-FACTS 3, 8)
+// The harness: the image's pod layout on the fake kubelet (docs/joc-facts.md fact 3, 8)
 // ---------------------------------------------------------------------------
 
 /// A pod of the image's layout (contract standin/operator) on the fake

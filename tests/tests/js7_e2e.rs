@@ -158,7 +158,7 @@ async fn agreement_through_faults(backend: Backend) -> anyhow::Result<()> {
     assert_services_never_two(&stack, &frozen, &windows).await
 }
 
-/// JOC-FACTS 20, 21: judged from the stand-ins' service periods, not from
+/// docs/joc-facts.md fact 20, 21: judged from the stand-ins' service periods, not from
 /// MEMBER_ID: never two JOCs running services at once; the longest time with
 /// none is reported.
 async fn assert_services_never_two(
@@ -179,7 +179,7 @@ async fn assert_services_never_two(
         // LEGACY layout (remove with it): the old product fences nothing, and
         // JOC itself lets two members run services for up to a poll after a
         // crash or a freeze (a double take-over; a thawed JOC finishing its
-        // start, JOC-FACTS 20). Overlaps inside those windows are printed,
+        // start, docs/joc-facts.md fact 20). Overlaps inside those windows are printed,
         // anywhere else they fail the test.
         let unexplained = report.overlaps_outside(windows);
         assert!(

@@ -1,7 +1,7 @@
 //! The API-server instances: JOC pods outside cluster management (no
 //! sidecar), as a StatefulSet `<name>-api` so that each has a stable name and
 //! with it a stable JOC `ordering` (50 + ordinal; JOC refuses a second live
-//! instance with the same ordering, JOC-FACTS.md 2).
+//! instance with the same ordering, docs/joc-facts.md 2).
 
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{api_server_statefulset_name, api_service_name};

@@ -75,7 +75,7 @@ pub fn pod_template(
         });
     }
     if js7 {
-        // The image-files layout (contract with the stand-in, JOC-FACTS.md
+        // The image-files layout (contract with the stand-in, docs/joc-facts.md
         // 1-7): JOC's resources folder and its class-path settings file are
         // in-memory volumes, filled first with the image's own files, then
         // merged with ours by the sidecar image's renderer.
@@ -301,7 +301,7 @@ fn cockpit_container(cluster: &JocCluster, component: Component) -> Container {
     if js7 {
         container.env = Some(cockpit_env(cluster));
         // GET /joc/api/version answers without a login while JOC's web
-        // application is up (SOS's AboutImpl, JOC-FACTS.md 8). The image's
+        // application is up (SOS's AboutImpl, docs/joc-facts.md 8). The image's
         // entrypoint keeps the container running after the JVM died (fact
         // 3), so only the liveness probe brings a dead JOC back. JOC's start
         // is slow (the full web application, tables created on a fresh
@@ -358,7 +358,7 @@ pub const STARTUP_FAILURES: i32 = 60;
 pub const DEFAULT_HEAP_PERCENT: u64 = 60;
 
 /// The cockpit's environment in js7 mode, for the image's entrypoint
-/// (ports, JVM options: JOC-FACTS.md 3) and for JOC (`HOSTNAME`, part of its
+/// (ports, JVM options: docs/joc-facts.md 3) and for JOC (`HOSTNAME`, part of its
 /// member id, fact 6; the database credentials that fill the placeholders
 /// of `hibernate.cfg.xml`, fact 7).
 fn cockpit_env(cluster: &JocCluster) -> Vec<EnvVar> {
@@ -542,7 +542,7 @@ fn joc_config_container(
         pod::IMAGE_CLASSES_DIR.to_owned(),
     ];
     // Keys from SOS's JocClusterConfiguration and DbInstaller. JOC ignores
-    // `cluster_id` since 2.5.4 (it reads `as_api_server`, JOC-FACTS.md 1);
+    // `cluster_id` since 2.5.4 (it reads `as_api_server`, docs/joc-facts.md 1);
     // it is written so that the entrypoint does not append one.
     let properties = [
         (
@@ -744,7 +744,7 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
                 spec.workload.joc_data_directory().to_owned(),
             ));
             // Without a license a switch target never starts JOC's services
-            // (JOC-FACTS.md 10): the sidecar must not ask JOC to switch.
+            // (docs/joc-facts.md 10): the sidecar must not ask JOC to switch.
             env.push(value(
                 sidecar_env::JOC_LICENSED,
                 spec.license.is_some().to_string(),

@@ -3,7 +3,7 @@
 //! `joc-image-files` init container, which runs the cockpit image):
 //!
 //! * `joc.properties`: every key of the image's file is kept (its log
-//!   configuration, for one: JOC-FACTS.md 4), the user's own keys
+//!   configuration, for one: docs/joc-facts.md 4), the user's own keys
 //!   (`spec.config`) are merged over them, and the operator's are set last:
 //!   JOC's cluster timings, `cluster_id`, `create_db_tables`, and this pod's
 //!   `ordering` (JOC refuses to start without one, fact 2).
@@ -27,7 +27,7 @@ use crate::lease::redact_url;
 
 /// The keys the init container makes sure of in `joc.properties` when the
 /// image's (or the user's) file lacks them: without `log4j.configuration`
-/// JOC loads no log configuration (JOC-FACTS.md 4).
+/// JOC loads no log configuration (docs/joc-facts.md 4).
 const DEFAULT_KEYS: [(&str, &str); 2] = [
     ("log4j.configuration", "log4j2.xml"),
     ("hibernate_configuration_file", "hibernate.cfg.xml"),

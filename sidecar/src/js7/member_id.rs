@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 /// host name (env `HOSTNAME`, else the resolved local host name) with
 /// `SOSString.hash256` of that path's `toString()` (SOS's `sos-components`,
 /// `sos-joc/sos-joc-cluster/.../configuration/JocConfiguration.java`,
-/// `sos-commons/.../SOSString.java`; JOC-FACTS.md 6). So the path is hashed
+/// `sos-commons/.../SOSString.java`; docs/joc-facts.md 6). So the path is hashed
 /// as Java prints it, see [`java_path_string`]. In a StatefulSet pod the
 /// host name is the pod name, so a member keeps its id across restarts.
 pub fn member_id(hostname: &str, data_directory: &str) -> String {

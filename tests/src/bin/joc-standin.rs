@@ -3,7 +3,7 @@
 //! its cluster service (JOC_CLUSTER / JOC_INSTANCES), following SOS's
 //! `JocServletContainer`, `DbInstaller`, `CheckInstance`, `JocCluster`,
 //! `JocClusterActiveMemberHandler` and `ClusterResourceImpl` (see
-//! `joc_ha_tests::joc` and /work/shared/JOC-FACTS.md). Its "services" are a
+//! `joc_ha_tests::joc` and /work/shared/docs/joc-facts.md). Its "services" are a
 //! flag, a log line and an optional periods file.
 //!
 //! Layouts:
@@ -13,13 +13,13 @@
 //!   the port from `RUN_JS_HTTP_PORT`. The process is the container: when the
 //!   "JVM" dies (a refused start, or SIGUSR1, which kills only the JVM part) it
 //!   keeps running and answers nothing, as the image's `tail -f /dev/null`
-//!   does (JOC-FACTS 3), unless `--exit-with-jvm`.
+//!   does (docs/joc-facts.md fact 3), unless `--exit-with-jvm`.
 //! - `--resources-dir DIR`: LEGACY (the old operator layout; remove when the
 //!   operator's new layout has landed): lenient (no `ordering` needed, API
 //!   server from `cluster_id = api`, license assumed, tables created unless
 //!   `--no-create-schema`); the process exits with the JVM.
 //!
-//! Serves `GET /joc/api/version` (no login, JOC-FACTS 8), `GET /` (the
+//! Serves `GET /joc/api/version` (no login, docs/joc-facts.md fact 8), `GET /` (the
 //! stand-in's status) and `POST /joc/api/joc/cluster/switch_member` (no
 //! authentication in the stand-in; JOC requires an X-Access-Token).
 //!
@@ -76,7 +76,7 @@ struct Args {
     #[arg(long)]
     no_create_schema: bool,
     /// Time from the JVM's start to the cluster service's first database
-    /// write (JOC-FACTS 22: 10–20 s for real JOC on 2 loaded cores), e.g. 3s, 500ms.
+    /// write (docs/joc-facts.md fact 22: 10–20 s for real JOC on 2 loaded cores), e.g. 3s, 500ms.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     startup_delay: Duration,
     /// How long the start of services sleeps while no Controller is
@@ -180,7 +180,7 @@ async fn run(args: Args) -> Result<i32> {
     }
     let (jvm, exit_with_jvm) = match (&args.jetty_base, &args.resources_dir) {
         (Some(base), _) => {
-            // The image's entrypoint (JOC-FACTS 3); its failures end the container.
+            // The image's entrypoint (docs/joc-facts.md fact 3); its failures end the container.
             let http = entrypoint(base, &args.http_host)?;
             let data_dir = args.data_dir.clone().unwrap_or_else(|| base.clone());
             (
@@ -285,7 +285,7 @@ fn utf8(path: &Path) -> Result<String> {
         .to_owned())
 }
 
-/// The image's entrypoint, as JOC-FACTS 3 describes it: appends `cluster_id`
+/// The image's entrypoint, as docs/joc-facts.md fact 3 describes it: appends `cluster_id`
 /// and a random `ordering` to `resources/joc/joc.properties` only when
 /// missing (a read-only file makes it fail), copies `resources/joc/start.d/*.ini`
 /// into `start.d`, copies `resources/joc/lib/js7-license.jar` into
@@ -446,7 +446,7 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
     let hib_path = jvm.resources.join(&properties.hibernate_configuration_file);
     let xml = std::fs::read_to_string(&hib_path)
         .with_context(|| format!("reading {}", hib_path.display()))?;
-    // `${JS7_DBMS_*}` from the environment (JOC-FACTS 7).
+    // `${JS7_DBMS_*}` from the environment (docs/joc-facts.md fact 7).
     let url = HibernateConfig::parse(&xml)
         .with_context(|| format!("in {}", hib_path.display()))?
         .resolve_placeholders(|k| std::env::var(k).ok())
@@ -454,11 +454,11 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
 
     let (settings, ordering, license) = match &jvm.jetty_base {
         Some(base) => {
-            // JOC-FACTS 1: the classpath file decides API server and security level.
+            // docs/joc-facts.md fact 1: the classpath file decides API server and security level.
             let settings = JocSettings::read(
                 &base.join("webapps/joc/WEB-INF/classes/joc-settings.properties"),
             )?;
-            // JOC-FACTS 2: Globals.getOrdering, thrown from the servlet's init
+            // docs/joc-facts.md fact 2: Globals.getOrdering, thrown from the servlet's init
             // (sos-webservices-joc-global/.../servlet/JocServletContainer.java → CheckInstance).
             let ordering = match properties.checked_ordering() {
                 Ok(o) => o,
@@ -531,7 +531,7 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
     } else if let Some(base) = &jvm.jetty_base {
         // sos-webservices-joc-global/.../db/DbInstaller.java: tables only with
         // `create_db_tables = true` or the signal file `<user.dir>/etc/createTables`
-        // (deleted); afterwards JOC writes `create_db_tables = false` (JOC-FACTS 5).
+        // (deleted); afterwards JOC writes `create_db_tables = false` (docs/joc-facts.md fact 5).
         let signal = base.join("etc/createTables");
         let by_signal = signal.exists();
         if by_signal {
@@ -589,7 +589,7 @@ async fn jvm_main(jvm: Jvm, mut closed: tokio::sync::watch::Receiver<bool>) -> R
 
     // The cluster service's thread (`JocClusterService.start`), which the web
     // application does not wait for; its first database write comes only after
-    // the rest of JOC's start-up (JOC-FACTS 22).
+    // the rest of JOC's start-up (docs/joc-facts.md fact 22).
     let cluster = async {
         tokio::time::sleep(jvm.startup_delay).await;
         let retry = if jvm.legacy {
