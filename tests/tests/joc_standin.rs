@@ -1,5 +1,5 @@
 //! The JOC stand-in (`joc-standin`, `joc_ha_tests::joc`) behaves like the
-//! JOC Cockpit image and its cluster service as /work/shared/docs/joc-facts.md
+//! JOC Cockpit image and its cluster service as docs/joc-facts.md
 //! has them, on PostgreSQL and MariaDB: the entrypoint, the servlet's start-up
 //! refusals, the fresh-install block, the no-license mode, switch requests
 //! (stale, to an API server, lost in the rewrite race), a freeze in the

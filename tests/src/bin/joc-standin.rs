@@ -3,7 +3,7 @@
 //! its cluster service (JOC_CLUSTER / JOC_INSTANCES), following SOS's
 //! `JocServletContainer`, `DbInstaller`, `CheckInstance`, `JocCluster`,
 //! `JocClusterActiveMemberHandler` and `ClusterResourceImpl` (see
-//! `joc_ha_tests::joc` and /work/shared/docs/joc-facts.md). Its "services" are a
+//! `joc_ha_tests::joc` and docs/joc-facts.md). Its "services" are a
 //! flag, a log line and an optional periods file.
 //!
 //! Layouts:
