@@ -155,7 +155,39 @@ async fn agreement_through_faults(backend: Backend) -> anyhow::Result<()> {
         "the API server was behind the active Service"
     );
     stack.endpoints.assert_never_two();
+    no_old_switch_request_left(&stack).await?;
     assert_services_never_two(&stack, &frozen, &windows).await
+}
+
+/// Issue 14: after the scenario no switch request older than two of JOC's
+/// polls (1 s with the operator's timings) is left in JOC_CLUSTER: JOC never
+/// clears one it skipped, and a pending one blocks Controller switch-overs
+/// (docs/joc-facts.md fact 13); the lease holder takes such requests away.
+async fn no_old_switch_request_left(stack: &Stack) -> anyhow::Result<()> {
+    let url = stack.database_url.clone();
+    joc_ha_tests::wait::wait_for_ok(
+        "no switch request older than two polls in JOC_CLUSTER",
+        AGREEMENT,
+        std::time::Duration::from_millis(200),
+        || async {
+            let row = joc_ha_tests::joc::cluster_row(&url)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            match row {
+                Some(row) => match row.switch_heart_beat {
+                    Some(at) if row.db_now - at > 2 => Err(format!(
+                        "a request to {:?} written {} s ago",
+                        row.switch_member_id,
+                        row.db_now - at
+                    )),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            }
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// docs/joc-facts.md fact 20, 21: judged from the stand-ins' service periods, not from
