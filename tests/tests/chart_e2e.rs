@@ -329,7 +329,7 @@ async fn chart_lints_renders_every_option_and_passes_a_server_dry_run() -> anyho
         "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prometheus,\
          metrics.prometheusRule.enabled=true,metrics.prometheusRule.labels.release=prometheus,\
          networkPolicy.enabled=true,\
-         sidecarAdmissionPolicy.enabled=true,operator.logFormat=json,\
+         sidecarAdmissionPolicy.enabled=true,roleLabelGuard.enabled=true,operator.logFormat=json,\
          operator.imagePullSecrets[0].name=registry,operator.podAnnotations.team=js7,\
          operator.nodeSelector.kubernetes\\.io/os=linux,\
          operator.tolerations[0].key=dedicated,operator.tolerations[0].operator=Exists",
@@ -363,6 +363,14 @@ async fn chart_lints_renders_every_option_and_passes_a_server_dry_run() -> anyho
         (
             "ValidatingAdmissionPolicyBinding",
             format!("{fullname}-sidecar-jocclusters"),
+        ),
+        (
+            "ValidatingAdmissionPolicy",
+            format!("{fullname}-role-label-guard"),
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            format!("{fullname}-role-label-guard"),
         ),
         ("ServiceMonitor", fullname.clone()),
         ("PodMonitor", format!("{fullname}-sidecars")),
