@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 /// Annotation the sidecar keeps on its pod with its lease term.
-pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
+pub use joc_ha_crds::names::ANNOTATION_LEASE_TERM;
 
 /// What the operator saw in the cluster.
 #[derive(Debug, Default, Clone)]
