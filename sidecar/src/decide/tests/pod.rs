@@ -30,7 +30,8 @@ fn only_the_pods_deletion_makes_a_member_step_down() {
         "event:Demoted",
     ];
     // (name, state, terminating, event, expected actions, stepped down, holds)
-    let cases: Vec<(&str, State, bool, Event, Vec<&str>, bool, bool)> = vec![
+    type Case<'a> = (&'a str, State, bool, Event, Vec<&'a str>, bool, bool);
+    let cases: Vec<Case> = vec![
         (
             "GET /prestop on the holder, pod not deleted",
             holding(false, 5),
