@@ -22,6 +22,13 @@ pub const ROLE_ACTIVE: &str = "active";
 /// `joc-ha.dev/role` of every other member.
 pub const ROLE_STANDBY: &str = "standby";
 
+/// Annotation on the active member pod with the lease term its sidecar
+/// holds; written only by the sidecar, removed on demotion.
+pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
+/// Annotation on the active pod while it stays active in failsafe mode (the
+/// database is down for everyone); a new holder waits for it to go.
+pub const ANNOTATION_FAILSAFE: &str = "joc-ha.dev/failsafe";
+
 /// Annotation on a JocCluster asking for a switch-over to a pod, or to `any`.
 pub const ANNOTATION_SWITCHOVER_TO: &str = "joc-ha.dev/switchover-to";
 /// Value of [`ANNOTATION_SWITCHOVER_TO`] meaning "the best ready standby".
@@ -84,6 +91,10 @@ pub mod reason {
     pub const UNKNOWN_JOC_VERSION: &str = "UnknownJocVersion";
     /// The license Secret named by `spec.license` is missing or lacks keys.
     pub const LICENSE_SECRET_MISSING: &str = "LicenseSecretMissing";
+    /// A member's pod is not behind the active Service (a label its
+    /// selector needs was removed, or it was orphaned): its sidecar gives up
+    /// the lease until it is back.
+    pub const LEFT_SERVICE: &str = "LeftService";
 }
 
 /// Service routing to the active member only.

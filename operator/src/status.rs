@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use crate::version::{joc_version, supported_list};
 
 /// Annotation the sidecar keeps on its pod with its lease term.
-pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
+pub use joc_ha_crds::names::ANNOTATION_LEASE_TERM;
 
 /// What the operator saw in the cluster.
 #[derive(Debug, Default, Clone)]

@@ -1,7 +1,11 @@
 //! The sidecar's HTTP server: `GET /role` for the cockpit container,
 //! `/healthz`, `/readyz` and `/metrics` for Kubernetes and Prometheus, and
-//! `GET /prestop`, which the cockpit's preStop hook calls so that the lease
-//! (and the Service) move before JOC shuts down.
+//! `GET /prestop`, which the cockpit's preStop hook calls so that JOC stops
+//! only after the lease (and the Service) moved. Anyone on the pod network
+//! can reach this port, so `/prestop` triggers nothing by itself: the
+//! hand-over is started by the pod's deletion (a deletionTimestamp, which
+//! only who may delete the pod can set) or SIGTERM, and `/prestop` waits,
+//! bounded, until it is done (see `crate::decide::pod`). `/role` only reads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +42,8 @@ impl Health {
     }
 }
 
-/// A hand-over request from the preStop hook, answered when done.
+/// The preStop hook's wait, answered once the sidecar has looked at its pod
+/// and, if the pod is being deleted, handed over.
 pub type PrestopRequest = oneshot::Sender<()>;
 
 #[derive(Clone)]

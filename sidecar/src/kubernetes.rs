@@ -7,6 +7,7 @@
 
 use axum::http;
 use joc_ha_crds::JocCluster;
+pub use joc_ha_crds::names::{ANNOTATION_FAILSAFE, ANNOTATION_LEASE_TERM};
 use joc_ha_crds::names::{
     ANNOTATION_SWITCHOVER_TO, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE,
 };
@@ -17,13 +18,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::decide::PodFacts;
-
-/// Annotation on a member pod with the lease term its sidecar holds.
-pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
-/// Annotation on the active pod while it stays active in failsafe mode (the
-/// database is down for everyone); a new holder waits for it to go.
-pub const ANNOTATION_FAILSAFE: &str = "joc-ha.dev/failsafe";
+use crate::decide::{OwnPodFacts, PodFacts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -140,6 +135,11 @@ impl ClusterApi {
                 ANNOTATION_LEASE_TERM: term.map(|t| t.to_string()),
                 ANNOTATION_FAILSAFE: null,
             });
+        } else if term.is_none() {
+            // Another pod made standby: its lease term is over too (its
+            // own sidecar may be gone). Its failsafe mark stays: the new
+            // holder watches that mark go (the former holder noticed).
+            patch["metadata"]["annotations"] = json!({ANNOTATION_LEASE_TERM: null});
         }
         match self
             .pods
@@ -150,6 +150,14 @@ impl ClusterApi {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(call(format!("label pod {pod} {LABEL_ROLE}={role}"))(e)),
         }
+    }
+
+    /// Reads this pod from the API server (`None`: gone).
+    pub async fn own_pod(&self) -> Result<Option<Pod>, KubeError> {
+        self.pods
+            .get_opt(&self.pod_name)
+            .await
+            .map_err(call("read this pod"))
     }
 
     /// Marks our own pod as active in failsafe mode.
@@ -181,23 +189,65 @@ impl ClusterApi {
         }
     }
 
-    /// Records a switch-over outcome in the JocCluster's status; the
-    /// operator's fields are untouched (server-side apply, own manager).
-    pub async fn record_switchover(&self, outcome: &SwitchoverStatus) -> Result<(), KubeError> {
-        let patch = json!({
-            "apiVersion": "joc-ha.dev/v1alpha1",
-            "kind": "JocCluster",
-            "status": {"lastSwitchover": outcome},
-        });
-        self.clusters
-            .patch_status(
-                &self.cluster,
-                &PatchParams::apply(FIELD_MANAGER_SIDECAR).force(),
-                &Patch::Apply(patch),
-            )
-            .await
-            .map(|_| ())
-            .map_err(call("record lastSwitchover"))
+    /// Records a switch-over outcome in the JocCluster's status, unless the
+    /// status already holds a later request (`supersedes` decides); the
+    /// check and the write are one step (the write is conditional on the
+    /// resourceVersion read). The operator's fields are untouched
+    /// (server-side apply, own manager). The times are written to the
+    /// nanosecond (the schema's date-time allows it), so that requests of
+    /// one second are ordered. True if written.
+    pub async fn record_switchover(
+        &self,
+        outcome: &SwitchoverStatus,
+        supersedes: impl Fn(&SwitchoverStatus, Option<&SwitchoverStatus>) -> bool,
+    ) -> Result<bool, KubeError> {
+        let mut record = serde_json::to_value(outcome)
+            .map_err(|e| call("encode lastSwitchover")(kube::Error::SerdeError(e)))?;
+        for (key, time) in [
+            ("requested", outcome.requested.as_ref()),
+            ("completed", outcome.completed.as_ref()),
+        ] {
+            if let Some(time) = time {
+                record[key] = json!(time.0.to_string());
+            }
+        }
+        for _ in 0..10 {
+            let cluster = match self.clusters.get_opt(&self.cluster).await {
+                Ok(Some(cluster)) => cluster,
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(call("read the JocCluster")(e)),
+            };
+            let recorded = cluster
+                .status
+                .as_ref()
+                .and_then(|s| s.last_switchover.as_ref());
+            if !supersedes(outcome, recorded) {
+                return Ok(false);
+            }
+            let patch = json!({
+                "apiVersion": "joc-ha.dev/v1alpha1",
+                "kind": "JocCluster",
+                "metadata": {"resourceVersion": cluster.resource_version()},
+                "status": {"lastSwitchover": record},
+            });
+            match self
+                .clusters
+                .patch_status(
+                    &self.cluster,
+                    &PatchParams::apply(FIELD_MANAGER_SIDECAR).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(call("record lastSwitchover")(e)),
+            }
+        }
+        Err(KubeError::Call {
+            what: "record lastSwitchover (the JocCluster kept changing)".to_owned(),
+            source: kube::Error::Service("10 conflicting writes in a row".into()),
+        })
     }
 
     /// Removes the switch-over annotation if it still asks for `value`; a
@@ -303,6 +353,19 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         ready: is_ready(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         failsafe: pod.annotations().contains_key(ANNOTATION_FAILSAFE),
+    }
+}
+
+/// What decisions need of this sidecar's own pod.
+pub fn own_pod_facts(pod: &Pod) -> OwnPodFacts {
+    OwnPodFacts {
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        cluster: pod.labels().get(LABEL_CLUSTER).cloned(),
+        component: pod.labels().get(LABEL_COMPONENT).cloned(),
+        controlled: pod
+            .owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true)),
     }
 }
 

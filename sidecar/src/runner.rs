@@ -25,7 +25,7 @@ use crate::decide::{
 };
 use crate::http::{Health, PrestopRequest};
 use crate::js7::{JocTables, TablesError};
-use crate::kubernetes::{ClusterApi, pod_facts, role_label};
+use crate::kubernetes::{ClusterApi, own_pod_facts, pod_facts, role_label};
 use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, Role};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::role::{RoleReport, write_role_file};
@@ -45,6 +45,8 @@ pub struct Runner {
     pub roles: watch::Receiver<Role>,
     pub elector_status: watch::Receiver<ElectorStatus>,
     pub pods: Store<Pod>,
+    /// This pod alone, watched by name.
+    pub own_pod: Store<Pod>,
     pub clusters: Store<JocCluster>,
     pub metrics: Metrics,
     pub health: Arc<Health>,
@@ -146,6 +148,12 @@ impl Runner {
             cluster: self.clusters.state().first().map(|c| ClusterFacts {
                 switchover_to: c.annotations().get(ANNOTATION_SWITCHOVER_TO).cloned(),
             }),
+            own: self
+                .own_pod
+                .state()
+                .iter()
+                .find(|p| p.name_any() == me)
+                .map(|p| own_pod_facts(p)),
         }
     }
 
@@ -321,6 +329,13 @@ impl Runner {
                         .collect()
                 })));
             }
+            Action::ReadOwnPod => {
+                let own = self.api.own_pod().await;
+                return Some(Outcome::OwnPod(
+                    own.map(|pod| pod.as_ref().map(own_pod_facts))
+                        .map_err(|e| e.to_string()),
+                ));
+            }
             Action::HandOver { target } => {
                 let outcome = self.elector.hand_over(HandOverTarget::Member(target)).await;
                 return Some(Outcome::HandOver(outcome.map_err(|e| e.to_string())));
@@ -330,15 +345,25 @@ impl Runner {
                     warn!(%error, "cannot release the lease; standbys take over when it expires");
                 }
             }
-            Action::WaitForLabel { target, bound } => {
-                return Some(Outcome::TargetLabeled(
-                    self.wait_for_label(&target, bound).await,
-                ));
+            Action::WaitForLabel {
+                target,
+                bound,
+                handed_term,
+            } => {
+                return Some(self.wait_for_label(&target, bound, handed_term).await);
             }
             Action::WaitForJocToLeave { period } => self.wait_for_joc_to_leave(period).await,
             Action::RecordSwitchover(status) => {
-                if let Err(error) = self.api.record_switchover(&status).await {
-                    warn!(%error, "cannot record the switch-over in status");
+                match self
+                    .api
+                    .record_switchover(&status, crate::decide::supersedes)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => info!(
+                        "status already records a later switch-over request; this one is not written over it"
+                    ),
+                    Err(error) => warn!(%error, "cannot record the switch-over in status"),
                 }
             }
             Action::Event {
@@ -395,23 +420,38 @@ impl Runner {
         }
     }
 
-    /// Waits, at most `bound`, until `target` carries the active label.
-    async fn wait_for_label(&self, target: &str, bound: Duration) -> Result<(), String> {
+    /// Waits, at most `bound`, until `target` carries the active label, or
+    /// the lease comes back to this member (then it must act, not wait).
+    async fn wait_for_label(
+        &self,
+        target: &str,
+        bound: Duration,
+        handed_term: Option<i64>,
+    ) -> Outcome {
         let deadline = Instant::now() + bound;
         loop {
+            let back = match *self.roles.borrow() {
+                Role::Active { term, until } => {
+                    until > Instant::now() && handed_term.is_none_or(|handed| term > handed)
+                }
+                Role::Standby => false,
+            };
+            if back {
+                return Outcome::LeaseCameBack;
+            }
             let labeled = self
                 .pods
                 .state()
                 .iter()
                 .any(|p| p.name_any() == target && role_label(p) == Some(ROLE_ACTIVE));
             if labeled {
-                return Ok(());
+                return Outcome::TargetLabeled(Ok(()));
             }
             self.health.loop_alive();
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Outcome::TargetLabeled(Err(format!(
                     "{target} took the lease but was not labeled active within {bound:?}"
-                ));
+                )));
             }
             tokio::time::sleep(WAIT_POLL).await;
         }

@@ -73,7 +73,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         addr: config.http_addr,
         source,
     })?;
-    info!(%bound, "serving /role, /healthz, /readyz, /metrics, /prestop");
+    info!(%bound, "serving /role, /healthz, /readyz, /metrics, /prestop (waits for a hand-over; triggers none)");
 
     let mut lease = LeaseConfig::new(
         format!("{}/{}", config.namespace, config.cluster),
@@ -105,6 +105,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         watcher::Config::default().labels(&api.cluster_selector()),
         pods_changed.clone(),
     );
+    // This pod by name: seen even when a label the cluster's selector
+    // needs is removed, and with its deletionTimestamp.
+    let own_pod = reflect(
+        api.pods().clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", config.pod_name)),
+        pods_changed.clone(),
+    );
     let clusters = reflect(
         api.clusters().clone(),
         watcher::Config::default().fields(&format!("metadata.name={}", config.cluster)),
@@ -113,6 +120,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let state = State::new(Settings {
         me: config.pod_name.clone(),
+        cluster: config.cluster.clone(),
         lease_validity,
         lease_ttl: config.lease_ttl,
         renew_interval: config.renew_interval,
@@ -125,6 +133,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         roles,
         elector_status,
         pods,
+        own_pod,
         clusters,
         metrics,
         health,

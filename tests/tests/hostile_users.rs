@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use joc_ha_crds::names::{LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, ROLE_STANDBY};
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode};
-use joc_ha_tests::wait::wait_for_ok;
+use joc_ha_tests::wait::{http_get, wait_for, wait_for_ok};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -16,6 +17,10 @@ use serde_json::json;
 
 const UP: Duration = Duration::from_secs(120);
 const POLICY: Duration = Duration::from_secs(30);
+/// How fast a real deletion of the active pod hands over (its preStop hook).
+const FAILOVER: Duration = Duration::from_secs(45);
+/// How fast a holder whose pod left the Service's selector hands over.
+const LEFT_SERVICE: Duration = Duration::from_secs(30);
 
 async fn cluster() -> anyhow::Result<(Stack, String, String)> {
     let stack = Stack::start(StackOptions {
@@ -163,6 +168,441 @@ async fn a_hand_made_role_label_is_refused_and_changes_nothing() -> anyhow::Resu
         stack.endpoints.current().into_iter().collect::<Vec<_>>(),
         vec![active]
     );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// `GET <path>` on a member's sidecar port, as anyone on the pod network can.
+async fn sidecar_get(stack: &Stack, pod: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let base = stack
+        .sidecar_url(pod)
+        .with_context(|| format!("no sidecar port for {pod}"))?;
+    http_get(&format!("{base}{path}"), Duration::from_secs(10)).await
+}
+
+/// The number of lease renewals a member's sidecar has timed.
+async fn renewals(stack: &Stack, pod: &str) -> anyhow::Result<u64> {
+    let (_, body) = sidecar_get(stack, pod, "/metrics").await?;
+    body.lines()
+        .find(|l| l.starts_with("joc_ha_renew_latency_seconds_count{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .context("no renew count in /metrics")
+}
+
+/// Issue 19, case 1: `GET /prestop` on each member (the sidecar's port is
+/// open to the pod network) made every member step down for good and left
+/// the Service empty. Now /prestop only waits for a hand-over that the
+/// pod's own deletion (or SIGTERM) starts: called from outside, it changes
+/// nothing; a real `kubectl delete pod` of the active still hands over.
+#[tokio::test]
+async fn prestop_called_by_anyone_changes_nothing() -> anyhow::Result<()> {
+    let (stack, active, standby) = cluster().await?;
+    let before = stack.endpoints.timeline().len();
+    for pod in [&active, &standby, &active] {
+        let (status, _) = sidecar_get(&stack, pod, "/prestop").await?;
+        assert_eq!(status, 200, "the hook's answer stays 200 ({pod})");
+    }
+    // The holder keeps renewing, over several renew intervals.
+    let renewed = renewals(&stack, &active).await?;
+    wait_for(
+        "three more renewals by the holder",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            renewals(&stack, &active)
+                .await
+                .ok()
+                .filter(|n| *n >= renewed + 3)
+        },
+    )
+    .await?;
+    let (_, role) = sidecar_get(&stack, &active, "/role").await?;
+    let role: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&role)?;
+    assert_eq!(
+        role.role, ROLE_ACTIVE,
+        "the holder is still active: {role:?}"
+    );
+    assert_eq!(stack.labeled_active().await?, vec![active.clone()]);
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![active.clone()]
+    );
+    assert_eq!(
+        stack.endpoints.timeline().len(),
+        before,
+        "the Service's endpoints did not change: {:?}",
+        stack.endpoints.timeline()
+    );
+
+    // The standby was not made ineligible either: a real deletion of the
+    // active hands over to it.
+    stack.delete_pod(&active).await?;
+    let next = stack.endpoints.wait_single(Some(&active), FAILOVER).await?;
+    assert_eq!(next, standby);
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// Issue 19, case 3: removing `joc-ha.dev/component` from the active pod
+/// (which the role-label guard does not guard) took it out of the Service
+/// while its sidecar kept the lease: no active endpoint, no end. Now the
+/// holder whose pod left the Service's selector gives up the lease with a
+/// Warning Event `LeftService`; the standby is the one endpoint within
+/// [`LEFT_SERVICE`]; with the label back, the pod is a standby again.
+#[tokio::test]
+async fn a_removed_component_label_hands_the_lease_over() -> anyhow::Result<()> {
+    let (stack, active, standby) = cluster().await?;
+    let pods = stack.pods();
+    pods.patch(
+        &active,
+        &PatchParams::default(),
+        &labels(json!({LABEL_COMPONENT: null})),
+    )
+    .await?;
+    let next = stack
+        .endpoints
+        .wait_single(Some(&active), LEFT_SERVICE)
+        .await?;
+    assert_eq!(next, standby);
+    let note = stack
+        .wait_event("LeftService", &active, Duration::from_secs(10))
+        .await?;
+    assert!(
+        note.contains(LABEL_COMPONENT) && note.contains("gives up the lease"),
+        "the Event says what and why: {note}"
+    );
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(stack.client(), &stack.options.namespace);
+    let warning = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("LeftService") && e.type_.as_deref() == Some("Warning")
+        });
+    assert!(warning, "LeftService is a Warning");
+
+    // The label back: a standby again, the Service unchanged.
+    pods.patch(
+        &active,
+        &PatchParams::default(),
+        &labels(json!({LABEL_COMPONENT: "member"})),
+    )
+    .await?;
+    wait_for(
+        "the former holder to be a standby again",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { (role_of(&stack, &active).await.ok()??.as_str() == ROLE_STANDBY).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![standby]
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// How long after a switch-over storm the Service may go without exactly
+/// one endpoint (the issue saw 11 s of a holder holding without acting).
+const AFTER_STORM: Duration = Duration::from_secs(10);
+
+/// Issue 19, case 4: 20 switch-over annotations 80 ms apart left a member
+/// holding the lease without acting for 11 s (no endpoint), and an older
+/// request's late "Rejected" overwrote `status.lastSwitchover` although
+/// that request had moved the lease. Now a holder whose target hands the
+/// lease straight back follows it at once, and only a later request
+/// replaces the record: after the storm, one endpoint within
+/// [`AFTER_STORM`], and the record names where the lease went last.
+#[tokio::test]
+async fn a_switchover_storm_ends_with_one_endpoint_and_the_last_outcome() -> anyhow::Result<()> {
+    let (stack, first, second) = cluster().await?;
+    for i in 0..20 {
+        let target = if i % 2 == 0 { &second } else { &first };
+        stack.annotate_switchover(target).await?;
+        // The storm's pace is the case itself, not a wait for a condition.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    // Settled: the last request taken off the JocCluster, one endpoint,
+    // that pod the only one labeled active, and status naming the request
+    // handled last: it moved the lease there, or found it already there.
+    // (The annotation goes before its outcome is recorded, and a hand-over
+    // moves the endpoint after it: all four are waited for together.)
+    let (active, record) = wait_for(
+        "the storm to settle: one endpoint, its pod alone labeled, recorded",
+        AFTER_STORM,
+        Duration::from_millis(50),
+        || async {
+            let cluster = stack.cluster().await.ok()?;
+            if cluster
+                .annotations()
+                .contains_key(joc_ha_crds::names::ANNOTATION_SWITCHOVER_TO)
+            {
+                return None;
+            }
+            let routed: Vec<String> = stack.endpoints.current().into_iter().collect();
+            let [active] = routed.as_slice() else {
+                return None;
+            };
+            if stack.labeled_active().await.ok()? != vec![active.clone()] {
+                return None;
+            }
+            let record = cluster.status?.last_switchover?;
+            (record.to == *active).then(|| (active.clone(), record))
+        },
+    )
+    .await?;
+    let message = record.message.clone().unwrap_or_default();
+    match record.result {
+        joc_ha_crds::v1alpha1::SwitchoverResult::Completed => {
+            assert!(message.contains(&format!("to {active}")), "{record:?}");
+        }
+        joc_ha_crds::v1alpha1::SwitchoverResult::Rejected => {
+            assert!(message.contains("already the active member"), "{record:?}");
+        }
+    }
+    // And it stays so over a few renewals: the holder acts, nothing older
+    // overwrites the record.
+    let renewed = renewals(&stack, &active).await?;
+    wait_for(
+        "three more renewals by the holder",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            renewals(&stack, &active)
+                .await
+                .ok()
+                .filter(|n| *n >= renewed + 3)
+        },
+    )
+    .await?;
+    let last = stack
+        .cluster()
+        .await?
+        .status
+        .and_then(|s| s.last_switchover);
+    // A request taken just before the annotation went may be recorded
+    // after the settle: only as a later one, naming the same member.
+    let later = last.as_ref().is_some_and(|now| {
+        joc_ha_sidecar::decide::supersedes(now, Some(&record)) && now.to == active
+    });
+    assert!(
+        last.as_ref() == Some(&record) || later,
+        "only a later request naming {active} may replace the record: {record:?} → {last:?}"
+    );
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![active]
+    );
+    // No stretch without an endpoint as long as the issue's 11 s.
+    let timeline = stack.endpoints.timeline();
+    for pair in timeline.windows(2) {
+        if pair[0].1.is_empty() {
+            let gap = pair[1].0 - pair[0].0;
+            assert!(
+                gap < Duration::from_secs(5),
+                "no endpoint for {gap:?}: {timeline:?}"
+            );
+        }
+    }
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// A create of `event` with `client`, refused by admission: its message.
+async fn event_refused(
+    client: &kube::Client,
+    namespace: &str,
+    event: serde_json::Value,
+) -> anyhow::Result<String> {
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(event)?;
+    refusal(api.create(&PostParams::default(), &event).await).map_err(anyhow::Error::msg)
+}
+
+fn event_about(kind: &str, name: &str, controller: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"generateName": "forged-"},
+        "regarding": {"apiVersion": if kind == "Pod" { "v1" } else { "joc-ha.dev/v1alpha1" },
+            "kind": kind, "name": name, "namespace": "js7"},
+        "reason": "SwitchoverCompleted", "note": "forged", "type": "Normal",
+        "action": "SwitchoverCompleted",
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": controller, "reportingInstance": "x",
+    })
+}
+
+/// Issue 19, case 9 (the sidecar's parts): a sidecar's token could write
+/// `status.lastSwitchover` and operator-looking Events about other
+/// JocClusters. Now the chart's sidecar policies refuse both: status only
+/// of its own JocCluster, Events only about its own JocCluster or member
+/// pods and never as the operator. Its own cluster's sidecars still record
+/// and publish (see the storm and label tests).
+#[tokio::test]
+async fn another_clusters_sidecar_token_cannot_write_status_or_events() -> anyhow::Result<()> {
+    let (stack, active, _) = cluster().await?;
+    let namespace = stack.options.namespace.clone();
+    stack.add_cluster("other").await?;
+    let token = wait_for_ok(
+        "the other cluster's sidecar ServiceAccount",
+        UP,
+        Duration::from_millis(200),
+        || async {
+            stack
+                .plane
+                .token_for(&namespace, "other-joc-ha-sidecar")
+                .await
+                .map_err(|e| format!("{e:#}"))
+        },
+    )
+    .await?;
+    let other = stack.plane.client_for_token(&token).await?;
+    let clusters: kube::Api<joc_ha_crds::JocCluster> =
+        kube::Api::namespaced(other.clone(), &namespace);
+    let forged = Patch::Merge(json!({"status": {"lastSwitchover": {
+        "to": "joc-1", "result": "Rejected", "message": "forged"}}}));
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let message = wait_for_ok(
+        "the JocCluster status policy to be in force",
+        POLICY,
+        Duration::from_millis(200),
+        || async { refusal(clusters.patch_status("joc", &dry_run, &forged).await) },
+    )
+    .await?;
+    // The sidecar's Role names its own JocCluster, and the policy holds it
+    // to its own cluster too (should the Role be widened): either refuses.
+    assert!(
+        message.contains("may change only its own JocCluster")
+            || message.contains(r#"cannot patch resource "jocclusters/status""#),
+        "refused, saying why: {message}"
+    );
+    refusal(
+        clusters
+            .patch_status("joc", &PatchParams::default(), &forged)
+            .await,
+    )
+    .map_err(anyhow::Error::msg)?;
+    // Its own cluster's status stays writable.
+    clusters.patch_status("other", &dry_run, &forged).await?;
+
+    // Events: not about another cluster or its pods, not as the operator.
+    let message = wait_for_ok(
+        "the Event policy to be in force",
+        POLICY,
+        Duration::from_millis(200),
+        || async {
+            event_refused(
+                &other,
+                &namespace,
+                event_about("JocCluster", "joc", "joc-ha-sidecar"),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))
+        },
+    )
+    .await?;
+    assert!(
+        message.contains("only about its own JocCluster other"),
+        "{message}"
+    );
+    let message = event_refused(
+        &other,
+        &namespace,
+        event_about("Pod", &active, "joc-ha-sidecar"),
+    )
+    .await?;
+    assert!(
+        message.contains("only about its own JocCluster"),
+        "{message}"
+    );
+    let message = event_refused(
+        &other,
+        &namespace,
+        event_about("JocCluster", "other", "joc-ha-operator"),
+    )
+    .await?;
+    assert!(message.contains("as the operator"), "{message}");
+    // The old core/v1 API is held to the same rule.
+    let core: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(other.clone(), &namespace);
+    let old: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "forged-"},
+        "involvedObject": {"apiVersion": "joc-ha.dev/v1alpha1", "kind": "JocCluster",
+            "name": "joc", "namespace": namespace},
+        "reason": "SwitchoverCompleted", "message": "forged", "type": "Normal",
+        "source": {"component": "joc-ha-operator"},
+    }))?;
+    refusal(core.create(&PostParams::default(), &old).await).map_err(anyhow::Error::msg)?;
+    // An Event of its own, under its own name, passes.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(other.clone(), &namespace);
+    let own: k8s_openapi::api::events::v1::Event =
+        serde_json::from_value(event_about("JocCluster", "other", "joc-ha-sidecar"))?;
+    events
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &own,
+        )
+        .await?;
+
+    let status = stack
+        .cluster()
+        .await?
+        .status
+        .and_then(|s| s.last_switchover);
+    assert!(
+        status.as_ref().and_then(|s| s.message.as_deref()) != Some("forged"),
+        "{status:?}"
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// Issue 19, case 9: a standby kept a stale `joc-ha.dev/lease-term`
+/// annotation (its sidecar died; the new holder relabelled it but left the
+/// annotation). Now the one label writer removes it when it makes another
+/// pod standby.
+#[tokio::test]
+async fn a_demoted_pod_keeps_no_lease_term() -> anyhow::Result<()> {
+    use joc_ha_crds::names::ANNOTATION_LEASE_TERM;
+    let (stack, first, second) = cluster().await?;
+    let annotation = |pod: &Pod| pod.annotations().get(ANNOTATION_LEASE_TERM).cloned();
+    assert!(annotation(&stack.pods().get(&first).await?).is_some());
+    // Its sidecar dies and stays dead: only the new holder can relabel it.
+    stack
+        .kubelet
+        .block_starts(&stack.options.namespace, &first, "joc-ha-sidecar");
+    stack
+        .sidecar(&first)
+        .context("the active member's sidecar")?
+        .kill()
+        .await?;
+    let next = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
+    assert_eq!(next, second);
+    wait_for(
+        "the former holder to be standby without a lease term",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let pod = stack.pods().get(&first).await.ok()?;
+            (pod.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_STANDBY)
+                && annotation(&pod).is_none())
+            .then_some(())
+        },
+    )
+    .await?;
+    assert!(annotation(&stack.pods().get(&second).await?).is_some());
     stack.endpoints.assert_never_two();
     Ok(())
 }

@@ -118,16 +118,22 @@ pub enum Action {
     },
     /// Awaited: read the lease's member rows.
     ReadMembers,
+    /// Awaited: read this pod from the API server.
+    ReadOwnPod,
     /// Awaited: hand the lease to `target`.
     HandOver {
         target: String,
     },
     /// Release the lease (a failure is logged).
     Release,
-    /// Awaited: wait up to `bound` for `target` to carry the active label.
+    /// Awaited: wait up to `bound` for `target` to carry the active label,
+    /// or for the lease to come back to this member, whichever is first.
     WaitForLabel {
         target: String,
         bound: Duration,
+        /// The term the target received: the lease is back if this member
+        /// holds a later one.
+        handed_term: Option<i64>,
     },
     /// js7, stepping down: wait up to `period` for JOC's active member to
     /// leave this one.
@@ -162,6 +168,7 @@ impl Action {
             | Action::ReadJoc
             | Action::ClearSwitchover { .. }
             | Action::ReadMembers
+            | Action::ReadOwnPod
             | Action::HandOver { .. }
             | Action::WaitForLabel { .. } => true,
             _ => false,

@@ -15,6 +15,8 @@ use crate::lease::{HandOverOutcome, Role};
 pub struct Settings {
     /// This pod's name (and its member name in the lease).
     pub me: String,
+    /// The JocCluster's name (`joc-ha.dev/cluster` of its pods).
+    pub cluster: String,
     /// How long a renew lets the holder act (TTL − margin, from the lease).
     pub lease_validity: Duration,
     pub lease_ttl: Duration,
@@ -37,6 +39,46 @@ pub struct Facts {
     pub pods: Vec<PodFacts>,
     /// The JocCluster, from the cache; `None` until it is seen.
     pub cluster: Option<ClusterFacts>,
+    /// This pod, from a watch by name (so that a removed label does not
+    /// hide it); `None` until it is seen.
+    pub own: Option<OwnPodFacts>,
+}
+
+/// This sidecar's own pod, as the API server has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnPodFacts {
+    /// Has a deletionTimestamp: only who may delete the pod can set it.
+    pub terminating: bool,
+    /// `joc-ha.dev/cluster`.
+    pub cluster: Option<String>,
+    /// `joc-ha.dev/component`.
+    pub component: Option<String>,
+    /// A controller (its StatefulSet) owns it; a pod whose labels left the
+    /// StatefulSet's selector is orphaned.
+    pub controlled: bool,
+}
+
+impl OwnPodFacts {
+    /// Why the pod is not behind the active Service (whose selector is the
+    /// cluster and component labels plus the role), or `None` if it is.
+    pub fn unroutable_because(&self, cluster: &str) -> Option<String> {
+        use joc_ha_crds::names::{COMPONENT_MEMBER, LABEL_CLUSTER, LABEL_COMPONENT};
+        if self.cluster.as_deref() != Some(cluster) {
+            Some(format!(
+                "its label {LABEL_CLUSTER} is {:?}, not {cluster:?}",
+                self.cluster
+            ))
+        } else if self.component.as_deref() != Some(COMPONENT_MEMBER) {
+            Some(format!(
+                "its label {LABEL_COMPONENT} is {:?}, not {COMPONENT_MEMBER:?}",
+                self.component
+            ))
+        } else if !self.controlled {
+            Some("no StatefulSet owns it any more (orphaned)".to_owned())
+        } else {
+            None
+        }
+    }
 }
 
 /// The elector's health as last published.
@@ -109,7 +151,10 @@ pub enum Event {
     PodsChanged,
     /// The JocCluster changed (cache).
     ClusterChanged,
-    /// The cockpit's preStop hook asks to hand over.
+    /// `GET /prestop`: the cockpit's preStop hook waits for the hand-over
+    /// (anyone who reaches the port can call it, so it triggers nothing by
+    /// itself: only this pod's deletion or SIGTERM makes the sidecar step
+    /// down).
     Prestop,
     Sigterm,
     /// js7: the holder's quick look while it waits for JOC.
@@ -150,6 +195,12 @@ pub enum Outcome {
     HandOver(Result<HandOverOutcome, String>),
     /// [`super::Action::WaitForLabel`]: labeled, or why not.
     TargetLabeled(Result<(), String>),
+    /// [`super::Action::WaitForLabel`]: before the target was seen labeled,
+    /// the lease came back to this member (the target handed it on).
+    LeaseCameBack,
+    /// [`super::Action::ReadOwnPod`]: this pod from the API server
+    /// (`None`: gone), or why it could not be read.
+    OwnPod(Result<Option<OwnPodFacts>, String>),
 }
 
 /// Why JOC's tables could not be read.

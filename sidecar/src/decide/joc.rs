@@ -57,7 +57,7 @@ pub(super) fn read(
     };
     let fresh = view.is_ready_member(&settings.member_id);
     out.push(Action::JocHealth { fresh });
-    let ready = fresh && !s.stepped_down;
+    let ready = fresh && s.may_hold();
     if s.joc.as_ref().is_some_and(|j| j.ready != Some(ready)) {
         return s.wait(
             Pending::JocReady {

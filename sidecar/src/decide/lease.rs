@@ -37,7 +37,7 @@ pub fn other_active_members(pods: &[PodFacts], me: &str) -> Vec<String> {
 /// Applies the elector's current role.
 pub(super) fn follow_lease(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
     let held = match f.role {
-        Role::Active { term, until } if !s.stepped_down && until > f.now => Some((term, until)),
+        Role::Active { term, until } if s.may_hold() && until > f.now => Some((term, until)),
         _ => None,
     };
     match held {
@@ -67,7 +67,7 @@ pub(super) fn follow_lease(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> F
         }
         None => {
             if let Some(term) = s.active_term {
-                if s.stepped_down {
+                if !s.may_hold() {
                     demote_for(s, f, out);
                 } else {
                     s.next([Step::JudgeDatabase {

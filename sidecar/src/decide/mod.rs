@@ -18,6 +18,7 @@ mod actions;
 mod facts;
 mod joc;
 mod lease;
+mod pod;
 mod switchover;
 #[cfg(test)]
 mod tests;
@@ -27,9 +28,10 @@ use std::time::Duration;
 
 pub use actions::{Action, Label, Level, Metric, Report};
 pub use facts::{
-    ClusterFacts, ElectorFacts, Event, Facts, JocReadError, MemberFacts, Outcome, PodFacts,
-    Settings,
+    ClusterFacts, ElectorFacts, Event, Facts, JocReadError, MemberFacts, Outcome, OwnPodFacts,
+    PodFacts, Settings,
 };
+pub use switchover::supersedes;
 
 use crate::eligibility::Target;
 use crate::js7::JocView;
@@ -41,8 +43,16 @@ pub struct State {
     /// The term we hold and have labeled for (js7: hold, while the label
     /// waits for JOC), while active.
     pub active_term: Option<i64>,
-    /// After a preStop hand-over we never take the lease again.
+    /// Stepped down (this pod is being deleted, or SIGTERM): the lease is
+    /// not taken again, unless the pod turns out not to be stopping (see
+    /// [`State::step_down_bound`]).
     pub stepped_down: bool,
+    /// When it stepped down.
+    pub stepped_down_at: Option<tokio::time::Instant>,
+    /// Why this pod is not behind the active Service (a label the selector
+    /// needs was removed, or it was orphaned): it gave up the lease and
+    /// does not take it while this lasts.
+    pub left_service: Option<String>,
     /// Active in failsafe mode until then: the database is down for
     /// everyone and the API server shows no other active pod.
     pub failsafe_until: Option<tokio::time::Instant>,
@@ -75,6 +85,8 @@ impl State {
             settings,
             active_term: None,
             stepped_down: false,
+            stepped_down_at: None,
+            left_service: None,
             failsafe_until: None,
             agenda: VecDeque::new(),
         }
@@ -90,6 +102,19 @@ impl State {
     /// js7 mode once JOC runs this member active.
     fn joc_confirmed(&self) -> bool {
         self.joc.as_ref().is_none_or(|joc| joc.confirmed)
+    }
+
+    /// Whether this member may hold the lease now.
+    pub fn may_hold(&self) -> bool {
+        !self.stepped_down && self.left_service.is_none()
+    }
+
+    /// How long after stepping down a member whose pod is neither being
+    /// deleted nor stopped takes part in the lease again: a deleted pod
+    /// shows its deletionTimestamp at once and keeps it, and SIGTERM ends
+    /// the process, so by then the step-down was not a stop.
+    pub fn step_down_bound(&self) -> Duration {
+        self.switchover_bound() * 2
     }
 
     /// Whether an awaited action is outstanding.
@@ -149,6 +174,13 @@ enum Step {
     AgreeWithJoc,
     /// Hand the lease over and never take it again.
     LeaveLease(&'static str),
+    /// Hand the lease over (if held), without stepping down for good.
+    HandOff(String),
+    /// Look at this pod: step down if it is being deleted; give up the
+    /// lease if it left the active Service's selector.
+    OwnPod,
+    /// `GET /prestop`: read this pod; step down only if it is being deleted.
+    Prestop,
     /// Lost or gave up the lease.
     Demote(String),
     /// Demote if still holding a term.
@@ -192,6 +224,8 @@ struct Switchover {
     value: String,
     requested: jiff::Timestamp,
     target: Option<String>,
+    /// The term the target received by the hand-over.
+    handed_term: Option<i64>,
 }
 
 /// What a parked step does with its outcome.
@@ -236,8 +270,9 @@ enum Pending {
     SwitchoverMembers(Switchover, Target),
     SwitchoverHandOver(Switchover),
     SwitchoverLabeled(Switchover),
-    StepDownMembers(&'static str),
-    StepDownHandOver(&'static str),
+    StepDownMembers(String),
+    StepDownHandOver(String),
+    PrestopPod,
 }
 
 /// The sidecar's decision: from `state`, `facts` and `event`, the next
@@ -292,6 +327,7 @@ pub fn decide(state: &State, facts: &Facts, event: Event) -> (State, Vec<Action>
 fn agenda(input: &Event) -> Vec<Step> {
     match input {
         Event::Tick => vec![
+            Step::OwnPod,
             Step::FollowLease,
             Step::AgreeWithJoc,
             Step::CorrectLabels,
@@ -301,11 +337,9 @@ fn agenda(input: &Event) -> Vec<Step> {
         Event::ElectorStopped => {
             vec![Step::Demote("the lease elector stopped".into()), Step::Exit]
         }
-        Event::PodsChanged => vec![Step::CorrectLabels],
+        Event::PodsChanged => vec![Step::OwnPod, Step::CorrectLabels],
         Event::ClusterChanged => vec![Step::HandleSwitchover],
-        Event::Prestop => vec![Step::LeaveLease(
-            "the cockpit container is stopping (preStop)",
-        )],
+        Event::Prestop => vec![Step::Prestop],
         Event::Sigterm => vec![Step::LeaveLease("SIGTERM"), Step::Exit],
         Event::JocLook => vec![Step::AgreeWithJoc],
         Event::Done(_) => vec![],
@@ -337,7 +371,10 @@ fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
         }
         Step::HandleSwitchoverNow => switchover::handle(s, f, out),
         Step::AgreeWithJoc => joc::agree(s, out),
-        Step::LeaveLease(why) => switchover::step_down(s, why, out),
+        Step::LeaveLease(why) => switchover::step_down(s, f, why, out),
+        Step::HandOff(why) => switchover::hand_off(s, why, out),
+        Step::OwnPod => pod::check(s, f, out),
+        Step::Prestop => pod::prestop(s, out),
         Step::Demote(why) => {
             lease::demote(s, &why, out);
             Flow::Continue
@@ -424,6 +461,9 @@ fn resume(
         (Pending::SwitchoverHandOver(request), Outcome::HandOver(result)) => {
             switchover::handed_over(s, f, request, result, out)
         }
+        (Pending::SwitchoverLabeled(request), Outcome::LeaseCameBack) => {
+            switchover::lease_came_back(s, f, &request, out)
+        }
         (Pending::SwitchoverLabeled(request), Outcome::TargetLabeled(result)) => {
             let target = request.target.clone().unwrap_or_default();
             switchover::finish(s, f, &request, result.map(|()| target), out);
@@ -434,9 +474,10 @@ fn resume(
         }
         (Pending::StepDownHandOver(why), Outcome::HandOver(result)) => {
             let handed = matches!(result, Ok(crate::lease::HandOverOutcome::HandedOver { .. }));
-            switchover::step_down_finish(s, why, handed, out);
+            switchover::step_down_finish(s, &why, handed, out);
             Flow::Continue
         }
+        (Pending::PrestopPod, Outcome::OwnPod(own)) => pod::prestop_read(s, own, out),
         (pending, done) => {
             out.push(Action::Log(
                 Level::Warn,

@@ -51,6 +51,7 @@ pub(super) fn handle(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
         value: value.clone(),
         requested: f.wall_now,
         target: None,
+        handed_term: None,
     };
     s.wait(
         Pending::SwitchoverTaken(request),
@@ -122,12 +123,13 @@ pub(super) fn members_read(
 pub(super) fn handed_over(
     s: &mut State,
     f: &Facts,
-    request: Switchover,
+    mut request: Switchover,
     result: Result<HandOverOutcome, String>,
     out: &mut Vec<Action>,
 ) -> Flow {
     let refused = match result {
-        Ok(HandOverOutcome::HandedOver { .. }) => {
+        Ok(HandOverOutcome::HandedOver { term, .. }) => {
+            request.handed_term = Some(term);
             s.next([
                 Step::FollowLease,
                 Step::DemoteIfActive("handed the lease over"),
@@ -147,11 +149,56 @@ pub(super) fn handed_over(
 pub(super) fn await_target(s: &mut State, request: Switchover, out: &mut Vec<Action>) -> Flow {
     let target = request.target.clone().unwrap_or_default();
     let bound = s.switchover_bound();
+    let handed_term = request.handed_term;
     s.wait(
         Pending::SwitchoverLabeled(request),
-        Action::WaitForLabel { target, bound },
+        Action::WaitForLabel {
+            target,
+            bound,
+            handed_term,
+        },
         out,
     )
+}
+
+/// Issue 19, case 4: in a storm the target took the lease and handed it
+/// straight back before this member saw its label; this member held the
+/// lease without acting until its wait ran out (11 s), then recorded the
+/// request as rejected although it had moved the lease. Now the wait ends
+/// when the lease comes back: the request took effect (recorded so), and
+/// this member follows the lease at once.
+pub(super) fn lease_came_back(
+    s: &mut State,
+    f: &Facts,
+    request: &Switchover,
+    out: &mut Vec<Action>,
+) -> Flow {
+    let target = request.target.clone().unwrap_or_default();
+    finish(
+        s,
+        f,
+        request,
+        Ok(format!("{target} (which has since handed the lease back)")),
+        out,
+    );
+    s.next([Step::FollowLease]);
+    Flow::Continue
+}
+
+/// Whether `new` may replace the recorded `lastSwitchover`: only a request
+/// taken later (by its holder's clock, to the nanosecond; holders follow
+/// each other through the lease, so a later holder took its request
+/// later), so that a slow outcome of an older request never overwrites a
+/// newer one. A record without a time is replaced.
+pub fn supersedes(new: &SwitchoverStatus, recorded: Option<&SwitchoverStatus>) -> bool {
+    match (
+        new.requested.as_ref(),
+        recorded.and_then(|r| r.requested.as_ref()),
+    ) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(new), Some(old)) => new.0 > old.0,
+    }
 }
 
 /// Records the outcome: status, metric, log, Event.
@@ -223,8 +270,20 @@ fn ask_joc_to_switch_to(s: &State, pod: &str, out: &mut Vec<Action>) {
 
 /// Gives the lease to the best ready standby (or releases it) and never
 /// takes it again.
-pub(super) fn step_down(s: &mut State, why: &'static str, out: &mut Vec<Action>) -> Flow {
+pub(super) fn step_down(
+    s: &mut State,
+    f: &Facts,
+    why: &'static str,
+    out: &mut Vec<Action>,
+) -> Flow {
     s.stepped_down = true;
+    s.stepped_down_at = Some(f.now);
+    hand_off(s, why.to_owned(), out)
+}
+
+/// Stops competing for the lease and, if held, gives it to the best ready
+/// standby (or releases it).
+pub(super) fn hand_off(s: &mut State, why: String, out: &mut Vec<Action>) -> Flow {
     out.push(Action::SetReady {
         ready: false,
         report: false,
@@ -239,7 +298,7 @@ pub(super) fn step_down(s: &mut State, why: &'static str, out: &mut Vec<Action>)
 pub(super) fn step_down_members(
     s: &mut State,
     f: &Facts,
-    why: &'static str,
+    why: String,
     members: Result<Vec<MemberFacts>, String>,
     out: &mut Vec<Action>,
 ) -> Flow {
@@ -255,7 +314,7 @@ pub(super) fn step_down_members(
             )
         }
         Err(_) => {
-            step_down_finish(s, why, false, out);
+            step_down_finish(s, &why, false, out);
             Flow::Continue
         }
     }

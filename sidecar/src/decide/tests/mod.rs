@@ -4,6 +4,7 @@
 
 mod joc;
 mod lease;
+mod pod;
 mod switchover;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub const VALIDITY: Duration = Duration::from_secs(4);
 pub fn settings(js7: bool) -> Settings {
     Settings {
         me: ME.to_owned(),
+        cluster: "joc".to_owned(),
         lease_validity: VALIDITY,
         lease_ttl: Duration::from_secs(5),
         renew_interval: Duration::from_secs(1),
@@ -99,6 +101,18 @@ pub fn facts(now: Instant, role: Role, own: Option<&str>, other_active: bool) ->
             member("joc-2", Some("standby")),
         ],
         cluster: Some(ClusterFacts::default()),
+        own: Some(own_pod()),
+    }
+}
+
+/// This pod as the API server has it: a member of cluster `joc`, owned by
+/// its StatefulSet, not being deleted.
+pub fn own_pod() -> OwnPodFacts {
+    OwnPodFacts {
+        terminating: false,
+        cluster: Some("joc".to_owned()),
+        component: Some(joc_ha_crds::names::COMPONENT_MEMBER.to_owned()),
+        controlled: true,
     }
 }
 
@@ -138,6 +152,8 @@ pub struct Answers {
     pub members: Result<Vec<MemberFacts>, String>,
     pub hand_over: Option<Result<HandOverOutcome, String>>,
     pub target_labeled: Result<(), String>,
+    /// The wait for the target's label sees the lease back (term 10).
+    pub lease_back: bool,
 }
 
 impl Default for Answers {
@@ -162,6 +178,7 @@ impl Default for Answers {
                 .collect()),
             hand_over: None,
             target_labeled: Ok(()),
+            lease_back: false,
         }
     }
 }
@@ -212,7 +229,13 @@ impl Answers {
                 }
                 Outcome::HandOver(outcome)
             }
+            Action::WaitForLabel { .. } if self.lease_back => {
+                facts.role = active(10, facts.now);
+                facts.elector.holder_is_me = true;
+                Outcome::LeaseCameBack
+            }
             Action::WaitForLabel { .. } => Outcome::TargetLabeled(self.target_labeled.clone()),
+            Action::ReadOwnPod => Outcome::OwnPod(Ok(facts.own.clone())),
             other => panic!("{other:?} is not awaited"),
         }
     }
@@ -281,6 +304,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                     switch_member_id, ..
                 } => format!("joc-clear:{}", crate::js7::hostname_of(switch_member_id)),
                 Action::ReadMembers => "members".to_owned(),
+                Action::ReadOwnPod => "read-pod".to_owned(),
                 Action::HandOver { target } => format!("handover:{target}"),
                 Action::Release => "release".to_owned(),
                 Action::WaitForLabel { target, .. } => format!("wait-label:{target}"),

@@ -196,7 +196,13 @@ fn the_cockpit_is_told_standby_before_the_lease_moves() {
         (
             "step-down",
             holding(false, 5),
-            facts(now, active(5, now), Some("active"), false),
+            Facts {
+                own: Some(OwnPodFacts {
+                    terminating: true,
+                    ..own_pod()
+                }),
+                ..facts(now, active(5, now), Some("active"), false)
+            },
             Event::Prestop,
         ),
         (
@@ -319,11 +325,105 @@ fn stepping_down_hands_over_or_releases_and_never_takes_the_lease_again() {
             ],
         ),
     ];
-    for (name, state, event, answers, expect) in cases {
+    for (name, state, event, answers, mut expect) in cases {
+        // The pod is being deleted (preStop reads it from the API server).
         let mut f = holder();
+        if let Some(own) = &mut f.own {
+            own.terminating = true;
+        }
+        if event == Event::Prestop {
+            expect.insert(0, "read-pod");
+        }
         let (after, actions) = drive(&state, &mut f, event, &answers);
         assert_eq!(brief(&actions), expect, "{name}");
         assert!(after.stepped_down, "{name}");
         assert_eq!(after.active_term, None, "{name}");
+    }
+}
+
+/// Issue 19, case 4: in a switch-over storm the target handed the lease
+/// straight back before this member saw its label; this member held the
+/// lease without acting until its wait ran out, then recorded "Rejected".
+/// Now the wait ends when the lease is back: "Completed" is recorded, and
+/// the lease is followed at once (promote, label).
+#[test]
+fn a_lease_handed_back_during_the_wait_is_followed_at_once() {
+    let now = Instant::now();
+    let mut f = asked(now, "joc-1");
+    let answers = Answers {
+        lease_back: true,
+        ..Answers::default()
+    };
+    let (after, actions) = drive(&holding(false, 5), &mut f, Event::ClusterChanged, &answers);
+    let brief = brief(&actions);
+    let recorded = position(&actions, "record:Completed");
+    let labeled = position(&actions, "label:joc-0:active:10");
+    assert!(
+        position(&actions, "wait-label:joc-1") < recorded && recorded < labeled,
+        "{brief:?}"
+    );
+    assert!(!brief.iter().any(|a| a == "record:Rejected"), "{brief:?}");
+    assert_eq!(after.active_term, Some(10));
+}
+
+/// Issue 19, case 4: an older request's outcome, recorded late, overwrote a
+/// newer one. Only a later request replaces the record.
+#[test]
+fn only_a_later_request_replaces_the_recorded_switchover() {
+    use joc_ha_crds::v1alpha1::{SwitchoverResult, SwitchoverStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let at = |ms: i64| {
+        Some(Time(
+            jiff::Timestamp::from_millisecond(1_800_000_000_000 + ms).expect("time"),
+        ))
+    };
+    let record = |requested: Option<Time>, result| SwitchoverStatus {
+        from: Some(ME.into()),
+        to: "joc-1".into(),
+        requested,
+        completed: at(5_000),
+        result,
+        message: None,
+    };
+    let cases = [
+        (
+            "nothing recorded",
+            record(at(0), SwitchoverResult::Rejected),
+            None,
+            true,
+        ),
+        (
+            "a later request, 80 ms after",
+            record(at(80), SwitchoverResult::Completed),
+            Some(record(at(0), SwitchoverResult::Completed)),
+            true,
+        ),
+        (
+            "an older request's late rejection",
+            record(at(0), SwitchoverResult::Rejected),
+            Some(record(at(80), SwitchoverResult::Completed)),
+            false,
+        ),
+        (
+            "the same request again",
+            record(at(80), SwitchoverResult::Rejected),
+            Some(record(at(80), SwitchoverResult::Completed)),
+            false,
+        ),
+        (
+            "a record without a time is replaced",
+            record(at(0), SwitchoverResult::Completed),
+            Some(record(None, SwitchoverResult::Completed)),
+            true,
+        ),
+        (
+            "a new record without a time replaces nothing",
+            record(None, SwitchoverResult::Completed),
+            Some(record(at(0), SwitchoverResult::Completed)),
+            false,
+        ),
+    ];
+    for (name, new, recorded, expect) in cases {
+        assert_eq!(supersedes(&new, recorded.as_ref()), expect, "{name}");
     }
 }
