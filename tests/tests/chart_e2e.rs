@@ -380,6 +380,14 @@ async fn chart_lints_renders_every_option_and_passes_a_server_dry_run() -> anyho
             "ValidatingAdmissionPolicyBinding",
             format!("{fullname}-sidecar-events"),
         ),
+        (
+            "ValidatingAdmissionPolicy",
+            format!("{fullname}-role-label-guard"),
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            format!("{fullname}-role-label-guard"),
+        ),
         ("ServiceMonitor", fullname.clone()),
         ("PodMonitor", format!("{fullname}-sidecars")),
         ("PrometheusRule", fullname.clone()),

@@ -252,12 +252,29 @@ async fn prestop_called_by_anyone_changes_nothing() -> anyhow::Result<()> {
 /// [`LEFT_SERVICE`]; with the label back, the pod is a standby again.
 #[tokio::test]
 async fn a_removed_component_label_hands_the_lease_over() -> anyhow::Result<()> {
+    a_removed_selector_label_hands_the_lease_over(LABEL_COMPONENT, "member").await
+}
+
+/// The same with `joc-ha.dev/cluster`: the pod leaves its sidecar's view
+/// of the cluster too, and its sidecar may still make it standby (the
+/// chart's policies let a cluster's sidecar make its unlabelled
+/// `<cluster>-<ordinal>` pod standby, nothing else), so that the label's
+/// return puts no second pod behind the Service.
+#[tokio::test]
+async fn a_removed_cluster_label_hands_the_lease_over() -> anyhow::Result<()> {
+    a_removed_selector_label_hands_the_lease_over(LABEL_CLUSTER, "joc").await
+}
+
+async fn a_removed_selector_label_hands_the_lease_over(
+    label: &str,
+    value: &str,
+) -> anyhow::Result<()> {
     let (stack, active, standby) = cluster().await?;
     let pods = stack.pods();
     pods.patch(
         &active,
         &PatchParams::default(),
-        &labels(json!({LABEL_COMPONENT: null})),
+        &labels(json!({label: null})),
     )
     .await?;
     let next = stack
@@ -269,7 +286,7 @@ async fn a_removed_component_label_hands_the_lease_over() -> anyhow::Result<()> 
         .wait_event("LeftService", &active, Duration::from_secs(10))
         .await?;
     assert!(
-        note.contains(LABEL_COMPONENT) && note.contains("gives up the lease"),
+        note.contains(label) && note.contains("gives up the lease"),
         "the Event says what and why: {note}"
     );
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
@@ -284,11 +301,19 @@ async fn a_removed_component_label_hands_the_lease_over() -> anyhow::Result<()> 
         });
     assert!(warning, "LeftService is a Warning");
 
+    // Made standby while out, so that the label's return routes nowhere.
+    wait_for(
+        "the former holder to be labeled standby",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { (role_of(&stack, &active).await.ok()??.as_str() == ROLE_STANDBY).then_some(()) },
+    )
+    .await?;
     // The label back: a standby again, the Service unchanged.
     pods.patch(
         &active,
         &PatchParams::default(),
-        &labels(json!({LABEL_COMPONENT: "member"})),
+        &labels(json!({label: value})),
     )
     .await?;
     wait_for(
