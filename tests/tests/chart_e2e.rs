@@ -1047,9 +1047,9 @@ spec:
             "may not change a pod's owner references or finalizers",
         ),
         (
-            "the role of another cluster's pod",
+            "a joc-ha.dev annotation of another cluster's pod",
             "b-0",
-            labels(json!({LABEL_ROLE: "active"})),
+            merge(json!({"metadata": {"annotations": {"joc-ha.dev/note": "x"}}})),
             "a joc-ha sidecar may change only pods of its own cluster; system:serviceaccount:js7:a-joc-ha-sidecar tried to change pod b-0",
         ),
     ];
@@ -1066,6 +1066,31 @@ spec:
             }
             other => panic!("{what} must be denied, got {other:?}"),
         }
+    }
+    // The role label of another cluster's pod: two policies refuse it (this
+    // one and the role-label guard); the API server names whichever it ran
+    // first.
+    match pods
+        .patch(
+            "b-0",
+            &PatchParams::default(),
+            &labels(json!({LABEL_ROLE: "active"})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status.message.contains(
+                    "a joc-ha sidecar may change only pods of its own cluster; system:serviceaccount:js7:a-joc-ha-sidecar tried to change pod b-0"
+                ) || status.message.contains(
+                    "are written only by the joc-ha sidecars of its cluster (they follow the lease); system:serviceaccount:js7:a-joc-ha-sidecar may not change them"
+                ),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("the role of another cluster's pod must be denied, got {other:?}"),
     }
     let b0 = Api::<Pod>::namespaced(client.clone(), namespace)
         .get("b-0")
