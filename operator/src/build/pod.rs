@@ -203,9 +203,14 @@ fn database_ca_secret(cluster: &JocCluster) -> Option<&str> {
 }
 
 fn database_ca_mount() -> VolumeMount {
+    read_only_mount(pod::DATABASE_CA_VOLUME, pod::DATABASE_CA_DIR)
+}
+
+/// Volume `volume` mounted whole, read-only, at `path`.
+fn read_only_mount(volume: &str, path: &str) -> VolumeMount {
     VolumeMount {
-        name: pod::DATABASE_CA_VOLUME.to_owned(),
-        mount_path: pod::DATABASE_CA_DIR.to_owned(),
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
         read_only: Some(true),
         ..Default::default()
     }
@@ -323,12 +328,7 @@ fn cockpit_container(cluster: &JocCluster, component: Component) -> Container {
         container.readiness_probe = Some(version(5, 3));
     }
     if component == Component::Member {
-        container.volume_mounts = Some(vec![VolumeMount {
-            name: pod::ROLE_VOLUME.to_owned(),
-            mount_path: pod::ROLE_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        }]);
+        container.volume_mounts = Some(vec![read_only_mount(pod::ROLE_VOLUME, pod::ROLE_DIR)]);
         // Hand the lease over before JOC stops, so a deleted active pod
         // leaves the Service before it stops answering.
         container.lifecycle = Some(Lifecycle {
@@ -583,22 +583,12 @@ fn joc_config_container(
     if spec.license.is_some() {
         args.push("--license-dir".to_owned());
         args.push(pod::LICENSE_DIR.to_owned());
-        mounts.push(VolumeMount {
-            name: pod::LICENSE_VOLUME.to_owned(),
-            mount_path: pod::LICENSE_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        mounts.push(read_only_mount(pod::LICENSE_VOLUME, pod::LICENSE_DIR));
     }
     if spec.config.is_some() {
         args.push("--user-config-dir".to_owned());
         args.push(pod::USER_CONFIG_DIR.to_owned());
-        mounts.push(VolumeMount {
-            name: pod::CONFIG_VOLUME.to_owned(),
-            mount_path: pod::USER_CONFIG_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        mounts.push(read_only_mount(pod::CONFIG_VOLUME, pod::USER_CONFIG_DIR));
     }
     if database_ca_secret(cluster).is_some() {
         mounts.push(database_ca_mount());
