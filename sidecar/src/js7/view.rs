@@ -116,16 +116,10 @@ pub fn holder_step(
     previous_active: Option<&str>,
     pod_of: impl Fn(&str) -> Option<String>,
 ) -> HolderStep {
-    let Some(cluster) = &view.cluster else {
-        // JOC deleted its row (clean shutdown of the active instance) or
-        // never had one: its instances elect one at their next poll.
-        return HolderStep::Wait(
-            "JOC has no active member yet; its instances elect one at their next poll",
-        );
+    let cluster = match settled(view, me) {
+        Ok(cluster) => cluster,
+        Err(step) => return step,
     };
-    if view.confirms(me) {
-        return HolderStep::Confirmed;
-    }
     let moved_by_itself = previous_active.is_some_and(|previous| previous != cluster.member_id)
         && !view.switch_pending_to(me);
     if moved_by_itself
@@ -140,6 +134,22 @@ pub fn holder_step(
         );
     }
     HolderStep::RequestSwitch
+}
+
+/// The steps every holder takes before anything else: wait while JOC has no
+/// active member, done when JOC runs this one; else JOC's cluster row.
+fn settled<'v>(view: &'v JocView, me: &str) -> Result<&'v ClusterRow, HolderStep> {
+    let Some(cluster) = &view.cluster else {
+        // JOC deleted its row (clean shutdown of the active instance) or
+        // never had one: its instances elect one at their next poll.
+        return Err(HolderStep::Wait(
+            "JOC has no active member yet; its instances elect one at their next poll",
+        ));
+    };
+    if view.confirms(me) {
+        return Err(HolderStep::Confirmed);
+    }
+    Ok(cluster)
 }
 
 /// A switch request in `JOC_CLUSTER` that the lease holder must take away
@@ -211,14 +221,10 @@ pub fn unlicensed_holder_step(
     me: &str,
     pod_of: impl Fn(&str) -> Option<String>,
 ) -> HolderStep {
-    let Some(cluster) = &view.cluster else {
-        return HolderStep::Wait(
-            "JOC has no active member yet; its instances elect one at their next poll",
-        );
+    let cluster = match settled(view, me) {
+        Ok(cluster) => cluster,
+        Err(step) => return step,
     };
-    if view.confirms(me) {
-        return HolderStep::Confirmed;
-    }
     if view.is_ready_member(&cluster.member_id)
         && let Some(pod) = pod_of(&cluster.member_id)
     {
