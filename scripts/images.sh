@@ -46,6 +46,16 @@ trap 'rm -rf "$work"' EXIT
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# store <file> <layout>: moves the file into the layout's blobs under its
+# digest and prints "<digest> <size>".
+store() {
+  local digest size
+  digest=$(sha "$1")
+  size=$(stat -c %s "$1")
+  mv "$1" "$2/blobs/sha256/$digest"
+  echo "$digest $size"
+}
+
 # image <archive name> <image name> <binary> <port>
 image() {
   local archive=$1 name=$2 binary=$3 port=$4
@@ -61,9 +71,7 @@ image() {
     --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
     -C "$root" -cf "$work/$archive/layer.tar" .
   local layer size
-  layer=$(sha "$work/$archive/layer.tar")
-  size=$(stat -c %s "$work/$archive/layer.tar")
-  mv "$work/$archive/layer.tar" "$layout/blobs/sha256/$layer"
+  read -r layer size < <(store "$work/$archive/layer.tar" "$layout")
 
   jq -cnS --arg layer "sha256:$layer" --arg bin "/usr/local/bin/$binary" --arg port "$port/tcp" \
     '{architecture: "amd64", os: "linux",
@@ -72,9 +80,7 @@ image() {
       rootfs: {type: "layers", diff_ids: [$layer]},
       history: [{created_by: "joc-ha scripts/images.sh"}]}' >"$work/$archive/config.json"
   local config config_size
-  config=$(sha "$work/$archive/config.json")
-  config_size=$(stat -c %s "$work/$archive/config.json")
-  mv "$work/$archive/config.json" "$layout/blobs/sha256/$config"
+  read -r config config_size < <(store "$work/$archive/config.json" "$layout")
 
   jq -cnS --arg config "sha256:$config" --argjson config_size "$config_size" \
     --arg layer "sha256:$layer" --argjson size "$size" \
@@ -83,9 +89,7 @@ image() {
       layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $layer, size: $size}]}' \
     >"$work/$archive/manifest.json"
   local manifest manifest_size
-  manifest=$(sha "$work/$archive/manifest.json")
-  manifest_size=$(stat -c %s "$work/$archive/manifest.json")
-  mv "$work/$archive/manifest.json" "$layout/blobs/sha256/$manifest"
+  read -r manifest manifest_size < <(store "$work/$archive/manifest.json" "$layout")
 
   jq -cnS --arg manifest "sha256:$manifest" --argjson size "$manifest_size" \
     --arg name "$name:$tag" --arg tag "$tag" \
