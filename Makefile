@@ -24,7 +24,7 @@ DIST_BINS = -p joc-ha-sidecar -p joc-ha-operator --bin joc-ha-sidecar --bin joc-
 HARNESS_BINS = -p joc-ha-tests --bin standin-cockpit --bin joc-standin
 DIST_DIR = $(CARGO_TARGET_DIR)/dist
 
-.PHONY: all setup controlplane realnode images images-check build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo
+.PHONY: all setup controlplane realnode images images-check build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo plugin
 
 all: build
 
@@ -105,6 +105,13 @@ images-check: setup
 	rm -rf "$(CARGO_TARGET_DIR)/x86_64-unknown-linux-musl/dist"
 	scripts/images.sh "$(CARGO_TARGET_DIR)/images" | awk '{print $$2, $$3}' > "$(CARGO_TARGET_DIR)/images.second"
 	diff "$(CARGO_TARGET_DIR)/images.first" "$(CARGO_TARGET_DIR)/images.second" && echo "images: reproducible" && cat "$(CARGO_TARGET_DIR)/images.second"
+
+# The kubectl plugin (`kubectl joc ...`), into $(PREFIX)/bin.
+PREFIX ?= $(HOME)/.local
+plugin:
+	$(CARGO) build --release -p kubectl-joc
+	install -D -m 0755 "$(CARGO_TARGET_DIR)/release/kubectl-joc" "$(PREFIX)/bin/kubectl-joc"
+	@echo "installed $(PREFIX)/bin/kubectl-joc; kubectl runs it as 'kubectl joc' when that folder is on PATH"
 
 clean-cache:
 	rm -rf "$(JOC_HA_CACHE)"

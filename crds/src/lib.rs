@@ -1,9 +1,11 @@
 //! The joc-ha API: the `JocCluster` custom resource (`joc-ha.dev/v1alpha1`)
 //! and every label, annotation and condition name the operator and the
-//! sidecar use. Nothing else lives here.
+//! sidecar use, and how their readers judge a pod (`pods`). Nothing else
+//! lives here.
 
 mod database_kind;
 pub mod names;
+pub mod pods;
 pub mod v1alpha1;
 
 pub use v1alpha1::{JocCluster, JocClusterSpec, JocClusterStatus};

@@ -1,0 +1,171 @@
+//! `kubectl joc` against a running cluster (real control plane, real
+//! sidecars on PostgreSQL): status shows what the API holds, a switch-over
+//! with --wait returns its outcome, and bad requests get exit codes that say
+//! which.
+
+use std::process::Output;
+use std::time::Duration;
+
+use joc_ha_crds::names::reason;
+use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode};
+use joc_ha_tests::wait::wait_for;
+use serde_json::Value;
+
+const UP: Duration = Duration::from_secs(120);
+
+async fn kubectl_joc(stack: &Stack, args: &[&str]) -> anyhow::Result<Output> {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-joc"));
+    command
+        .args(args)
+        .args(["-n", &stack.options.namespace])
+        .env("KUBECONFIG", stack.plane.kubeconfig_path());
+    Ok(tokio::time::timeout(UP, command.output()).await??)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        members: 2,
+        workload: WorkloadMode::Generic,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    let active = stack.endpoints.wait_single(None, UP).await?;
+    let standby = stack.member_other_than(&active).expect("two members");
+    let name = stack.options.name.clone();
+
+    // status -o json: the active member and both members with their roles,
+    // once the operator has written it.
+    let json = wait_for(
+        "kubectl joc status to show the active member",
+        UP,
+        Duration::from_millis(300),
+        || async {
+            let out = kubectl_joc(&stack, &["status", &name, "-o", "json"])
+                .await
+                .ok()?;
+            let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.success()
+                && json["activeMember"] == active.as_str()
+                && json["members"].as_array().is_some_and(|m| m.len() == 2))
+            .then_some(json)
+        },
+    )
+    .await?;
+    let members = json["members"].as_array().expect("members");
+    let role_of = |pod: &str| {
+        members
+            .iter()
+            .find(|m| m["name"] == pod)
+            .map(|m| m["role"].clone())
+    };
+    assert_eq!(role_of(&active), Some(Value::from("active")), "{json}");
+    assert!(json["leaseTerm"].as_i64().is_some_and(|t| t >= 1), "{json}");
+    let table = kubectl_joc(&stack, &["status", &name]).await?;
+    let table = text(&table.stdout);
+    assert!(
+        table.contains(&format!("active member {active}")),
+        "{table}"
+    );
+    assert!(table.contains("MEMBERS"), "{table}");
+
+    // switchover --wait: exit 0 once the outcome is recorded, and by then the
+    // Service routes to the target alone.
+    let out = kubectl_joc(
+        &stack,
+        &[
+            "switchover",
+            &name,
+            "--to",
+            &standby,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await?;
+    let returned = jiff::Timestamp::now();
+    assert!(
+        out.status.success(),
+        "switchover failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let said = text(&out.stdout);
+    assert!(said.contains(&format!("{active} → {standby}")), "{said}");
+    stack.endpoints.wait_single(Some(&active), UP).await?;
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&standby)
+    );
+    let completed = stack
+        .cluster()
+        .await?
+        .status
+        .and_then(|s| s.last_switchover)
+        .and_then(|s| s.completed)
+        .expect("the outcome is recorded");
+    let lag = returned.duration_since(completed.0);
+    println!(
+        "kubectl joc switchover --wait returned {:.3} s after the recorded completion",
+        lag.as_secs_f64()
+    );
+    assert!(
+        lag.as_secs_f64() < 10.0,
+        "returned {lag:?} after the outcome"
+    );
+    stack
+        .wait_event(reason::SWITCHOVER_COMPLETED, &standby, UP)
+        .await?;
+
+    // A rejected request (to the member already active): exit code 2 and the reason.
+    let out = kubectl_joc(&stack, &["switchover", &name, "--to", &standby, "--wait"]).await?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("already the active member"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Not a member: refused before anything is written (exit 1), nothing changes.
+    let out = kubectl_joc(&stack, &["switchover", &name, "--to", "nobody-7", "--wait"]).await?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a member"),
+        "{}",
+        text(&out.stderr)
+    );
+    let annotations = stack
+        .cluster()
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(joc_ha_crds::names::ANNOTATION_SWITCHOVER_TO),
+        "{annotations:?}"
+    );
+
+    // A cluster that does not exist: exit 1 with the fix.
+    let out = kubectl_joc(&stack, &["status", "no-such-cluster"]).await?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("kubectl get joc -A"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
