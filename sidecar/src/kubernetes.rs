@@ -331,13 +331,7 @@ fn event_action(reason: &str, note: &str) -> String {
     format!("{reason}-{:016x}", hasher.finish())
 }
 
-/// Whether a pod's Ready condition is True.
-pub fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+pub use joc_ha_crds::pods::is_ready;
 
 /// The role label a pod carries now.
 pub fn role_label(pod: &Pod) -> Option<&str> {

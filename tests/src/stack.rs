@@ -1020,9 +1020,4 @@ async fn install_sidecar_admission_policy(plane: &ControlPlane) -> Result<()> {
     Ok(())
 }
 
-pub fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+pub use joc_ha_crds::pods::is_ready;

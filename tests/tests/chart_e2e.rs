@@ -12,6 +12,7 @@
 //! Needs the operator binary: `cargo build -p joc-ha-operator` (make test
 //! builds every binary first).
 
+use joc_ha_crds::pods::is_ready;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,13 +41,6 @@ const POLL: Duration = Duration::from_millis(250);
 const RELEASE: &str = "joc-ha";
 const OPERATOR_NAMESPACE: &str = "joc-ha-system";
 const CRD_NAME: &str = "jocclusters.joc-ha.dev";
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn yaml_documents(yaml: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut documents = Vec::new();

@@ -2,6 +2,7 @@
 //! EndpointSlice, garbage collector), RBAC with minted tokens, the CRD, and the
 //! fake kubelet with real processes. Each test starts its own control plane.
 
+use joc_ha_crds::pods::is_ready;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -24,17 +25,6 @@ const POLL: Duration = Duration::from_millis(200);
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> anyhow::Result<T> {
     serde_json::from_value(value).context("building object from JSON")
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 fn pod_ip(pod: &Pod) -> Option<String> {
