@@ -14,5 +14,6 @@ pub mod lease_history;
 pub mod operator;
 pub mod process;
 pub mod proxy;
+pub mod realnode;
 pub mod stack;
 pub mod wait;
