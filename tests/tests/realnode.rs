@@ -99,14 +99,17 @@ async fn wait_pod_ready(pods: &Api<Pod>, name: &str) -> anyhow::Result<Pod> {
 
 /// The host pid of the process running `binary` in node `scope`'s cgroups.
 fn container_pid(scope: &str, binary: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
-        (cmdline.starts_with(binary.as_bytes())
-            && cgroups.contains(&format!("/realnode/{scope}/kubepods")))
-        .then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
+            (cmdline.starts_with(binary.as_bytes())
+                && cgroups.contains(&format!("/realnode/{scope}/kubepods")))
+            .then_some(pid)
+        })
 }
 
 fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
@@ -136,12 +139,18 @@ async fn a_real_node_runs_our_image_with_the_restricted_security_context() -> an
     let pods: Api<Pod> = Api::namespaced(cluster.plane.client(), "default");
 
     let created = Instant::now();
-    pods.create(&PostParams::default(), &cockpit_pod("cockpit-0", &node.name(), "yes")?)
-        .await?;
+    pods.create(
+        &PostParams::default(),
+        &cockpit_pod("cockpit-0", &node.name(), "yes")?,
+    )
+    .await?;
     let pod = wait_pod_ready(&pods, "cockpit-0").await?;
     let pod_ready = created.elapsed();
     let status = pod.status.context("pod without status")?;
-    assert_eq!(status.host_ip.as_deref(), Some(node.address().to_string().as_str()));
+    assert_eq!(
+        status.host_ip.as_deref(),
+        Some(node.address().to_string().as_str())
+    );
     let pod_ip = status.pod_ip.context("pod without IP")?;
     assert!(
         contains(node.plan().pod_subnet(), pod_ip.parse()?),
@@ -151,7 +160,10 @@ async fn a_real_node_runs_our_image_with_the_restricted_security_context() -> an
 
     // The stand-in answers from its pod IP, inside the node's netns.
     let body = node
-        .http_get(&format!("http://{pod_ip}:{COCKPIT_PORT}/"), Duration::from_secs(5))
+        .http_get(
+            &format!("http://{pod_ip}:{COCKPIT_PORT}/"),
+            Duration::from_secs(5),
+        )
         .await?;
     let answer: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(answer["member"], "cockpit-0", "{body}");
@@ -166,7 +178,11 @@ async fn a_real_node_runs_our_image_with_the_restricted_security_context() -> an
         Some("65532")
     );
     assert_eq!(status_field(&proc_status, "NoNewPrivs:"), "1");
-    assert_eq!(status_field(&proc_status, "Seccomp:"), "2", "RuntimeDefault is a filter");
+    assert_eq!(
+        status_field(&proc_status, "Seccomp:"),
+        "2",
+        "RuntimeDefault is a filter"
+    );
     assert_eq!(status_field(&proc_status, "CapEff:"), "0000000000000000");
     let (root_options, _) = mount_of(pid, "/").context("no root mount")?;
     assert!(
@@ -205,9 +221,15 @@ async fn a_client_on_a_node_reaches_the_service_and_a_relabelled_pod_leaves_it()
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     // One pod per node: the client on node 1 reaches node 2's pod through the hub.
-    for (pod, node) in [("cockpit-a", &cluster.nodes[0]), ("cockpit-b", &cluster.nodes[1])] {
-        pods.create(&PostParams::default(), &cockpit_pod(pod, &node.name(), "yes")?)
-            .await?;
+    for (pod, node) in [
+        ("cockpit-a", &cluster.nodes[0]),
+        ("cockpit-b", &cluster.nodes[1]),
+    ] {
+        pods.create(
+            &PostParams::default(),
+            &cockpit_pod(pod, &node.name(), "yes")?,
+        )
+        .await?;
     }
     let a_ip = wait_pod_ready(&pods, "cockpit-a")
         .await?
@@ -234,10 +256,15 @@ async fn a_client_on_a_node_reaches_the_service_and_a_relabelled_pod_leaves_it()
     );
     let url = format!("http://{cluster_ip}/");
     let by_service = ListParams::default().labels("kubernetes.io/service-name=cockpit");
-    wait_for("2 endpoints of Service cockpit", Duration::from_secs(30), Duration::from_millis(50), || async {
-        let list = slices.list(&by_service).await.ok()?;
-        (endpoint_ips(&list.items).len() == 2).then_some(())
-    })
+    wait_for(
+        "2 endpoints of Service cockpit",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let list = slices.list(&by_service).await.ok()?;
+            (endpoint_ips(&list.items).len() == 2).then_some(())
+        },
+    )
     .await?;
 
     let ask = |timeout: Duration| {
@@ -255,15 +282,24 @@ async fn a_client_on_a_node_reaches_the_service_and_a_relabelled_pod_leaves_it()
     // until its first sync after the EndpointSlice, requests may fail).
     let seen = RefCell::new(std::collections::BTreeSet::new());
     let seen = &seen;
-    wait_for_ok("both pods to answer through the ClusterIP", Duration::from_secs(30), Duration::from_millis(20), || {
-        let attempt = ask(Duration::from_secs(2));
-        async move {
-            let member = attempt.await.map_err(|e| format!("{e:#}"))?;
-            let mut seen = seen.borrow_mut();
-            seen.insert(member);
-            if seen.len() == 2 { Ok(()) } else { Err(format!("answered so far: {seen:?}")) }
-        }
-    })
+    wait_for_ok(
+        "both pods to answer through the ClusterIP",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let attempt = ask(Duration::from_secs(2));
+            async move {
+                let member = attempt.await.map_err(|e| format!("{e:#}"))?;
+                let mut seen = seen.borrow_mut();
+                seen.insert(member);
+                if seen.len() == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("answered so far: {seen:?}"))
+                }
+            }
+        },
+    )
     .await?;
 
     let relabelled = Instant::now();
@@ -273,41 +309,55 @@ async fn a_client_on_a_node_reaches_the_service_and_a_relabelled_pod_leaves_it()
         &Patch::Merge(serde_json::json!({"metadata": {"labels": {"serve": "no"}}})),
     )
     .await?;
-    wait_for("cockpit-a out of the EndpointSlice", Duration::from_secs(30), Duration::from_millis(10), || async {
-        let list = slices.list(&by_service).await.ok()?;
-        let ips = endpoint_ips(&list.items);
-        (!ips.contains(&a_ip) && ips.len() == 1).then_some(())
-    })
+    wait_for(
+        "cockpit-a out of the EndpointSlice",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || async {
+            let list = slices.list(&by_service).await.ok()?;
+            let ips = endpoint_ips(&list.items);
+            (!ips.contains(&a_ip) && ips.len() == 1).then_some(())
+        },
+    )
     .await?;
     let out_of_slice = relabelled.elapsed();
     // Out of the client's reach: 20 answers in a row from cockpit-b.
     let in_a_row = Cell::new(0u32);
     let first_of_run = Cell::new(None);
     let (in_a_row, first_of_run) = (&in_a_row, &first_of_run);
-    wait_for_ok("20 answers in a row from cockpit-b", Duration::from_secs(30), Duration::from_millis(1), || {
-        let attempt = ask(Duration::from_secs(2));
-        async move {
-            let sent = relabelled.elapsed();
-            match attempt.await {
-                Ok(member) if member == "cockpit-b" => {
-                    if in_a_row.get() == 0 {
-                        first_of_run.set(Some(sent));
+    wait_for_ok(
+        "20 answers in a row from cockpit-b",
+        Duration::from_secs(30),
+        Duration::from_millis(1),
+        || {
+            let attempt = ask(Duration::from_secs(2));
+            async move {
+                let sent = relabelled.elapsed();
+                match attempt.await {
+                    Ok(member) if member == "cockpit-b" => {
+                        if in_a_row.get() == 0 {
+                            first_of_run.set(Some(sent));
+                        }
+                        in_a_row.set(in_a_row.get() + 1);
                     }
-                    in_a_row.set(in_a_row.get() + 1);
+                    Ok(member) => {
+                        in_a_row.set(0);
+                        return Err(format!("answered by {member}"));
+                    }
+                    Err(error) => {
+                        in_a_row.set(0);
+                        return Err(format!("{error:#}"));
+                    }
                 }
-                Ok(member) => {
-                    in_a_row.set(0);
-                    return Err(format!("answered by {member}"));
-                }
-                Err(error) => {
-                    in_a_row.set(0);
-                    return Err(format!("{error:#}"));
+                let n = in_a_row.get();
+                if n >= 20 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} in a row"))
                 }
             }
-            let n = in_a_row.get();
-            if n >= 20 { Ok(()) } else { Err(format!("{n} in a row")) }
-        }
-    })
+        },
+    )
     .await?;
     let out_of_rules = first_of_run.get().context("no run of answers")?;
     eprintln!(
@@ -321,14 +371,23 @@ async fn a_client_on_a_node_reaches_the_service_and_a_relabelled_pod_leaves_it()
 async fn teardown_leaves_nothing_after_a_normal_drop() -> anyhow::Result<()> {
     let cluster = RealCluster::start(2, &[COCKPIT]).await?;
     let pods: Api<Pod> = Api::namespaced(cluster.plane.client(), "default");
-    pods.create(&PostParams::default(), &cockpit_pod("cockpit-0", &cluster.nodes[1].name(), "yes")?)
-        .await?;
+    pods.create(
+        &PostParams::default(),
+        &cockpit_pod("cockpit-0", &cluster.nodes[1].name(), "yes")?,
+    )
+    .await?;
     wait_pod_ready(&pods, "cockpit-0").await?;
     let footprint = cluster.footprint();
     let node_footprint = cluster.nodes[1].footprint();
-    assert!(!footprint.leftovers().is_empty(), "a running cluster has a footprint");
     assert!(
-        node_footprint.leftovers().iter().any(|l| l.starts_with("process")),
+        !footprint.leftovers().is_empty(),
+        "a running cluster has a footprint"
+    );
+    assert!(
+        node_footprint
+            .leftovers()
+            .iter()
+            .any(|l| l.starts_with("process")),
         "a running node has processes: {:?}",
         node_footprint.leftovers()
     );
@@ -340,7 +399,13 @@ async fn teardown_leaves_nothing_after_a_normal_drop() -> anyhow::Result<()> {
 /// Runs this test binary's `test` in a child process with [`CHILD_ENV`] set.
 fn child(test: &str, footprint_file: &Path) -> anyhow::Result<std::process::Child> {
     Ok(std::process::Command::new(std::env::current_exe()?)
-        .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, footprint_file)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -354,8 +419,11 @@ async fn child_cluster() -> anyhow::Result<Option<RealCluster>> {
     };
     let cluster = RealCluster::start(1, &[COCKPIT]).await?;
     let pods: Api<Pod> = Api::namespaced(cluster.plane.client(), "default");
-    pods.create(&PostParams::default(), &cockpit_pod("cockpit-0", &cluster.nodes[0].name(), "yes")?)
-        .await?;
+    pods.create(
+        &PostParams::default(),
+        &cockpit_pod("cockpit-0", &cluster.nodes[0].name(), "yes")?,
+    )
+    .await?;
     wait_pod_ready(&pods, "cockpit-0").await?;
     let tmp = Path::new(&file).with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&cluster.footprint())?)?;
@@ -389,14 +457,19 @@ async fn teardown_leaves_nothing_after_a_panic() -> anyhow::Result<()> {
     let file = dir.path().join("footprint.json");
     let output = tokio::task::spawn_blocking({
         let file = file.clone();
-        move || child("child_panics_with_a_node_up", &file)?.wait_with_output().map_err(anyhow::Error::from)
+        move || {
+            child("child_panics_with_a_node_up", &file)?
+                .wait_with_output()
+                .map_err(anyhow::Error::from)
+        }
     })
     .await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the child must fail");
     assert!(
-        stderr.contains("child panics with a node up") || stdout.contains("child panics with a node up"),
+        stderr.contains("child panics with a node up")
+            || stdout.contains("child panics with a node up"),
         "the child did not panic where meant:\n{stdout}\n{stderr}"
     );
     let footprint = read_footprint(&file).context("the child wrote no footprint")?;
@@ -409,9 +482,12 @@ async fn a_killed_run_is_swept_at_the_next_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("footprint.json");
     let mut child = child("child_waits_to_be_killed_with_a_node_up", &file)?;
-    let waited = wait_for("the child's footprint", Duration::from_secs(180), Duration::from_millis(100), || async {
-        file.exists().then_some(())
-    })
+    let waited = wait_for(
+        "the child's footprint",
+        Duration::from_secs(180),
+        Duration::from_millis(100),
+        || async { file.exists().then_some(()) },
+    )
     .await;
     child.kill()?;
     let status = child.wait()?;

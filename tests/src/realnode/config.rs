@@ -250,7 +250,8 @@ mod tests {
     #[test]
     fn the_cni_range_and_kube_proxy_cluster_cidrs_follow_the_plan() {
         let (plan, paths) = node();
-        let cni: serde_json::Value = serde_json::from_str(&cni_conflist(plan, &paths)).expect("json");
+        let cni: serde_json::Value =
+            serde_json::from_str(&cni_conflist(plan, &paths)).expect("json");
         let range = &cni["plugins"][0]["ipam"]["ranges"][0][0];
         assert_eq!(range["subnet"], "198.18.11.0/24");
         assert_eq!(range["gateway"], "198.18.11.1");

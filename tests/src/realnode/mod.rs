@@ -116,7 +116,14 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
             PathBuf::from(out.trim())
         }
     };
-    for binary in ["kubelet", "kube-proxy", "containerd", "ctr", "pause", "cni/bridge"] {
+    for binary in [
+        "kubelet",
+        "kube-proxy",
+        "containerd",
+        "ctr",
+        "pause",
+        "cni/bridge",
+    ] {
         if !dir.join(binary).is_file() {
             bail!(
                 "real-node binaries not built: {} is missing; run `scripts/realnode.sh`",
@@ -223,7 +230,10 @@ impl RealNetwork {
         private_ns_dir(&ns)?;
         let hub = self.hub_netns();
         touch(&hub)?;
-        run("unshare", [format!("--net={}", hub.display()), "true".into()])?;
+        run(
+            "unshare",
+            [format!("--net={}", hub.display()), "true".into()],
+        )?;
         let root_link = self.slot.scope();
         in_netns(&hub, "ip", &["link", "set", "lo", "up"])?;
         in_netns(&hub, "ip", &["link", "add", "br0", "type", "bridge"])?;
@@ -557,11 +567,7 @@ impl RealNode {
         wait_daemon(&containerd, "containerd to answer `ctr version`", || {
             run(
                 &ctr.to_string_lossy(),
-                [
-                    "--address".as_ref(),
-                    socket.as_os_str(),
-                    "version".as_ref(),
-                ],
+                ["--address".as_ref(), socket.as_os_str(), "version".as_ref()],
             )
             .map(|_| ())
             .map_err(|e| format!("{e:#}"))
@@ -821,10 +827,7 @@ fn keep_logs(logs: &Path) {
             let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
         }
     }
-    eprintln!(
-        "joc-ha-tests: real-node logs kept at {}",
-        kept.display()
-    );
+    eprintln!("joc-ha-tests: real-node logs kept at {}", kept.display());
 }
 
 async fn wait_daemon<F>(process: &ManagedProcess, what: &str, mut check: F) -> anyhow::Result<()>
@@ -921,7 +924,10 @@ fn build_node_namespaces(
 ) -> anyhow::Result<()> {
     private_ns_dir(&paths.join("ns"))?;
     touch(net)?;
-    run("unshare", [format!("--net={}", net.display()), "true".into()])?;
+    run(
+        "unshare",
+        [format!("--net={}", net.display()), "true".into()],
+    )?;
     let hub = network.hub_netns();
     let link = plan.hub_link();
     in_netns(
@@ -947,6 +953,13 @@ fn build_node_namespaces(
          echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || true",
         plan.address()
     );
+    // A route for ClusterIPs, so that local clients' packets reach
+    // kube-proxy's DNAT; no default route: nothing leaves for other addresses.
+    script.push_str(&format!(
+        "; ip route add {} via {}",
+        cidr(plan.slot.service_range()),
+        plan.slot.root_address()
+    ));
     for peer in plan.peers() {
         script.push_str(&format!(
             "; ip route add {} via {}",
@@ -1054,7 +1067,12 @@ async fn write_node_certs(
         ("kubelet", node_subject.as_str()),
         ("kube-proxy", "/CN=system:kube-proxy"),
     ] {
-        let file = |ext: &str| paths.join(&format!("certs/{name}.{ext}")).display().to_string();
+        let file = |ext: &str| {
+            paths
+                .join(&format!("certs/{name}.{ext}"))
+                .display()
+                .to_string()
+        };
         openssl(&[
             "genpkey",
             "-algorithm",
@@ -1128,9 +1146,8 @@ impl RealCluster {
         let plane = ControlPlane::start_with(network.control_plane_options()).await?;
         let mut started = Vec::new();
         for index in 1..=nodes {
-            started.push(
-                RealNode::start(&plane, &network, NodeOptions::new(index, images)?).await?,
-            );
+            started
+                .push(RealNode::start(&plane, &network, NodeOptions::new(index, images)?).await?);
         }
         Ok(Self {
             nodes: started,
