@@ -447,6 +447,23 @@ async fn child_waits_to_be_killed_with_a_node_up() {
     }
 }
 
+/// Removes the control plane and node log dirs a failed or killed child kept
+/// (their paths are in its output); returns how many.
+fn remove_kept_dirs(output: &str) -> usize {
+    let mut removed = 0;
+    for token in output.split_whitespace() {
+        let path = Path::new(token.trim_end_matches([',', ';', ')']));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_absolute()
+            && (name.starts_with("joc-ha-cp-") || name.starts_with("joc-ha-rn-logs-"))
+            && std::fs::remove_dir_all(path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn read_footprint(file: &Path) -> anyhow::Result<Footprint> {
     Ok(serde_json::from_slice(&std::fs::read(file)?)?)
 }
@@ -472,6 +489,11 @@ async fn teardown_leaves_nothing_after_a_panic() -> anyhow::Result<()> {
             || stdout.contains("child panics with a node up"),
         "the child did not panic where meant:\n{stdout}\n{stderr}"
     );
+    assert!(
+        stderr.contains("real-node logs kept at"),
+        "a node dropped in a panic keeps its logs:\n{stderr}"
+    );
+    remove_kept_dirs(&stderr);
     let footprint = read_footprint(&file).context("the child wrote no footprint")?;
     assert_eq!(footprint.leftovers(), Vec::<String>::new());
     Ok(())
@@ -490,7 +512,10 @@ async fn a_killed_run_is_swept_at_the_next_start() -> anyhow::Result<()> {
     )
     .await;
     child.kill()?;
-    let status = child.wait()?;
+    let output = child.wait_with_output()?;
+    let status = output.status;
+    // Killed, it kept its control plane dir as it found it.
+    remove_kept_dirs(&String::from_utf8_lossy(&output.stderr));
     waited?;
     assert!(!status.success());
     let footprint = read_footprint(&file)?;
