@@ -195,6 +195,38 @@ async fn a_real_node_runs_our_image_with_the_restricted_security_context() -> an
         "/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/token"
     ))?;
     assert_eq!(token.split('.').count(), 3, "the projected token is a JWT");
+
+    // In-cluster config works from the pod's own netns: the `kubernetes`
+    // Service's ClusterIP (KUBERNETES_SERVICE_HOST) leads to the apiserver,
+    // whose cert the projected CA verifies for that IP, and the projected
+    // token authenticates (GET /version; 401 without it).
+    let secrets = format!("/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount");
+    let kubernetes_ip =
+        std::net::Ipv4Addr::from(u32::from(cluster.network.slot().service_range().0) + 1);
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args([
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(format!("{secrets}/ca.crt"))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!("https://{kubernetes_ip}/version"))
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "200",
+        "GET /version from the pod's netns: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     eprintln!(
         "measured: cluster (network, control plane, 1 node) up in {cluster_up:.1?} (node {:?}); pod Ready {pod_ready:.2?} after create",
         node.timings()
