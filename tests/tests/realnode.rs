@@ -227,6 +227,41 @@ async fn a_real_node_runs_our_image_with_the_restricted_security_context() -> an
         "GET /version from the pod's netns: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+
+    // An image that was not imported is never fetched from outside: the
+    // node's resolver is the root end of our network, where nothing answers.
+    let mut stray = cockpit_pod("stray", &node.name(), "no")?;
+    if let Some(container) = stray.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        container.image = Some("registry.invalid/not-imported:1".to_owned());
+        container.image_pull_policy = Some("IfNotPresent".to_owned());
+    }
+    pods.create(&PostParams::default(), &stray).await?;
+    let message = wait_for(
+        "the stray pod's pull to fail",
+        POD_READY_TIMEOUT,
+        Duration::from_millis(100),
+        || async {
+            let pod = pods.get("stray").await.ok()?;
+            let waiting = pod
+                .status?
+                .container_statuses?
+                .first()?
+                .state
+                .clone()?
+                .waiting?;
+            matches!(
+                waiting.reason.as_deref(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+            .then(|| waiting.message.unwrap_or_default())
+        },
+    )
+    .await?;
+    let resolver = format!("on {}:53", cluster.network.root_address());
+    assert!(
+        message.contains(&resolver),
+        "the pull asked another resolver: {message}"
+    );
     eprintln!(
         "measured: cluster (network, control plane, 1 node) up in {cluster_up:.1?} (node {:?}); pod Ready {pod_ready:.2?} after create",
         node.timings()

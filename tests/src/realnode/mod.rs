@@ -522,6 +522,7 @@ impl RealNode {
         ] {
             std::fs::create_dir_all(paths.join(sub))?;
         }
+        std::fs::write(paths.join("resolv.conf"), config::resolv_conf(plan))?;
         create_cgroups(plan)?;
         let net = paths.join("ns/net");
         let mnt = paths.join("ns/mnt");
@@ -546,7 +547,6 @@ impl RealNode {
             paths.join("kube-proxy.yaml"),
             config::kube_proxy_yaml(plan, &paths.join("certs/kube-proxy.kubeconfig")),
         )?;
-        std::fs::write(paths.join("resolv.conf"), config::resolv_conf(plan))?;
         let pause = paths.join("images/pause.oci.tar");
         image::write_pause_archive(&bin.join("pause"), &paths.join("images/work"), &pause)?;
 
@@ -987,6 +987,14 @@ fn build_node_namespaces(
          mount -t tmpfs -o mode=0755 tmpfs /run; mkdir -m 0711 /run/containerd; \
          mount -t tmpfs -o mode=0755 tmpfs /var/lib; mount -t tmpfs -o mode=0755 tmpfs /var/log",
     );
+    // The node's own resolv.conf (a nameserver on the root end, where nothing
+    // answers): a pull of an image that was not imported fails at once
+    // instead of asking the machine's resolver; with no default route in
+    // the node's netns nothing could leave anyway.
+    script.push_str(&format!(
+        "; mount --bind '{}' /etc/resolv.conf",
+        paths.join("resolv.conf").display()
+    ));
     for (key, value) in SHADOWED_SYSCTLS {
         let file = paths.join(&format!("sysctl/{}", key.replace('/', "_")));
         std::fs::write(&file, format!("{value}\n"))?;
