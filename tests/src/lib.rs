@@ -1,5 +1,6 @@
 //! The joc-ha test harness: a real Kubernetes control plane on loopback, a fake
-//! kubelet for one Node, and real PostgreSQL, MariaDB and SQLite databases.
+//! kubelet for one Node, real nodes (kubelet, containerd, kube-proxy: see
+//! [`realnode`]), and real PostgreSQL, MariaDB and SQLite databases.
 //! Every piece tears itself down on drop, after a panic too.
 
 pub mod agreement;
