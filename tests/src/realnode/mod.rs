@@ -188,10 +188,11 @@ impl RealNetwork {
     /// Sweeps what killed runs left, claims a free slot and builds its network.
     pub fn create() -> anyhow::Result<Self> {
         check_requirements()?;
-        std::fs::create_dir_all(SLOT_DIR).with_context(|| format!("creating {SLOT_DIR}"))?;
         sweep_stale_slots();
         let mut claimed = None;
         for k in 1..=plan::MAX_SLOT {
+            // Another environment's teardown removes the parent when it is empty.
+            std::fs::create_dir_all(SLOT_DIR).with_context(|| format!("creating {SLOT_DIR}"))?;
             let Some(slot) = Slot::new(k) else { continue };
             let dir = Path::new(SLOT_DIR).join(format!("slot-{k}"));
             match std::fs::create_dir(&dir) {
@@ -201,6 +202,12 @@ impl RealNetwork {
                     break;
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // The parent went between create_dir_all and here: try again.
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound && k < plan::MAX_SLOT =>
+                {
+                    continue;
+                }
                 Err(error) => return Err(error).context(format!("claiming {}", dir.display())),
             }
         }
@@ -316,6 +323,8 @@ impl Drop for RealNetwork {
         for problem in self.footprint().teardown() {
             eprintln!("joc-ha-tests: real-node teardown: {problem}");
         }
+        // Shared by every slot: removed when the last one is gone.
+        let _ = std::fs::remove_dir(SLOT_DIR);
     }
 }
 
@@ -370,6 +379,8 @@ pub fn sweep_stale_slots() {
             eprintln!("joc-ha-tests: real-node sweep: {problem}");
         }
     }
+    // Shared by every slot: removed when the last one is gone.
+    let _ = std::fs::remove_dir(SLOT_DIR);
 }
 
 fn touch(path: &Path) -> anyhow::Result<()> {
@@ -786,6 +797,8 @@ impl Drop for RealNode {
         for problem in self.footprint().teardown() {
             eprintln!("joc-ha-tests: real-node teardown: {problem}");
         }
+        // Shared by every slot: removed when the last one is gone.
+        let _ = std::fs::remove_dir(SLOT_DIR);
     }
 }
 
