@@ -35,7 +35,7 @@ controlplane: setup
 	scripts/controlplane.sh >/dev/null
 
 # What a real node runs (kubelet, kube-proxy, containerd, CNI plugins, pause),
-# cached like the control plane. Not used by `make test` yet.
+# cached like the control plane; tests/tests/realnode.rs starts real nodes.
 realnode: setup
 	scripts/realnode.sh >/dev/null
 
@@ -49,8 +49,8 @@ crds:
 	cp crds/jocclusters.yaml charts/joc-ha/crds/jocclusters.yaml
 
 # The end-to-end tests run the operator, sidecar and stand-in binaries as
-# processes, so they are built first.
-test: controlplane
+# processes, so they are built first; the real-node tests run the images.
+test: controlplane realnode images
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 

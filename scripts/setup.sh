@@ -25,6 +25,8 @@ need_package runc runc
 need_package nft nftables
 need_package iptables iptables
 need_package conntrack conntrack
+# The real-node tests' client sends its requests with curl from inside a node.
+need_package curl curl
 need_package gcc gcc
 need_package /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
 # make images: static musl binaries packed as OCI archives.

@@ -3,6 +3,7 @@
 //! ports. No kubelet and no scheduler: see [`crate::kubelet`].
 
 use std::ffi::OsStr;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -29,18 +30,31 @@ const APISERVER_STOP_GRACE: Duration = Duration::from_secs(3);
 /// Longest token the apiserver will issue; tests never need to refresh one.
 const MAX_TOKEN_EXPIRATION: &str = "48h";
 const TOKEN_SECONDS: i64 = 24 * 3600;
-/// Data only: the `kubernetes` Service's cluster IP range.
-const SERVICE_CIDR: &str = "10.0.0.0/20";
 /// Set to keep the temp dir (certs, data, logs) even when no test panicked.
 const KEEP_ENV: &str = "JOC_HA_KEEP_TMP";
 
 const NOT_BUILT: &str =
     "control plane not built: run `make controlplane` (scripts/controlplane.sh)";
 
+/// How to start a [`ControlPlane`]; the default is the loopback one every test uses.
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneOptions {
+    /// Bind and advertise the apiserver on this address of ours (real nodes:
+    /// the root end of their network, see [`crate::realnode`]) instead of
+    /// 127.0.0.1. The `kubernetes` Service then gets this endpoint, the
+    /// apiserver reaches kubelets by their InternalIP with a client cert of
+    /// its own, and a kube-scheduler runs too (real kubelets wait for one).
+    pub bind_address: Option<Ipv4Addr>,
+    /// The Service cluster IP range (network address, prefix length) instead
+    /// of the data-only default; its first address is in the serving cert.
+    pub service_range: Option<(Ipv4Addr, u8)>,
+}
+
 /// etcd + kube-apiserver + kube-controller-manager. Everything is killed on drop;
 /// after a panic the temp dir is kept and the log tails are printed.
 // Fields drop in order: processes (clients of etcd first), then the temp dir.
 pub struct ControlPlane {
+    scheduler: Option<ManagedProcess>,
     controller_manager: ManagedProcess,
     /// `None` while stopped by [`ControlPlane::stop_apiserver`].
     apiserver: Mutex<Option<Arc<ManagedProcess>>>,
@@ -49,6 +63,8 @@ pub struct ControlPlane {
     root: PathBuf,
     bin_dir: PathBuf,
     api_port: u16,
+    api_address: Ipv4Addr,
+    service_range: String,
     apiserver_args: Vec<String>,
     kubeconfig_counter: AtomicU32,
     dir: Option<TempDir>,
@@ -67,6 +83,11 @@ impl ControlPlane {
     /// Starts a fresh control plane and waits until the apiserver is ready and
     /// the controller-manager is working.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(ControlPlaneOptions::default()).await
+    }
+
+    /// [`ControlPlane::start`] with non-default options.
+    pub async fn start_with(options: ControlPlaneOptions) -> anyhow::Result<Self> {
         let bin_dir = locate_bin_dir()?;
         for binary in ["etcd", "kube-apiserver", "kube-controller-manager"] {
             if !bin_dir.join(binary).is_file() {
@@ -77,7 +98,7 @@ impl ControlPlane {
         // take one in between, so a start that hit "address already in use" retries.
         let mut attempt = 1;
         loop {
-            match Self::start_once(&bin_dir).await {
+            match Self::start_once(&bin_dir, &options).await {
                 Ok(plane) => return Ok(plane),
                 Err(error)
                     if attempt < 3 && format!("{error:#}").contains("address already in use") =>
@@ -90,7 +111,7 @@ impl ControlPlane {
         }
     }
 
-    async fn start_once(bin_dir: &Path) -> anyhow::Result<Self> {
+    async fn start_once(bin_dir: &Path, options: &ControlPlaneOptions) -> anyhow::Result<Self> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("joc-ha-cp-")
@@ -104,11 +125,23 @@ impl ControlPlane {
         }
         // etcd wants its data dir private.
         std::fs::set_permissions(root.join("etcd"), std::fs::Permissions::from_mode(0o700))?;
-        generate_certificates(&root.join("certs")).await?;
+        let api_address = options.bind_address.unwrap_or(Ipv4Addr::LOCALHOST);
+        let (service_network, service_prefix) = options
+            .service_range
+            // Data only, unless real nodes route it.
+            .unwrap_or((Ipv4Addr::new(10, 0, 0, 0), 20));
+        let service_range = format!("{service_network}/{service_prefix}");
+        let kubernetes_service_ip = Ipv4Addr::from(u32::from(service_network) + 1);
+        generate_certificates(
+            &root.join("certs"),
+            &[api_address, kubernetes_service_ip],
+            options.bind_address.is_some(),
+        )
+        .await?;
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
-        let api_port = free_port()?;
+        let api_port = free_port_on(api_address)?;
 
         let etcd = ManagedProcess::start(
             bin_dir.join("etcd"),
@@ -141,13 +174,11 @@ impl ControlPlane {
         .await?;
 
         let certs = root.join("certs");
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".to_owned(),
+            format!("--bind-address={api_address}"),
             format!("--secure-port={api_port}"),
-            "--advertise-address=127.0.0.1".to_owned(),
-            // The `kubernetes` Service's endpoint reconciler rejects loopback addresses.
-            "--endpoint-reconciler-type=none".to_owned(),
+            format!("--advertise-address={api_address}"),
             format!("--cert-dir={}", root.join("apiserver").display()),
             format!("--tls-cert-file={}", certs.join("apiserver.crt").display()),
             format!(
@@ -156,7 +187,7 @@ impl ControlPlane {
             ),
             format!("--client-ca-file={}", certs.join("ca.crt").display()),
             "--authorization-mode=Node,RBAC".to_owned(),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={service_range}"),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
             format!(
                 "--service-account-key-file={}",
@@ -170,10 +201,30 @@ impl ControlPlane {
             "--allow-privileged=true".to_owned(),
             "--profiling=false".to_owned(),
         ];
+        if options.bind_address.is_some() {
+            // Real kubelets serve logs/exec on their InternalIP and want a client cert.
+            apiserver_args.extend([
+                format!(
+                    "--kubelet-client-certificate={}",
+                    certs.join("apiserver-kubelet-client.crt").display()
+                ),
+                format!(
+                    "--kubelet-client-key={}",
+                    certs.join("apiserver-kubelet-client.key").display()
+                ),
+                "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            ]);
+        } else {
+            // The `kubernetes` Service's endpoint reconciler rejects loopback addresses.
+            apiserver_args.push("--endpoint-reconciler-type=none".to_owned());
+        }
         let apiserver = Arc::new(spawn_apiserver(bin_dir, &root, &apiserver_args)?);
 
         let admin_kubeconfig = root.join("kubeconfigs/admin.yaml");
-        std::fs::write(&admin_kubeconfig, admin_kubeconfig_yaml(&root, api_port))?;
+        std::fs::write(
+            &admin_kubeconfig,
+            admin_kubeconfig_yaml(&root, api_address, api_port),
+        )?;
         let client = client_from_kubeconfig_file(&admin_kubeconfig).await?;
         wait_apiserver_ready(&apiserver, &client).await?;
         let apiserver_ready = started.elapsed();
@@ -190,10 +241,22 @@ impl ControlPlane {
                     certs.join("sa.key").display()
                 ),
                 format!("--root-ca-file={}", certs.join("ca.crt").display()),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                format!("--service-cluster-ip-range={service_range}"),
             ],
             root.join("logs/kube-controller-manager.log"),
         )?;
+        let scheduler = match options.bind_address {
+            Some(_) => Some(ManagedProcess::start(
+                bin_dir.join("kube-scheduler"),
+                [
+                    format!("--kubeconfig={}", admin_kubeconfig.display()),
+                    "--leader-elect=false".to_owned(),
+                    "--secure-port=0".to_owned(),
+                ],
+                root.join("logs/kube-scheduler.log"),
+            )?),
+            None => None,
+        };
         // The serviceaccount controller creating `default` proves the manager runs.
         let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         wait_for_process_ready(
@@ -209,7 +272,7 @@ impl ControlPlane {
         )
         .await?;
         eprintln!(
-            "joc-ha-tests: control plane up in {:.1?} (apiserver ready after {apiserver_ready:.1?}) at https://127.0.0.1:{api_port}, dir {}",
+            "joc-ha-tests: control plane up in {:.1?} (apiserver ready after {apiserver_ready:.1?}) at https://{api_address}:{api_port}, dir {}",
             started.elapsed(),
             root.display()
         );
@@ -219,10 +282,13 @@ impl ControlPlane {
             root,
             bin_dir: bin_dir.to_path_buf(),
             api_port,
+            api_address,
+            service_range,
             apiserver_args,
             etcd,
             apiserver: Mutex::new(Some(apiserver)),
             controller_manager,
+            scheduler,
             client,
             kubeconfig_counter: AtomicU32::new(0),
         })
@@ -234,7 +300,21 @@ impl ControlPlane {
     }
 
     pub fn api_server_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.api_port)
+        format!("https://{}:{}", self.api_address, self.api_port)
+    }
+
+    /// The address the apiserver binds (127.0.0.1 unless [`ControlPlaneOptions::bind_address`]).
+    pub fn api_address(&self) -> Ipv4Addr {
+        self.api_address
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// The Service cluster IP range, `network/prefix`.
+    pub fn service_range(&self) -> &str {
+        &self.service_range
     }
 
     /// The CA that signed the apiserver's serving certificate.
@@ -450,7 +530,12 @@ impl ControlPlane {
             "joc-ha-tests: control plane dir kept at {}",
             self.root.display()
         );
-        for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+        for name in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ] {
             let path = logs.join(format!("{name}.log"));
             eprintln!(
                 "---- last {LOG_LINES_ON_FAILURE} lines of {} ----\n{}",
@@ -474,6 +559,9 @@ impl Drop for ControlPlane {
             let _ = dir.keep();
         }
         // Kill all before any is reaped, so none spends its last moments retrying another.
+        if let Some(scheduler) = &self.scheduler {
+            let _ = scheduler.signal(nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self
             .controller_manager
             .signal(nix::sys::signal::Signal::SIGKILL);
@@ -544,7 +632,12 @@ pub fn locate_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    free_port_on(Ipv4Addr::LOCALHOST)
+}
+
+fn free_port_on(address: Ipv4Addr) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind((address, 0))
+        .with_context(|| format!("binding a free port on {address}"))?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -620,7 +713,7 @@ async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> anyhow::Result<Client
     Client::try_from(config).context("building client")
 }
 
-fn admin_kubeconfig_yaml(root: &Path, api_port: u16) -> String {
+fn admin_kubeconfig_yaml(root: &Path, api_address: Ipv4Addr, api_port: u16) -> String {
     let certs = root.join("certs");
     let user = format!(
         "client-certificate: {}\n    client-key: {}",
@@ -628,7 +721,7 @@ fn admin_kubeconfig_yaml(root: &Path, api_port: u16) -> String {
         yaml_string(&certs.join("admin.key").to_string_lossy())
     );
     kubeconfig_yaml(
-        &format!("https://127.0.0.1:{api_port}"),
+        &format!("https://{api_address}:{api_port}"),
         &certs.join("ca.crt"),
         &user,
     )
@@ -678,7 +771,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName = @alt_names
 authorityKeyIdentifier = keyid
 [client]
 basicConstraints = critical,CA:FALSE
@@ -687,14 +780,30 @@ extendedKeyUsage = clientAuth
 authorityKeyIdentifier = keyid
 ";
 
-/// A CA, the apiserver's serving cert, the admin client cert (`system:masters`)
-/// and the service-account signing key pair, all ECDSA P-256, via the openssl CLI.
-async fn generate_certificates(dir: &Path) -> anyhow::Result<()> {
+/// A CA, the apiserver's serving cert (for `server_ips` too), the admin client
+/// cert (`system:masters`), with `kubelet_client` the apiserver's client cert
+/// for kubelets, and the service-account signing key pair, all ECDSA P-256,
+/// via the openssl CLI.
+async fn generate_certificates(
+    dir: &Path,
+    server_ips: &[Ipv4Addr],
+    kubelet_client: bool,
+) -> anyhow::Result<()> {
     let config = dir.join("openssl.cnf");
-    std::fs::write(&config, OPENSSL_CONFIG)?;
+    let mut alt_names = String::from(
+        "[alt_names]\nIP.0 = 127.0.0.1\nDNS.0 = localhost\nDNS.1 = kubernetes\nDNS.2 = kubernetes.default\nDNS.3 = kubernetes.default.svc\nDNS.4 = kubernetes.default.svc.cluster.local\n",
+    );
+    for (n, ip) in server_ips.iter().enumerate() {
+        alt_names.push_str(&format!("IP.{} = {ip}\n", n + 1));
+    }
+    std::fs::write(&config, format!("{OPENSSL_CONFIG}{alt_names}"))?;
     let config = config.to_string_lossy().into_owned();
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    for key in ["ca.key", "apiserver.key", "admin.key", "sa.key"] {
+    let mut keys = vec!["ca.key", "apiserver.key", "admin.key", "sa.key"];
+    if kubelet_client {
+        keys.push("apiserver-kubelet-client.key");
+    }
+    for key in keys {
         openssl(&[
             "genpkey",
             "-algorithm",
@@ -733,10 +842,18 @@ async fn generate_certificates(dir: &Path) -> anyhow::Result<()> {
         &path("ca.crt"),
     ])
     .await?;
-    for (name, subject, extensions) in [
+    let mut signed = vec![
         ("apiserver", "/CN=kube-apiserver", "server"),
         ("admin", "/O=system:masters/CN=joc-ha-admin", "client"),
-    ] {
+    ];
+    if kubelet_client {
+        signed.push((
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "client",
+        ));
+    }
+    for (name, subject, extensions) in signed {
         let csr = path(&format!("{name}.csr"));
         openssl(&[
             "req",
@@ -777,7 +894,7 @@ async fn generate_certificates(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn openssl(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) async fn openssl(args: &[&str]) -> anyhow::Result<()> {
     let output = tokio::process::Command::new("openssl")
         .args(args)
         .stdin(std::process::Stdio::null())

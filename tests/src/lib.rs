@@ -1,5 +1,6 @@
 //! The joc-ha test harness: a real Kubernetes control plane on loopback, a fake
-//! kubelet for one Node, and real PostgreSQL, MariaDB and SQLite databases.
+//! kubelet for one Node, real nodes (kubelet, containerd, kube-proxy: see
+//! [`realnode`]), and real PostgreSQL, MariaDB and SQLite databases.
 //! Every piece tears itself down on drop, after a panic too.
 
 pub mod agreement;
@@ -14,5 +15,6 @@ pub mod lease_history;
 pub mod operator;
 pub mod process;
 pub mod proxy;
+pub mod realnode;
 pub mod stack;
 pub mod wait;

@@ -8,7 +8,7 @@
 //! Restoring heals the partition: held bytes flow on, and connections opened
 //! during the cut reach the database then (unless their client gave up).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result};
@@ -19,6 +19,7 @@ use tokio::task::AbortHandle;
 
 /// A running proxy from a loopback port to `upstream`; stops on drop.
 pub struct TcpProxy {
+    address: Ipv4Addr,
     port: u16,
     cut: Arc<watch::Sender<bool>>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
@@ -27,7 +28,13 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listens on a free loopback port and forwards to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Result<TcpProxy> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        Self::start_on(Ipv4Addr::LOCALHOST, upstream).await
+    }
+
+    /// Listens on a free port of `address` (real nodes' pods reach the
+    /// network's root end, not loopback) and forwards to `upstream`.
+    pub async fn start_on(address: Ipv4Addr, upstream: SocketAddr) -> Result<TcpProxy> {
+        let listener = TcpListener::bind((address, 0))
             .await
             .context("bind the proxy")?;
         let port = listener.local_addr()?.port();
@@ -70,7 +77,12 @@ impl TcpProxy {
         if let Ok(mut list) = tasks.lock() {
             list.push(accept.abort_handle());
         }
-        Ok(TcpProxy { port, cut, tasks })
+        Ok(TcpProxy {
+            address,
+            port,
+            cut,
+            tasks,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -93,7 +105,7 @@ impl TcpProxy {
 
     /// `url` with its host and port replaced by this proxy's.
     pub fn url_for(&self, url: &str) -> Result<String> {
-        via_port(url, self.port)
+        via(url, self.address, self.port)
     }
 }
 
@@ -139,12 +151,16 @@ async fn pump(
 /// `url` (`scheme://user:password@host:port/path?query`) pointing at
 /// 127.0.0.1:`port` instead.
 pub fn via_port(url: &str, port: u16) -> Result<String> {
+    via(url, Ipv4Addr::LOCALHOST, port)
+}
+
+fn via(url: &str, address: Ipv4Addr, port: u16) -> Result<String> {
     let (scheme, rest) = url.split_once("://").context("a URL with a scheme")?;
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let host_start = authority.rfind('@').map_or(0, |at| at + 1);
     let credentials = &authority[..host_start];
-    Ok(format!("{scheme}://{credentials}127.0.0.1:{port}{tail}"))
+    Ok(format!("{scheme}://{credentials}{address}:{port}{tail}"))
 }
 
 /// Host and port of a database URL, resolved to a socket address.
