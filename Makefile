@@ -100,7 +100,7 @@ chaos: controlplane
 chaos-js7: controlplane
 	$(CARGO) build --profile dist $(DIST_BINS)
 	$(CARGO) build --release $(HARNESS_BINS) --bin chaos
-	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" --workload js7 --faults 100 $(CHAOS_ARGS)
+	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" --workload js7 $(CHAOS_ARGS)
 
 # The images that ship, as OCI archives built offline (static musl binaries,
 # profile dist) in $(CARGO_TARGET_DIR)/images; see scripts/images.sh.

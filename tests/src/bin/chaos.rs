@@ -17,9 +17,9 @@ struct Args {
     /// Seed of the random faults (printed; random if not given).
     #[arg(long)]
     seed: Option<u64>,
-    /// Faults per backend.
-    #[arg(long, default_value_t = 300)]
-    faults: usize,
+    /// Faults per backend (default: 300, with `--workload js7` 100).
+    #[arg(long)]
+    faults: Option<usize>,
     /// `postgres`, `mariadb` or `all`.
     #[arg(long, default_value = "all")]
     backend: String,
@@ -84,7 +84,10 @@ async fn main() -> Result<()> {
             Workload::Js7 => ChaosConfig::js7(backend, seed),
         };
         config.strict_services = args.strict_services;
-        config.faults = args.faults;
+        config.faults = args.faults.unwrap_or(match workload {
+            Workload::Generic => 300,
+            Workload::Js7 => 100,
+        });
         config.max_duration = Duration::from_secs(args.max_minutes * 60);
         config.outage = Duration::from_secs(args.outage_secs);
         config.kinds = kinds.clone();
