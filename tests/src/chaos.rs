@@ -1084,7 +1084,10 @@ impl Campaign<'_> {
                 stack.annotate_switchover(&to).await?;
                 let asked = Instant::now();
                 self.switchover_taken(stack, kind).await?;
-                let recovered = self.recovered(stack, kind, None, asked).await?;
+                // Until the Service left the old active pod: right after the
+                // annotation was taken it may still be the one endpoint.
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), asked).await?;
                 return self.record(kind, target, active, recovered, at_s, start.elapsed());
             }
             FaultKind::FreezeInStart => {
