@@ -328,6 +328,12 @@ pub struct FaultRecord {
     /// started, and how long after `MEMBER_ID` named it.
     pub froze_in_start: Option<bool>,
     pub froze_after_move_ms: Option<u64>,
+    /// CLOCK_MONOTONIC ns at the fault's start (to tell which fault a
+    /// services overlap followed).
+    pub started_ns: i64,
+    /// js7: moments with two JOCs running services that began after this
+    /// fault and before the next one.
+    pub services_overlaps: usize,
 }
 
 /// What a campaign found. The goal: every count zero.
@@ -382,6 +388,8 @@ pub struct KindSummary {
     /// js7: the longest time with no JOC running services after a fault of
     /// this kind: median, 99th percentile, maximum.
     pub no_services_ms: Option<Percentiles>,
+    /// js7: services overlaps that followed a fault of this kind.
+    pub services_overlaps: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -449,7 +457,7 @@ impl ChaosReport {
             "fault", "count", "p50 ms", "max ms", "bound ms"
         ));
         if js7 {
-            out.push_str("   no services p50 / p99 / max ms");
+            out.push_str("   no services p50 / p99 / max ms   overlaps");
         }
         out.push('\n');
         for (kind, s) in &self.by_kind {
@@ -458,7 +466,10 @@ impl ChaosReport {
                 kind, s.faults, s.p50_recovery_ms, s.max_recovery_ms, s.bound_ms
             ));
             if let Some(p) = s.no_services_ms {
-                out.push_str(&format!("   {:>6} / {:>6} / {:>6}", p.p50, p.p99, p.max));
+                out.push_str(&format!(
+                    "   {:>6} / {:>6} / {:>6}   {:>8}",
+                    p.p50, p.p99, p.max, s.services_overlaps
+                ));
             }
             out.push('\n');
         }
@@ -665,7 +676,18 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
             .map(|pods| format!("the active Service routed to {pods:?}")),
     );
 
-    let log = campaign.log;
+    let mut log = campaign.log;
+    // Each services overlap to the fault it followed.
+    let mut overlap_after = Vec::new();
+    if let Some(report) = &services {
+        for o in &report.overlaps {
+            let fault = log.iter().rposition(|f| f.started_ns <= o.start_ns);
+            if let Some(i) = fault {
+                log[i].services_overlaps += 1;
+            }
+            overlap_after.push(fault.map(|i| (log[i].kind.name(), log[i].at_s)));
+        }
+    }
     let mut by_kind: BTreeMap<String, KindSummary> = BTreeMap::new();
     let mut kinds: Vec<FaultKind> = FaultKind::ALL
         .into_iter()
@@ -697,6 +719,11 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                         .filter_map(|f| f.no_services_ms)
                         .collect::<Vec<_>>(),
                 ),
+                services_overlaps: log
+                    .iter()
+                    .filter(|f| f.kind == kind)
+                    .map(|f| f.services_overlaps)
+                    .sum(),
             },
         );
     }
@@ -715,14 +742,24 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     });
     let services_overlaps_after_freezes = services_overlaps - services_overlaps_after_freezes;
     if let Some(report) = &services {
-        details.extend(report.overlaps.iter().take(5).map(|o| {
-            format!(
-                "{} and {} ran JOC's services at once for {:?}",
-                o.a,
-                o.b,
-                o.duration()
-            )
-        }));
+        details.extend(
+            report
+                .overlaps
+                .iter()
+                .zip(&overlap_after)
+                .take(10)
+                .map(|(o, after)| {
+                    let after = after.map_or("before the first fault".to_owned(), |(kind, at)| {
+                        format!("after {kind} at {at:.0} s")
+                    });
+                    format!(
+                        "{} and {} ran JOC's services at once for {:?}, {after}",
+                        o.a,
+                        o.b,
+                        o.duration()
+                    )
+                }),
+        );
     }
     for f in &log {
         if let Some(stale) = &f.stale_switch {
@@ -866,6 +903,7 @@ impl Campaign<'_> {
                 .inject(stack, kind, active)
                 .await
                 .with_context(|| format!("fault {} ({})", index + 1, kind.name()))?;
+            record.started_ns = from_ns;
             if self.config.workload == Workload::Js7 {
                 self.js7_checks(stack, &mut record, from_ns)
                     .await
@@ -1342,6 +1380,8 @@ impl Campaign<'_> {
             stale_switch: None,
             froze_in_start: None,
             froze_after_move_ms: None,
+            started_ns: 0,
+            services_overlaps: 0,
         })
     }
 }
