@@ -84,9 +84,9 @@ pub enum FaultKind {
     /// js7: a switch-over to a random standby by annotation.
     Switchover,
     /// js7: a switch-over to a random standby whose JOC container is frozen
-    /// the moment `JOC_CLUSTER.MEMBER_ID` names it, inside the ~1 s before
-    /// its services start (docs/joc-facts.md facts 11, 20), for longer than
-    /// JOC's heartbeat timeout; then thawed.
+    /// 0–1.2 s after `JOC_CLUSTER.MEMBER_ID` names it, before its services
+    /// start (docs/joc-facts.md facts 11, 20), for longer than JOC's
+    /// heartbeat timeout; then thawed.
     FreezeInStart,
 }
 
@@ -1147,6 +1147,12 @@ impl Campaign<'_> {
                 )
                 .await?;
                 let moved_ns = now_ns();
+                // The target sees the move at its next poll (within 1 s) and
+                // then sleeps 1 s before its services start (fact 11): a
+                // random point of the first 1.2 s lands before its poll or
+                // inside that start, where a thaw resumes it (fact 20).
+                let delay = Duration::from_millis(self.rng.random_range(0..1200));
+                tokio::time::sleep(delay).await;
                 cockpit.freeze()?;
                 let frozen_from = now_ns();
                 // The stand-in cannot write while frozen: a start recorded
