@@ -363,7 +363,7 @@ pub struct ChaosReport {
     /// service periods), the longest, and whether they fail the campaign.
     pub services_overlaps: usize,
     pub longest_services_overlap_ms: u64,
-    /// Service-period overlaps that begin inside a freeze-in-start fault.
+    /// Service-period overlaps that followed a freeze-in-start fault.
     pub services_overlaps_after_freezes: usize,
     pub strict_services: bool,
     /// js7: faults after which no JOC ran services in the active pod.
@@ -616,7 +616,6 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         skewed: Vec::new(),
         freezes: 0,
         frozen: Vec::new(),
-        freeze_in_start_windows: Vec::new(),
         log: Vec::new(),
         started,
         canary: Canary::create(&stack).await?,
@@ -737,10 +736,11 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
             .max()
             .unwrap_or(0)
     });
-    let services_overlaps_after_freezes = services.as_ref().map_or(0, |r| {
-        r.overlaps_outside(&campaign.freeze_in_start_windows).len()
-    });
-    let services_overlaps_after_freezes = services_overlaps - services_overlaps_after_freezes;
+    let services_overlaps_after_freezes = log
+        .iter()
+        .filter(|f| f.kind == FaultKind::FreezeInStart)
+        .map(|f| f.services_overlaps)
+        .sum();
     if let Some(report) = &services {
         details.extend(
             report
@@ -850,8 +850,6 @@ struct Campaign<'a> {
     freezes: u32,
     /// JOC stand-ins the campaign froze (their services did not run then).
     frozen: Vec<Frozen>,
-    /// From each freeze-in-start's freeze until its recovery.
-    freeze_in_start_windows: Vec<crate::agreement::FaultWindow>,
     log: Vec<FaultRecord>,
     started: Instant,
     canary: Canary,
@@ -1169,11 +1167,6 @@ impl Campaign<'_> {
                     to_ns: now_ns(),
                 });
                 let recovered = self.recovered(stack, kind, None, froze).await?;
-                self.freeze_in_start_windows
-                    .push(crate::agreement::FaultWindow {
-                        from_ns: frozen_from,
-                        to_ns: now_ns(),
-                    });
                 let mut record = self.record(kind, target, active, recovered, at_s, hold)?;
                 record.froze_in_start = Some(in_start);
                 record.froze_after_move_ms = Some(
