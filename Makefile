@@ -24,7 +24,7 @@ DIST_BINS = -p joc-ha-sidecar -p joc-ha-operator --bin joc-ha-sidecar --bin joc-
 HARNESS_BINS = -p joc-ha-tests --bin standin-cockpit --bin joc-standin
 DIST_DIR = $(CARGO_TARGET_DIR)/dist
 
-.PHONY: all setup controlplane realnode images images-check build crds test lint fmt bench bench-lease bench-js7 chaos clean-cache demo plugin
+.PHONY: all setup controlplane realnode images images-check build crds test lint fmt bench bench-lease bench-js7 chaos chaos-js7 clean-cache demo plugin
 
 all: build
 
@@ -92,6 +92,15 @@ chaos: controlplane
 	$(CARGO) build --profile dist $(DIST_BINS)
 	$(CARGO) build --release $(HARNESS_BINS) --bin chaos
 	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" $(CHAOS_ARGS)
+
+# The js7 fault campaign: JOC stand-ins with the operator's timings, at least
+# 100 faults per backend (freezes inside a JOC's service start included);
+# reports in target/joc-ha-chaos/<backend>-js7.json. Two JOCs running services
+# at once are counted; CHAOS_ARGS="--strict-services" makes them fail it.
+chaos-js7: controlplane
+	$(CARGO) build --profile dist $(DIST_BINS)
+	$(CARGO) build --release $(HARNESS_BINS) --bin chaos
+	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" --workload js7 $(CHAOS_ARGS)
 
 # The images that ship, as OCI archives built offline (static musl binaries,
 # profile dist) in $(CARGO_TARGET_DIR)/images; see scripts/images.sh.

@@ -124,7 +124,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else if state.health.joc_not_ready.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "this member's JOC instance has no fresh heartbeat in JOC_INSTANCES",
+            "this member's JOC instance has no fresh heartbeat in JOC_INSTANCES from the JOC process now running",
         )
     } else {
         (StatusCode::OK, "ok")

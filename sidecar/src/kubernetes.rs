@@ -10,6 +10,7 @@ use joc_ha_crds::JocCluster;
 pub use joc_ha_crds::names::{ANNOTATION_FAILSAFE, ANNOTATION_LEASE_TERM};
 use joc_ha_crds::names::{
     ANNOTATION_SWITCHOVER_TO, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE,
+    pod,
 };
 use joc_ha_crds::v1alpha1::SwitchoverStatus;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -19,6 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::decide::{OwnPodFacts, PodFacts};
+use crate::js7::JocRun;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -360,6 +362,32 @@ pub fn own_pod_facts(pod: &Pod) -> OwnPodFacts {
             .owner_references()
             .iter()
             .any(|r| r.controller == Some(true)),
+        joc_run: joc_run(pod),
+    }
+}
+
+/// The run of the pod's `joc` container: its restart count and start time
+/// name it; not running while it is terminated or waiting.
+pub fn joc_run(pod: &Pod) -> JocRun {
+    let Some(status) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == pod::COCKPIT_CONTAINER))
+    else {
+        return JocRun::Unknown;
+    };
+    match status.state.as_ref().and_then(|s| s.running.as_ref()) {
+        Some(running) => JocRun::Running(format!(
+            "{}@{}",
+            status.restart_count,
+            running
+                .started_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+        )),
+        None => JocRun::Stopped,
     }
 }
 

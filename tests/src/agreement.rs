@@ -217,6 +217,34 @@ impl ServicesReport {
             .collect()
     }
 
+    /// The longest time within `from_ns..to_ns` with no stand-in running
+    /// services (docs/joc-facts.md fact 21: the label can name a member
+    /// whose JOC has not started them).
+    pub fn longest_gap_within(&self, from_ns: i64, to_ns: i64) -> Duration {
+        let mut covered: Vec<(i64, i64)> = self
+            .periods
+            .iter()
+            .map(|p| (p.start_ns.max(from_ns), p.end_ns.min(to_ns)))
+            .filter(|(s, e)| e > s)
+            .collect();
+        covered.sort_unstable();
+        let mut reached = from_ns;
+        let mut longest = 0_i64;
+        for (start, end) in covered {
+            longest = longest.max(start - reached);
+            reached = reached.max(end);
+        }
+        longest = longest.max(to_ns - reached);
+        Duration::from_nanos(longest.max(0) as u64)
+    }
+
+    /// Whether `member`'s stand-in runs services at `ns`.
+    pub fn running_at(&self, member: &str, ns: i64) -> bool {
+        self.periods
+            .iter()
+            .any(|p| p.member == member && p.start_ns <= ns && ns <= p.end_ns)
+    }
+
     pub fn summary(&self) -> String {
         let longest = self
             .overlaps
@@ -465,5 +493,29 @@ mod tests {
             "the overlap from 60 lies in the fault window, the one from 70 not"
         );
         Ok(())
+    }
+
+    #[test]
+    fn the_longest_gap_within_a_window() {
+        let period = |member: &str, start_ns, end_ns| ServicePeriod {
+            member: member.into(),
+            start_ns,
+            end_ns,
+        };
+        let report = ServicesReport {
+            periods: vec![period("a", 0, 10), period("b", 8, 20), period("a", 30, 40)],
+            ..ServicesReport::default()
+        };
+        let ns = Duration::from_nanos;
+        assert_eq!(report.longest_gap_within(5, 35), ns(10), "20..30");
+        assert_eq!(report.longest_gap_within(0, 20), ns(0), "overlapping cover");
+        assert_eq!(
+            report.longest_gap_within(35, 60),
+            ns(20),
+            "40..60 at the end"
+        );
+        assert_eq!(report.longest_gap_within(22, 28), ns(6), "nothing at all");
+        assert_eq!(report.longest_gap_within(-5, 5), ns(5), "before the first");
+        assert!(report.running_at("b", 15) && !report.running_at("a", 15));
     }
 }

@@ -12,7 +12,23 @@
 //! * after each fault, one active endpoint again within the fault's bound
 //!   ([`FaultKind::bound`]).
 //!
-//! The report goes to `<repository>/target/joc-ha-chaos/<backend>.json`.
+//! With the js7 workload (`--workload js7`) the members run JOC stand-ins
+//! (`joc-standin`) with the operator's JOC timings instead of the history
+//! workload, and the checkers are JOC's:
+//!
+//! * never two pods behind the active Service;
+//! * never two JOC instances running services at once, judged from the
+//!   stand-ins' service periods ([`crate::agreement::services_report`], not
+//!   from `MEMBER_ID`, docs/joc-facts.md fact 20): a reported count until
+//!   fencing lands; `strict_services` makes it fail the campaign;
+//! * after every fault, within one more poll, no switch request older than
+//!   two polls left in `JOC_CLUSTER` (fact 13);
+//! * after every fault, services running in the one active pod's JOC, and
+//!   the longest time with no JOC running services from the fault's start
+//!   until then (fact 21), reported per fault kind.
+//!
+//! The report goes to `<repository>/target/joc-ha-chaos/<backend>.json`
+//! (`<backend>-js7.json` for the js7 workload).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +44,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::agreement::{Frozen, host_of, now_ns, services_report};
 use crate::db::Backend;
 use crate::history::{self, Dialect};
 use crate::lease_history::group::{clock_an_hour_ahead, monotonic_ns};
@@ -64,6 +81,13 @@ pub enum FaultKind {
     /// A random member's sidecar restarted with its wall clock an hour
     /// ahead (libfaketime), or back to the true time if it was skewed.
     ClockSkew,
+    /// js7: a switch-over to a random standby by annotation.
+    Switchover,
+    /// js7: a switch-over to a random standby whose JOC container is frozen
+    /// 0–1.2 s after `JOC_CLUSTER.MEMBER_ID` names it, before its services
+    /// start (docs/joc-facts.md facts 11, 20), for longer than JOC's
+    /// heartbeat timeout; then thawed.
+    FreezeInStart,
 }
 
 impl FaultKind {
@@ -82,6 +106,20 @@ impl FaultKind {
     /// Kinds that only run when asked for by name.
     pub const EXTRA: [FaultKind; 1] = [FaultKind::KillSidecar];
 
+    /// The js7 workload's mix: the process, pod, database and control-plane
+    /// faults, a switch-over, and freezes inside a JOC's service start.
+    pub const JS7: [FaultKind; 9] = [
+        FaultKind::KillActive,
+        FaultKind::FreezeActive,
+        FaultKind::FreezeInStart,
+        FaultKind::CutActive,
+        FaultKind::DatabaseDown,
+        FaultKind::DatabaseRestart,
+        FaultKind::ApiServerRestart,
+        FaultKind::DeleteActive,
+        FaultKind::Switchover,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillActive => "kill-active",
@@ -94,6 +132,8 @@ impl FaultKind {
             FaultKind::DeleteActive => "delete-active",
             FaultKind::SwitchoverStorm => "switchover-storm",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::Switchover => "switchover",
+            FaultKind::FreezeInStart => "freeze-in-start",
         }
     }
 
@@ -101,6 +141,7 @@ impl FaultKind {
         FaultKind::ALL
             .into_iter()
             .chain(FaultKind::EXTRA)
+            .chain(FaultKind::JS7)
             .find(|k| k.name() == name)
     }
 
@@ -141,13 +182,42 @@ impl FaultKind {
             | FaultKind::DeleteActive
             | FaultKind::ClockSkew
             | FaultKind::ApiServerRestart => ttl + Duration::from_secs(5),
-            FaultKind::FreezeActive | FaultKind::CutActive | FaultKind::SwitchoverStorm => {
-                ttl * 2 + Duration::from_secs(5)
-            }
+            FaultKind::FreezeActive
+            | FaultKind::CutActive
+            | FaultKind::SwitchoverStorm
+            | FaultKind::Switchover
+            | FaultKind::FreezeInStart => ttl * 2 + Duration::from_secs(5),
             FaultKind::DatabaseDown | FaultKind::DatabaseRestart => ttl + Duration::from_secs(10),
         }
     }
 }
+
+/// What the members run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Stand-in cockpits following the sidecar's role report, writing the
+    /// simulated Controller's history.
+    Generic,
+    /// JOC stand-ins electing JOC's own active member with the operator's
+    /// timings (poll 1 s, timeout 5 s).
+    Js7,
+}
+
+impl Workload {
+    pub fn from_name(name: &str) -> Option<Workload> {
+        match name {
+            "generic" => Some(Workload::Generic),
+            "js7" => Some(Workload::Js7),
+            _ => None,
+        }
+    }
+}
+
+/// JOC's polling interval and heartbeat timeout under the operator's
+/// timings (the js7 workload).
+pub const JOC_POLL: Duration = Duration::from_secs(1);
+pub const JOC_EXCEEDED: Duration = Duration::from_secs(5);
 
 /// How to run a campaign.
 #[derive(Debug, Clone)]
@@ -169,6 +239,11 @@ pub struct ChaosConfig {
     pub renew_interval: Duration,
     /// Where to write `<backend>.json` (None: [`report_dir`]).
     pub report_dir: Option<PathBuf>,
+    pub workload: Workload,
+    /// js7: two JOC instances running services at once fails the campaign
+    /// (off until joc-ha fences a JOC that lost the lease: JOC itself lets a
+    /// thawed member finish a start, docs/joc-facts.md fact 20).
+    pub strict_services: bool,
 }
 
 impl ChaosConfig {
@@ -184,6 +259,28 @@ impl ChaosConfig {
             ttl: Duration::from_secs(5),
             renew_interval: Duration::from_secs(1),
             report_dir: None,
+            workload: Workload::Generic,
+            strict_services: false,
+        }
+    }
+
+    /// The js7 workload with its mix of faults.
+    pub fn js7(backend: Backend, seed: u64) -> ChaosConfig {
+        ChaosConfig {
+            workload: Workload::Js7,
+            kinds: FaultKind::JS7.to_vec(),
+            ..ChaosConfig::new(backend, seed)
+        }
+    }
+
+    /// The bound on a fault's recovery: the kind's, and with the js7
+    /// workload JOC's own take-over on top (the label waits for JOC: its
+    /// heartbeat timeout, whole seconds strictly exceeded, and the 1 s
+    /// before services start, docs/joc-facts.md fact 11).
+    pub fn bound(&self, kind: FaultKind) -> Duration {
+        match self.workload {
+            Workload::Generic => kind.bound(self.ttl),
+            Workload::Js7 => kind.bound(self.ttl) + JOC_EXCEEDED + JOC_POLL * 2,
         }
     }
 }
@@ -219,12 +316,31 @@ pub struct FaultRecord {
     /// counted from the API server's return. No labeler can put a new active
     /// pod into the Service before that, so the bound starts after it.
     pub control_plane_lag_ms: u64,
+    /// js7: the longest time with no JOC running services, from the fault's
+    /// start until services ran in the one active pod's JOC.
+    pub no_services_ms: Option<u64>,
+    /// js7: services never ran in the active pod's JOC within the bound.
+    pub services_missing: bool,
+    /// js7: a switch request older than two polls was still in
+    /// `JOC_CLUSTER` one poll after the recovery (what it was).
+    pub stale_switch: Option<String>,
+    /// freeze-in-start: the freeze came before the target's services
+    /// started, and how long after `MEMBER_ID` named it.
+    pub froze_in_start: Option<bool>,
+    pub froze_after_move_ms: Option<u64>,
+    /// CLOCK_MONOTONIC ns at the fault's start (to tell which fault a
+    /// services overlap followed).
+    pub started_ns: i64,
+    /// js7: moments with two JOCs running services that began after this
+    /// fault and before the next one.
+    pub services_overlaps: usize,
 }
 
 /// What a campaign found. The goal: every count zero.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosReport {
     pub backend: String,
+    pub workload: Workload,
     pub seed: u64,
     pub faults: usize,
     pub double_active_endpoints: usize,
@@ -243,6 +359,19 @@ pub struct ChaosReport {
     pub duration_s: f64,
     /// Faults, max and median recovery and bound per kind.
     pub by_kind: BTreeMap<String, KindSummary>,
+    /// js7: moments with two JOC instances running services (from the
+    /// service periods), the longest, and whether they fail the campaign.
+    pub services_overlaps: usize,
+    pub longest_services_overlap_ms: u64,
+    /// Service-period overlaps that followed a freeze-in-start fault.
+    pub services_overlaps_after_freezes: usize,
+    pub strict_services: bool,
+    /// js7: faults after which no JOC ran services in the active pod.
+    pub services_missing: usize,
+    /// js7: faults after which a switch request older than two polls stayed.
+    pub stale_switch_requests: usize,
+    /// freeze-in-start faults whose freeze landed before the services start.
+    pub freezes_in_start: usize,
     /// Why the campaign stopped early, if it did.
     pub aborted: Option<String>,
     /// The first violations found, in words.
@@ -256,6 +385,35 @@ pub struct KindSummary {
     pub max_recovery_ms: u64,
     pub p50_recovery_ms: u64,
     pub bound_ms: u64,
+    /// js7: the longest time with no JOC running services after a fault of
+    /// this kind: median, 99th percentile, maximum.
+    pub no_services_ms: Option<Percentiles>,
+    /// js7: services overlaps that followed a fault of this kind.
+    pub services_overlaps: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles; None for no values.
+    pub fn of(values: &[u64]) -> Option<Percentiles> {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let rank = |q: f64| {
+            let index = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[index]
+        };
+        (!sorted.is_empty()).then(|| Percentiles {
+            p50: rank(0.5),
+            p99: rank(0.99),
+            max: sorted[sorted.len() - 1],
+        })
+    }
 }
 
 impl ChaosReport {
@@ -269,48 +427,122 @@ impl ChaosReport {
             && self.late_recoveries == 0
             && self.term_order_violations == 0
             && self.record_anomalies.is_empty()
+            && self.services_missing == 0
+            && self.stale_switch_requests == 0
+            && (!self.strict_services || self.services_overlaps == 0)
             && self.aborted.is_none()
     }
 
     /// A table for people.
     pub fn summary(&self) -> String {
-        let mut out = format!(
-            "fault campaign on {} (seed {}): {} faults in {:.0} s, {} events, {} active periods\n",
-            self.backend, self.seed, self.faults, self.duration_s, self.events, self.active_periods
-        );
+        let js7 = self.workload == Workload::Js7;
+        let mut out = if js7 {
+            format!(
+                "js7 fault campaign on {} (seed {}): {} faults in {:.0} s, {} JOC service periods\n",
+                self.backend, self.seed, self.faults, self.duration_s, self.active_periods
+            )
+        } else {
+            format!(
+                "fault campaign on {} (seed {}): {} faults in {:.0} s, {} events, {} active periods\n",
+                self.backend,
+                self.seed,
+                self.faults,
+                self.duration_s,
+                self.events,
+                self.active_periods
+            )
+        };
         out.push_str(&format!(
-            "  {:<18} {:>6} {:>10} {:>10} {:>10}\n",
+            "  {:<18} {:>6} {:>10} {:>10} {:>10}",
             "fault", "count", "p50 ms", "max ms", "bound ms"
         ));
+        if js7 {
+            out.push_str("   no services p50 / p99 / max ms   overlaps");
+        }
+        out.push('\n');
         for (kind, s) in &self.by_kind {
             out.push_str(&format!(
-                "  {:<18} {:>6} {:>10} {:>10} {:>10}\n",
+                "  {:<18} {:>6} {:>10} {:>10} {:>10}",
                 kind, s.faults, s.p50_recovery_ms, s.max_recovery_ms, s.bound_ms
             ));
+            if let Some(p) = s.no_services_ms {
+                out.push_str(&format!(
+                    "   {:>6} / {:>6} / {:>6}   {:>8}",
+                    p.p50, p.p99, p.max, s.services_overlaps
+                ));
+            }
+            out.push('\n');
         }
-        for (name, value, goal) in [
-            (
-                "double active endpoints",
-                self.double_active_endpoints as i64,
-                0,
-            ),
-            (
-                "overlapping active stand-ins",
-                self.overlapping_active as i64,
-                0,
-            ),
-            ("lost events", self.lost_events, 0),
-            ("duplicate events", self.duplicate_events, 0),
-            ("late recoveries", self.late_recoveries as i64, 0),
-            (
-                "term order violations",
-                self.term_order_violations as i64,
-                0,
-            ),
-            ("record anomalies", self.record_anomalies.len() as i64, 0),
-        ] {
-            let mark = if value == goal { "ok" } else { "FAIL" };
+        let services_goal = if self.strict_services {
+            0
+        } else {
+            self.services_overlaps as i64
+        };
+        let checks: Vec<(&str, i64, i64)> = if js7 {
+            vec![
+                (
+                    "double active endpoints",
+                    self.double_active_endpoints as i64,
+                    0,
+                ),
+                (
+                    "two JOCs running services",
+                    self.services_overlaps as i64,
+                    services_goal,
+                ),
+                (
+                    "stale switch requests",
+                    self.stale_switch_requests as i64,
+                    0,
+                ),
+                ("no services after fault", self.services_missing as i64, 0),
+                ("late recoveries", self.late_recoveries as i64, 0),
+                ("record anomalies", self.record_anomalies.len() as i64, 0),
+            ]
+        } else {
+            vec![
+                (
+                    "double active endpoints",
+                    self.double_active_endpoints as i64,
+                    0,
+                ),
+                (
+                    "overlapping active stand-ins",
+                    self.overlapping_active as i64,
+                    0,
+                ),
+                ("lost events", self.lost_events, 0),
+                ("duplicate events", self.duplicate_events, 0),
+                ("late recoveries", self.late_recoveries as i64, 0),
+                (
+                    "term order violations",
+                    self.term_order_violations as i64,
+                    0,
+                ),
+                ("record anomalies", self.record_anomalies.len() as i64, 0),
+            ]
+        };
+        for (name, value, goal) in checks {
+            let mark = if value != goal {
+                "FAIL"
+            } else if value != 0 {
+                "reported (--strict-services fails on it)"
+            } else {
+                "ok"
+            };
             out.push_str(&format!("  {name:<30} {value:>6}   {mark}\n"));
+        }
+        if js7 {
+            out.push_str(&format!(
+                "  {:<30} {:>6} ms ({} of them after freezes inside a service start)\n",
+                "longest services overlap",
+                self.longest_services_overlap_ms,
+                self.services_overlaps_after_freezes
+            ));
+            out.push_str(&format!(
+                "  {:<30} {:>6}\n",
+                "freezes inside a start", self.freezes_in_start
+            ));
         }
         out.push_str(&format!(
             "  {:<30} {:>6} ms\n",
@@ -328,7 +560,11 @@ impl ChaosReport {
     /// Writes `<dir>/<backend>.json`; returns the path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.json", self.backend));
+        let name = match self.workload {
+            Workload::Generic => self.backend.clone(),
+            Workload::Js7 => format!("{}-js7", self.backend),
+        };
+        let path = dir.join(format!("{name}.json"));
         let mut value = serde_json::to_value(self)?;
         value["summary"] = json!(self.summary());
         std::fs::write(&path, serde_json::to_vec_pretty(&value)?)
@@ -348,12 +584,18 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         config.faults,
         config.max_duration.as_secs() / 60
     );
+    let js7 = config.workload == Workload::Js7;
     let mut stack = Stack::start(StackOptions {
         backend: config.backend,
-        // The history workload follows the sidecar's role report: the
-        // generic mode (JOC's own agreement is js7_e2e's and bench-js7's).
-        history: true,
-        workload: WorkloadMode::Generic,
+        // The history workload follows the sidecar's role report (generic
+        // mode); the js7 workload runs JOC stand-ins with the operator's
+        // JOC timings (StackOptions' default).
+        history: !js7,
+        workload: if js7 {
+            WorkloadMode::Js7
+        } else {
+            WorkloadMode::Generic
+        },
         db_proxy: true,
         ttl: format!("{}ms", config.ttl.as_millis()),
         renew_interval: format!("{}ms", config.renew_interval.as_millis()),
@@ -366,13 +608,14 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         .endpoints
         .wait_single(None, Duration::from_secs(60))
         .await?;
-    let controller = Controller::start(stack.database_url.clone());
+    let controller = (!js7).then(|| Controller::start(stack.database_url.clone()));
 
     let mut campaign = Campaign {
         config,
         rng: StdRng::seed_from_u64(config.seed),
         skewed: Vec::new(),
         freezes: 0,
+        frozen: Vec::new(),
         log: Vec::new(),
         started,
         canary: Canary::create(&stack).await?,
@@ -383,16 +626,29 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     }
 
     // Let the last events drain into the history, then check everything.
-    controller.stop().await;
-    let drained = drain(&stack, Duration::from_secs(120)).await;
     let mut details = Vec::new();
-    if let Err(error) = &drained {
-        details.push(format!("history not drained: {error:#}"));
-    }
+    let history = match controller {
+        Some(controller) => {
+            controller.stop().await;
+            let drained = drain(&stack, Duration::from_secs(120)).await;
+            if let Err(error) = &drained {
+                details.push(format!("history not drained: {error:#}"));
+            }
+            let mut conn = history::connect(&stack.database_url).await?;
+            history::check(&mut conn).await?
+        }
+        None => history::HistoryReport::default(),
+    };
     let observed_until = monotonic_ns();
-    let mut conn = history::connect(&stack.database_url).await?;
-    let history = history::check(&mut conn).await?;
-    let (periods, anomalies) = standin_periods(&stack.periods_dir, observed_until)?;
+    let (periods, mut anomalies) = standin_periods(&stack.periods_dir, observed_until)?;
+    // js7: who ran JOC's services when, with the frozen times cut out.
+    let services = if js7 {
+        let report = services_report(&stack.periods_dir, &campaign.frozen, now_ns())?;
+        anomalies.extend(report.anomalies.iter().cloned());
+        Some(report)
+    } else {
+        None
+    };
     let found = violations(&periods);
     let overlaps: Vec<&Violation> = found
         .iter()
@@ -419,9 +675,27 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
             .map(|pods| format!("the active Service routed to {pods:?}")),
     );
 
-    let log = campaign.log;
+    let mut log = campaign.log;
+    // Each services overlap to the fault it followed.
+    let mut overlap_after = Vec::new();
+    if let Some(report) = &services {
+        for o in &report.overlaps {
+            let fault = log.iter().rposition(|f| f.started_ns <= o.start_ns);
+            if let Some(i) = fault {
+                log[i].services_overlaps += 1;
+            }
+            overlap_after.push(fault.map(|i| (log[i].kind.name(), log[i].at_s)));
+        }
+    }
     let mut by_kind: BTreeMap<String, KindSummary> = BTreeMap::new();
-    for kind in FaultKind::ALL.into_iter().chain(FaultKind::EXTRA) {
+    let mut kinds: Vec<FaultKind> = FaultKind::ALL
+        .into_iter()
+        .chain(FaultKind::EXTRA)
+        .chain(FaultKind::JS7)
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
         let mut times: Vec<u64> = log
             .iter()
             .filter(|f| f.kind == kind)
@@ -437,9 +711,72 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                 faults: times.len(),
                 max_recovery_ms: times.last().copied().unwrap_or(0),
                 p50_recovery_ms: times[times.len() / 2],
-                bound_ms: kind.bound(config.ttl).as_millis() as u64,
+                bound_ms: config.bound(kind).as_millis() as u64,
+                no_services_ms: Percentiles::of(
+                    &log.iter()
+                        .filter(|f| f.kind == kind)
+                        .filter_map(|f| f.no_services_ms)
+                        .collect::<Vec<_>>(),
+                ),
+                services_overlaps: log
+                    .iter()
+                    .filter(|f| f.kind == kind)
+                    .map(|f| f.services_overlaps)
+                    .sum(),
             },
         );
+    }
+    // js7: two JOCs running services, and which followed a freeze inside a
+    // service start (fact 20: the thawed JOC finishes its start).
+    let services_overlaps = services.as_ref().map_or(0, |r| r.overlaps.len());
+    let longest_services_overlap_ms = services.as_ref().map_or(0, |r| {
+        r.overlaps
+            .iter()
+            .map(|o| o.duration().as_millis() as u64)
+            .max()
+            .unwrap_or(0)
+    });
+    let services_overlaps_after_freezes = log
+        .iter()
+        .filter(|f| f.kind == FaultKind::FreezeInStart)
+        .map(|f| f.services_overlaps)
+        .sum();
+    if let Some(report) = &services {
+        details.extend(
+            report
+                .overlaps
+                .iter()
+                .zip(&overlap_after)
+                .take(10)
+                .map(|(o, after)| {
+                    let after = after.map_or("before the first fault".to_owned(), |(kind, at)| {
+                        format!("after {kind} at {at:.0} s")
+                    });
+                    format!(
+                        "{} and {} ran JOC's services at once for {:?}, {after}",
+                        o.a,
+                        o.b,
+                        o.duration()
+                    )
+                }),
+        );
+    }
+    for f in &log {
+        if let Some(stale) = &f.stale_switch {
+            details.push(format!(
+                "{} at {:.0} s: switch request left: {stale}",
+                f.kind.name(),
+                f.at_s
+            ));
+        }
+        if f.services_missing {
+            details.push(format!(
+                "{} at {:.0} s: no JOC services in {}",
+                f.kind.name(),
+                f.at_s,
+                f.active_after
+            ));
+        }
     }
     for late in log.iter().filter(|f| f.recovery_ms > f.bound_ms) {
         details.push(format!(
@@ -452,6 +789,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     }
     let report = ChaosReport {
         backend: config.backend.name().to_owned(),
+        workload: config.workload,
         seed: config.seed,
         faults: log.len(),
         double_active_endpoints: doubles.len(),
@@ -463,9 +801,19 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         term_order_violations: term_order.len(),
         record_anomalies: anomalies,
         events: history.events,
-        active_periods: periods.len(),
+        active_periods: services.as_ref().map_or(periods.len(), |r| r.periods.len()),
         duration_s: started.elapsed().as_secs_f64(),
         by_kind,
+        services_overlaps,
+        longest_services_overlap_ms,
+        services_overlaps_after_freezes,
+        strict_services: config.strict_services,
+        services_missing: log.iter().filter(|f| f.services_missing).count(),
+        stale_switch_requests: log.iter().filter(|f| f.stale_switch.is_some()).count(),
+        freezes_in_start: log
+            .iter()
+            .filter(|f| f.froze_in_start == Some(true))
+            .count(),
         aborted: aborted.map(|e| format!("{e:#}")),
         details,
         fault_log: log,
@@ -500,6 +848,8 @@ struct Campaign<'a> {
     /// Members whose sidecar runs with its clock an hour ahead.
     skewed: Vec<String>,
     freezes: u32,
+    /// JOC stand-ins the campaign froze (their services did not run then).
+    frozen: Vec<Frozen>,
     log: Vec<FaultRecord>,
     started: Instant,
     canary: Canary,
@@ -546,12 +896,40 @@ impl Campaign<'_> {
             let active = settle(stack, &self.canary).await.with_context(|| {
                 format!("the cluster did not settle before fault {}", index + 1)
             })?;
-            let record = self
+            let from_ns = now_ns();
+            let mut record = self
                 .inject(stack, kind, active)
                 .await
                 .with_context(|| format!("fault {} ({})", index + 1, kind.name()))?;
+            record.started_ns = from_ns;
+            if self.config.workload == Workload::Js7 {
+                self.js7_checks(stack, &mut record, from_ns)
+                    .await
+                    .with_context(|| format!("fault {} ({})", index + 1, kind.name()))?;
+            }
+            let mut js7 = String::new();
+            if let Some(gap) = record.no_services_ms {
+                js7.push_str(&format!(", no JOC services for {gap} ms"));
+            }
+            if let (Some(inside), Some(after)) = (record.froze_in_start, record.froze_after_move_ms)
+            {
+                js7.push_str(&format!(
+                    ", frozen {after} ms after MEMBER_ID moved ({})",
+                    if inside {
+                        "inside the start"
+                    } else {
+                        "services had started"
+                    }
+                ));
+            }
+            if let Some(stale) = &record.stale_switch {
+                js7.push_str(&format!(", STALE SWITCH REQUEST {stale}"));
+            }
+            if record.services_missing {
+                js7.push_str(", NO SERVICES in the active pod");
+            }
             println!(
-                "[{:>4}/{}] {:>6.0} s  {:<18} {:<8} {} → {} in {} ms (bound {} ms)",
+                "[{:>4}/{}] {:>6.0} s  {:<18} {:<8} {} → {} in {} ms (bound {} ms){js7}",
                 index + 1,
                 self.config.faults,
                 record.at_s,
@@ -621,7 +999,10 @@ impl Campaign<'_> {
                         .await
                         .context("a killed process did not exit")?;
                 }
-                note_killed(&stack.periods_dir, &active)?;
+                match self.config.workload {
+                    Workload::Generic => note_killed(&stack.periods_dir, &active)?,
+                    Workload::Js7 => crate::agreement::note_joc_killed(stack, &active)?,
+                }
                 victim = Some(victim_pod.clone());
                 let recovered = self.recovered(stack, kind, victim.as_ref(), start).await;
                 for container in containers {
@@ -642,10 +1023,16 @@ impl Campaign<'_> {
                 if let Some(cockpit) = &cockpit {
                     cockpit.freeze()?;
                 }
+                let frozen_from = now_ns();
                 tokio::time::sleep(hold).await;
                 sidecar.thaw()?;
                 if let Some(cockpit) = &cockpit {
                     cockpit.thaw()?;
+                    self.frozen.push(Frozen {
+                        member: active.clone(),
+                        from_ns: frozen_from,
+                        to_ns: now_ns(),
+                    });
                 }
                 victim = Some(victim_pod.clone());
                 let recovered = self.recovered(stack, kind, victim.as_ref(), start).await?;
@@ -711,7 +1098,7 @@ impl Campaign<'_> {
                 let asked = Instant::now();
                 wait_for(
                     "the last switch-over request to be taken",
-                    kind.bound(ttl) + GIVE_UP,
+                    self.config.bound(kind) + GIVE_UP,
                     Duration::from_millis(50),
                     || async {
                         let cluster = stack.cluster().await.ok()?;
@@ -726,6 +1113,66 @@ impl Campaign<'_> {
                 .await?;
                 let recovered = self.recovered(stack, kind, None, asked).await?;
                 return self.record(kind, target, active, recovered, at_s, start.elapsed());
+            }
+            FaultKind::Switchover => {
+                let to = self.random_standby(stack, &active)?;
+                target = Some(to.clone());
+                stack.annotate_switchover(&to).await?;
+                let asked = Instant::now();
+                self.switchover_taken(stack, kind).await?;
+                // Until the Service left the old active pod: right after the
+                // annotation was taken it may still be the one endpoint.
+                victim = Some(victim_pod.clone());
+                let recovered = self.recovered(stack, kind, victim.as_ref(), asked).await?;
+                return self.record(kind, target, active, recovered, at_s, start.elapsed());
+            }
+            FaultKind::FreezeInStart => {
+                let to = self.random_standby(stack, &active)?;
+                target = Some(to.clone());
+                let cockpit = stack.cockpit(&to).context("no JOC process")?;
+                stack.annotate_switchover(&to).await?;
+                // Poll JOC_CLUSTER as fast as a look takes: the target's
+                // services start about 1 s after MEMBER_ID names it.
+                let url = stack.database_url.clone();
+                wait_for(
+                    &format!("JOC_CLUSTER.MEMBER_ID to name {to}"),
+                    self.config.bound(kind) + GIVE_UP,
+                    Duration::from_millis(5),
+                    || async {
+                        let row = crate::joc::cluster_row(&url).await.ok()??;
+                        (host_of(&row.member_id) == to).then_some(())
+                    },
+                )
+                .await?;
+                let moved_ns = now_ns();
+                // The target sees the move at its next poll (within 1 s) and
+                // then sleeps 1 s before its services start (fact 11): a
+                // random point of the first 1.2 s lands before its poll or
+                // inside that start, where a thaw resumes it (fact 20).
+                let delay = Duration::from_millis(self.rng.random_range(0..1200));
+                tokio::time::sleep(delay).await;
+                cockpit.freeze()?;
+                let frozen_from = now_ns();
+                // The stand-in cannot write while frozen: a start recorded
+                // by now came before the freeze.
+                let services = services_report(&stack.periods_dir, &self.frozen, frozen_from)?;
+                let in_start = !services.running_at(&to, frozen_from);
+                let hold = JOC_EXCEEDED + Duration::from_millis(self.rng.random_range(2000..4000));
+                let froze = Instant::now();
+                tokio::time::sleep(hold).await;
+                cockpit.thaw()?;
+                self.frozen.push(Frozen {
+                    member: to.clone(),
+                    from_ns: frozen_from,
+                    to_ns: now_ns(),
+                });
+                let recovered = self.recovered(stack, kind, None, froze).await?;
+                let mut record = self.record(kind, target, active, recovered, at_s, hold)?;
+                record.froze_in_start = Some(in_start);
+                record.froze_after_move_ms = Some(
+                    Duration::from_nanos((frozen_from - moved_ns).max(0) as u64).as_millis() as u64,
+                );
+                return Ok(record);
             }
             FaultKind::ClockSkew => {
                 let members = stack.member_names();
@@ -768,6 +1215,102 @@ impl Campaign<'_> {
         self.record(kind, target, active, recovered, at_s, held)
     }
 
+    fn random_standby(&mut self, stack: &Stack, active: &str) -> Result<String> {
+        let standbys: Vec<String> = stack
+            .member_names()
+            .into_iter()
+            .filter(|m| m != active)
+            .collect();
+        if standbys.is_empty() {
+            bail!("no standby member to switch over to");
+        }
+        Ok(standbys[self.rng.random_range(0..standbys.len())].clone())
+    }
+
+    /// Waits until the holder took the switch-over annotation.
+    async fn switchover_taken(&self, stack: &Stack, kind: FaultKind) -> Result<()> {
+        wait_for(
+            "the switch-over request to be taken",
+            self.config.bound(kind) + GIVE_UP,
+            Duration::from_millis(50),
+            || async {
+                let cluster = stack.cluster().await.ok()?;
+                (!cluster
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key(joc_ha_crds::names::ANNOTATION_SWITCHOVER_TO))
+                .then_some(())
+            },
+        )
+        .await
+    }
+
+    /// js7, after a fault's recovery: services run in the active pod's JOC
+    /// (within the bound), the longest time with none since the fault's
+    /// start, and no switch request older than two polls left one poll on.
+    async fn js7_checks(
+        &self,
+        stack: &Stack,
+        record: &mut FaultRecord,
+        from_ns: i64,
+    ) -> Result<()> {
+        let active = record.active_after.clone();
+        let frozen = &self.frozen;
+        let running = wait_for(
+            &format!("JOC's services to run in {active}"),
+            self.config.bound(record.kind),
+            Duration::from_millis(50),
+            || async {
+                let now = now_ns();
+                let report = services_report(&stack.periods_dir, frozen, now).ok()?;
+                report.running_at(&active, now).then_some(())
+            },
+        )
+        .await;
+        record.services_missing = running.is_err();
+        let now = now_ns();
+        let report = services_report(&stack.periods_dir, frozen, now)?;
+        record.no_services_ms = Some(report.longest_gap_within(from_ns, now).as_millis() as u64);
+        // The holder clears a request older than two polls at its next
+        // look (sidecar js7::stale_switch_request): one more poll, plus
+        // one for the look itself.
+        let url = stack.database_url.clone();
+        let two_polls = (JOC_POLL * 2).as_secs() as i64;
+        let last = std::sync::Mutex::new(String::new());
+        let cleared = wait_for(
+            "no switch request older than two polls",
+            JOC_POLL * 3,
+            Duration::from_millis(100),
+            || async {
+                let row = crate::joc::cluster_row(&url).await.ok()?;
+                let stale = row.as_ref().and_then(|r| {
+                    let age = r.db_now - r.switch_heart_beat?;
+                    (r.switch_member_id.is_some() && age > two_polls).then(|| {
+                        format!(
+                            "SWITCH_MEMBER_ID {:?}, {age} s old",
+                            r.switch_member_id.as_deref().unwrap_or_default()
+                        )
+                    })
+                });
+                match stale {
+                    Some(text) => {
+                        if let Ok(mut last) = last.lock() {
+                            *last = text;
+                        }
+                        None
+                    }
+                    None => Some(()),
+                }
+            },
+        )
+        .await;
+        if cleared.is_err() {
+            record.stale_switch = Some(last.lock().map(|l| l.clone()).unwrap_or_default());
+        }
+        Ok(())
+    }
+
     /// Waits for one active endpoint (not the `victim` pod) that is the one
     /// pod labeled active; returns it and when it became the Service's only
     /// endpoint, measured from `from` (zero if it already was).
@@ -781,7 +1324,7 @@ impl Campaign<'_> {
         let seen = std::sync::Mutex::new(String::new());
         let result = wait_for(
             "one active endpoint again",
-            kind.bound(self.config.ttl) + GIVE_UP,
+            self.config.bound(kind) + GIVE_UP,
             Duration::from_millis(20),
             || async {
                 let timeline = stack.endpoints.timeline();
@@ -829,8 +1372,15 @@ impl Campaign<'_> {
             at_s,
             held_ms: held.as_millis() as u64,
             recovery_ms: recovery.as_millis() as u64,
-            bound_ms: kind.bound(self.config.ttl).as_millis() as u64,
+            bound_ms: self.config.bound(kind).as_millis() as u64,
             control_plane_lag_ms: 0,
+            no_services_ms: None,
+            services_missing: false,
+            stale_switch: None,
+            froze_in_start: None,
+            froze_after_move_ms: None,
+            started_ns: 0,
+            services_overlaps: 0,
         })
     }
 }
@@ -1063,6 +1613,9 @@ pub fn standin_periods(dir: &Path, observed_until_ns: i64) -> Result<(Vec<Period
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        // `<pod>.joc.jsonl` are JOC stand-ins' service periods (their own
+        // format, read by agreement::services_report), not cockpit periods.
+        .filter(|p| !p.to_string_lossy().ends_with(".joc.jsonl"))
         .collect();
     files.sort();
     for file in files {

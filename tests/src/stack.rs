@@ -76,6 +76,8 @@ pub struct JocRunner {
     /// Runs this program instead of the sidecar (the benchmarks' baseline).
     labeler: Option<PathBuf>,
     overrides: PodOverrides,
+    /// `joc-standin --startup-delay` (None: the stand-in's default).
+    joc_startup_delay: Option<String>,
 }
 
 /// Loopback ports standing for pods' container ports, shared with the stack
@@ -137,6 +139,7 @@ impl JocRunner {
             sidecar: workspace_binary("joc-ha-sidecar")?,
             standin: workspace_binary("standin-cockpit")?,
             joc_standin: workspace_binary("joc-standin")?,
+            joc_startup_delay: None,
             history_url,
             periods_dir,
             ports: PortMap::default(),
@@ -224,6 +227,11 @@ impl JocRunner {
                         [127, 0, 0, 1],
                         http,
                     ))));
+                let delay = self
+                    .joc_startup_delay
+                    .as_ref()
+                    .map(|d| vec!["--startup-delay".to_owned(), d.clone()])
+                    .unwrap_or_default();
                 Some(
                     ProcessSpec::new(&self.joc_standin)
                         .arg("--jetty-base")
@@ -233,6 +241,7 @@ impl JocRunner {
                         .arg("--periods-file")
                         .arg(self.joc_periods_file(name))
                         .args(["--controllers-retry", CONTROLLERS_RETRY])
+                        .args(delay)
                         // The pod's env (RUN_JS_*, JS7_DBMS_* from secretKeyRef)
                         // comes from the kubelet; the port is the mapped one.
                         .env("RUN_JS_HTTP_PORT", http.to_string())
@@ -604,6 +613,9 @@ pub struct StackOptions {
     /// request (docs/joc-facts.md fact 10). The stand-in only checks that
     /// the files are where the image's entrypoint expects them.
     pub license: bool,
+    /// js7: the stand-ins' time from start to their first heartbeat
+    /// (`joc-standin --startup-delay`, e.g. "8s"); None: the stand-in's.
+    pub joc_startup_delay: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -624,6 +636,7 @@ impl Default for StackOptions {
             db_proxy: false,
             register_controller: true,
             license: true,
+            joc_startup_delay: None,
         }
     }
 }
@@ -688,6 +701,7 @@ impl Stack {
         if options.baseline_labeler {
             runner = runner.with_baseline_labeler()?;
         }
+        runner.joc_startup_delay = options.joc_startup_delay.clone();
         let ports = runner.ports.clone();
         let overrides = runner.overrides();
         let mut proxies = BTreeMap::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::JocSettings;
-use crate::js7::JocView;
+use crate::js7::{JocRun, JocView};
 use crate::lease::{HandOverOutcome, Role};
 
 /// Fixed for the sidecar's life.
@@ -56,6 +56,8 @@ pub struct OwnPodFacts {
     /// A controller (its StatefulSet) owns it; a pod whose labels left the
     /// StatefulSet's selector is orphaned.
     pub controlled: bool,
+    /// The current run of its `joc` container (js7 readiness, fact 22).
+    pub joc_run: JocRun,
 }
 
 impl OwnPodFacts {

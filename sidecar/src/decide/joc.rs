@@ -6,7 +6,8 @@ use joc_ha_crds::names::reason;
 
 use super::{Action, Facts, Flow, JocReadError, Level, Metric, Pending, Report, State, Step};
 use crate::js7::{
-    HolderStep, JocView, holder_step, hostname_of, stale_switch_request, unlicensed_holder_step,
+    HolderStep, JocRun, JocView, holder_step, hostname_of, own_health, stale_switch_request,
+    unlicensed_holder_step,
 };
 use crate::lease::HandOverOutcome;
 
@@ -30,6 +31,7 @@ pub(super) fn agree(s: &mut State, out: &mut Vec<Action>) -> Flow {
 /// JOC's tables as read: readiness first, then the holder's step.
 pub(super) fn read(
     s: &mut State,
+    f: &Facts,
     view: Result<JocView, JocReadError>,
     out: &mut Vec<Action>,
 ) -> Flow {
@@ -55,7 +57,16 @@ pub(super) fn read(
             return Flow::Continue;
         }
     };
-    let fresh = view.is_ready_member(&settings.member_id);
+    // Only a heartbeat of the JOC process now running counts (fact 22).
+    let run = f
+        .own
+        .as_ref()
+        .map_or(JocRun::Unknown, |o| o.joc_run.clone());
+    let Some(joc) = &mut s.joc else {
+        return Flow::Continue;
+    };
+    let (fresh, baseline) = own_health(joc.baseline.as_ref(), &run, &view, &settings.member_id);
+    joc.baseline = baseline;
     out.push(Action::JocHealth { fresh });
     let ready = fresh && s.may_hold();
     if s.joc.as_ref().is_some_and(|j| j.ready != Some(ready)) {
@@ -101,7 +112,7 @@ pub(super) fn ready_set(
             } else {
                 Action::Log(
                     Level::Warn,
-                    format!("this member's JOC instance {member_id} has no fresh heartbeat in JOC_INSTANCES (or is an API server): not ready for the lease"),
+                    format!("this member's JOC instance {member_id} has no fresh heartbeat in JOC_INSTANCES written by the JOC process now running (or is an API server): not ready for the lease"),
                 )
             });
         }

@@ -76,6 +76,9 @@ pub struct JocState {
     pub confirmed: bool,
     /// The last thing said about waiting or failing, to say it once.
     pub last_note: Option<String>,
+    /// This member's JOC row when the current `joc` container run was first
+    /// seen: only a heartbeat after it counts (fact 22, `js7::own_health`).
+    pub baseline: Option<crate::js7::HealthBaseline>,
 }
 
 impl State {
@@ -442,7 +445,7 @@ fn resume(
         (Pending::LabelActive { term, new_term }, Outcome::Labeled(ok)) => {
             lease::labeled_active(s, term, new_term, ok, out)
         }
-        (Pending::JocRead, Outcome::Joc(view)) => joc::read(s, view, out),
+        (Pending::JocRead, Outcome::Joc(view)) => joc::read(s, f, view, out),
         (Pending::JocReady { ready, view }, Outcome::ReadySet(result)) => {
             joc::ready_set(s, ready, *view, result, out)
         }

@@ -44,6 +44,6 @@ pub use config_files::{ConfigFileError, hibernate_cfg_xml, render_joc_config};
 pub use member_id::{hostname_of, member_id};
 pub use tables::{JocTables, TablesError};
 pub use view::{
-    ClusterRow, HolderStep, InstanceRow, JocView, StaleSwitchRequest, holder_step,
-    stale_switch_request, unlicensed_holder_step,
+    ClusterRow, HealthBaseline, HolderStep, InstanceRow, InstanceStamp, JocRun, JocView,
+    StaleSwitchRequest, holder_step, own_health, stale_switch_request, unlicensed_holder_step,
 };

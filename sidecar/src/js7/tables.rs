@@ -10,7 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::view::{ClusterRow, InstanceRow, JocView};
+use super::view::{ClusterRow, InstanceRow, InstanceStamp, JocView};
 use crate::lease::{DatabaseKind, DatabaseUrl, Options, scrub};
 
 /// Why JOC's tables could not be read or written.
@@ -43,7 +43,8 @@ pub struct JocTables {
 }
 
 /// kind ('c' cluster, 'i' instance), member id, heartbeat age, switch
-/// member id, switch heartbeat age, API server (0/1).
+/// member id, switch heartbeat age, API server (0/1), and of an instance
+/// `STARTED_AT` and `HEART_BEAT` as text.
 type ViewRow = (
     String,
     String,
@@ -51,6 +52,8 @@ type ViewRow = (
     Option<String>,
     Option<i64>,
     i64,
+    Option<String>,
+    Option<String>,
 );
 
 /// The same decoding for each database product's row type.
@@ -69,6 +72,8 @@ macro_rules! fetch_view_rows {
                             r.try_get(3)?,
                             r.try_get(4)?,
                             r.try_get(5)?,
+                            r.try_get(6)?,
+                            r.try_get(7)?,
                         ))
                     })
                     .collect::<Result<Vec<ViewRow>, sqlx::Error>>()
@@ -159,9 +164,19 @@ impl JocTables {
             DatabaseKind::Postgresql => ("CAST(NULL AS varchar)", "CAST(NULL AS bigint)"),
             _ => ("NULL", "NULL"),
         };
+        // Compared with the previous read only (own_health): any text form
+        // that changes when the value does will do.
+        let text_type = match self.kind {
+            DatabaseKind::Postgresql => "varchar",
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => "CHAR",
+            DatabaseKind::Sqlite => "TEXT",
+        };
+        let as_text = |name: &str| format!("CAST({} AS {text_type})", col(name));
         let sql = format!(
-            "SELECT 'c' AS kind, {member}, {age}, {switch}, {switch_age}, {zero} AS api FROM JOC_CLUSTER WHERE {id} = 'cluster' \
-             UNION ALL SELECT 'i', {member}, {age}, {null_text}, {null_int}, {cast_api} FROM JOC_INSTANCES",
+            "SELECT 'c' AS kind, {member}, {age}, {switch}, {switch_age}, {zero} AS api, {null_text}, {null_text} FROM JOC_CLUSTER WHERE {id} = 'cluster' \
+             UNION ALL SELECT 'i', {member}, {age}, {null_text}, {null_int}, {cast_api}, {started}, {beat} FROM JOC_INSTANCES",
+            started = as_text("STARTED_AT"),
+            beat = as_text("HEART_BEAT"),
             member = col("MEMBER_ID"),
             age = age_of("HEART_BEAT"),
             switch = col("SWITCH_MEMBER_ID"),
@@ -176,7 +191,9 @@ impl JocTables {
         .map_err(|e| self.error(e))?;
         let mut cluster = None;
         let mut instances = Vec::new();
-        for (kind, member_id, age, switch_member_id, switch_age, api) in rows {
+        for (kind, member_id, age, switch_member_id, switch_age, api, started_at, heart_beat) in
+            rows
+        {
             // A missing heartbeat counts as exceeded.
             let heart_beat_age_s = age.unwrap_or(i64::MAX);
             if kind == "c" {
@@ -191,6 +208,10 @@ impl JocTables {
                     member_id,
                     heart_beat_age_s,
                     api_server: api != 0,
+                    stamp: InstanceStamp {
+                        started_at,
+                        heart_beat,
+                    },
                 });
             }
         }

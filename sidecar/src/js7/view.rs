@@ -14,12 +14,25 @@ pub struct ClusterRow {
 }
 
 /// A row of `JOC_INSTANCES`: one JOC instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InstanceRow {
     pub member_id: String,
     /// Whole seconds since `HEART_BEAT`, by the database's UTC clock.
     pub heart_beat_age_s: i64,
     pub api_server: bool,
+    /// `STARTED_AT` and `HEART_BEAT` as the database holds them.
+    pub stamp: InstanceStamp,
+}
+
+/// `STARTED_AT` and `HEART_BEAT` of an instance row as text, only ever
+/// compared with an earlier read, never parsed: a change proves that a JOC
+/// process wrote the row since, without trusting any clock (JOC writes
+/// `STARTED_AT` from the JVM's clock, docs/joc-facts.md fact 18, in a zone
+/// that JOC-2206 changed between releases).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceStamp {
+    pub started_at: Option<String>,
+    pub heart_beat: Option<String>,
 }
 
 /// JOC's cluster state at one instant.
@@ -65,6 +78,11 @@ impl JocView {
         })
     }
 
+    /// The `JOC_INSTANCES` row of `member_id`.
+    pub fn instance(&self, member_id: &str) -> Option<&InstanceRow> {
+        self.instances.iter().find(|i| i.member_id == member_id)
+    }
+
     /// Whether `member_id` is an API-server instance.
     pub fn is_api_server(&self, member_id: &str) -> bool {
         self.instances
@@ -91,6 +109,75 @@ impl JocView {
                     .is_some_and(|age| !self.exceeded(age))
         })
     }
+}
+
+/// The run of this pod's `joc` container, from its own pod's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JocRun {
+    /// No status for it (the pod is not seen yet, or it has no such
+    /// container): the sidecar's own start stands for the run's start.
+    Unknown,
+    /// Not running (terminated, waiting to restart): no JOC process.
+    Stopped,
+    /// Running; the text names this run (restart count and start time, as
+    /// the kubelet reports them, compared and never parsed).
+    Running(String),
+}
+
+/// What this member's sidecar saw of its own `JOC_INSTANCES` row when it
+/// first saw the current run of its `joc` container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthBaseline {
+    /// The run it was taken for (None: [`JocRun::Unknown`]).
+    pub run: Option<String>,
+    /// The row then (None: no row).
+    pub stamp: Option<InstanceStamp>,
+    /// The row changed since: the process now running wrote it.
+    pub proven: bool,
+}
+
+/// Whether this member's JOC counts as healthy (ready for the lease, pod
+/// Ready), and the baseline to keep for the next look.
+///
+/// docs/joc-facts.md fact 22: after a crash the previous JVM's heartbeat
+/// stays fresh for up to the exceeded interval, while the new JVM needs
+/// 10–20 s or more before it heartbeats. So a heartbeat counts only once the
+/// row changed after the sidecar saw the container's current run start:
+/// clock-free, at the price of one JOC poll after a sidecar restart. A new
+/// run (restart count or start time changed) takes a new baseline; a
+/// stopped container is never healthy. What remains is the time between the
+/// container's restart and the kubelet reporting it.
+pub fn own_health(
+    baseline: Option<&HealthBaseline>,
+    run: &JocRun,
+    view: &JocView,
+    me: &str,
+) -> (bool, Option<HealthBaseline>) {
+    let run = match run {
+        JocRun::Stopped => return (false, None),
+        JocRun::Unknown => None,
+        JocRun::Running(id) => Some(id.clone()),
+    };
+    let stamp = view.instance(me).map(|i| i.stamp.clone());
+    let Some(baseline) = baseline.filter(|b| b.run == run) else {
+        return (
+            false,
+            Some(HealthBaseline {
+                run,
+                stamp,
+                proven: false,
+            }),
+        );
+    };
+    let proven = baseline.proven || (stamp.is_some() && stamp != baseline.stamp);
+    let healthy = proven && view.is_ready_member(me);
+    (
+        healthy,
+        Some(HealthBaseline {
+            proven,
+            ..baseline.clone()
+        }),
+    )
 }
 
 /// What the lease holder does next about JOC.
@@ -244,6 +331,7 @@ mod tests {
             member_id: id.to_owned(),
             heart_beat_age_s: age,
             api_server: api,
+            stamp: InstanceStamp::default(),
         }
     }
 
@@ -433,6 +521,130 @@ mod tests {
                 unlicensed_holder_step(&v, "a:1", pod),
                 HolderStep::RequestSwitch
             );
+        }
+    }
+
+    /// (container run, JOC's row, healthy?)
+    type Look = (JocRun, JocView, bool);
+
+    /// This member's row, written by JOC at `started` / `beat`, `age` old.
+    fn own_row(started: &str, beat: &str, age: i64) -> JocView {
+        JocView::new(
+            None,
+            vec![InstanceRow {
+                member_id: "a:1".to_owned(),
+                heart_beat_age_s: age,
+                api_server: false,
+                stamp: InstanceStamp {
+                    started_at: Some(started.to_owned()),
+                    heart_beat: Some(beat.to_owned()),
+                },
+            }],
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn only_a_heartbeat_of_the_joc_process_now_running_counts() {
+        use JocRun::{Running, Stopped, Unknown};
+        let run = |id: &str| Running(id.to_owned());
+        let no_row = JocView::new(None, vec![], Duration::from_secs(5));
+        // (story, [(container run, JOC's row, healthy?)], one look after another)
+        let cases: Vec<(&str, Vec<Look>)> = vec![
+            (
+                "crash and restart with the old heartbeat still fresh",
+                vec![
+                    (run("0@t0"), own_row("t0", "b1", 0), false),
+                    (run("0@t0"), own_row("t0", "b2", 0), true),
+                    (Stopped, own_row("t0", "b2", 1), false),
+                    (run("1@t9"), own_row("t0", "b2", 2), false),
+                    (run("1@t9"), own_row("t0", "b2", 4), false),
+                    (run("1@t9"), own_row("t9", "b9", 0), true),
+                ],
+            ),
+            (
+                "the kubelet reports the restart without a stopped state in between",
+                vec![
+                    (run("0@t0"), own_row("t0", "b1", 0), false),
+                    (run("0@t0"), own_row("t0", "b2", 0), true),
+                    (run("1@t9"), own_row("t0", "b2", 1), false),
+                    (run("1@t9"), own_row("t9", "b9", 0), true),
+                ],
+            ),
+            (
+                "sidecar restart with JOC running on: one poll later",
+                vec![
+                    (run("0@t0"), own_row("t0", "b7", 0), false),
+                    (run("0@t0"), own_row("t0", "b8", 0), true),
+                    (run("0@t0"), own_row("t0", "b9", 1), true),
+                ],
+            ),
+            (
+                "the own pod not seen yet: the sidecar's start stands in",
+                vec![
+                    (Unknown, own_row("t0", "b7", 0), false),
+                    (Unknown, own_row("t0", "b8", 0), true),
+                ],
+            ),
+            (
+                "a JOC that never heartbeats",
+                vec![
+                    (run("0@t0"), no_row.clone(), false),
+                    (run("0@t0"), no_row.clone(), false),
+                    (run("0@t0"), no_row.clone(), false),
+                ],
+            ),
+            (
+                "a JOC that never heartbeats, under an old row going stale",
+                vec![
+                    (run("1@t9"), own_row("t0", "b2", 3), false),
+                    (run("1@t9"), own_row("t0", "b2", 5), false),
+                    (run("1@t9"), own_row("t0", "b2", 60), false),
+                ],
+            ),
+            (
+                "the first row of a fresh install",
+                vec![
+                    (run("0@t0"), no_row.clone(), false),
+                    (run("0@t0"), own_row("t0", "b1", 0), true),
+                ],
+            ),
+            (
+                "JOC restarted twice quickly: the first restart's row does not count for the second",
+                vec![
+                    (run("0@t0"), own_row("t0", "b1", 0), false),
+                    (run("0@t0"), own_row("t0", "b2", 0), true),
+                    (run("1@t5"), own_row("t0", "b2", 1), false),
+                    (run("1@t5"), own_row("t5", "b5", 0), true),
+                    (run("2@t6"), own_row("t5", "b5", 1), false),
+                    (run("2@t6"), own_row("t5", "b5", 2), false),
+                    (run("2@t6"), own_row("t6", "b6", 0), true),
+                ],
+            ),
+            (
+                "proven, then hung: the heartbeat goes stale",
+                vec![
+                    (run("0@t0"), own_row("t0", "b1", 0), false),
+                    (run("0@t0"), own_row("t0", "b2", 0), true),
+                    (run("0@t0"), own_row("t0", "b2", 6), false),
+                    (run("0@t0"), own_row("t0", "b3", 0), true),
+                ],
+            ),
+            (
+                "a clean shutdown's reset heartbeat (fact 12) is a change, but not fresh",
+                vec![
+                    (run("0@t0"), own_row("t0", "b1", 0), false),
+                    (run("0@t0"), own_row("t0", "1970", 1_700_000_000), false),
+                ],
+            ),
+        ];
+        for (story, looks) in cases {
+            let mut baseline = None;
+            for (n, (run, view, healthy)) in looks.into_iter().enumerate() {
+                let (got, next) = own_health(baseline.as_ref(), &run, &view, "a:1");
+                assert_eq!(got, healthy, "{story}: look {n}");
+                baseline = next;
+            }
         }
     }
 }

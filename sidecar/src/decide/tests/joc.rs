@@ -1,6 +1,7 @@
 //! js7 mode: readiness, the holder's step, following JOC.
 
 use super::*;
+use crate::js7::JocRun;
 
 fn look(state: &State, view: JocView, answers: Answers) -> (State, Vec<Action>) {
     let now = Instant::now();
@@ -257,6 +258,70 @@ fn readiness_follows_this_members_joc_heartbeat() {
     );
 }
 
+/// docs/joc-facts.md fact 22: the restarted pod's sidecar counted the
+/// previous JVM's still-fresh heartbeat as ready.
+#[test]
+fn a_restarted_jocs_old_heartbeat_does_not_make_the_member_ready() {
+    let now = Instant::now();
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    let look = |state: &State, f: &mut Facts, joc: JocView| {
+        let answers = Answers {
+            joc: Ok(joc),
+            ..Answers::default()
+        };
+        drive(state, f, Event::LeaseChanged, &answers)
+    };
+    // The same row (JOC's old heartbeat, 1 s old: fresh) at every look.
+    let mut old = view(Some("joc-1"), None);
+    old.instances[0].heart_beat_age_s = 1;
+    old.instances[0].stamp.heart_beat = Some("old".to_owned());
+    // The kubelet reports the `joc` container's new run.
+    if let Some(own) = &mut f.own {
+        own.joc_run = JocRun::Running("1@t9".to_owned());
+    }
+    let (state, actions) = look(&standby(true), &mut f, old.clone());
+    assert_eq!(
+        brief(&actions),
+        ["read-joc", "joc-health:false", "ready:false"],
+        "a new run: the row the old JVM wrote does not count"
+    );
+    let (state, actions) = look(&state, &mut f, old.clone());
+    assert_eq!(brief(&actions), ["read-joc", "joc-health:false"]);
+    // The new JVM heartbeats: the row changes.
+    let (state, actions) = look(&state, &mut f, view(Some("joc-1"), None));
+    assert_eq!(
+        brief(&actions),
+        ["read-joc", "joc-health:true", "ready:true"]
+    );
+    // The container stops: not ready, whatever the row says.
+    if let Some(own) = &mut f.own {
+        own.joc_run = JocRun::Stopped;
+    }
+    let (_, actions) = look(&state, &mut f, view(Some("joc-1"), None));
+    assert_eq!(
+        brief(&actions),
+        ["read-joc", "joc-health:false", "ready:false"]
+    );
+    // A restarted sidecar (no baseline) with JOC running on: ready at the
+    // next heartbeat, not at the first look.
+    f.own = Some(own_pod());
+    let mut fresh_sidecar = standby(true);
+    if let Some(joc) = &mut fresh_sidecar.joc {
+        joc.baseline = None;
+        joc.ready = None;
+    }
+    let (state, actions) = look(&fresh_sidecar, &mut f, view(Some("joc-1"), None));
+    assert_eq!(
+        brief(&actions),
+        ["read-joc", "joc-health:false", "ready:false"]
+    );
+    let (_, actions) = look(&state, &mut f, view(Some("joc-1"), None));
+    assert_eq!(
+        brief(&actions),
+        ["read-joc", "joc-health:true", "ready:true"]
+    );
+}
+
 #[test]
 fn a_repeated_joc_note_is_logged_once() {
     let now = Instant::now();
@@ -330,6 +395,7 @@ fn the_holder_clears_left_over_switch_requests() {
                 member_id: id(target),
                 heart_beat_age_s: 0,
                 api_server: true,
+                ..Default::default()
             });
         }
         v

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config::JocSettings;
-use crate::js7::{ClusterRow, InstanceRow, member_id};
+use crate::js7::{ClusterRow, InstanceRow, InstanceStamp, JocRun, member_id};
 use crate::lease::{HandOverOutcome, Role};
 
 pub const ME: &str = "joc-0";
@@ -44,6 +44,7 @@ pub fn holding(js7: bool, term: i64) -> State {
     if let Some(joc) = &mut state.joc {
         joc.confirmed = true;
         joc.ready = Some(true);
+        joc.baseline = Some(proven());
         joc.previous_term = Some(term);
         joc.previous_active = Some(id(ME));
     }
@@ -54,8 +55,18 @@ pub fn standby(js7: bool) -> State {
     let mut state = State::new(settings(js7));
     if let Some(joc) = &mut state.joc {
         joc.ready = Some(true);
+        joc.baseline = Some(proven());
     }
     state
+}
+
+/// A sidecar that has seen its JOC (run `0@t0` of [`own_pod`]) heartbeat.
+pub fn proven() -> crate::js7::HealthBaseline {
+    crate::js7::HealthBaseline {
+        run: Some("0@t0".to_owned()),
+        stamp: None,
+        proven: true,
+    }
 }
 
 /// JOC's member id of a pod.
@@ -113,7 +124,15 @@ pub fn own_pod() -> OwnPodFacts {
         cluster: Some("joc".to_owned()),
         component: Some(joc_ha_crds::names::COMPONENT_MEMBER.to_owned()),
         controlled: true,
+        joc_run: JocRun::Running("0@t0".to_owned()),
     }
+}
+
+/// A new `HEART_BEAT` text at every call: JOC heartbeats between looks.
+fn next_beat() -> Option<String> {
+    static BEATS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BEATS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(format!("beat {n}"))
 }
 
 /// JOC's tables with `active` as JOC's active member; every member fresh.
@@ -131,6 +150,10 @@ pub fn view(active: Option<&str>, switch_to: Option<&str>) -> JocView {
                 member_id: id(pod),
                 heart_beat_age_s: 0,
                 api_server: false,
+                stamp: InstanceStamp {
+                    started_at: Some("t0".to_owned()),
+                    heart_beat: next_beat(),
+                },
             })
             .collect(),
         Duration::from_secs(5),
