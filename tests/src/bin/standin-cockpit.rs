@@ -33,8 +33,21 @@ struct Args {
 }
 
 fn args() -> Result<Args> {
-    let mut member = std::env::var("JOC_HA_POD_NAME").ok();
-    let mut role_dir = std::env::var("JOC_HA_ROLE_DIR").ok().map(PathBuf::from);
+    // In a pod as the operator renders it (on a real node) nothing is set:
+    // the pod name is the host name, and the role dir is where the operator
+    // mounts it, as a user's cockpit image would find them.
+    let mut member = std::env::var("JOC_HA_POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        });
+    let mut role_dir = Some(PathBuf::from(
+        std::env::var("JOC_HA_ROLE_DIR")
+            .unwrap_or_else(|_| joc_ha_crds::names::pod::ROLE_DIR.to_owned()),
+    ));
     let mut database_url = std::env::var("STANDIN_DATABASE_URL").ok();
     let mut http_addr = std::env::var("STANDIN_HTTP_ADDR").ok();
     let mut periods = std::env::var("STANDIN_PERIODS_FILE")
@@ -53,7 +66,7 @@ fn args() -> Result<Args> {
         }
     }
     Ok(Args {
-        member: member.context("--member (or JOC_HA_POD_NAME) is required")?,
+        member: member.context("--member (or JOC_HA_POD_NAME, or HOSTNAME) is required")?,
         role_dir: role_dir.context("--role-dir (or JOC_HA_ROLE_DIR) is required")?,
         database_url,
         http_addr,
