@@ -16,6 +16,7 @@
 
 mod actions;
 mod facts;
+pub mod fence;
 mod joc;
 mod lease;
 mod pod;
@@ -28,8 +29,8 @@ use std::time::Duration;
 
 pub use actions::{Action, Label, Level, Metric, Report};
 pub use facts::{
-    ClusterFacts, ElectorFacts, Event, Facts, JocReadError, MemberFacts, Outcome, OwnPodFacts,
-    PodFacts, Settings,
+    ClusterFacts, ElectorFacts, Event, Facts, FenceDone, JocReadError, MemberFacts, Outcome,
+    OwnPodFacts, PodFacts, Settings,
 };
 pub use switchover::supersedes;
 
@@ -76,6 +77,17 @@ pub struct JocState {
     pub confirmed: bool,
     /// The last thing said about waiting or failing, to say it once.
     pub last_note: Option<String>,
+    /// JOC's `MEMBER_ID` named this member while its instance heartbeated,
+    /// since its JVM was last fenced or found gone (`decide/fence.rs`).
+    pub was_active: bool,
+    /// Since when JOC's `MEMBER_ID` names this member while it does not
+    /// hold the lease.
+    pub active_without_lease_since: Option<tokio::time::Instant>,
+    /// When this sidecar last looked at JOC, to notice its own freeze.
+    pub last_look: Option<tokio::time::Instant>,
+    /// This sidecar did not run for this long before its last look (kept
+    /// until a JOC read judged it).
+    pub resumed_after: Option<Duration>,
 }
 
 impl State {
@@ -254,6 +266,17 @@ enum Pending {
         new_term: bool,
     },
     JocRead,
+    /// A fence; then the readiness step with `view`, or a JOC read if none.
+    Fence {
+        label: &'static str,
+        view: Option<Box<JocView>>,
+    },
+    /// A fence at the moment the lease is handed on to JOC's active `pod`.
+    FenceThenFollow {
+        label: &'static str,
+        pod: String,
+        note: String,
+    },
     JocReady {
         ready: bool,
         view: Box<JocView>,
@@ -370,7 +393,7 @@ fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
             Flow::Continue
         }
         Step::HandleSwitchoverNow => switchover::handle(s, f, out),
-        Step::AgreeWithJoc => joc::agree(s, out),
+        Step::AgreeWithJoc => joc::agree(s, f, out),
         Step::LeaveLease(why) => switchover::step_down(s, f, why, out),
         Step::HandOff(why) => switchover::hand_off(s, why, out),
         Step::OwnPod => pod::check(s, f, out),
@@ -442,7 +465,25 @@ fn resume(
         (Pending::LabelActive { term, new_term }, Outcome::Labeled(ok)) => {
             lease::labeled_active(s, term, new_term, ok, out)
         }
-        (Pending::JocRead, Outcome::Joc(view)) => joc::read(s, view, out),
+        (Pending::JocRead, Outcome::Joc(view)) => joc::read(s, f, view, out),
+        (Pending::Fence { label, view }, Outcome::JocFenced(result)) => {
+            joc::fenced(s, label, result, out);
+            match view {
+                Some(view) => joc::readiness(s, *view, out),
+                None => s.wait(Pending::JocRead, Action::ReadJoc, out),
+            }
+        }
+        (Pending::FenceThenFollow { label, pod, note }, Outcome::JocFenced(result)) => {
+            joc::fenced(s, label, result, out);
+            s.wait(
+                Pending::FollowJoc {
+                    pod: pod.clone(),
+                    note,
+                },
+                Action::HandOver { target: pod },
+                out,
+            )
+        }
         (Pending::JocReady { ready, view }, Outcome::ReadySet(result)) => {
             joc::ready_set(s, ready, *view, result, out)
         }
