@@ -200,7 +200,25 @@ fn remember(s: &mut State, f: &Facts, view: &JocView) {
         return;
     };
     let active_now = view.active_member() == Some(me.as_str());
-    if active_now && view.is_ready_member(&me) {
+    // A write seen between two looks proves a live JVM: a restarted pod's
+    // sidecar must not take the dead JVM's fresh row for its new JOC
+    // (docs/joc-facts.md fact 22), or it would fence the JOC starting up.
+    let age = view
+        .instances
+        .iter()
+        .find(|i| i.member_id == me && !i.api_server)
+        .map(|i| i.heart_beat_age_s);
+    if let (Some(age), Some((then, before))) = (age, joc.own_age) {
+        let elapsed = f.now.saturating_duration_since(then).as_secs() as i64;
+        if age < before || age + 1 < before.saturating_add(elapsed) {
+            joc.own_write_seen_at = Some(f.now);
+        }
+    }
+    joc.own_age = age.map(|a| (f.now, a));
+    let live = joc.own_write_seen_at.is_some_and(|t| {
+        f.now.saturating_duration_since(t).as_secs() as i64 <= view.exceeded_interval_s
+    });
+    if active_now && view.is_ready_member(&me) && live {
         joc.was_active = true;
     }
     joc.active_without_lease_since = if active_now && !holds {

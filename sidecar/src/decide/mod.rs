@@ -83,6 +83,11 @@ pub struct JocState {
     /// Since when JOC's `MEMBER_ID` names this member while it does not
     /// hold the lease.
     pub active_without_lease_since: Option<tokio::time::Instant>,
+    /// This member's instance heartbeat age at the previous look, and when.
+    pub own_age: Option<(tokio::time::Instant, i64)>,
+    /// The last look that saw this member's JOC write its heartbeat (its
+    /// age went down): a live JVM, not a dead one's fresh row (fact 22).
+    pub own_write_seen_at: Option<tokio::time::Instant>,
     /// When this sidecar last looked at JOC, to notice its own freeze.
     pub last_look: Option<tokio::time::Instant>,
     /// This sidecar did not run for this long before its last look (kept

@@ -208,3 +208,53 @@ fn fencing_off_fences_nothing() {
     let (_, actions) = drive(&state, &mut f, Event::JocLook, &answers);
     assert!(!brief(&actions).contains(&"fence".to_owned()));
 }
+
+/// docs/joc-facts.md fact 22: after a crash of the whole pod, the new
+/// sidecar sees the dead JVM's row fresh and JOC_CLUSTER still naming this
+/// member; it must not fence the new JVM that has not written yet.
+#[test]
+fn a_restarted_sidecar_does_not_fence_the_joc_starting_after_a_crash() {
+    let start = Instant::now();
+    let mut f = facts(start, Role::Standby, Some("standby"), true);
+    let mut state = standby(true);
+    // The dead JVM's heartbeat only ages: 2, 3, 4, 5 s, then exceeded.
+    for (i, age) in [2, 3, 4, 5, 6, 7].into_iter().enumerate() {
+        f.now = start + Duration::from_secs(i as u64);
+        let answers = Answers {
+            joc: Ok(own_age(view(Some(ME), None), age)),
+            ..Answers::default()
+        };
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+        assert!(
+            !brief(&actions).contains(&"fence".to_owned()),
+            "age {age}: {:?}",
+            brief(&actions)
+        );
+        state = after;
+    }
+    assert!(!state.joc.as_ref().is_some_and(|j| j.was_active));
+}
+
+/// A live JOC writes its heartbeat (its age goes down between looks): once
+/// seen active that way and then hung without the lease, it is fenced.
+#[test]
+fn a_joc_seen_writing_as_active_and_then_hung_is_fenced() {
+    let start = Instant::now();
+    let mut f = facts(start, Role::Standby, Some("standby"), true);
+    let mut state = standby(true);
+    let mut fenced = false;
+    for (i, (active, age)) in [(ME, 1), (ME, 0), ("joc-1", 1), ("joc-1", 6)]
+        .into_iter()
+        .enumerate()
+    {
+        f.now = start + Duration::from_secs(i as u64);
+        let answers = Answers {
+            joc: Ok(own_age(view(Some(active), None), age)),
+            ..Answers::default()
+        };
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+        fenced |= brief(&actions).contains(&"fence".to_owned());
+        state = after;
+    }
+    assert!(fenced);
+}
