@@ -169,7 +169,7 @@ mod tests {
             .spawn()
             .expect("spawn");
         let pid = child.id() as i32;
-        let other = std::process::Command::new("/bin/sh")
+        let mut other = std::process::Command::new("/bin/sh")
             .args([
                 "-c",
                 "while :; do sleep 0.1; done",
@@ -179,7 +179,7 @@ mod tests {
             .expect("spawn");
         let other_pid = other.id() as i32;
         // Killed even if an assertion fails.
-        let _guard = KillOnDrop(vec![pid, other_pid]);
+        let guard = KillOnDrop(vec![pid, other_pid]);
         kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
         let base_str = base.to_str().expect("utf8");
         // A child sh forks for `sleep` carries the marker until it execs.
@@ -211,6 +211,8 @@ mod tests {
             !is_gone(Path::new("/proc"), other_pid),
             "the other JVM lives"
         );
+        drop(guard);
+        let _ = other.wait();
     }
 
     struct KillOnDrop(Vec<i32>);
