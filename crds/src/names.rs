@@ -95,6 +95,11 @@ pub mod reason {
     /// selector needs was removed, or it was orphaned): its sidecar gives up
     /// the lease until it is back.
     pub const LEFT_SERVICE: &str = "LeftService";
+    /// js7: the sidecar SIGKILLed its pod's JOC JVM (it must not run
+    /// services: no lease, or hung after being JOC's active member).
+    pub const JOC_FENCED: &str = "JocFenced";
+    /// js7: the sidecar could not fence its pod's JOC JVM.
+    pub const JOC_FENCE_FAILED: &str = "JocFenceFailed";
 }
 
 /// Service routing to the active member only.
@@ -185,6 +190,11 @@ pub mod sidecar_env {
     /// `false`. Without a license JOC does not start services on a switch
     /// target, so the sidecar must never write a switch request.
     pub const JOC_LICENSED: &str = "JOC_HA_JOC_LICENSED";
+    /// js7: JOC's JETTY_BASE as its JVM's command line names it
+    /// (`-Djetty.base=`): how the sidecar finds the JVM to fence.
+    pub const JOC_JETTY_BASE: &str = "JOC_HA_JOC_JETTY_BASE";
+    /// js7: `false` switches fencing off (the sidecar then never signals JOC).
+    pub const JOC_FENCE: &str = "JOC_HA_JOC_FENCE";
     /// The CA certificate file (PEM) of the database, when
     /// `spec.database.tls.caSecretRef` is set.
     pub const DATABASE_CA_FILE: &str = "JOC_HA_DATABASE_CA_FILE";

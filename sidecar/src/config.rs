@@ -98,6 +98,19 @@ pub struct Flags {
     /// a switch request and the lease follows JOC's own active member.
     #[arg(long, env = "JOC_HA_JOC_LICENSED", default_value_t = true, action = clap::ArgAction::Set)]
     pub joc_licensed: bool,
+    /// js7: JOC's JETTY_BASE as its JVM's command line has it
+    /// (`-Djetty.base=<dir>`); the sidecar finds the JVM to fence by it.
+    #[arg(
+        long,
+        env = "JOC_HA_JOC_JETTY_BASE",
+        default_value = "/var/sos-berlin.com/js7/joc"
+    )]
+    pub joc_jetty_base: String,
+    /// js7: fence (SIGKILL) this pod's JOC JVM when it must not run JOC's
+    /// services (README "Fencing"). Needs `shareProcessNamespace: true` and
+    /// JOC's uid for the sidecar, as the operator sets them.
+    #[arg(long, env = "JOC_HA_JOC_FENCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub joc_fence: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -173,6 +186,10 @@ pub struct JocSettings {
     pub heart_beat_exceeded_interval: Duration,
     /// JOC has a cluster license (see [`Flags::joc_licensed`]).
     pub licensed: bool,
+    /// JOC's JETTY_BASE, the mark of its JVM (see [`Flags::joc_jetty_base`]).
+    pub jetty_base: String,
+    /// Fencing is on (see [`Flags::joc_fence`]).
+    pub fence: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -299,6 +316,8 @@ impl Config {
                         flags.joc_heart_beat_exceeded_interval,
                     ),
                     licensed: flags.joc_licensed,
+                    jetty_base: flags.joc_jetty_base.clone(),
+                    fence: flags.joc_fence,
                 })
             }
         };

@@ -30,6 +30,13 @@ pub struct Metrics {
     /// Requests sent to the Kubernetes API server (a watch counts once, when
     /// it is opened).
     pub kube_api_requests: Counter,
+    /// js7: times this sidecar fenced its JOC JVM, by why.
+    pub joc_fenced: Family<WhyLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    pub why: String,
 }
 
 impl Metrics {
@@ -52,6 +59,7 @@ impl Metrics {
             switchovers: Family::default(),
             database_errors: Counter::default(),
             kube_api_requests: Counter::default(),
+            joc_fenced: Family::default(),
         };
         registry.register(
             "role",
@@ -87,6 +95,11 @@ impl Metrics {
             "kube_api_requests",
             "Requests sent to the Kubernetes API server",
             metrics.kube_api_requests.clone(),
+        );
+        registry.register(
+            "joc_fenced",
+            "js7: times this sidecar SIGKILLed its JOC JVM, by why",
+            metrics.joc_fenced.clone(),
         );
         (metrics, registry)
     }

@@ -20,14 +20,14 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::decide::{
-    Action, ClusterFacts, ElectorFacts, Event, Facts, JocReadError, Level, MemberFacts, Metric,
-    Outcome, Report, State, decide,
+    Action, ClusterFacts, ElectorFacts, Event, Facts, FenceDone, JocReadError, Level, MemberFacts,
+    Metric, Outcome, Report, State, decide,
 };
 use crate::http::{Health, PrestopRequest};
 use crate::js7::{JocTables, TablesError};
 use crate::kubernetes::{ClusterApi, own_pod_facts, pod_facts, role_label};
 use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, Role};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::metrics::{Metrics, ResultLabel, WhyLabel};
 use crate::role::{RoleReport, write_role_file};
 
 /// How often a js7 holder looks at JOC's tables while it waits for JOC to
@@ -61,6 +61,37 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// Fences this pod's JOC: SIGKILL of its JVM (found by `-Djetty.base=`),
+    /// confirmed gone, then JOC's clean-shutdown writes for its member.
+    async fn fence_joc(&self, why: &str) -> Result<FenceDone, String> {
+        use crate::js7::fence::{CONFIRM_BOUND, Fenced, fence_jvm};
+        let settings = self
+            .config
+            .joc
+            .as_ref()
+            .ok_or_else(|| "not in js7 mode".to_owned())?;
+        info!(jetty_base = %settings.jetty_base, "fencing JOC: {why}");
+        let pids = match fence_jvm(
+            std::path::Path::new("/proc"),
+            &settings.jetty_base,
+            CONFIRM_BOUND,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        {
+            Fenced::NoJvm => Vec::new(),
+            Fenced::Killed { pids } => pids,
+        };
+        let release = match &self.joc_tables {
+            Some(tables) => tables
+                .release_fenced_member(&settings.member_id)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("not in js7 mode".to_owned()),
+        };
+        Ok(FenceDone { pids, release })
+    }
+
     /// Waits for events and handles them until SIGTERM or the elector's end.
     pub async fn main_loop(
         &mut self,
@@ -260,6 +291,9 @@ impl Runner {
                 };
                 return Some(Outcome::Joc(view));
             }
+            Action::FenceJoc { why } => {
+                return Some(Outcome::JocFenced(self.fence_joc(&why).await));
+            }
             Action::JocHealth { fresh } => {
                 self.health.joc_not_ready.store(!fresh, Ordering::Relaxed);
             }
@@ -392,6 +426,14 @@ impl Runner {
                         .switchovers
                         .get_or_create(&ResultLabel {
                             result: result.to_owned(),
+                        })
+                        .inc();
+                }
+                Metric::JocFenced(why) => {
+                    self.metrics
+                        .joc_fenced
+                        .get_or_create(&WhyLabel {
+                            why: why.to_owned(),
                         })
                         .inc();
                 }

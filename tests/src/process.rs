@@ -204,7 +204,9 @@ impl ManagedProcess {
         }
     }
 
-    /// SIGSTOP: the process stays alive but does nothing (a hung JVM, a paused VM).
+    /// SIGSTOP to the whole group: the process and its children (a
+    /// container's JVM) stay alive but do nothing, as under a cgroup freezer
+    /// (a hung node, a paused VM).
     pub fn freeze(&self) -> anyhow::Result<()> {
         self.signal(Signal::SIGSTOP)
     }
@@ -399,6 +401,63 @@ mod tests {
         let terminated = process.terminate(Duration::from_millis(300)).await?;
         assert!(terminated.forced);
         assert_eq!(describe_exit(terminated.status), "signal 9 (SIGKILL)");
+        Ok(())
+    }
+
+    /// A container is frozen as a whole: its children stop too (the JOC
+    /// stand-in's JVM is a child of the container process).
+    #[tokio::test]
+    async fn freeze_stops_the_children_too() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pid_file = dir.path().join("child.pid");
+        let process = ManagedProcess::start(
+            "/bin/sh",
+            [
+                "-c",
+                &format!("sleep 1000 & echo $! > {}; wait", pid_file.display()),
+            ],
+            dir.path().join("p.log"),
+        )?;
+        let child: i32 = crate::wait::wait_for(
+            "the child's pid",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async { std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok() },
+        )
+        .await?;
+        let state = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().chars().next())
+                })
+                .flatten()
+        };
+        process.freeze()?;
+        crate::wait::wait_for(
+            "both stopped",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async {
+                (state(child) == Some('T') && state(process.pid().as_raw()) == Some('T'))
+                    .then_some(())
+            },
+        )
+        .await?;
+        process.thaw()?;
+        crate::wait::wait_for(
+            "the child runs again",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async { (state(child) == Some('S')).then_some(()) },
+        )
+        .await?;
+        drop(process);
+        assert!(
+            state(child).is_none_or(|s| s == 'Z'),
+            "killed with the group"
+        );
         Ok(())
     }
 

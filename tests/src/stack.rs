@@ -266,11 +266,17 @@ pub const JETTY_BASE: &str = "/var/sos-berlin.com/js7/joc";
 /// so that tests registering one do not wait a minute (ours).
 pub const CONTROLLERS_RETRY: &str = "5s";
 
+/// The per-pod folder standing for JETTY_BASE (the JOC stand-in's JVM
+/// carries it as `-Djetty.base=`).
+pub fn jetty_base_of(ctx: &PodContext) -> PathBuf {
+    ctx.pod_dir.join("jetty-base")
+}
+
 /// A per-pod folder standing for JETTY_BASE: every mount of the container
 /// below JETTY_BASE becomes a symlink to the host path the kubelet prepared
 /// (subPath applied), so the stand-in reads exactly the paths JOC reads.
 fn fake_jetty_base(ctx: &PodContext) -> Result<PathBuf> {
-    let base = ctx.pod_dir.join("jetty-base");
+    let base = jetty_base_of(ctx);
     std::fs::create_dir_all(&base)?;
     for (mount, host) in &ctx.mounts {
         let Some(rel) = mount
@@ -364,6 +370,14 @@ impl ContainerRunner for JocRunner {
                     )));
                 if let Some(kubeconfig) = &ctx.kubeconfig_path {
                     spec = spec.env("KUBECONFIG", kubeconfig.display().to_string());
+                }
+                if ctx.volume(JOC_RESOURCES_VOLUME).is_some() {
+                    // Fencing: one host, no per-pod process namespace, so
+                    // the JVM is told apart by its per-pod fake JETTY_BASE.
+                    spec = spec.env(
+                        joc_ha_crds::names::sidecar_env::JOC_JETTY_BASE,
+                        jetty_base_of(ctx).display().to_string(),
+                    );
                 }
                 if let Some(url) = &overrides.database_url {
                     spec = spec.env("JOC_HA_DATABASE_URL", url.clone());

@@ -1109,8 +1109,28 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
             up_at.elapsed()
         );
 
-        // docs/joc-facts.md fact 3: SIGUSR1 kills only the JVM; the container lives on.
-        s1.process.signal(nix::sys::signal::Signal::SIGUSR1)?;
+        // The JVM is its own process in the container's process group, its
+        // command line marked with -Djetty.base=<JETTY_BASE> (README "Fencing").
+        let base = s1.base.to_str().context("utf-8 base")?;
+        let jvms = joc_ha_sidecar::js7::fence::find_jvms(Path::new("/proc"), base)?;
+        ensure!(jvms.len() == 1, "one JVM of {base}: {jvms:?}");
+        let jvm = jvms[0];
+        ensure!(
+            jvm != s1.process.pid().as_raw(),
+            "the JVM is not the container process"
+        );
+        let jvm_pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(jvm)))?;
+        assert_eq!(
+            jvm_pgid,
+            s1.process.pid(),
+            "the JVM is in the container's process group"
+        );
+        // docs/joc-facts.md fact 3: SIGKILL of the JVM alone (a fence) ends JOC
+        // at once; the container lives on.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(jvm),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
         wait_for_ok(
             "the JOC port goes dead",
             Duration::from_secs(10),
@@ -1122,6 +1142,10 @@ async fn start_up_rules(backend: Backend) -> Result<()> {
         )
         .await?;
         assert!(s1.process.is_running(), "the container outlives its JVM");
+        assert!(
+            joc_ha_sidecar::js7::fence::find_jvms(Path::new("/proc"), base)?.is_empty(),
+            "no JVM left"
+        );
         Ok(())
     })
     .await

@@ -152,6 +152,11 @@ pub fn pod_template(
             tolerations: (!spec.scheduling.tolerations.is_empty())
                 .then(|| spec.scheduling.tolerations.clone()),
             affinity: Some(affinity(cluster, component)),
+            // js7 fencing: the sidecar must see JOC's JVM to SIGKILL it
+            // (README "Fencing"); only this pod's processes are visible.
+            share_process_namespace: (component == Component::Member
+                && cluster.spec.workload.mode == WorkloadMode::Js7)
+                .then_some(true),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 seccomp_profile: Some(SeccompProfile {
@@ -348,9 +353,12 @@ fn cockpit_container(cluster: &JocCluster, component: Component) -> Container {
 
 /// JOC's unauthenticated version endpoint (probes).
 pub const JOC_VERSION_PATH: &str = "/joc/api/version";
-/// The startup probe: every 10 s, up to 60 failures (10 minutes).
-pub const STARTUP_PERIOD_SECONDS: i32 = 10;
-pub const STARTUP_FAILURES: i32 = 60;
+/// The startup probe: every 2 s, up to 300 failures (10 minutes). Often,
+/// because liveness counts only after it passed: a JOC fenced (README
+/// "Fencing") before its first passing startup check would otherwise wait
+/// out the whole 10 minutes before the kubelet restarts it.
+pub const STARTUP_PERIOD_SECONDS: i32 = 2;
+pub const STARTUP_FAILURES: i32 = 300;
 
 /// Share of the cockpit's memory limit given to JOC's heap by default
 /// (`-Xmx`): the rest is left to the JVM's metaspace, code cache, threads
@@ -739,6 +747,8 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
                 sidecar_env::JOC_LICENSED,
                 spec.license.is_some().to_string(),
             ));
+            // The JVM's `-Djetty.base=`: JOC's data directory is its JETTY_BASE.
+            env.push(value(sidecar_env::JOC_JETTY_BASE, data_directory(cluster)));
             // Invalid durations are refused by the API server; the sidecar
             // falls back to JOC's defaults if one slipped through.
             if let Ok(timings) = spec.workload.joc_timings(&spec.lease) {
@@ -797,6 +807,11 @@ fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Container {
         volume_mounts: Some(sidecar_mounts),
         security_context: Some(SecurityContext {
             read_only_root_filesystem: Some(true),
+            // js7: JOC's uid, so that the sidecar may SIGKILL JOC's JVM (a
+            // fence) without an added capability, under restricted Pod
+            // Security.
+            run_as_user: (spec.workload.mode == WorkloadMode::Js7).then_some(JOC_USER_ID),
+            run_as_group: (spec.workload.mode == WorkloadMode::Js7).then_some(JOC_GROUP_ID),
             ..restricted_security_context()
         }),
         ..Default::default()
@@ -1240,6 +1255,57 @@ mod tests {
                 "{spec}"
             );
         }
+    }
+
+    /// README "Fencing": a js7 member's sidecar sees and may signal JOC's
+    /// JVM (one process namespace, JOC's uid), and knows its JETTY_BASE;
+    /// API servers and generic pods get neither.
+    #[test]
+    fn js7_members_share_the_process_namespace_for_fencing() {
+        let member = build_pod(serde_json::json!({}), Component::Member);
+        assert_eq!(member.share_process_namespace, Some(true));
+        let sidecar = container(&member, pod::SIDECAR_CONTAINER).expect("sidecar");
+        let security = sidecar.security_context.as_ref().expect("security");
+        assert_eq!(security.run_as_user, Some(JOC_USER_ID));
+        assert_eq!(security.run_as_group, Some(JOC_GROUP_ID));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(
+            security
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.add.as_ref())
+                .is_none_or(|add| add.is_empty()),
+            "no capability added: {security:?}"
+        );
+        let cockpit = container(&member, pod::COCKPIT_CONTAINER).expect("cockpit");
+        assert_eq!(
+            cockpit
+                .security_context
+                .as_ref()
+                .and_then(|s| s.run_as_user),
+            Some(JOC_USER_ID),
+            "the sidecar and JOC run as one uid"
+        );
+        assert_eq!(
+            env(sidecar, sidecar_env::JOC_JETTY_BASE).and_then(|e| e.value.as_deref()),
+            Some("/var/sos-berlin.com/js7/joc")
+        );
+        let api = build_pod(serde_json::json!({"apiServers": 1}), Component::ApiServer);
+        assert_eq!(api.share_process_namespace, None);
+        let generic = build_pod(
+            serde_json::json!({"workload": {"mode": "generic"}}),
+            Component::Member,
+        );
+        assert_eq!(generic.share_process_namespace, None);
+        let sidecar = container(&generic, pod::SIDECAR_CONTAINER).expect("sidecar");
+        assert_eq!(
+            sidecar
+                .security_context
+                .as_ref()
+                .and_then(|s| s.run_as_user),
+            None
+        );
+        assert!(env(sidecar, sidecar_env::JOC_JETTY_BASE).is_none());
     }
 
     #[test]

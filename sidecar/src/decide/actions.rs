@@ -44,6 +44,8 @@ pub enum Metric {
     Takeover,
     /// `joc_ha_switchovers{result}`.
     Switchover(&'static str),
+    /// `joc_ha_joc_fenced{why}`.
+    JocFenced(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,12 @@ pub enum Action {
         switch_member_id: String,
         why: &'static str,
     },
+    /// js7, awaited: fence this pod's JOC: SIGKILL its JVM, confirm it gone
+    /// within a bound, then write what JOC's clean shutdown writes
+    /// (docs/joc-facts.md fact 12). `why` for the log.
+    FenceJoc {
+        why: String,
+    },
     /// Awaited: remove the switch-over annotation if it still says `value`.
     ClearSwitchover {
         value: String,
@@ -166,6 +174,7 @@ impl Action {
             | Action::ListPodsNow
             | Action::WaitForElector { .. }
             | Action::ReadJoc
+            | Action::FenceJoc { .. }
             | Action::ClearSwitchover { .. }
             | Action::ReadMembers
             | Action::ReadOwnPod

@@ -200,9 +200,20 @@ pub enum Outcome {
     /// [`super::Action::WaitForLabel`]: before the target was seen labeled,
     /// the lease came back to this member (the target handed it on).
     LeaseCameBack,
+    /// [`super::Action::FenceJoc`]: what was stopped, or why it could not be.
+    JocFenced(Result<FenceDone, String>),
     /// [`super::Action::ReadOwnPod`]: this pod from the API server
     /// (`None`: gone), or why it could not be read.
     OwnPod(Result<Option<OwnPodFacts>, String>),
+}
+
+/// A fence carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceDone {
+    /// The JVM pids SIGKILLed and confirmed gone; empty: no JVM was running.
+    pub pids: Vec<i32>,
+    /// JOC's clean-shutdown writes for the fenced member, or why not.
+    pub release: Result<crate::js7::FencedRelease, String>,
 }
 
 /// Why JOC's tables could not be read.

@@ -4,7 +4,10 @@
 
 use joc_ha_crds::names::reason;
 
-use super::{Action, Facts, Flow, JocReadError, Level, Metric, Pending, Report, State, Step};
+use super::fence::{FenceFacts, FenceWhy, fence_reason};
+use super::{
+    Action, Facts, FenceDone, Flow, JocReadError, Level, Metric, Pending, Report, State, Step,
+};
 use crate::js7::{
     HolderStep, JocRun, JocView, holder_step, hostname_of, own_health, stale_switch_request,
     unlicensed_holder_step,
@@ -21,23 +24,142 @@ fn note(s: &mut State, level: Level, note: String, out: &mut Vec<Action>) {
     }
 }
 
-pub(super) fn agree(s: &mut State, out: &mut Vec<Action>) -> Flow {
-    if s.joc.is_none() {
+pub(super) fn agree(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
+    let ttl = s.settings.lease_ttl;
+    let Some(joc) = &mut s.joc else {
         return Flow::Continue;
+    };
+    // A look comes at least every renew interval: a gap beyond the lease's
+    // TTL means this sidecar was frozen (or starved) meanwhile.
+    let gap = joc
+        .last_look
+        .map(|last| f.now.saturating_duration_since(last));
+    joc.last_look = Some(f.now);
+    if let Some(gap) = gap.filter(|g| *g > ttl) {
+        joc.resumed_after = Some(gap);
+    }
+    // At once, before reading: a thawed JOC may start services any moment.
+    if let Some(why) = fence_why(s, None, None) {
+        return fence(s, why, None, out);
     }
     s.wait(Pending::JocRead, Action::ReadJoc, out)
 }
 
-/// JOC's tables as read: readiness first, then the holder's step.
+/// The fence rule (`decide/fence.rs`) on the state and, if read, JOC's
+/// view: `Some` if this member's JOC is to be fenced now.
+fn fence_why(s: &State, view: Option<&JocView>, f: Option<&Facts>) -> Option<FenceWhy> {
+    let settings = s.settings.joc.as_ref().filter(|j| j.fence)?;
+    let joc = s.joc.as_ref()?;
+    let me = settings.member_id.as_str();
+    let bound = settings.heart_beat_exceeded_interval + settings.polling_interval * 2;
+    fence_reason(&FenceFacts {
+        holds_lease: s.active_term.is_some(),
+        joc_active_is_me: view.map(|v| v.active_member() == Some(me)),
+        was_active: joc.was_active,
+        instance_fresh: view.map(|v| v.is_ready_member(me)),
+        resumed_after: joc.resumed_after,
+        active_without_lease_for: joc
+            .active_without_lease_since
+            .zip(f)
+            .map(|(since, f)| f.now.saturating_duration_since(since)),
+        active_without_lease_bound: bound,
+        licensed: settings.licensed,
+    })
+}
+
+/// Fences this member's JOC; `view` goes on to the readiness step.
+fn fence(s: &mut State, why: FenceWhy, view: Option<JocView>, out: &mut Vec<Action>) -> Flow {
+    out.push(Action::Log(
+        Level::Warn,
+        format!(
+            "fencing this member's JOC (SIGKILL of its JVM): {}",
+            why.note
+        ),
+    ));
+    s.wait(
+        Pending::Fence {
+            label: why.label,
+            view: view.map(Box::new),
+        },
+        Action::FenceJoc { why: why.note },
+        out,
+    )
+}
+
+/// A fence's outcome: say what was stopped; the JVM's memory goes with it.
+pub(super) fn fenced(
+    s: &mut State,
+    label: &'static str,
+    result: Result<FenceDone, String>,
+    out: &mut Vec<Action>,
+) {
+    let me = s.settings.me.clone();
+    match result {
+        Ok(done) => {
+            if let Some(joc) = &mut s.joc {
+                joc.was_active = false;
+                joc.resumed_after = None;
+                joc.active_without_lease_since = None;
+            }
+            let release = match &done.release {
+                Ok(r) => format!(
+                    "its JOC_INSTANCES heartbeat {}, the JOC_CLUSTER row {}",
+                    if r.heartbeat_reset {
+                        "reset to 1970-01-01"
+                    } else {
+                        "was not there"
+                    },
+                    if r.cluster_row_deleted {
+                        "deleted (the other JOCs elect at their next poll)"
+                    } else {
+                        "left (it names another member or a switch is pending)"
+                    }
+                ),
+                Err(error) => format!("JOC's clean-shutdown writes failed: {error}"),
+            };
+            if done.pids.is_empty() {
+                out.push(Action::Log(
+                    Level::Info,
+                    format!("no JOC JVM runs in {me} any more (nothing to fence); {release}"),
+                ));
+            } else {
+                let note = format!(
+                    "{me}: JOC's JVM (pid {:?}) SIGKILLed and gone ({label}); {release}; its liveness probe restarts it as a standby",
+                    done.pids
+                );
+                out.push(Action::Log(Level::Warn, note.clone()));
+                out.push(Action::Event {
+                    warning: true,
+                    reason: reason::JOC_FENCED,
+                    note,
+                });
+                out.push(Action::Metric(Metric::JocFenced(label)));
+            }
+        }
+        Err(error) => {
+            let text = format!("{me}: cannot fence its JOC ({label}): {error}");
+            if s.joc.as_ref().and_then(|j| j.last_note.as_ref()) != Some(&text) {
+                out.push(Action::Event {
+                    warning: true,
+                    reason: reason::JOC_FENCE_FAILED,
+                    note: text.clone(),
+                });
+            }
+            note(s, Level::Warn, text, out);
+        }
+    }
+}
+
+/// JOC's tables as read: a fence if due, readiness, then the holder's step.
 pub(super) fn read(
     s: &mut State,
     f: &Facts,
     view: Result<JocView, JocReadError>,
     out: &mut Vec<Action>,
 ) -> Flow {
-    let Some(settings) = s.settings.joc.clone() else {
+    if s.settings.joc.is_none() {
         return Flow::Continue;
-    };
+    }
     let view = match view {
         Ok(view) => view,
         Err(error) => {
@@ -56,6 +178,62 @@ pub(super) fn read(
             }
             return Flow::Continue;
         }
+    };
+    remember(s, f, &view);
+    let why = fence_why(s, Some(&view), Some(f));
+    if let Some(joc) = &mut s.joc {
+        // Judged with a fresh read: a later gap is a new one.
+        joc.resumed_after = None;
+    }
+    if let Some(why) = why {
+        return fence(s, why, Some(view), out);
+    }
+    readiness(s, f, view, out)
+}
+
+/// What the fence rule remembers of a look at JOC.
+fn remember(s: &mut State, f: &Facts, view: &JocView) {
+    let holds = s.active_term.is_some();
+    let Some(me) = s.settings.joc.as_ref().map(|j| j.member_id.clone()) else {
+        return;
+    };
+    let Some(joc) = &mut s.joc else {
+        return;
+    };
+    let active_now = view.active_member() == Some(me.as_str());
+    // A write seen between two looks proves a live JVM: a restarted pod's
+    // sidecar must not take the dead JVM's fresh row for its new JOC
+    // (docs/joc-facts.md fact 22), or it would fence the JOC starting up.
+    let age = view
+        .instances
+        .iter()
+        .find(|i| i.member_id == me && !i.api_server)
+        .map(|i| i.heart_beat_age_s);
+    if let (Some(age), Some((then, before))) = (age, joc.own_age) {
+        let elapsed = f.now.saturating_duration_since(then).as_secs() as i64;
+        if age < before || age + 1 < before.saturating_add(elapsed) {
+            joc.own_write_seen_at = Some(f.now);
+        }
+    }
+    joc.own_age = age.map(|a| (f.now, a));
+    let live = joc.own_write_seen_at.is_some_and(|t| {
+        f.now.saturating_duration_since(t).as_secs() as i64 <= view.exceeded_interval_s
+    });
+    if active_now && view.is_ready_member(&me) && live {
+        joc.was_active = true;
+    }
+    joc.active_without_lease_since = if active_now && !holds {
+        Some(joc.active_without_lease_since.unwrap_or(f.now))
+    } else {
+        None
+    };
+}
+
+/// Readiness in the lease from this member's JOC instance, then the
+/// holder's step.
+pub(super) fn readiness(s: &mut State, f: &Facts, view: JocView, out: &mut Vec<Action>) -> Flow {
+    let Some(settings) = s.settings.joc.clone() else {
+        return Flow::Continue;
     };
     // Only a heartbeat of the JOC process now running counts (fact 22).
     let run = f
@@ -229,6 +407,30 @@ pub(super) fn holder(s: &mut State, f: &Facts, view: &JocView, out: &mut Vec<Act
             out.push(Action::Log(Level::Info, note.clone()));
             // The cockpit hears "standby" before the lease moves.
             out.push(Action::Publish(Report::Standby));
+            // Its own JOC hangs: fenced at the moment the lease is handed
+            // on, as a member without the lease (docs/joc-facts.md fact 20).
+            let handing_on = State {
+                active_term: None,
+                ..s.clone()
+            };
+            if let Some(why) = fence_why(&handing_on, Some(view), None) {
+                out.push(Action::Log(
+                    Level::Warn,
+                    format!(
+                        "fencing this member's JOC before the lease goes to {pod}: {}",
+                        why.note
+                    ),
+                ));
+                return s.wait(
+                    Pending::FenceThenFollow {
+                        label: why.label,
+                        pod,
+                        note,
+                    },
+                    Action::FenceJoc { why: why.note },
+                    out,
+                );
+            }
             s.wait(
                 Pending::FollowJoc {
                     pod: pod.clone(),

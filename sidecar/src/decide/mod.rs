@@ -16,6 +16,7 @@
 
 mod actions;
 mod facts;
+pub mod fence;
 mod joc;
 mod lease;
 mod pod;
@@ -28,8 +29,8 @@ use std::time::Duration;
 
 pub use actions::{Action, Label, Level, Metric, Report};
 pub use facts::{
-    ClusterFacts, ElectorFacts, Event, Facts, JocReadError, MemberFacts, Outcome, OwnPodFacts,
-    PodFacts, Settings,
+    ClusterFacts, ElectorFacts, Event, Facts, FenceDone, JocReadError, MemberFacts, Outcome,
+    OwnPodFacts, PodFacts, Settings,
 };
 pub use switchover::supersedes;
 
@@ -79,6 +80,22 @@ pub struct JocState {
     /// This member's JOC row when the current `joc` container run was first
     /// seen: only a heartbeat after it counts (fact 22, `js7::own_health`).
     pub baseline: Option<crate::js7::HealthBaseline>,
+    /// JOC's `MEMBER_ID` named this member while its instance heartbeated,
+    /// since its JVM was last fenced or found gone (`decide/fence.rs`).
+    pub was_active: bool,
+    /// Since when JOC's `MEMBER_ID` names this member while it does not
+    /// hold the lease.
+    pub active_without_lease_since: Option<tokio::time::Instant>,
+    /// This member's instance heartbeat age at the previous look, and when.
+    pub own_age: Option<(tokio::time::Instant, i64)>,
+    /// The last look that saw this member's JOC write its heartbeat (its
+    /// age went down): a live JVM, not a dead one's fresh row (fact 22).
+    pub own_write_seen_at: Option<tokio::time::Instant>,
+    /// When this sidecar last looked at JOC, to notice its own freeze.
+    pub last_look: Option<tokio::time::Instant>,
+    /// This sidecar did not run for this long before its last look (kept
+    /// until a JOC read judged it).
+    pub resumed_after: Option<Duration>,
 }
 
 impl State {
@@ -257,6 +274,17 @@ enum Pending {
         new_term: bool,
     },
     JocRead,
+    /// A fence; then the readiness step with `view`, or a JOC read if none.
+    Fence {
+        label: &'static str,
+        view: Option<Box<JocView>>,
+    },
+    /// A fence at the moment the lease is handed on to JOC's active `pod`.
+    FenceThenFollow {
+        label: &'static str,
+        pod: String,
+        note: String,
+    },
     JocReady {
         ready: bool,
         view: Box<JocView>,
@@ -373,7 +401,7 @@ fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
             Flow::Continue
         }
         Step::HandleSwitchoverNow => switchover::handle(s, f, out),
-        Step::AgreeWithJoc => joc::agree(s, out),
+        Step::AgreeWithJoc => joc::agree(s, f, out),
         Step::LeaveLease(why) => switchover::step_down(s, f, why, out),
         Step::HandOff(why) => switchover::hand_off(s, why, out),
         Step::OwnPod => pod::check(s, f, out),
@@ -446,6 +474,24 @@ fn resume(
             lease::labeled_active(s, term, new_term, ok, out)
         }
         (Pending::JocRead, Outcome::Joc(view)) => joc::read(s, f, view, out),
+        (Pending::Fence { label, view }, Outcome::JocFenced(result)) => {
+            joc::fenced(s, label, result, out);
+            match view {
+                Some(view) => joc::readiness(s, f, *view, out),
+                None => s.wait(Pending::JocRead, Action::ReadJoc, out),
+            }
+        }
+        (Pending::FenceThenFollow { label, pod, note }, Outcome::JocFenced(result)) => {
+            joc::fenced(s, label, result, out);
+            s.wait(
+                Pending::FollowJoc {
+                    pod: pod.clone(),
+                    note,
+                },
+                Action::HandOver { target: pod },
+                out,
+            )
+        }
         (Pending::JocReady { ready, view }, Outcome::ReadySet(result)) => {
             joc::ready_set(s, ready, *view, result, out)
         }

@@ -36,13 +36,14 @@
 //! does not switch, and the label then waits (the sidecar says why).
 
 mod config_files;
+pub mod fence;
 mod member_id;
 mod tables;
 mod view;
 
 pub use config_files::{ConfigFileError, hibernate_cfg_xml, render_joc_config};
 pub use member_id::{hostname_of, member_id};
-pub use tables::{JocTables, TablesError};
+pub use tables::{FencedRelease, JocTables, TablesError};
 pub use view::{
     ClusterRow, HealthBaseline, HolderStep, InstanceRow, InstanceStamp, JocRun, JocView,
     StaleSwitchRequest, holder_step, own_health, stale_switch_request, unlicensed_holder_step,

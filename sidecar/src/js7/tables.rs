@@ -26,6 +26,17 @@ pub enum TablesError {
     Database { url: String, detail: String },
 }
 
+/// What [`JocTables::release_fenced_member`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FencedRelease {
+    /// The `JOC_CLUSTER` row named the fenced member and had no switch
+    /// pending: deleted.
+    pub cluster_row_deleted: bool,
+    /// The fenced member's `JOC_INSTANCES` row exists: its heartbeat is now
+    /// 1970-01-01.
+    pub heartbeat_reset: bool,
+}
+
 /// The connection pool, typed by the client library's driver (the SQL is
 /// chosen by [`DatabaseKind`]).
 enum Pool {
@@ -255,6 +266,36 @@ impl JocTables {
             }
         };
         self.execute(sql, &[target]).await
+    }
+
+    /// After a confirmed fence of `member_id`'s JVM, what JOC's own clean
+    /// shutdown writes (docs/joc-facts.md fact 12, JC `close`): the
+    /// instance's `JOC_INSTANCES.HEART_BEAT` to 1970-01-01 (stale at once),
+    /// and the `JOC_CLUSTER` row deleted if it still names `member_id` and no
+    /// switch is pending. The other JOCs then elect a new active member at
+    /// their next poll instead of waiting out the heartbeat timeout. Only
+    /// call this once the JVM is gone: a live JOC would write both back.
+    pub async fn release_fenced_member(
+        &self,
+        member_id: &str,
+    ) -> Result<FencedRelease, TablesError> {
+        let (reset, delete) = match self.kind {
+            DatabaseKind::Postgresql => (
+                "UPDATE JOC_INSTANCES SET \"HEART_BEAT\" = TIMESTAMP '1970-01-01 00:00:00' WHERE \"MEMBER_ID\" = $1",
+                "DELETE FROM JOC_CLUSTER WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1 AND \"SWITCH_MEMBER_ID\" IS NULL",
+            ),
+            DatabaseKind::Mysql | DatabaseKind::Mariadb | DatabaseKind::Sqlite => (
+                "UPDATE JOC_INSTANCES SET HEART_BEAT = '1970-01-01 00:00:00' WHERE MEMBER_ID = ?",
+                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ? AND SWITCH_MEMBER_ID IS NULL",
+            ),
+        };
+        // JOC's order: the row first, then the instance heartbeat.
+        let cluster_row_deleted = self.execute(delete, &[member_id]).await?;
+        let heartbeat_reset = self.execute(reset, &[member_id]).await?;
+        Ok(FencedRelease {
+            cluster_row_deleted,
+            heartbeat_reset,
+        })
     }
 
     /// Runs an UPDATE with text parameters; whether it changed a row.

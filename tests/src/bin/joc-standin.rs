@@ -10,10 +10,17 @@
 //! - `--jetty-base DIR` (the image's): reads exactly what JOC reads below
 //!   JETTY_BASE (`resources/joc/joc.properties`, its hibernate file,
 //!   `webapps/joc/WEB-INF/classes/joc-settings.properties`, `lib/ext/joc/js7-license.jar`),
-//!   the port from `RUN_JS_HTTP_PORT`. The process is the container: when the
-//!   "JVM" dies (a refused start, or SIGUSR1, which kills only the JVM part) it
-//!   keeps running and answers nothing, as the image's `tail -f /dev/null`
-//!   does (docs/joc-facts.md fact 3), unless `--exit-with-jvm`.
+//!   the port from `RUN_JS_HTTP_PORT`. The process is the container: it runs
+//!   the entrypoint, then starts the "JVM" as a child process (this binary
+//!   again, `joc-standin jvm -Djetty.base=<JETTY_BASE> ...`, so that its
+//!   command line carries the marker a real JVM's does and the sidecar can
+//!   find and fence it, see README "Fencing"). When the JVM dies (a refused
+//!   start, SIGKILL of its pid, or SIGUSR1 to the container, which SIGKILLs
+//!   the JVM) the container keeps running and answers nothing, as the
+//!   image's `tail -f /dev/null` does (docs/joc-facts.md fact 3), unless
+//!   `--exit-with-jvm`. SIGTERM to the container is passed on to the JVM
+//!   (JOC's clean shutdown, fact 12). Both stay in the container's process
+//!   group, so a freeze or kill of the group takes them together.
 //! - `--resources-dir DIR`: LEGACY (the old operator layout; remove when the
 //!   operator's new layout has landed): lenient (no `ordering` needed, API
 //!   server from `cluster_id = api`, license assumed, tables created unless
@@ -139,6 +146,16 @@ fn hostname(flag: Option<String>) -> String {
 
 #[tokio::main]
 async fn main() {
+    // `joc-standin jvm -Djetty.base=<base> <container args...>`: the JVM child
+    // (hidden; the marker is what `ps` shows of a real JOC's java).
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let is_jvm = argv.get(1).is_some_and(|a| a == JVM_SUBCOMMAND)
+        && argv
+            .get(2)
+            .is_some_and(|a| a.to_string_lossy().starts_with(JETTY_BASE_MARKER));
+    if is_jvm {
+        argv.drain(1..3);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -147,8 +164,13 @@ async fn main() {
         .with_target(false)
         .with_ansi(false)
         .init();
-    let args = Args::parse();
-    let code = match run(args).await {
+    let args = Args::parse_from(argv);
+    let result = if is_jvm {
+        run_jvm_process(args).await
+    } else {
+        run(args).await
+    };
+    let code = match result {
         Ok(code) => code,
         Err(error) => {
             tracing::error!("joc-standin: {error:#}");
@@ -157,6 +179,14 @@ async fn main() {
     };
     std::process::exit(code);
 }
+
+/// The hidden subcommand that runs the JVM part as its own process.
+const JVM_SUBCOMMAND: &str = "jvm";
+/// The JVM's command-line marker. ASSUMPTION (the image's start script is
+/// not in SOS's public repository): the image starts Jetty as
+/// `java ... -Djetty.base=$JETTY_BASE -jar start.jar`, as Jetty's own
+/// `jetty.sh` does; the sidecar looks for this argument to find the JVM.
+const JETTY_BASE_MARKER: &str = "-Djetty.base=";
 
 /// What the JVM part is started with.
 struct Jvm {
@@ -173,97 +203,202 @@ struct Jvm {
     controllers_retry: Duration,
 }
 
+/// The JVM part's settings from the container's arguments; `http` is the
+/// address the entrypoint chose.
+fn jvm_of(args: &Args, base: &Path, http: Option<String>) -> Result<Jvm> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| base.to_path_buf());
+    Ok(Jvm {
+        legacy: false,
+        resources: base.join("resources/joc"),
+        jetty_base: Some(base.to_path_buf()),
+        hostname: hostname(args.hostname.clone()),
+        data_dir: utf8(&data_dir)?,
+        http,
+        periods_file: args.periods_file.clone(),
+        create_schema: false,
+        startup_delay: args.startup_delay,
+        controllers_retry: args.controllers_retry,
+    })
+}
+
+/// `joc-standin jvm -Djetty.base=...`: the JVM process. SIGTERM (or
+/// Ctrl-C) is JOC's clean shutdown; SIGKILL ends it without a step.
+async fn run_jvm_process(args: Args) -> Result<i32> {
+    let base = args
+        .jetty_base
+        .clone()
+        .context("the jvm part needs --jetty-base")?;
+    let jvm = jvm_of(&args, &base, http_addr(&args.http_host)?)?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let (close, closed) = tokio::sync::watch::channel(false);
+    let jvm = run_jvm(jvm, closed);
+    tokio::pin!(jvm);
+    tokio::select! {
+        code = &mut jvm => return Ok(code),
+        _ = term.recv() => tracing::info!("[jvm] SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("[jvm] SIGINT"),
+    }
+    let _ = close.send(true);
+    Ok(tokio::time::timeout(Duration::from_secs(20), jvm)
+        .await
+        .unwrap_or(1))
+}
+
+/// Starts the JVM child: this binary with `jvm -Djetty.base=<base>` and the
+/// container's own arguments, in the container's process group, dying with
+/// the container process.
+fn spawn_jvm(base: &Path) -> Result<tokio::process::Child> {
+    let exe = std::env::current_exe().context("finding joc-standin's own binary")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg(JVM_SUBCOMMAND)
+        .arg(format!("{JETTY_BASE_MARKER}{}", utf8(base)?))
+        .args(std::env::args_os().skip(1))
+        .kill_on_drop(true);
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    command.spawn().context("starting the JVM process")
+}
+
+/// An exit status as a shell reports it (128 + signal).
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
 async fn run(args: Args) -> Result<i32> {
     if let Some(Command::ImageFiles { resources, classes }) = &args.command {
         image_files(resources, classes)?;
         return Ok(0);
     }
-    let (jvm, exit_with_jvm) = match (&args.jetty_base, &args.resources_dir) {
-        (Some(base), _) => {
-            // The image's entrypoint (docs/joc-facts.md fact 3); its failures end the container.
-            let http = entrypoint(base, &args.http_host)?;
-            let data_dir = args.data_dir.clone().unwrap_or_else(|| base.clone());
-            (
-                Jvm {
-                    legacy: false,
-                    resources: base.join("resources/joc"),
-                    jetty_base: Some(base.clone()),
-                    hostname: hostname(args.hostname.clone()),
-                    data_dir: utf8(&data_dir)?,
-                    http,
-                    periods_file: args.periods_file.clone(),
-                    create_schema: false,
-                    startup_delay: args.startup_delay,
-                    controllers_retry: args.controllers_retry,
-                },
-                args.exit_with_jvm,
-            )
-        }
-        (None, Some(resources)) => {
-            tracing::warn!("[legacy layout] --resources-dir: lenient stand-in (to be removed)");
-            let data_dir = match &args.data_dir {
-                Some(d) => d.clone(),
-                None => joc::default_data_dir()?,
-            };
-            (
-                Jvm {
-                    legacy: true,
-                    resources: resources.clone(),
-                    jetty_base: None,
-                    hostname: hostname(args.hostname.clone()),
-                    data_dir: utf8(&data_dir)?,
-                    http: args.http_addr.clone(),
-                    periods_file: args.periods_file.clone(),
-                    create_schema: !args.no_create_schema,
-                    startup_delay: args.startup_delay,
-                    controllers_retry: args.controllers_retry,
-                },
-                true,
-            )
-        }
-        (None, None) => bail!("give --jetty-base DIR (or the legacy --resources-dir DIR)"),
+    let Some(base) = args.jetty_base.clone() else {
+        return run_legacy(args).await;
     };
-
-    let periods_file = jvm.periods_file.clone();
-    let host = jvm.hostname.clone();
+    // The image's entrypoint (docs/joc-facts.md fact 3); its failures end the container.
+    entrypoint(&base, &args.http_host)?;
+    let host = hostname(args.hostname.clone());
+    let periods_file = args.periods_file.clone();
+    let mut child = spawn_jvm(&base)?;
+    let pid = child.id().map_or(-1, |p| p as i32);
+    tracing::info!("[container] JVM started, pid {pid}");
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("listening for SIGUSR1")?;
-    let (close, closed) = tokio::sync::watch::channel(false);
-    let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = i32>>>> =
-        Some(Box::pin(run_jvm(jvm, closed)));
+    let mut running = true;
     loop {
         tokio::select! {
-            code = async { match running.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                running = None;
+            status = child.wait(), if running => {
+                running = false;
+                let status = status.context("waiting for the JVM")?;
+                let code = exit_code(status);
                 tracing::info!("[jvm] exited with code {code}");
-                if exit_with_jvm {
+                if code > 128 {
+                    // Killed by a signal: its services died with it, and
+                    // a dead JVM cannot say so.
+                    tracing::warn!("[jvm] killed by signal {}", code - 128);
+                    note_jvm_killed(periods_file.as_deref(), &host);
+                }
+                if args.exit_with_jvm {
                     return Ok(code);
                 }
                 tracing::info!("[container] lives on without its JVM (tail -f /dev/null)");
             }
             _ = term.recv() => {
                 tracing::info!("[container] SIGTERM");
-                let Some(jvm) = running.take() else { return Ok(0) };
-                let _ = close.send(true);
-                return Ok(tokio::time::timeout(Duration::from_secs(20), jvm).await.unwrap_or(1));
+                if !running {
+                    return Ok(0);
+                }
+                signal_pid(pid, nix::sys::signal::Signal::SIGTERM);
+                return Ok(match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+                    Ok(Ok(status)) => exit_code(status),
+                    _ => 1,
+                });
             }
             _ = tokio::signal::ctrl_c() => {
-                let Some(jvm) = running.take() else { return Ok(0) };
-                let _ = close.send(true);
-                return Ok(tokio::time::timeout(Duration::from_secs(20), jvm).await.unwrap_or(1));
+                if !running {
+                    return Ok(0);
+                }
+                signal_pid(pid, nix::sys::signal::Signal::SIGTERM);
+                return Ok(match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+                    Ok(Ok(status)) => exit_code(status),
+                    _ => 1,
+                });
             }
             _ = usr1.recv() => {
-                if running.take().is_some() {
+                if running {
                     // Like kill -9 of the java process: no shutdown steps at all.
-                    tracing::warn!("[jvm] killed (SIGUSR1)");
-                    note_jvm_killed(periods_file.as_deref(), &host);
-                    if exit_with_jvm {
-                        return Ok(137);
-                    }
-                    tracing::info!("[container] lives on without its JVM (tail -f /dev/null)");
+                    tracing::warn!("[container] SIGUSR1: SIGKILL to the JVM (pid {pid})");
+                    signal_pid(pid, nix::sys::signal::Signal::SIGKILL);
                 }
             }
+        }
+    }
+}
+
+fn signal_pid(pid: i32, signal: nix::sys::signal::Signal) {
+    if pid > 0
+        && let Err(error) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+    {
+        tracing::warn!("[container] sending {signal} to the JVM (pid {pid}): {error}");
+    }
+}
+
+/// LEGACY layout: one process that is container and JVM at once.
+async fn run_legacy(args: Args) -> Result<i32> {
+    let Some(resources) = &args.resources_dir else {
+        bail!("give --jetty-base DIR (or the legacy --resources-dir DIR)");
+    };
+    tracing::warn!("[legacy layout] --resources-dir: lenient stand-in (to be removed)");
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => joc::default_data_dir()?,
+    };
+    let jvm = Jvm {
+        legacy: true,
+        resources: resources.clone(),
+        jetty_base: None,
+        hostname: hostname(args.hostname.clone()),
+        data_dir: utf8(&data_dir)?,
+        http: args.http_addr.clone(),
+        periods_file: args.periods_file.clone(),
+        create_schema: !args.no_create_schema,
+        startup_delay: args.startup_delay,
+        controllers_retry: args.controllers_retry,
+    };
+    let periods_file = jvm.periods_file.clone();
+    let host = jvm.hostname.clone();
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("listening for SIGUSR1")?;
+    let (close, closed) = tokio::sync::watch::channel(false);
+    let jvm = run_jvm(jvm, closed);
+    tokio::pin!(jvm);
+    tokio::select! {
+        code = &mut jvm => {
+            tracing::info!("[jvm] exited with code {code}");
+            Ok(code)
+        }
+        _ = term.recv() => {
+            tracing::info!("[container] SIGTERM");
+            let _ = close.send(true);
+            Ok(tokio::time::timeout(Duration::from_secs(20), jvm).await.unwrap_or(1))
+        }
+        _ = tokio::signal::ctrl_c() => {
+            let _ = close.send(true);
+            Ok(tokio::time::timeout(Duration::from_secs(20), jvm).await.unwrap_or(1))
+        }
+        _ = usr1.recv() => {
+            tracing::warn!("[jvm] killed (SIGUSR1)");
+            note_jvm_killed(periods_file.as_deref(), &host);
+            Ok(137)
         }
     }
 }
@@ -291,8 +426,8 @@ fn utf8(path: &Path) -> Result<String> {
 /// into `start.d`, copies `resources/joc/lib/js7-license.jar` into
 /// `lib/ext/joc` when `resources/joc/license` exists, and takes the HTTP port
 /// from `RUN_JS_HTTP_PORT` (unset: 4446, empty: no HTTP listener).
-/// `RUN_JS_JAVA_OPTIONS` has no JVM to go to here. Returns the HTTP address.
-fn entrypoint(base: &Path, http_host: &str) -> Result<Option<String>> {
+/// `RUN_JS_JAVA_OPTIONS` has no JVM to go to here. Checks the HTTP port.
+fn entrypoint(base: &Path, http_host: &str) -> Result<()> {
     let resources = base.join("resources/joc");
     let properties = resources.join("joc.properties");
     let text = match std::fs::read_to_string(&properties) {
@@ -357,12 +492,17 @@ fn entrypoint(base: &Path, http_host: &str) -> Result<Option<String>> {
     if let Ok(options) = std::env::var("RUN_JS_JAVA_OPTIONS") {
         tracing::info!("[entrypoint] RUN_JS_JAVA_OPTIONS={options} (no JVM in the stand-in)");
     }
+    if http_addr(http_host)?.is_none() {
+        tracing::info!("[entrypoint] RUN_JS_HTTP_PORT is empty: no HTTP listener");
+    }
+    Ok(())
+}
+
+/// Jetty's HTTP address from `RUN_JS_HTTP_PORT` (unset: 4446, empty: none).
+fn http_addr(http_host: &str) -> Result<Option<String>> {
     match std::env::var("RUN_JS_HTTP_PORT") {
         Err(_) => Ok(Some(format!("{http_host}:4446"))),
-        Ok(port) if port.trim().is_empty() => {
-            tracing::info!("[entrypoint] RUN_JS_HTTP_PORT is empty: no HTTP listener");
-            Ok(None)
-        }
+        Ok(port) if port.trim().is_empty() => Ok(None),
         Ok(port) => {
             let port: u16 = port
                 .trim()

@@ -2,6 +2,7 @@
 //! outcomes and compares the effects, in order. Tests named after a bug
 //! describe what the old logic did.
 
+mod fence;
 mod joc;
 mod lease;
 mod pod;
@@ -33,6 +34,8 @@ pub fn settings(js7: bool) -> Settings {
             polling_interval: Duration::from_secs(1),
             heart_beat_exceeded_interval: Duration::from_secs(5),
             licensed: true,
+            jetty_base: "/var/sos-berlin.com/js7/joc".to_owned(),
+            fence: true,
         }),
     }
 }
@@ -177,6 +180,7 @@ pub struct Answers {
     pub target_labeled: Result<(), String>,
     /// The wait for the target's label sees the lease back (term 10).
     pub lease_back: bool,
+    pub fence: Result<FenceDone, String>,
 }
 
 impl Default for Answers {
@@ -202,6 +206,13 @@ impl Default for Answers {
             hand_over: None,
             target_labeled: Ok(()),
             lease_back: false,
+            fence: Ok(FenceDone {
+                pids: vec![4242],
+                release: Ok(crate::js7::FencedRelease {
+                    cluster_row_deleted: true,
+                    heartbeat_reset: true,
+                }),
+            }),
         }
     }
 }
@@ -259,6 +270,7 @@ impl Answers {
             }
             Action::WaitForLabel { .. } => Outcome::TargetLabeled(self.target_labeled.clone()),
             Action::ReadOwnPod => Outcome::OwnPod(Ok(facts.own.clone())),
+            Action::FenceJoc { .. } => Outcome::JocFenced(self.fence.clone()),
             other => panic!("{other:?} is not awaited"),
         }
     }
@@ -315,6 +327,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ListPodsNow => "list-pods".to_owned(),
                 Action::WaitForElector { .. } => "wait-elector".to_owned(),
                 Action::ReadJoc => "read-joc".to_owned(),
+                Action::FenceJoc { .. } => "fence".to_owned(),
                 Action::JocHealth { fresh } => format!("joc-health:{fresh}"),
                 Action::SetReady { ready, .. } => format!("ready:{ready}"),
                 Action::RequestJocSwitch { from, to, .. } => format!(

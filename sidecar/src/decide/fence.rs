@@ -1,0 +1,245 @@
+//! js7: when this member's JOC must be fenced (its JVM SIGKILLed), as a pure
+//! rule. A JOC runs services by JOC's own `MEMBER_ID`, not by our lease, and
+//! a JOC frozen in the middle of its start finishes that start when thawed
+//! although it is no longer `MEMBER_ID` (docs/joc-facts.md fact 20); so a
+//! member without the lease stops a JOC that is, or was, JOC's active member
+//! when it is hung or frozen, or when it keeps the active role too long.
+//! The holder's own JOC is never fenced while it holds the lease; it is
+//! fenced at the moment it hands the lease on because its JOC hangs.
+
+use std::time::Duration;
+
+/// What the rule looks at, all from one look (the runner's JOC read and
+/// the state's memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceFacts {
+    /// This member holds the lease and is not handing it on now.
+    pub holds_lease: bool,
+    /// JOC's `MEMBER_ID` names this member now (None: not read this time).
+    pub joc_active_is_me: Option<bool>,
+    /// JOC's `MEMBER_ID` named this member, with a fresh instance heartbeat
+    /// (a live JVM), at a look since its JVM was last fenced or found gone:
+    /// it may be running or finishing a start of services.
+    pub was_active: bool,
+    /// This member's `JOC_INSTANCES` heartbeat is fresh by JOC's rule (None:
+    /// not read this time).
+    pub instance_fresh: Option<bool>,
+    /// The sidecar itself did not run for this long (frozen, or starved)
+    /// before this event; None if it ran on time.
+    pub resumed_after: Option<Duration>,
+    /// How long JOC's `MEMBER_ID` has named this member while it did not
+    /// hold the lease.
+    pub active_without_lease_for: Option<Duration>,
+    /// How long a JOC may keep the active role without the lease: JOC
+    /// executes a switch request at its next poll, so longer is no switch.
+    pub active_without_lease_bound: Duration,
+    /// JOC has a cluster license: without one no other JOC would take over
+    /// from a fenced one (docs/joc-facts.md fact 10), so the bound rule is off.
+    pub licensed: bool,
+}
+
+/// Why to fence, for the log, the Event and the metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceWhy {
+    /// A short label for the metric.
+    pub label: &'static str,
+    pub note: String,
+}
+
+/// Whether to fence this member's JOC now, and why.
+pub fn fence_reason(f: &FenceFacts) -> Option<FenceWhy> {
+    if f.holds_lease {
+        return None;
+    }
+    // Only a JVM of this pod that was seen alive and active can be running
+    // or finishing a start of services; a JVM starting after a fence (no
+    // heartbeat yet) is not fenced again.
+    if let Some(gap) = f.resumed_after.filter(|_| f.was_active) {
+        return Some(FenceWhy {
+            label: "resumed_without_lease",
+            note: format!(
+                "this sidecar resumed after {:.1}s without running (frozen?) and holds no lease, while its JOC was JOC's active member: a thawed JOC finishes a start it began as active (docs/joc-facts.md fact 20)",
+                gap.as_secs_f64()
+            ),
+        });
+    }
+    if f.was_active && f.instance_fresh == Some(false) {
+        return Some(FenceWhy {
+            label: "hung",
+            note: "its JOC instance heartbeat is exceeded (JOC hung or frozen) after it was JOC's active member, and this member holds no lease: a thawed JOC finishes a start it began as active (docs/joc-facts.md fact 20)".to_owned(),
+        });
+    }
+    let active_now = f.joc_active_is_me == Some(true);
+    if f.licensed
+        && active_now
+        && f.instance_fresh == Some(true)
+        && let Some(for_) = f.active_without_lease_for
+        && for_ > f.active_without_lease_bound
+    {
+        return Some(FenceWhy {
+            label: "active_without_lease",
+            note: format!(
+                "JOC has run this member active for {:.1}s without the lease (more than {:?}: no switch followed)",
+                for_.as_secs_f64(),
+                f.active_without_lease_bound
+            ),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(7);
+
+    fn base() -> FenceFacts {
+        FenceFacts {
+            holds_lease: false,
+            joc_active_is_me: Some(false),
+            was_active: false,
+            instance_fresh: Some(true),
+            resumed_after: None,
+            active_without_lease_for: None,
+            active_without_lease_bound: BOUND,
+            licensed: true,
+        }
+    }
+
+    #[test]
+    fn the_rule_as_a_table() {
+        let s = |secs: u64| Some(Duration::from_secs(secs));
+        // (case, facts, expected label)
+        let rows: Vec<(&str, FenceFacts, Option<&str>)> = vec![
+            ("a healthy standby", base(), None),
+            (
+                "a frozen standby that never was active",
+                FenceFacts {
+                    instance_fresh: Some(false),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "the holder's own hung JOC while it holds",
+                FenceFacts {
+                    holds_lease: true,
+                    joc_active_is_me: Some(true),
+                    was_active: true,
+                    instance_fresh: Some(false),
+                    resumed_after: s(30),
+                    active_without_lease_for: s(60),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "lost the lease, JOC still active here and healthy, within the bound (a switch is on its way)",
+                FenceFacts {
+                    joc_active_is_me: Some(true),
+                    was_active: true,
+                    active_without_lease_for: s(2),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "lost the lease, JOC still active here beyond the bound",
+                FenceFacts {
+                    joc_active_is_me: Some(true),
+                    was_active: true,
+                    active_without_lease_for: s(8),
+                    ..base()
+                },
+                Some("active_without_lease"),
+            ),
+            (
+                "beyond the bound without a license: no other JOC would take over",
+                FenceFacts {
+                    joc_active_is_me: Some(true),
+                    was_active: true,
+                    active_without_lease_for: s(8),
+                    licensed: false,
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "no lease, JOC active here and hung",
+                FenceFacts {
+                    joc_active_is_me: Some(true),
+                    was_active: true,
+                    instance_fresh: Some(false),
+                    ..base()
+                },
+                Some("hung"),
+            ),
+            (
+                "no lease, was active, MEMBER_ID moved away, JOC frozen mid-start",
+                FenceFacts {
+                    was_active: true,
+                    instance_fresh: Some(false),
+                    ..base()
+                },
+                Some("hung"),
+            ),
+            (
+                "JOC_CLUSTER still names this member, a new JVM starts after a fence (no heartbeat yet)",
+                FenceFacts {
+                    joc_active_is_me: Some(true),
+                    instance_fresh: Some(false),
+                    active_without_lease_for: s(60),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "was active, switched away cleanly, healthy",
+                FenceFacts {
+                    was_active: true,
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "the sidecar resumed after a freeze without the lease, JOC was active",
+                FenceFacts {
+                    joc_active_is_me: None,
+                    instance_fresh: None,
+                    was_active: true,
+                    resumed_after: s(12),
+                    ..base()
+                },
+                Some("resumed_without_lease"),
+            ),
+            (
+                "the sidecar resumed after a freeze, its JOC never was active",
+                FenceFacts {
+                    joc_active_is_me: None,
+                    instance_fresh: None,
+                    resumed_after: s(12),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "not read this time and no freeze: nothing to judge",
+                FenceFacts {
+                    joc_active_is_me: None,
+                    instance_fresh: None,
+                    was_active: true,
+                    ..base()
+                },
+                None,
+            ),
+        ];
+        for (case, facts, expected) in rows {
+            assert_eq!(
+                fence_reason(&facts).map(|w| w.label),
+                expected,
+                "{case}: {facts:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! js7 fencing as flows: when the sidecar SIGKILLs its JOC, in which order
+//! with the lease, and what it remembers (the rule's table is in
+//! `decide/fence.rs`).
+
+use super::*;
+
+/// `view` with this member's instance heartbeat `age_s` seconds old.
+fn own_age(mut view: JocView, age_s: i64) -> JocView {
+    for i in &mut view.instances {
+        if i.member_id == id(ME) {
+            i.heart_beat_age_s = age_s;
+        }
+    }
+    view
+}
+
+fn was_active(mut state: State) -> State {
+    if let Some(joc) = &mut state.joc {
+        joc.was_active = true;
+    }
+    state
+}
+
+#[test]
+fn a_frozen_joc_in_a_live_pod_is_fenced_before_the_lease_follows_jocs_new_member() {
+    // fact 20: JOC froze in its start as MEMBER_ID; another JOC took over.
+    let now = Instant::now();
+    let mut f = facts(now, active(5, now), Some("active"), false);
+    let answers = Answers {
+        joc: Ok(own_age(view(Some("joc-1"), None), 9)),
+        ..Answers::default()
+    };
+    let (after, actions) = drive(
+        &was_active(holding(true, 5)),
+        &mut f,
+        Event::JocLook,
+        &answers,
+    );
+    let b = brief(&actions);
+    assert!(
+        position(&actions, "publish:standby") < position(&actions, "fence"),
+        "{b:?}"
+    );
+    assert!(
+        position(&actions, "fence") < position(&actions, "handover:joc-1"),
+        "{b:?}"
+    );
+    assert!(b.contains(&"event:JocFenced".to_owned()), "{b:?}");
+    assert!(
+        actions.contains(&Action::Metric(Metric::JocFenced("hung"))),
+        "{actions:?}"
+    );
+    assert!(
+        !after.joc.as_ref().is_some_and(|j| j.was_active),
+        "forgotten after the fence"
+    );
+}
+
+#[test]
+fn the_holders_own_hung_joc_is_not_fenced_while_it_holds_the_lease() {
+    let now = Instant::now();
+    let mut f = facts(now, active(5, now), Some("active"), false);
+    let answers = Answers {
+        joc: Ok(own_age(view(Some(ME), None), 9)),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(
+        &was_active(holding(true, 5)),
+        &mut f,
+        Event::JocLook,
+        &answers,
+    );
+    assert!(
+        !brief(&actions).contains(&"fence".to_owned()),
+        "{:?}",
+        brief(&actions)
+    );
+    // It gives up its readiness, so the lease moves on.
+    assert!(
+        brief(&actions).contains(&"ready:false".to_owned()),
+        "{:?}",
+        brief(&actions)
+    );
+}
+
+#[test]
+fn a_member_without_the_lease_fences_its_hung_former_active_joc_once() {
+    let now = Instant::now();
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    let answers = Answers {
+        joc: Ok(own_age(view(Some("joc-1"), None), 9)),
+        ..Answers::default()
+    };
+    let (after, actions) = drive(&was_active(standby(true)), &mut f, Event::JocLook, &answers);
+    let b = brief(&actions);
+    assert_eq!(&b[..2], ["read-joc", "fence"], "{b:?}");
+    assert!(b.contains(&"event:JocFenced".to_owned()), "{b:?}");
+    // The next look (its JVM restarting, still no heartbeat) fences nothing.
+    let (_, again) = drive(&after, &mut f, Event::JocLook, &answers);
+    assert!(
+        !brief(&again).contains(&"fence".to_owned()),
+        "{:?}",
+        brief(&again)
+    );
+}
+
+#[test]
+fn a_standby_that_was_never_active_is_not_fenced_when_its_joc_hangs() {
+    let now = Instant::now();
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    let answers = Answers {
+        joc: Ok(own_age(view(Some("joc-1"), None), 9)),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(&standby(true), &mut f, Event::JocLook, &answers);
+    assert!(
+        !brief(&actions).contains(&"fence".to_owned()),
+        "{:?}",
+        brief(&actions)
+    );
+}
+
+#[test]
+fn a_sidecar_resumed_from_a_freeze_without_the_lease_fences_before_it_reads_joc() {
+    let now = Instant::now();
+    let mut state = was_active(standby(true));
+    if let Some(joc) = &mut state.joc {
+        joc.last_look = Some(now - Duration::from_secs(20));
+    }
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    // JOC thawed too: its heartbeat may look fresh at once.
+    let answers = Answers {
+        joc: Ok(view(Some(ME), None)),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+    let b = brief(&actions);
+    assert_eq!(&b[..3], ["fence", "event:JocFenced", "read-joc"], "{b:?}");
+    assert!(
+        actions.contains(&Action::Metric(Metric::JocFenced("resumed_without_lease"))),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_joc_active_without_the_lease_beyond_the_bound_is_fenced() {
+    let start = Instant::now();
+    let mut f = facts(start, Role::Standby, Some("standby"), true);
+    let answers = Answers {
+        joc: Ok(view(Some(ME), Some("joc-1"))),
+        ..Answers::default()
+    };
+    // A switch to joc-1 is pending: within the bound (5 s + 2 polls) nothing.
+    let (state, actions) = drive(&standby(true), &mut f, Event::JocLook, &answers);
+    assert!(!brief(&actions).contains(&"fence".to_owned()));
+    f.now = start + Duration::from_secs(4);
+    let (state, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+    assert!(!brief(&actions).contains(&"fence".to_owned()));
+    f.now = start + Duration::from_secs(8);
+    let (_, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+    assert!(
+        actions.contains(&Action::Metric(Metric::JocFenced("active_without_lease"))),
+        "{:?}",
+        brief(&actions)
+    );
+}
+
+#[test]
+fn a_failed_fence_says_so_once_and_keeps_trying() {
+    let now = Instant::now();
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    let answers = Answers {
+        joc: Ok(own_age(view(Some("joc-1"), None), 9)),
+        fence: Err("EPERM".to_owned()),
+        ..Answers::default()
+    };
+    let (after, actions) = drive(&was_active(standby(true)), &mut f, Event::JocLook, &answers);
+    assert!(
+        brief(&actions).contains(&"event:JocFenceFailed".to_owned()),
+        "{:?}",
+        brief(&actions)
+    );
+    assert!(
+        after.joc.as_ref().is_some_and(|j| j.was_active),
+        "still to fence"
+    );
+    let (_, again) = drive(&after, &mut f, Event::JocLook, &answers);
+    let b = brief(&again);
+    assert!(b.contains(&"fence".to_owned()), "{b:?}");
+    assert!(
+        !b.contains(&"event:JocFenceFailed".to_owned()),
+        "said once: {b:?}"
+    );
+}
+
+#[test]
+fn fencing_off_fences_nothing() {
+    let now = Instant::now();
+    let mut state = was_active(standby(true));
+    if let Some(joc) = &mut state.settings.joc {
+        joc.fence = false;
+    }
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    let answers = Answers {
+        joc: Ok(own_age(view(Some("joc-1"), None), 9)),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+    assert!(!brief(&actions).contains(&"fence".to_owned()));
+}
+
+/// docs/joc-facts.md fact 22: after a crash of the whole pod, the new
+/// sidecar sees the dead JVM's row fresh and JOC_CLUSTER still naming this
+/// member; it must not fence the new JVM that has not written yet.
+#[test]
+fn a_restarted_sidecar_does_not_fence_the_joc_starting_after_a_crash() {
+    let start = Instant::now();
+    let mut f = facts(start, Role::Standby, Some("standby"), true);
+    let mut state = standby(true);
+    // The dead JVM's heartbeat only ages: 2, 3, 4, 5 s, then exceeded.
+    for (i, age) in [2, 3, 4, 5, 6, 7].into_iter().enumerate() {
+        f.now = start + Duration::from_secs(i as u64);
+        let answers = Answers {
+            joc: Ok(own_age(view(Some(ME), None), age)),
+            ..Answers::default()
+        };
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+        assert!(
+            !brief(&actions).contains(&"fence".to_owned()),
+            "age {age}: {:?}",
+            brief(&actions)
+        );
+        state = after;
+    }
+    assert!(!state.joc.as_ref().is_some_and(|j| j.was_active));
+}
+
+/// A live JOC writes its heartbeat (its age goes down between looks): once
+/// seen active that way and then hung without the lease, it is fenced.
+#[test]
+fn a_joc_seen_writing_as_active_and_then_hung_is_fenced() {
+    let start = Instant::now();
+    let mut f = facts(start, Role::Standby, Some("standby"), true);
+    let mut state = standby(true);
+    let mut fenced = false;
+    for (i, (active, age)) in [(ME, 1), (ME, 0), ("joc-1", 1), ("joc-1", 6)]
+        .into_iter()
+        .enumerate()
+    {
+        f.now = start + Duration::from_secs(i as u64);
+        let answers = Answers {
+            joc: Ok(own_age(view(Some(active), None), age)),
+            ..Answers::default()
+        };
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+        fenced |= brief(&actions).contains(&"fence".to_owned());
+        state = after;
+    }
+    assert!(fenced);
+}

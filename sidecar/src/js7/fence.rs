@@ -1,0 +1,237 @@
+//! Fencing: stop this pod's JOC JVM at once (SIGKILL) and confirm it is
+//! gone. The JVM is found by its command line, which carries
+//! `-Djetty.base=<JETTY_BASE>`; with the pod's `shareProcessNamespace: true`
+//! only this pod's processes are visible, and the sidecar runs with JOC's
+//! uid so it may signal the JVM without an added capability. Which JOC is
+//! fenced when is decided in `crate::decide::fence` (pure).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The JVM's command-line marker (the image starts Jetty with it; an
+/// assumption, see README "Fencing").
+pub const JETTY_BASE_MARKER: &str = "-Djetty.base=";
+
+/// How long a SIGKILLed JVM may take to disappear (or become a zombie).
+pub const CONFIRM_BOUND: Duration = Duration::from_secs(5);
+
+/// What a fence did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fenced {
+    /// No JVM with this JETTY_BASE runs: nothing to stop.
+    NoJvm,
+    /// These pids were SIGKILLed and are gone (or zombies).
+    Killed { pids: Vec<i32> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error(
+        "cannot signal JOC's JVM (pid {pid}): {source}; the sidecar must run with the JOC image's uid (1001) in a pod with shareProcessNamespace: true (the operator sets both)"
+    )]
+    Permission { pid: i32, source: Errno },
+    #[error("sending SIGKILL to JOC's JVM (pid {pid}) failed: {source}")]
+    Signal { pid: i32, source: Errno },
+    #[error(
+        "JOC's JVM (pid {pid}) is still running {bound:?} after SIGKILL; it may be stuck in the kernel (D state): look at the node"
+    )]
+    NotGone { pid: i32, bound: Duration },
+    #[error("reading {dir}: {source}")]
+    Proc {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Whether `cmdline` (NUL-separated, as /proc/<pid>/cmdline) names a JVM of
+/// `jetty_base`; trailing slashes do not matter.
+pub fn is_jvm_of(cmdline: &[u8], jetty_base: &str) -> bool {
+    let want = jetty_base.trim_end_matches('/');
+    cmdline.split(|b| *b == 0).any(|arg| {
+        std::str::from_utf8(arg)
+            .ok()
+            .and_then(|a| a.strip_prefix(JETTY_BASE_MARKER))
+            .is_some_and(|base| base.trim_end_matches('/') == want)
+    })
+}
+
+/// The pids under `proc_root` (normally `/proc`) whose command line names a
+/// JVM of `jetty_base`, zombies left out (they run nothing).
+pub fn find_jvms(proc_root: &Path, jetty_base: &str) -> Result<Vec<i32>, FenceError> {
+    let entries = std::fs::read_dir(proc_root).map_err(|source| FenceError::Proc {
+        dir: proc_root.to_path_buf(),
+        source,
+    })?;
+    let me = std::process::id() as i32;
+    let mut pids: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            // A process that ended meanwhile has no cmdline: skipped.
+            std::fs::read(proc_root.join(pid.to_string()).join("cmdline"))
+                .is_ok_and(|c| is_jvm_of(&c, jetty_base))
+        })
+        .filter(|pid| !is_gone(proc_root, *pid))
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// No such process, or a zombie (dead, waiting for its parent to reap it).
+pub fn is_gone(proc_root: &Path, pid: i32) -> bool {
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        Err(_) => true,
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state == 'Z' || state == 'X'),
+    }
+}
+
+/// SIGKILLs every JVM of `jetty_base` and waits up to `bound` until each is
+/// gone. A frozen (SIGSTOPped) JVM dies too: SIGKILL needs no cooperation.
+pub async fn fence_jvm(
+    proc_root: &Path,
+    jetty_base: &str,
+    bound: Duration,
+) -> Result<Fenced, FenceError> {
+    let pids = find_jvms(proc_root, jetty_base)?;
+    if pids.is_empty() {
+        return Ok(Fenced::NoJvm);
+    }
+    for &pid in &pids {
+        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(source @ Errno::EPERM) => return Err(FenceError::Permission { pid, source }),
+            Err(source) => return Err(FenceError::Signal { pid, source }),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + bound;
+    for &pid in &pids {
+        while !is_gone(proc_root, pid) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(FenceError::NotGone { pid, bound });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(Fenced::Killed { pids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_must_name_this_jetty_base_exactly() {
+        let base = "/var/sos-berlin.com/js7/joc";
+        let cmd = |args: &[&str]| args.join("\0").into_bytes();
+        assert!(is_jvm_of(
+            &cmd(&[
+                "java",
+                "-Xmx256m",
+                "-Djetty.base=/var/sos-berlin.com/js7/joc",
+                "-jar",
+                "start.jar"
+            ]),
+            base
+        ));
+        assert!(is_jvm_of(
+            &cmd(&["java", "-Djetty.base=/var/sos-berlin.com/js7/joc/"]),
+            base
+        ));
+        assert!(!is_jvm_of(
+            &cmd(&["java", "-Djetty.base=/var/sos-berlin.com/js7/joc2"]),
+            base
+        ));
+        assert!(!is_jvm_of(
+            &cmd(&["sh", "-c", "grep -Djetty.base= x"]),
+            base
+        ));
+        assert!(!is_jvm_of(&cmd(&["tail", "-f", "/dev/null"]), base));
+        assert!(!is_jvm_of(b"", base));
+    }
+
+    #[tokio::test]
+    async fn a_frozen_process_with_the_marker_is_killed_and_confirmed_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("jetty-base");
+        let marker = format!("{JETTY_BASE_MARKER}{}", base.display());
+        // sh -c puts its $0 (the marker) in its argv; a loop keeps sh itself running.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "while :; do sleep 0.1; done", &marker])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let mut other = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "while :; do sleep 0.1; done",
+                "-Djetty.base=/elsewhere",
+            ])
+            .spawn()
+            .expect("spawn");
+        let other_pid = other.id() as i32;
+        // Killed even if an assertion fails.
+        let guard = KillOnDrop(vec![pid, other_pid]);
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
+        let base_str = base.to_str().expect("utf8");
+        // A child sh forks for `sleep` carries the marker until it execs.
+        let found = find_jvms(Path::new("/proc"), base_str).expect("find");
+        assert!(found.contains(&pid), "{found:?}");
+        assert!(!found.contains(&other_pid), "{found:?}");
+        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND)
+            .await
+            .expect("fence");
+        assert!(
+            matches!(&fenced, Fenced::Killed { pids } if pids.contains(&pid)),
+            "{fenced:?}"
+        );
+        // Not reaped yet: a zombie counts as gone.
+        assert!(is_gone(Path::new("/proc"), pid));
+        let status = child.wait().expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        settle(base_str).await;
+        assert_eq!(
+            fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND)
+                .await
+                .expect("fence"),
+            Fenced::NoJvm
+        );
+        assert!(
+            !is_gone(Path::new("/proc"), other_pid),
+            "the other JVM lives"
+        );
+        drop(guard);
+        let _ = other.wait();
+    }
+
+    struct KillOnDrop(Vec<i32>);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Until no process of `base` is left (orphaned `sleep 0.1`s end by themselves).
+    async fn settle(base: &str) {
+        for _ in 0..100 {
+            if find_jvms(Path::new("/proc"), base).is_ok_and(|p| p.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
