@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
-    ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_OPERATOR, LABEL_CLUSTER,
-    LABEL_COMPONENT, active_service_name, license_key, members_statefulset_name, pod as pod_names,
-    reason, secret_key,
+    ANNOTATION_SWITCHOVER_TO, COMPONENT_API_SERVER, COMPONENT_MEMBER, FIELD_MANAGER_OPERATOR,
+    LABEL_CLUSTER, LABEL_COMPONENT, active_service_name, api_server_statefulset_name, condition,
+    license_key, members_statefulset_name, pod as pod_names, reason, secret_key,
 };
 use joc_ha_crds::v1alpha1::WorkloadMode;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -103,26 +103,32 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
     let reference = cluster.object_ref(&());
 
     // Read and validate: problems stop the rollout and show in status.
-    let problems = validate(&ctx.client, &cluster, &namespace).await?;
+    let mut problems = validate(&ctx.client, &cluster, &namespace).await?;
+    let mut action = "Validate";
     if problems.is_empty() {
-        // Build and apply.
+        // Build and apply; a name another controller owns stops it.
         let desired = desired(&cluster, &ctx.build)?;
-        apply_all(&ctx.client, &cluster, &desired).await?;
-    } else {
-        for problem in &problems {
-            recorder
-                .publish(
-                    &Event {
-                        type_: EventType::Warning,
-                        reason: problem.reason.to_owned(),
-                        note: Some(problem.message.clone()),
-                        action: "Validate".to_owned(),
-                        secondary: None,
-                    },
-                    &reference,
-                )
-                .await?;
-        }
+        let conflicts = apply_all(&ctx.client, &cluster, &desired).await?;
+        action = "Apply";
+        problems.extend(conflicts.iter().map(|c| Problem {
+            reason: reason::NAME_CONFLICT,
+            message: c.message(&cluster.name_any()),
+        }));
+    }
+    for problem in &problems {
+        warn!(cluster = %cluster.name_any(), namespace, reason = problem.reason, "{}", problem.message);
+        recorder
+            .publish(
+                &Event {
+                    type_: EventType::Warning,
+                    reason: problem.reason.to_owned(),
+                    note: Some(problem.message.clone()),
+                    action: action.to_owned(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await?;
     }
 
     // Roll out a changed pod template: standbys first, the active last.
@@ -167,8 +173,16 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
 
     // A missing Secret cannot be watched without reading every Secret, so
     // look again soon; otherwise the watches bring us back.
+    let available = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition::AVAILABLE && c.status == "True");
     Ok(if observed.rolling_out {
         Action::requeue(Duration::from_secs(2))
+    } else if !available {
+        // Degraded turns on with time (the grace period), and fresh Events
+        // age out: look again without waiting for a watch.
+        Action::requeue(Duration::from_secs(15))
     } else if problems.is_empty() {
         Action::requeue(Duration::from_secs(300))
     } else {
@@ -383,11 +397,82 @@ async fn observe(client: &Client, cluster: &JocCluster, namespace: &str) -> Resu
         .collect();
     active_endpoints.sort();
     active_endpoints.dedup();
+
+    let count = |component: &str| {
+        pods.iter()
+            .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(component))
+            .count()
+    };
+    let missing_pods = count(COMPONENT_MEMBER) < usize::try_from(cluster.spec.members).unwrap_or(0)
+        || count(COMPONENT_API_SERVER) < usize::try_from(cluster.spec.api_servers).unwrap_or(0);
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
+    let now = jiff::Timestamp::now();
+    let pod_create_failure = if missing_pods {
+        let failed = events
+            .list(
+                &ListParams::default()
+                    .fields("involvedObject.kind=StatefulSet,reason=FailedCreate"),
+            )
+            .await?
+            .items;
+        let ours = [
+            members_statefulset_name(&name),
+            api_server_statefulset_name(&name),
+        ];
+        latest_note(
+            failed.iter().filter(|e| {
+                e.involved_object
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| ours.contains(n))
+            }),
+            now,
+        )
+    } else {
+        None
+    };
+    let login = events
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind=JocCluster,involvedObject.name={name},reason={}",
+            reason::DATABASE_LOGIN_FAILED
+        )))
+        .await?
+        .items;
+    let database_login_failure = latest_note(login.iter(), now);
     Ok(Observed {
         pods,
         active_endpoints,
         rolling_out: false,
+        pod_create_failure,
+        database_login_failure,
     })
+}
+
+/// How long an Event counts as the current state: the sidecars repeat
+/// theirs at every failed attempt, the StatefulSet controller at every
+/// retry (its back-off stays below this).
+const EVENT_FRESH_SECONDS: i64 = 120;
+
+/// The note of the latest of `events` seen within [`EVENT_FRESH_SECONDS`].
+fn latest_note<'a>(
+    events: impl Iterator<Item = &'a CoreEvent>,
+    now: jiff::Timestamp,
+) -> Option<String> {
+    events
+        .filter_map(|e| Some((event_last_seen(e)?, e.message.clone()?)))
+        .filter(|(seen, _)| now.as_second() - seen.as_second() <= EVENT_FRESH_SECONDS)
+        .max_by_key(|(seen, _)| *seen)
+        .map(|(_, message)| message)
+}
+
+/// When an Event was last seen, whichever API wrote it.
+fn event_last_seen(event: &CoreEvent) -> Option<jiff::Timestamp> {
+    event
+        .series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
+        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| event.event_time.as_ref().map(|t| t.0))
 }
 
 #[cfg(test)]
