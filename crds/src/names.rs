@@ -29,6 +29,13 @@ pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
 /// database is down for everyone); a new holder waits for it to go.
 pub const ANNOTATION_FAILSAFE: &str = "joc-ha.dev/failsafe";
 
+/// Pod-template annotation with the resourceVersions of the Secrets the
+/// pods read at start (database, its CA, license), e.g. `db=812,license=77`:
+/// a changed Secret changes the template, so the operator rolls the pods
+/// (JOC reads its password from the environment only at start). Versions,
+/// not a hash of the data: nothing derived from a credential is in the pod.
+pub const ANNOTATION_SECRET_VERSIONS: &str = "joc-ha.dev/secret-versions";
+
 /// Annotation on a JocCluster asking for a switch-over to a pod, or to `any`.
 pub const ANNOTATION_SWITCHOVER_TO: &str = "joc-ha.dev/switchover-to";
 /// Value of [`ANNOTATION_SWITCHOVER_TO`] meaning "the best ready standby".

@@ -26,7 +26,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::apply::apply_all;
-use crate::build::{BuildContext, desired};
+use crate::build::{BuildContext, desired, stamp_secret_versions};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rollout;
@@ -103,11 +103,12 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
     let reference = cluster.object_ref(&());
 
     // Read and validate: problems stop the rollout and show in status.
-    let mut problems = validate(&ctx.client, &cluster, &namespace).await?;
+    let (mut problems, secret_versions) = validate(&ctx.client, &cluster, &namespace).await?;
     let mut action = "Validate";
     if problems.is_empty() {
         // Build and apply; a name another controller owns stops it.
-        let desired = desired(&cluster, &ctx.build)?;
+        let mut desired = desired(&cluster, &ctx.build)?;
+        stamp_secret_versions(&mut desired, &secret_versions);
         let conflicts = apply_all(&ctx.client, &cluster, &desired).await?;
         action = "Apply";
         problems.extend(conflicts.iter().map(|c| Problem {
@@ -193,12 +194,20 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
 /// Checks what the API server's schema cannot: that the Secrets the spec
 /// names exist with the keys they need (the database Secret a URL or all
 /// the parts; the license Secret `js7-license.jar` and a key file; the CA
-/// Secret `ca.crt`). Reads key names only, never the values.
-async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Result<Vec<Problem>> {
+/// Secret `ca.crt`). Reads key names only, never the values. Also returns
+/// the Secrets' versions for [`stamp_secret_versions`].
+async fn validate(
+    client: &Client,
+    cluster: &JocCluster,
+    namespace: &str,
+) -> Result<(Vec<Problem>, String)> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut problems = Vec::new();
+    let mut versions = Vec::new();
     let secret_name = &cluster.spec.database.secret_ref.name;
-    match secret_keys(&secrets, secret_name).await? {
+    let database = secrets.get_opt(secret_name).await?;
+    versions.push(("db", database.as_ref().and_then(|s| s.resource_version())));
+    match database.as_ref().map(secret_key_names) {
         None => problems.push(Problem {
             reason: reason::SECRET_MISSING,
             message: Error::SecretMissing {
@@ -227,7 +236,9 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
         .as_ref()
         .and_then(|t| t.ca_secret_ref.as_ref())
     {
-        let keys = secret_keys(&secrets, &ca.name).await?;
+        let secret = secrets.get_opt(&ca.name).await?;
+        versions.push(("ca", secret.as_ref().and_then(|s| s.resource_version())));
+        let keys = secret.as_ref().map(secret_key_names);
         if !keys.is_some_and(|k| k.iter().any(|k| k == pod_names::DATABASE_CA_KEY)) {
             problems.push(Problem {
                 reason: reason::SECRET_MISSING,
@@ -241,7 +252,12 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
     }
     if let (Some(license), WorkloadMode::Js7) = (&cluster.spec.license, cluster.spec.workload.mode)
     {
-        let keys = secret_keys(&secrets, &license.secret_ref.name).await?;
+        let secret = secrets.get_opt(&license.secret_ref.name).await?;
+        versions.push((
+            "license",
+            secret.as_ref().and_then(|s| s.resource_version()),
+        ));
+        let keys = secret.as_ref().map(secret_key_names);
         if let Some(problem) = license_problem(keys.as_deref()) {
             problems.push(Problem {
                 reason: reason::LICENSE_SECRET_MISSING,
@@ -254,19 +270,27 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
             });
         }
     }
-    Ok(problems)
+    Ok((problems, secret_versions(&versions)))
 }
 
-/// The key names of a Secret, `None` when it does not exist.
-async fn secret_keys(secrets: &Api<Secret>, name: &str) -> Result<Option<Vec<String>>> {
-    Ok(secrets.get_opt(name).await?.map(|secret| {
-        secret
-            .data
-            .iter()
-            .flat_map(|d| d.keys().cloned())
-            .chain(secret.string_data.iter().flat_map(|d| d.keys().cloned()))
-            .collect()
-    }))
+/// `db=812,license=77`: the value of the pod templates' Secret-versions
+/// annotation (a missing Secret is a problem, so it never gets there).
+fn secret_versions(versions: &[(&str, Option<String>)]) -> String {
+    versions
+        .iter()
+        .map(|(what, version)| format!("{what}={}", version.as_deref().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The key names of a Secret.
+fn secret_key_names(secret: &Secret) -> Vec<String> {
+    secret
+        .data
+        .iter()
+        .flat_map(|d| d.keys().cloned())
+        .chain(secret.string_data.iter().flat_map(|d| d.keys().cloned()))
+        .collect()
 }
 
 /// What the database Secret lacks: `None` when it has `url` or every part.

@@ -64,7 +64,11 @@ pub fn degraded_reason(facts: &DegradedFacts) -> Option<(&'static str, String)> 
             format!("the StatefulSet cannot create pods: {why}"),
         ));
     }
-    if let Some(why) = facts.database_login_failure {
+    // A refusal reported while some member is active is past (the Event
+    // stays fresh for a while after the Secret was fixed).
+    if let Some(why) = facts.database_login_failure
+        && facts.unavailable_for_seconds.is_some()
+    {
         return Some((
             reason::DATABASE_LOGIN_FAILED,
             format!(
@@ -625,6 +629,14 @@ mod tests {
                     ..healthy
                 },
                 Some(reason::DATABASE_LOGIN_FAILED),
+            ),
+            (
+                "a refusal while a member is active is past",
+                DegradedFacts {
+                    database_login_failure: Some("bad password"),
+                    ..healthy
+                },
+                None,
             ),
             (
                 "no active member within the grace",

@@ -141,6 +141,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         joc_tables: joc,
         state,
         last_database_error: None,
+        last_login_event: None,
         last_renew_latency: None,
     };
     runner.publish(standby);
