@@ -113,6 +113,9 @@ pub mod reason {
     pub const POD_CREATE_FAILED: &str = "PodCreateFailed";
     /// Degraded: the sidecars cannot log in to the database.
     pub const DATABASE_LOGIN_FAILED: &str = "DatabaseLoginFailed";
+    /// Degraded (js7): the database belongs to another JocCluster (JOC
+    /// keeps one cluster per database); this cluster's sidecars do not join.
+    pub const DATABASE_IN_USE: &str = "DatabaseInUse";
     /// Degraded/Available: nothing wrong found.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

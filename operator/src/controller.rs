@@ -455,20 +455,25 @@ async fn observe(client: &Client, cluster: &JocCluster, namespace: &str) -> Resu
     } else {
         None
     };
-    let login = events
-        .list(&ListParams::default().fields(&format!(
-            "involvedObject.kind=JocCluster,involvedObject.name={name},reason={}",
-            reason::DATABASE_LOGIN_FAILED
-        )))
-        .await?
-        .items;
-    let database_login_failure = latest_note(login.iter(), now);
+    let mut sidecar_reports = Vec::new();
+    for why in [reason::DATABASE_LOGIN_FAILED, reason::DATABASE_IN_USE] {
+        let reported = events
+            .list(&ListParams::default().fields(&format!(
+                "involvedObject.kind=JocCluster,involvedObject.name={name},reason={why}"
+            )))
+            .await?
+            .items;
+        sidecar_reports.push(latest_note(reported.iter(), now));
+    }
+    let database_in_use = sidecar_reports.pop().flatten();
+    let database_login_failure = sidecar_reports.pop().flatten();
     Ok(Observed {
         pods,
         active_endpoints,
         rolling_out: false,
         pod_create_failure,
         database_login_failure,
+        database_in_use,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct Observed {
     pub pod_create_failure: Option<String>,
     /// A sidecar's latest report that the database refused its login.
     pub database_login_failure: Option<String>,
+    /// js7: a sidecar's latest report that the database belongs to another
+    /// JocCluster.
+    pub database_in_use: Option<String>,
 }
 
 /// How long a cluster with member pods may have no single active endpoint
@@ -43,6 +46,7 @@ pub struct DegradedFacts<'a> {
     pub problems: &'a [Problem],
     pub pod_create_failure: Option<&'a str>,
     pub database_login_failure: Option<&'a str>,
+    pub database_in_use: Option<&'a str>,
     /// Member pods that exist.
     pub member_pods: usize,
     /// Seconds since the Service last had exactly one endpoint (or since
@@ -75,6 +79,11 @@ pub fn degraded_reason(facts: &DegradedFacts) -> Option<(&'static str, String)> 
                 "the sidecars cannot log in to the database: {why}. Fix the user or password in the database Secret (spec.database.secretRef); the pods then restart with it"
             ),
         ));
+    }
+    if let Some(why) = facts.database_in_use
+        && facts.unavailable_for_seconds.is_some()
+    {
+        return Some((reason::DATABASE_IN_USE, why.to_owned()));
     }
     match facts.unavailable_for_seconds {
         Some(seconds) if facts.member_pods > 0 && seconds > NO_ACTIVE_MEMBER_GRACE_SECONDS => {
@@ -207,6 +216,7 @@ pub fn compute_status(
         problems,
         pod_create_failure: observed.pod_create_failure.as_deref(),
         database_login_failure: observed.database_login_failure.as_deref(),
+        database_in_use: observed.database_in_use.as_deref(),
         member_pods: members.len(),
         unavailable_for_seconds,
     });
@@ -587,6 +597,7 @@ mod tests {
             problems: &[],
             pod_create_failure: None,
             database_login_failure: None,
+            database_in_use: None,
             member_pods: 2,
             unavailable_for_seconds: None,
         };
@@ -629,6 +640,15 @@ mod tests {
                     ..healthy
                 },
                 Some(reason::DATABASE_LOGIN_FAILED),
+            ),
+            (
+                "the database belongs to another cluster",
+                DegradedFacts {
+                    database_in_use: Some("belongs to JocCluster a/joc"),
+                    unavailable_for_seconds: Some(1),
+                    ..healthy
+                },
+                Some(reason::DATABASE_IN_USE),
             ),
             (
                 "a refusal while a member is active is past",

@@ -178,9 +178,15 @@ impl Runner {
             self.metrics.database_errors.inc();
         }
         self.last_database_error = error;
-        // The operator shows a refused login as Degraded while the Event is
-        // fresh (its series is renewed here every 30 s while it lasts).
-        if let Some(refused @ LeaseError::LoginRefused { .. }) = &status.last_error
+        // The operator shows a refused login, or a database that belongs to
+        // another cluster, as Degraded while the Event is fresh (its series
+        // is renewed here every 30 s while it lasts).
+        let refusal = match &status.last_error {
+            Some(e @ LeaseError::LoginRefused { .. }) => Some((reason::DATABASE_LOGIN_FAILED, e)),
+            Some(e @ LeaseError::DatabaseInUse { .. }) => Some((reason::DATABASE_IN_USE, e)),
+            _ => None,
+        };
+        if let Some((why, refused)) = refusal
             && self
                 .last_login_event
                 .is_none_or(|t| t.elapsed() >= LOGIN_EVENT_PERIOD)
@@ -190,10 +196,7 @@ impl Runner {
             let api = self.api.clone();
             let note = refused.to_string();
             tokio::spawn(async move {
-                if let Err(error) = api
-                    .event(&cluster, true, reason::DATABASE_LOGIN_FAILED, note)
-                    .await
-                {
+                if let Err(error) = api.event(&cluster, true, why, note).await {
                     warn!(%error, "cannot publish an Event");
                 }
             });
