@@ -759,3 +759,107 @@ async fn a_fixed_database_secret_takes_effect() -> anyhow::Result<()> {
     eprintln!("{} log files checked for passwords", logs.len());
     Ok(())
 }
+
+/// Issue 19, case 8: a JocCluster of the same name in another namespace on
+/// the same database ran a second active JOC, every status green, and
+/// deleting it forced a fail-over in the first. Now (js7 mode) the first
+/// cluster owns the database: the second's sidecars refuse to join, its
+/// status says Degraded `DatabaseInUse` naming the first, with a Warning
+/// Event; the first keeps its one active member and lease term, also when
+/// the second is deleted.
+#[tokio::test]
+async fn a_second_cluster_on_the_same_database_is_refused() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        backend: Backend::Postgres,
+        members: 2,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    let active = stack.endpoints.wait_single(None, UP).await?;
+    let term = stack.cluster().await?.status.and_then(|s| s.lease_term);
+
+    // The same cluster, as a user would copy it into another namespace.
+    let other = "other";
+    stack.plane.create_namespace(other).await?;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(stack.client(), other);
+    for (name, data) in [
+        ("joc-db", json!({"url": stack.database_url})),
+        (
+            "joc-license",
+            json!({"js7-license.jar": "stand-in jar", "js7-license.pem": "stand-in key"}),
+        ),
+    ] {
+        let secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
+    let mut copy = stack.cluster().await?;
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some("joc".into()),
+        namespace: Some(other.into()),
+        ..Default::default()
+    };
+    copy.status = None;
+    let copies: kube::Api<joc_ha_crds::JocCluster> = kube::Api::namespaced(stack.client(), other);
+    copies.create(&PostParams::default(), &copy).await?;
+
+    let degraded = wait_for_ok(
+        "other/joc: Degraded=True reason DatabaseInUse",
+        UP,
+        Duration::from_millis(250),
+        || async {
+            let cluster = copies.get("joc").await.map_err(|e| e.to_string())?;
+            let conditions = cluster.status.map(|s| s.conditions).unwrap_or_default();
+            match conditions.into_iter().find(|c| c.type_ == "Degraded") {
+                Some(c) if c.status == "True" && c.reason == "DatabaseInUse" => Ok(c),
+                other => Err(format!("Degraded {other:?}")),
+            }
+        },
+    )
+    .await?;
+    assert!(
+        degraded.message.contains("belongs to JocCluster js7/joc"),
+        "{}",
+        degraded.message
+    );
+    eprintln!("other/joc: {}", degraded.message);
+    let copy_status = copies.get("joc").await?.status.unwrap_or_default();
+    assert_eq!(
+        copy_status.active_member, None,
+        "the refused cluster has no active member"
+    );
+
+    // The first cluster: the same one active member, the same term.
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![active.clone()]
+    );
+    assert_eq!(
+        stack.cluster().await?.status.and_then(|s| s.lease_term),
+        term
+    );
+
+    // Deleting the copy changes nothing in the first cluster.
+    copies
+        .delete("joc", &kube::api::DeleteParams::foreground())
+        .await?;
+    wait_for(
+        "other/joc to be gone",
+        UP,
+        Duration::from_millis(250),
+        || async { matches!(copies.get_opt("joc").await, Ok(None)).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![active]
+    );
+    assert_eq!(
+        stack.cluster().await?.status.and_then(|s| s.lease_term),
+        term
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
