@@ -512,6 +512,43 @@ mod tests {
         names.iter().map(|k| (*k).to_owned()).collect()
     }
 
+    fn event(message: &str, last_seen: i64) -> CoreEvent {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": message},
+            "involvedObject": {},
+            "message": message,
+            "lastTimestamp": jiff::Timestamp::from_second(last_seen).expect("time").to_string(),
+        }))
+        .expect("event")
+    }
+
+    #[test]
+    fn only_fresh_events_count_and_the_latest_wins() {
+        let now = jiff::Timestamp::from_second(1_000).expect("time");
+        let fresh = 1_000 - EVENT_FRESH_SECONDS;
+        let cases: Vec<(Vec<CoreEvent>, Option<&str>)> = vec![
+            (vec![], None),
+            (vec![event("old", fresh - 1)], None),
+            (vec![event("edge", fresh)], Some("edge")),
+            (
+                vec![event("a", 990), event("b", 995), event("c", 900)],
+                Some("b"),
+            ),
+        ];
+        for (events, want) in cases {
+            assert_eq!(latest_note(events.iter(), now).as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn secret_versions_name_each_secret() {
+        assert_eq!(
+            secret_versions(&[("db", Some("12".into())), ("license", Some("7".into()))]),
+            "db=12,license=7"
+        );
+        assert_eq!(secret_versions(&[("db", None)]), "db=");
+    }
+
     #[test]
     fn database_secret_keys() {
         let cases: &[(&[&str], Option<&str>)] = &[
