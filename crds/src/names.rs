@@ -29,6 +29,13 @@ pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
 /// database is down for everyone); a new holder waits for it to go.
 pub const ANNOTATION_FAILSAFE: &str = "joc-ha.dev/failsafe";
 
+/// Pod-template annotation with the resourceVersions of the Secrets the
+/// pods read at start (database, its CA, license), e.g. `db=812,license=77`:
+/// a changed Secret changes the template, so the operator rolls the pods
+/// (JOC reads its password from the environment only at start). Versions,
+/// not a hash of the data: nothing derived from a credential is in the pod.
+pub const ANNOTATION_SECRET_VERSIONS: &str = "joc-ha.dev/secret-versions";
+
 /// Annotation on a JocCluster asking for a switch-over to a pod, or to `any`.
 pub const ANNOTATION_SWITCHOVER_TO: &str = "joc-ha.dev/switchover-to";
 /// Value of [`ANNOTATION_SWITCHOVER_TO`] meaning "the best ready standby".
@@ -100,7 +107,38 @@ pub mod reason {
     pub const JOC_FENCED: &str = "JocFenced";
     /// js7: the sidecar could not fence its pod's JOC JVM.
     pub const JOC_FENCE_FAILED: &str = "JocFenceFailed";
+    /// Degraded: an object of a name the cluster needs exists and belongs
+    /// to another controller (or none); the operator leaves it alone.
+    pub const NAME_CONFLICT: &str = "NameConflict";
+    /// Degraded: members are running but none has been active for longer
+    /// than the grace period.
+    pub const NO_ACTIVE_MEMBER: &str = "NoActiveMember";
+    /// Degraded: a StatefulSet of the cluster cannot create its pods
+    /// (its `FailedCreate` Event: a quota, an admission policy, ...).
+    pub const POD_CREATE_FAILED: &str = "PodCreateFailed";
+    /// Degraded: the sidecars cannot log in to the database.
+    pub const DATABASE_LOGIN_FAILED: &str = "DatabaseLoginFailed";
+    /// Degraded (js7): the database belongs to another JocCluster (JOC
+    /// keeps one cluster per database); this cluster's sidecars do not join.
+    pub const DATABASE_IN_USE: &str = "DatabaseInUse";
+    /// Degraded/Available: nothing wrong found.
+    pub const AS_EXPECTED: &str = "AsExpected";
 }
+
+/// The longest JocCluster name whose every derived name and label value
+/// fits Kubernetes' limits. The tightest is the API servers' StatefulSet
+/// `<name>-api`: the StatefulSet controller labels its pods
+/// `controller-revision-hash=<name>-api-<hash>` (hash: up to 10 characters,
+/// a 32-bit number in decimal), and a label value has at most 63 characters:
+/// 63 - 4 - 11 = 48. Checked against every derived name in the tests below;
+/// the CRD refuses longer names (`x-kubernetes-validations` on the root).
+pub const MAX_CLUSTER_NAME_LEN: usize = 48;
+
+/// Longest hash the StatefulSet controller appends to a revision name.
+pub const REVISION_HASH_MAX_LEN: usize = 10;
+
+/// A JocCluster's name must be a DNS-1035 label because it names Services.
+pub const CLUSTER_NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
 
 /// Service routing to the active member only.
 pub fn active_service_name(cluster: &str) -> String {
@@ -294,4 +332,52 @@ pub mod pod {
     pub const LOG_VOLUME: &str = "logs";
     pub const HTTP_PORT_NAME: &str = "http";
     pub const HTTPS_PORT_NAME: &str = "https";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every object name and label value derived from a cluster name, with
+    /// its limit: DNS-1035 labels (Services) and label values have 63
+    /// characters, pod names become host names (63), the rest are DNS
+    /// subdomains (253).
+    fn derived(name: &str) -> Vec<(String, usize)> {
+        let max_member = format!("{}-{}", members_statefulset_name(name), 8);
+        let max_api = format!("{}-{}", api_server_statefulset_name(name), 19);
+        let revision = |sts: String| format!("{sts}-{}", "9".repeat(REVISION_HASH_MAX_LEN));
+        vec![
+            (active_service_name(name), 63),
+            (members_service_name(name), 63),
+            (api_service_name(name), 63),
+            (headless_service_name(name), 63),
+            (members_statefulset_name(name), 63),
+            (api_server_statefulset_name(name), 63),
+            (legacy_joc_config_map_name(name), 253),
+            (sidecar_service_account_name(name), 253),
+            // Pod names (host names) and the pod-name label.
+            (max_member, 63),
+            (max_api, 63),
+            // The controller-revision-hash label of each StatefulSet's pods.
+            (revision(members_statefulset_name(name)), 63),
+            (revision(api_server_statefulset_name(name)), 63),
+            // The cluster and instance labels.
+            (name.to_owned(), 63),
+        ]
+    }
+
+    #[test]
+    fn the_longest_allowed_name_fits_every_derived_name() {
+        let longest = "a".repeat(MAX_CLUSTER_NAME_LEN);
+        for (derived, limit) in derived(&longest) {
+            assert!(
+                derived.len() <= limit,
+                "{derived}: {} > {limit}",
+                derived.len()
+            );
+        }
+        // And one more character does not: the bound is tight.
+        let longer = "a".repeat(MAX_CLUSTER_NAME_LEN + 1);
+        assert!(derived(&longer).iter().any(|(d, limit)| d.len() > *limit));
+    }
 }

@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
     plural = "jocclusters",
     shortname = "joc",
     namespaced,
+    // The bound and pattern are MAX_CLUSTER_NAME_LEN and CLUSTER_NAME_PATTERN
+    // of names.rs (a test checks they agree).
+    validation = Rule::new("size(self.metadata.name) <= 48").message("metadata.name must be at most 48 characters: the API servers' StatefulSet <name>-api labels its pods controller-revision-hash=<name>-api-<hash of up to 10 characters>, and a label value has at most 63 characters"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, ending with a letter or digit; no '.'): it names the cluster's Services"),
     status = "JocClusterStatus",
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeMember","description":"The member the Service routes to"}"#,
     printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.memberSummary","description":"Ready members / desired members"}"#,
@@ -678,6 +682,31 @@ pub enum SwitchoverResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_crds_name_rules_use_the_bound_of_names_rs() {
+        use crate::names::{CLUSTER_NAME_PATTERN, MAX_CLUSTER_NAME_LEN};
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(JocCluster::crd()).expect("crd");
+        let rules =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"];
+        let rules: Vec<&str> = rules
+            .as_array()
+            .expect("root rules")
+            .iter()
+            .filter_map(|r| r["rule"].as_str())
+            .collect();
+        assert!(
+            rules.contains(&format!("size(self.metadata.name) <= {MAX_CLUSTER_NAME_LEN}").as_str()),
+            "{rules:?}"
+        );
+        assert!(
+            rules.contains(
+                &format!("self.metadata.name.matches('{CLUSTER_NAME_PATTERN}')").as_str()
+            ),
+            "{rules:?}"
+        );
+    }
 
     #[test]
     fn durations_in_the_formats_the_crd_admits() {

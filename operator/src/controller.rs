@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
-    ANNOTATION_SWITCHOVER_TO, COMPONENT_MEMBER, FIELD_MANAGER_OPERATOR, LABEL_CLUSTER,
-    LABEL_COMPONENT, active_service_name, license_key, members_statefulset_name, pod as pod_names,
-    reason, secret_key,
+    ANNOTATION_SWITCHOVER_TO, COMPONENT_API_SERVER, COMPONENT_MEMBER, FIELD_MANAGER_OPERATOR,
+    LABEL_CLUSTER, LABEL_COMPONENT, active_service_name, api_server_statefulset_name, condition,
+    license_key, members_statefulset_name, pod as pod_names, reason, secret_key,
 };
 use joc_ha_crds::v1alpha1::WorkloadMode;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,7 +26,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::apply::apply_all;
-use crate::build::{BuildContext, desired};
+use crate::build::{BuildContext, desired, stamp_secret_versions};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rollout;
@@ -103,26 +103,33 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
     let reference = cluster.object_ref(&());
 
     // Read and validate: problems stop the rollout and show in status.
-    let problems = validate(&ctx.client, &cluster, &namespace).await?;
+    let (mut problems, secret_versions) = validate(&ctx.client, &cluster, &namespace).await?;
+    let mut action = "Validate";
     if problems.is_empty() {
-        // Build and apply.
-        let desired = desired(&cluster, &ctx.build)?;
-        apply_all(&ctx.client, &cluster, &desired).await?;
-    } else {
-        for problem in &problems {
-            recorder
-                .publish(
-                    &Event {
-                        type_: EventType::Warning,
-                        reason: problem.reason.to_owned(),
-                        note: Some(problem.message.clone()),
-                        action: "Validate".to_owned(),
-                        secondary: None,
-                    },
-                    &reference,
-                )
-                .await?;
-        }
+        // Build and apply; a name another controller owns stops it.
+        let mut desired = desired(&cluster, &ctx.build)?;
+        stamp_secret_versions(&mut desired, &secret_versions);
+        let conflicts = apply_all(&ctx.client, &cluster, &desired).await?;
+        action = "Apply";
+        problems.extend(conflicts.iter().map(|c| Problem {
+            reason: reason::NAME_CONFLICT,
+            message: c.message(&cluster.name_any()),
+        }));
+    }
+    for problem in &problems {
+        warn!(cluster = %cluster.name_any(), namespace, reason = problem.reason, "{}", problem.message);
+        recorder
+            .publish(
+                &Event {
+                    type_: EventType::Warning,
+                    reason: problem.reason.to_owned(),
+                    note: Some(problem.message.clone()),
+                    action: action.to_owned(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await?;
     }
 
     // Roll out a changed pod template: standbys first, the active last.
@@ -167,8 +174,16 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
 
     // A missing Secret cannot be watched without reading every Secret, so
     // look again soon; otherwise the watches bring us back.
+    let available = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition::AVAILABLE && c.status == "True");
     Ok(if observed.rolling_out {
         Action::requeue(Duration::from_secs(2))
+    } else if !available {
+        // Degraded turns on with time (the grace period), and fresh Events
+        // age out: look again without waiting for a watch.
+        Action::requeue(Duration::from_secs(15))
     } else if problems.is_empty() {
         Action::requeue(Duration::from_secs(300))
     } else {
@@ -179,12 +194,20 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
 /// Checks what the API server's schema cannot: that the Secrets the spec
 /// names exist with the keys they need (the database Secret a URL or all
 /// the parts; the license Secret `js7-license.jar` and a key file; the CA
-/// Secret `ca.crt`). Reads key names only, never the values.
-async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Result<Vec<Problem>> {
+/// Secret `ca.crt`). Reads key names only, never the values. Also returns
+/// the Secrets' versions for [`stamp_secret_versions`].
+async fn validate(
+    client: &Client,
+    cluster: &JocCluster,
+    namespace: &str,
+) -> Result<(Vec<Problem>, String)> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut problems = Vec::new();
+    let mut versions = Vec::new();
     let secret_name = &cluster.spec.database.secret_ref.name;
-    match secret_keys(&secrets, secret_name).await? {
+    let database = secrets.get_opt(secret_name).await?;
+    versions.push(("db", database.as_ref().and_then(|s| s.resource_version())));
+    match database.as_ref().map(secret_key_names) {
         None => problems.push(Problem {
             reason: reason::SECRET_MISSING,
             message: Error::SecretMissing {
@@ -213,7 +236,9 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
         .as_ref()
         .and_then(|t| t.ca_secret_ref.as_ref())
     {
-        let keys = secret_keys(&secrets, &ca.name).await?;
+        let secret = secrets.get_opt(&ca.name).await?;
+        versions.push(("ca", secret.as_ref().and_then(|s| s.resource_version())));
+        let keys = secret.as_ref().map(secret_key_names);
         if !keys.is_some_and(|k| k.iter().any(|k| k == pod_names::DATABASE_CA_KEY)) {
             problems.push(Problem {
                 reason: reason::SECRET_MISSING,
@@ -227,7 +252,12 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
     }
     if let (Some(license), WorkloadMode::Js7) = (&cluster.spec.license, cluster.spec.workload.mode)
     {
-        let keys = secret_keys(&secrets, &license.secret_ref.name).await?;
+        let secret = secrets.get_opt(&license.secret_ref.name).await?;
+        versions.push((
+            "license",
+            secret.as_ref().and_then(|s| s.resource_version()),
+        ));
+        let keys = secret.as_ref().map(secret_key_names);
         if let Some(problem) = license_problem(keys.as_deref()) {
             problems.push(Problem {
                 reason: reason::LICENSE_SECRET_MISSING,
@@ -240,19 +270,27 @@ async fn validate(client: &Client, cluster: &JocCluster, namespace: &str) -> Res
             });
         }
     }
-    Ok(problems)
+    Ok((problems, secret_versions(&versions)))
 }
 
-/// The key names of a Secret, `None` when it does not exist.
-async fn secret_keys(secrets: &Api<Secret>, name: &str) -> Result<Option<Vec<String>>> {
-    Ok(secrets.get_opt(name).await?.map(|secret| {
-        secret
-            .data
-            .iter()
-            .flat_map(|d| d.keys().cloned())
-            .chain(secret.string_data.iter().flat_map(|d| d.keys().cloned()))
-            .collect()
-    }))
+/// `db=812,license=77`: the value of the pod templates' Secret-versions
+/// annotation (a missing Secret is a problem, so it never gets there).
+fn secret_versions(versions: &[(&str, Option<String>)]) -> String {
+    versions
+        .iter()
+        .map(|(what, version)| format!("{what}={}", version.as_deref().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The key names of a Secret.
+fn secret_key_names(secret: &Secret) -> Vec<String> {
+    secret
+        .data
+        .iter()
+        .flat_map(|d| d.keys().cloned())
+        .chain(secret.string_data.iter().flat_map(|d| d.keys().cloned()))
+        .collect()
 }
 
 /// What the database Secret lacks: `None` when it has `url` or every part.
@@ -383,11 +421,87 @@ async fn observe(client: &Client, cluster: &JocCluster, namespace: &str) -> Resu
         .collect();
     active_endpoints.sort();
     active_endpoints.dedup();
+
+    let count = |component: &str| {
+        pods.iter()
+            .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(component))
+            .count()
+    };
+    let missing_pods = count(COMPONENT_MEMBER) < usize::try_from(cluster.spec.members).unwrap_or(0)
+        || count(COMPONENT_API_SERVER) < usize::try_from(cluster.spec.api_servers).unwrap_or(0);
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
+    let now = jiff::Timestamp::now();
+    let pod_create_failure = if missing_pods {
+        let failed = events
+            .list(
+                &ListParams::default()
+                    .fields("involvedObject.kind=StatefulSet,reason=FailedCreate"),
+            )
+            .await?
+            .items;
+        let ours = [
+            members_statefulset_name(&name),
+            api_server_statefulset_name(&name),
+        ];
+        latest_note(
+            failed.iter().filter(|e| {
+                e.involved_object
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| ours.contains(n))
+            }),
+            now,
+        )
+    } else {
+        None
+    };
+    let mut sidecar_reports = Vec::new();
+    for why in [reason::DATABASE_LOGIN_FAILED, reason::DATABASE_IN_USE] {
+        let reported = events
+            .list(&ListParams::default().fields(&format!(
+                "involvedObject.kind=JocCluster,involvedObject.name={name},reason={why}"
+            )))
+            .await?
+            .items;
+        sidecar_reports.push(latest_note(reported.iter(), now));
+    }
+    let database_in_use = sidecar_reports.pop().flatten();
+    let database_login_failure = sidecar_reports.pop().flatten();
     Ok(Observed {
         pods,
         active_endpoints,
         rolling_out: false,
+        pod_create_failure,
+        database_login_failure,
+        database_in_use,
     })
+}
+
+/// How long an Event counts as the current state: the sidecars repeat
+/// theirs at every failed attempt, the StatefulSet controller at every
+/// retry (its back-off stays below this).
+const EVENT_FRESH_SECONDS: i64 = 120;
+
+/// The note of the latest of `events` seen within [`EVENT_FRESH_SECONDS`].
+fn latest_note<'a>(
+    events: impl Iterator<Item = &'a CoreEvent>,
+    now: jiff::Timestamp,
+) -> Option<String> {
+    events
+        .filter_map(|e| Some((event_last_seen(e)?, e.message.clone()?)))
+        .filter(|(seen, _)| now.as_second() - seen.as_second() <= EVENT_FRESH_SECONDS)
+        .max_by_key(|(seen, _)| *seen)
+        .map(|(_, message)| message)
+}
+
+/// When an Event was last seen, whichever API wrote it.
+fn event_last_seen(event: &CoreEvent) -> Option<jiff::Timestamp> {
+    event
+        .series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
+        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| event.event_time.as_ref().map(|t| t.0))
 }
 
 #[cfg(test)]
@@ -396,6 +510,43 @@ mod tests {
 
     fn keys(names: &[&str]) -> Vec<String> {
         names.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    fn event(message: &str, last_seen: i64) -> CoreEvent {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": message},
+            "involvedObject": {},
+            "message": message,
+            "lastTimestamp": jiff::Timestamp::from_second(last_seen).expect("time").to_string(),
+        }))
+        .expect("event")
+    }
+
+    #[test]
+    fn only_fresh_events_count_and_the_latest_wins() {
+        let now = jiff::Timestamp::from_second(1_000).expect("time");
+        let fresh = 1_000 - EVENT_FRESH_SECONDS;
+        let cases: Vec<(Vec<CoreEvent>, Option<&str>)> = vec![
+            (vec![], None),
+            (vec![event("old", fresh - 1)], None),
+            (vec![event("edge", fresh)], Some("edge")),
+            (
+                vec![event("a", 990), event("b", 995), event("c", 900)],
+                Some("b"),
+            ),
+        ];
+        for (events, want) in cases {
+            assert_eq!(latest_note(events.iter(), now).as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn secret_versions_name_each_secret() {
+        assert_eq!(
+            secret_versions(&[("db", Some("12".into())), ("license", Some("7".into()))]),
+            "db=12,license=7"
+        );
+        assert_eq!(secret_versions(&[("db", None)]), "db=");
     }
 
     #[test]

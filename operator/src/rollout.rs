@@ -46,6 +46,20 @@ pub fn next_step(
     if outdated.is_empty() {
         return Step::Done;
     }
+    let is_active = |p: &Pod| p.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_ACTIVE);
+    // No member is active or Ready (e.g. none can log in to the database):
+    // nothing to keep, and waiting for Ready pods would wait for ever.
+    // Replace the outdated members one after another without waiting. (A
+    // moment without an active label during a fail-over has Ready pods.)
+    if !members.iter().any(|p| is_active(p) || is_pod_ready(p)) {
+        return match outdated
+            .iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            Some(pod) => Step::Replace(pod.name_any()),
+            None => Step::Wait("outdated members are stopping".to_owned()),
+        };
+    }
     if let Some(busy) = members
         .iter()
         .find(|p| p.metadata.deletion_timestamp.is_some() || !is_pod_ready(p))
@@ -55,7 +69,6 @@ pub fn next_step(
     if (members.len() as i32) < desired {
         return Step::Wait("waiting for every member to exist".to_owned());
     }
-    let is_active = |p: &Pod| p.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_ACTIVE);
     let mut standbys: Vec<&&Pod> = outdated.iter().filter(|p| !is_active(p)).collect();
     standbys.sort_by_key(|p| p.name_any());
     if let Some(standby) = standbys.first() {
@@ -82,6 +95,50 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
         }))
         .expect("pod")
+    }
+
+    #[test]
+    fn without_an_active_member_outdated_pods_are_replaced_without_waiting() {
+        let stuck = [
+            pod("joc-0", "r1", "standby", false),
+            pod("joc-1", "r1", "standby", false),
+        ];
+        assert_eq!(
+            next_step(&stuck, Some("r2"), 2, false),
+            Step::Replace("joc-0".into())
+        );
+        let mut deleting = pod("joc-0", "r1", "standby", false);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let one_deleting = [deleting.clone(), pod("joc-1", "r1", "standby", false)];
+        assert_eq!(
+            next_step(&one_deleting, Some("r2"), 2, false),
+            Step::Replace("joc-1".into())
+        );
+        let second = [deleting, pod("joc-1", "r2", "standby", false)];
+        assert!(matches!(
+            next_step(&second, Some("r2"), 2, false),
+            Step::Wait(_)
+        ));
+        // A fail-over under way (no active label, Ready pods): wait.
+        let failing_over = [
+            pod("joc-0", "r1", "standby", true),
+            pod("joc-1", "r1", "standby", false),
+        ];
+        assert!(matches!(
+            next_step(&failing_over, Some("r2"), 2, false),
+            Step::Wait(_)
+        ));
+        // With an active member, a not-Ready pod still makes the rollout wait.
+        let active = [
+            pod("joc-0", "r1", "active", true),
+            pod("joc-1", "r1", "standby", false),
+        ];
+        assert!(matches!(
+            next_step(&active, Some("r2"), 2, false),
+            Step::Wait(_)
+        ));
     }
 
     #[test]

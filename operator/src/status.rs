@@ -25,6 +25,77 @@ pub struct Observed {
     pub active_endpoints: Vec<String>,
     /// A rollout is under way (pods of an older revision remain).
     pub rolling_out: bool,
+    /// Why a StatefulSet of the cluster cannot create its pods (the note of
+    /// its latest `FailedCreate` Event), while pods are missing.
+    pub pod_create_failure: Option<String>,
+    /// A sidecar's latest report that the database refused its login.
+    pub database_login_failure: Option<String>,
+    /// js7: a sidecar's latest report that the database belongs to another
+    /// JocCluster.
+    pub database_in_use: Option<String>,
+}
+
+/// How long a cluster with member pods may have no single active endpoint
+/// before it is Degraded: longer than a fail-over (lease TTL plus JOC's
+/// switch) and than JOC's start, so that neither degrades a healthy cluster.
+pub const NO_ACTIVE_MEMBER_GRACE_SECONDS: i64 = 180;
+
+/// The facts the `Degraded` condition is decided from.
+#[derive(Debug, Clone, Copy)]
+pub struct DegradedFacts<'a> {
+    pub problems: &'a [Problem],
+    pub pod_create_failure: Option<&'a str>,
+    pub database_login_failure: Option<&'a str>,
+    pub database_in_use: Option<&'a str>,
+    /// Member pods that exist.
+    pub member_pods: usize,
+    /// Seconds since the Service last had exactly one endpoint (or since
+    /// the status first said it had none); `None` while it has one.
+    pub unavailable_for_seconds: Option<i64>,
+}
+
+/// Pure: why the cluster is Degraded, `None` when nothing is wrong. The
+/// first that applies wins: bad input and name conflicts (nothing is
+/// applied until they are fixed), pods that cannot be created, a database
+/// that refuses the login, and no active member past the grace period.
+pub fn degraded_reason(facts: &DegradedFacts) -> Option<(&'static str, String)> {
+    if let Some(problem) = facts.problems.first() {
+        return Some((problem.reason, problem.message.clone()));
+    }
+    if let Some(why) = facts.pod_create_failure {
+        return Some((
+            reason::POD_CREATE_FAILED,
+            format!("the StatefulSet cannot create pods: {why}"),
+        ));
+    }
+    // A refusal reported while some member is active is past (the Event
+    // stays fresh for a while after the Secret was fixed).
+    if let Some(why) = facts.database_login_failure
+        && facts.unavailable_for_seconds.is_some()
+    {
+        return Some((
+            reason::DATABASE_LOGIN_FAILED,
+            format!(
+                "the sidecars cannot log in to the database: {why}. Fix the user or password in the database Secret (spec.database.secretRef); the pods then restart with it"
+            ),
+        ));
+    }
+    if let Some(why) = facts.database_in_use
+        && facts.unavailable_for_seconds.is_some()
+    {
+        return Some((reason::DATABASE_IN_USE, why.to_owned()));
+    }
+    match facts.unavailable_for_seconds {
+        Some(seconds) if facts.member_pods > 0 && seconds > NO_ACTIVE_MEMBER_GRACE_SECONDS => {
+            Some((
+                reason::NO_ACTIVE_MEMBER,
+                format!(
+                    "no single active member for {seconds} s (more than {NO_ACTIVE_MEMBER_GRACE_SECONDS} s): see the Available condition, the members' sidecar logs and Events"
+                ),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// A problem that needs a person; it makes the cluster Degraded.
@@ -95,7 +166,10 @@ pub fn compute_status(
 
     let desired_members = cluster.spec.members;
     let desired_api = cluster.spec.api_servers;
-    let available = observed.active_endpoints.len() == 1;
+    // With a name conflict the Service `<name>` may be another cluster's:
+    // its endpoints say nothing about this one.
+    let conflict = problems.iter().any(|p| p.reason == reason::NAME_CONFLICT);
+    let available = observed.active_endpoints.len() == 1 && !conflict;
     let all_ready = ready_members == desired_members && ready_api_servers == desired_api;
 
     let set = |type_: &str, ok: bool, reason: &str, message: String| {
@@ -117,6 +191,10 @@ pub fn compute_status(
     };
 
     let available_message = match observed.active_endpoints.as_slice() {
+        _ if conflict => {
+            "the Service of this cluster's name is not this cluster's: see the Degraded condition"
+                .to_owned()
+        }
         [one] => format!("the Service routes to the active member {one}"),
         [] => "no active member: the Service has no endpoint; see the sidecar logs and Events"
             .to_owned(),
@@ -126,7 +204,22 @@ pub fn compute_status(
             many.join(", ")
         ),
     };
-    let degraded = problems.first();
+    let unavailable_for_seconds = (!available).then(|| {
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::AVAILABLE && c.status == "False")
+            .map_or(now.0, |c| c.last_transition_time.0);
+        now.0.as_second() - since.as_second()
+    });
+    let degraded = degraded_reason(&DegradedFacts {
+        problems,
+        pod_create_failure: observed.pod_create_failure.as_deref(),
+        database_login_failure: observed.database_login_failure.as_deref(),
+        database_in_use: observed.database_in_use.as_deref(),
+        member_pods: members.len(),
+        unavailable_for_seconds,
+    });
     let mut conditions = vec![
         set(
             condition::READY,
@@ -164,8 +257,10 @@ pub fn compute_status(
         set(
             condition::DEGRADED,
             degraded.is_some(),
-            degraded.map_or("AsExpected", |p| p.reason),
-            degraded.map_or_else(|| "no problem found".to_owned(), |p| p.message.clone()),
+            degraded.as_ref().map_or(reason::AS_EXPECTED, |d| d.0),
+            degraded
+                .as_ref()
+                .map_or_else(|| "no problem found".to_owned(), |d| d.1.clone()),
         ),
     ];
     if cluster.spec.workload.mode == WorkloadMode::Js7 {
@@ -430,7 +525,7 @@ mod tests {
                 pod("joc-api-a", "api-server", None, true),
             ],
             active_endpoints: vec!["joc-0".into()],
-            rolling_out: false,
+            ..Default::default()
         };
         let status = compute_status(&cluster(3, 1), &observed, &[], now());
         assert_eq!(status.phase, Some(Phase::Running));
@@ -461,7 +556,7 @@ mod tests {
                 pod("joc-1", "member", Some("active"), true),
             ],
             active_endpoints: vec!["joc-0".into(), "joc-1".into()],
-            rolling_out: false,
+            ..Default::default()
         };
         let status = compute_status(&cluster(2, 0), &observed, &[], now());
         assert_eq!(status.active_member, None);
@@ -490,6 +585,158 @@ mod tests {
         assert_eq!(degraded.status, "True");
         assert_eq!(degraded.reason, "SecretMissing");
         assert_eq!(degraded.message, "Secret db not found");
+    }
+
+    #[test]
+    fn degraded_is_decided_from_the_facts() {
+        let missing = [Problem {
+            reason: reason::SECRET_MISSING,
+            message: "Secret db not found".into(),
+        }];
+        let healthy = DegradedFacts {
+            problems: &[],
+            pod_create_failure: None,
+            database_login_failure: None,
+            database_in_use: None,
+            member_pods: 2,
+            unavailable_for_seconds: None,
+        };
+        let grace = NO_ACTIVE_MEMBER_GRACE_SECONDS;
+        // (what, facts, reason or None)
+        let cases: Vec<(&str, DegradedFacts, Option<&str>)> = vec![
+            ("healthy", healthy, None),
+            (
+                "a problem",
+                DegradedFacts {
+                    problems: &missing,
+                    ..healthy
+                },
+                Some(reason::SECRET_MISSING),
+            ),
+            (
+                "a problem wins over the rest",
+                DegradedFacts {
+                    problems: &missing,
+                    pod_create_failure: Some("quota"),
+                    unavailable_for_seconds: Some(grace + 1),
+                    ..healthy
+                },
+                Some(reason::SECRET_MISSING),
+            ),
+            (
+                "pods cannot be created",
+                DegradedFacts {
+                    pod_create_failure: Some("quota"),
+                    member_pods: 0,
+                    ..healthy
+                },
+                Some(reason::POD_CREATE_FAILED),
+            ),
+            (
+                "the database refuses the login",
+                DegradedFacts {
+                    database_login_failure: Some("bad password"),
+                    unavailable_for_seconds: Some(1),
+                    ..healthy
+                },
+                Some(reason::DATABASE_LOGIN_FAILED),
+            ),
+            (
+                "the database belongs to another cluster",
+                DegradedFacts {
+                    database_in_use: Some("belongs to JocCluster a/joc"),
+                    unavailable_for_seconds: Some(1),
+                    ..healthy
+                },
+                Some(reason::DATABASE_IN_USE),
+            ),
+            (
+                "a refusal while a member is active is past",
+                DegradedFacts {
+                    database_login_failure: Some("bad password"),
+                    ..healthy
+                },
+                None,
+            ),
+            (
+                "no active member within the grace",
+                DegradedFacts {
+                    unavailable_for_seconds: Some(grace),
+                    ..healthy
+                },
+                None,
+            ),
+            (
+                "no active member past the grace",
+                DegradedFacts {
+                    unavailable_for_seconds: Some(grace + 1),
+                    ..healthy
+                },
+                Some(reason::NO_ACTIVE_MEMBER),
+            ),
+            (
+                "no member pods: nothing to be active yet",
+                DegradedFacts {
+                    unavailable_for_seconds: Some(grace + 1),
+                    member_pods: 0,
+                    ..healthy
+                },
+                None,
+            ),
+        ];
+        for (what, facts, want) in cases {
+            let got = degraded_reason(&facts);
+            assert_eq!(got.as_ref().map(|d| d.0), want, "{what}");
+            if let Some((_, message)) = got {
+                assert_ne!(message, "no problem found", "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_active_member_past_the_grace_degrades_the_status() {
+        let mut c = cluster(2, 0);
+        let observed = Observed {
+            pods: vec![
+                pod("joc-0", "member", Some("standby"), true),
+                pod("joc-1", "member", Some("standby"), true),
+            ],
+            ..Default::default()
+        };
+        let first = compute_status(&c, &observed, &[], now());
+        let degraded = find(&first, "Degraded").expect("Degraded");
+        assert_eq!(degraded.status, "False", "within the grace: {degraded:?}");
+        c.status = Some(first);
+        let later =
+            Time(jiff::Timestamp::from_second(NO_ACTIVE_MEMBER_GRACE_SECONDS + 1).expect("time"));
+        let status = compute_status(&c, &observed, &[], later);
+        let degraded = find(&status, "Degraded").expect("Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", reason::NO_ACTIVE_MEMBER)
+        );
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn a_name_conflict_is_not_available_whatever_the_service_routes_to() {
+        let observed = Observed {
+            active_endpoints: vec!["joc-0".into()],
+            ..Default::default()
+        };
+        let conflict = Problem {
+            reason: reason::NAME_CONFLICT,
+            message: "Service joc-members already exists and belongs to JocCluster joc".into(),
+        };
+        let status = compute_status(&cluster(2, 0), &observed, &[conflict], now());
+        let available = find(&status, "Available").expect("Available");
+        assert_eq!(available.status, "False");
+        let degraded = find(&status, "Degraded").expect("Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "NameConflict")
+        );
+        assert_eq!(status.phase, Some(Phase::Degraded));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use joc_ha_crds::JocCluster;
-use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, ROLE_ACTIVE};
+use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, ROLE_ACTIVE, reason};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -26,7 +26,7 @@ use crate::decide::{
 use crate::http::{Health, PrestopRequest};
 use crate::js7::{JocTables, TablesError};
 use crate::kubernetes::{ClusterApi, own_pod_facts, pod_facts, role_label};
-use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, Role};
+use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, LeaseError, Role};
 use crate::metrics::{Metrics, ResultLabel, WhyLabel};
 use crate::role::{RoleReport, write_role_file};
 
@@ -36,6 +36,9 @@ const JOC_WAIT_LOOK: Duration = Duration::from_millis(200);
 
 /// How often bounded waits look again.
 const WAIT_POLL: Duration = Duration::from_millis(20);
+/// How often a refused database login is published again while it lasts
+/// (well within the operator's 120 s freshness of such Events).
+const LOGIN_EVENT_PERIOD: Duration = Duration::from_secs(30);
 
 /// Everything the runner touches.
 pub struct Runner {
@@ -56,6 +59,8 @@ pub struct Runner {
     pub state: State,
     /// The elector's last error, to count each new one once.
     pub last_database_error: Option<String>,
+    /// When this sidecar last published `DatabaseLoginFailed`.
+    pub last_login_event: Option<Instant>,
     /// The last renew latency recorded in the histogram.
     pub last_renew_latency: Option<Duration>,
 }
@@ -204,6 +209,29 @@ impl Runner {
             self.metrics.database_errors.inc();
         }
         self.last_database_error = error;
+        // The operator shows a refused login, or a database that belongs to
+        // another cluster, as Degraded while the Event is fresh (its series
+        // is renewed here every 30 s while it lasts).
+        let refusal = match &status.last_error {
+            Some(e @ LeaseError::LoginRefused { .. }) => Some((reason::DATABASE_LOGIN_FAILED, e)),
+            Some(e @ LeaseError::DatabaseInUse { .. }) => Some((reason::DATABASE_IN_USE, e)),
+            _ => None,
+        };
+        if let Some((why, refused)) = refusal
+            && self
+                .last_login_event
+                .is_none_or(|t| t.elapsed() >= LOGIN_EVENT_PERIOD)
+            && let Some(cluster) = self.clusters.state().into_iter().next()
+        {
+            self.last_login_event = Some(Instant::now());
+            let api = self.api.clone();
+            let note = refused.to_string();
+            tokio::spawn(async move {
+                if let Err(error) = api.event(&cluster, true, why, note).await {
+                    warn!(%error, "cannot publish an Event");
+                }
+            });
+        }
     }
 
     /// Tells the cockpit: role file, `GET /role`, role-change command.

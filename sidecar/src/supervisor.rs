@@ -84,6 +84,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     lease.renew_interval = config.renew_interval;
     // js7: a member is ready for the lease only once its JOC heartbeats.
     lease.ready = config.joc.is_none();
+    // js7: JOC's tables are database-wide, one JocCluster per database.
+    lease.exclusive = config.joc.is_some();
     let lease_validity = lease.validity();
     let joc = match &config.joc {
         Some(settings) => {
@@ -141,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         joc_tables: joc,
         state,
         last_database_error: None,
+        last_login_event: None,
         last_renew_latency: None,
     };
     runner.publish(standby);

@@ -1234,10 +1234,6 @@ fn example_files() -> anyhow::Result<Vec<std::path::PathBuf>> {
 
 #[tokio::test]
 async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> anyhow::Result<()> {
-    let postgres =
-        joc_ha_tests::db::TestDb::start_private(joc_ha_tests::db::Backend::Postgres).await?;
-    let mariadb =
-        joc_ha_tests::db::TestDb::start_private(joc_ha_tests::db::Backend::MariaDb).await?;
     let plane = ControlPlane::start().await?;
     let periods = tempfile::tempdir()?;
     let runner = OperatorAndClusters {
@@ -1254,6 +1250,9 @@ async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> an
 
     let examples = example_files()?;
     let mut recorders = vec![];
+    // Each example is a cluster of its own, with a database of its own: js7
+    // clusters refuse to share one (JOC's tables are database-wide).
+    let mut databases = vec![];
     for example in &examples {
         let stem = example
             .file_stem()
@@ -1262,12 +1261,14 @@ async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> an
         let namespace = format!("ex-{stem}");
         env.plane.create_namespace(&namespace).await?;
         let (name, _, _) = example_cluster(example)?;
-        let db = if stem.contains("mariadb") {
-            &mariadb
+        let backend = if stem.contains("mariadb") {
+            joc_ha_tests::db::Backend::MariaDb
         } else {
-            &postgres
+            joc_ha_tests::db::Backend::Postgres
         };
-        let yaml = with_test_database(example, db)?;
+        let db = joc_ha_tests::db::TestDb::start_private(backend).await?;
+        let yaml = with_test_database(example, &db)?;
+        databases.push(db);
         let recorder =
             joc_ha_tests::stack::EndpointRecorder::start(env.client(), &namespace, &name);
         kubectl_apply(&env.plane, &yaml, &["-n", &namespace]).await?;
@@ -1278,7 +1279,27 @@ async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> an
             .wait_single(None, Duration::from_secs(180))
             .await
             .with_context(|| format!("{namespace}/{name}: {}", env.operator_logs()))?;
-        wait_cluster_ready(env.client(), namespace, name).await?;
+        if let Err(error) = wait_cluster_ready(env.client(), namespace, name).await {
+            let pods: Api<Pod> = Api::namespaced(env.client(), namespace);
+            let mut why = String::new();
+            for pod in pods.list(&ListParams::default()).await?.items {
+                let pod_name = pod.name_any();
+                why.push_str(&format!("\n{pod_name} ready={}", is_ready(&pod)));
+                if !is_ready(&pod) {
+                    for container in ["joc-ha-sidecar", "joc"] {
+                        if let Some(path) =
+                            env.kubelet.container_log(namespace, &pod_name, container)
+                        {
+                            why.push_str(&format!(
+                                "\n--- {container}:\n{}",
+                                joc_ha_tests::process::log_tail(&path, 15)
+                            ));
+                        }
+                    }
+                }
+            }
+            return Err(error.context(why));
+        }
         // The status follows the label at the operator's next reconcile
         // (pods may be Ready before JOC confirms the active member).
         let clusters: Api<JocCluster> = Api::namespaced(env.client(), namespace);

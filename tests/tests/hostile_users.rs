@@ -631,3 +631,235 @@ async fn a_demoted_pod_keeps_no_lease_term() -> anyhow::Result<()> {
     stack.endpoints.assert_never_two();
     Ok(())
 }
+
+/// How fast a fixed database Secret gives one active endpoint again: the
+/// operator looks at the Secret every 15 s while the cluster has no active
+/// member, then replaces the members one after another (each restarts its
+/// sidecar and takes the lease within the lease TTL).
+const SECRET_FIXED: Duration = Duration::from_secs(90);
+
+/// Every log file of the pods (all containers, all restarts) and of the
+/// operator, as (path, text).
+fn all_logs(stack: &Stack, pods: &[String]) -> Vec<(std::path::PathBuf, String)> {
+    let mut files = Vec::new();
+    let mut dirs: Vec<std::path::PathBuf> = pods
+        .iter()
+        .filter_map(|p| stack.kubelet.pod_dir(&stack.options.namespace, p))
+        .map(|d| d.join("logs"))
+        .collect();
+    dirs.push(stack.plane.log_dir());
+    for dir in dirs {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                files.push((entry.path(), text));
+            }
+        }
+    }
+    files
+}
+
+/// Issue 19, case 7: fixing a wrong database password in the Secret changed
+/// nothing until the pods were deleted, and status said "no problem found".
+/// Now the status says the sidecars cannot log in (Degraded
+/// `DatabaseLoginFailed`, with a Warning Event), and once the Secret is
+/// fixed the operator rolls the pods (the pod template carries the Secret's
+/// version) and one member is active again within [`SECRET_FIXED`]. No
+/// password appears in any log.
+#[tokio::test]
+async fn a_fixed_database_secret_takes_effect() -> anyhow::Result<()> {
+    const WRONG: &str = "wrong-password-19";
+    let db = joc_ha_tests::db::TestDb::start_private(Backend::Postgres).await?;
+    let stack = Stack::start(StackOptions {
+        backend: Backend::Postgres,
+        members: 2,
+        workload: WorkloadMode::Generic,
+        database_url: Some(db.url_with_password(WRONG)),
+        ..StackOptions::default()
+    })
+    .await?;
+    let clusters = stack.clusters();
+    let degraded = wait_for_ok(
+        "Degraded=True reason DatabaseLoginFailed",
+        UP,
+        Duration::from_millis(250),
+        || async {
+            let cluster = clusters.get("joc").await.map_err(|e| e.to_string())?;
+            let conditions = cluster.status.map(|s| s.conditions).unwrap_or_default();
+            match conditions.into_iter().find(|c| c.type_ == "Degraded") {
+                Some(c) if c.status == "True" && c.reason == "DatabaseLoginFailed" => Ok(c),
+                other => Err(format!("Degraded {other:?}")),
+            }
+        },
+    )
+    .await?;
+    assert!(
+        degraded.message.contains("cannot log in to the database")
+            && degraded.message.contains("refused the login"),
+        "{}",
+        degraded.message
+    );
+    eprintln!("Degraded: {}", degraded.message);
+    stack
+        .wait_event("DatabaseLoginFailed", "refused the login", UP)
+        .await?;
+    assert!(stack.endpoints.current().is_empty());
+    let first_pods = stack.member_names();
+    let uid_of = |pod: Pod| pod.uid().unwrap_or_default();
+    let mut first_uids = Vec::new();
+    for pod in &first_pods {
+        first_uids.push(uid_of(stack.pods().get(pod).await?));
+    }
+
+    // The fix, as a user would make it.
+    let fixed = std::time::Instant::now();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(stack.client(), &stack.options.namespace);
+    secrets
+        .patch(
+            "joc-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"url": db.url()}})),
+        )
+        .await?;
+    let active = stack.endpoints.wait_single(None, SECRET_FIXED).await?;
+    eprintln!(
+        "one active endpoint ({active}) {:.1?} after the Secret was fixed",
+        fixed.elapsed()
+    );
+    // The pods were replaced (JOC reads the password only at start), not
+    // retried with the old environment.
+    let active_uid = uid_of(stack.pods().get(&active).await?);
+    assert!(
+        !first_uids.contains(&active_uid),
+        "the active pod must be a new one"
+    );
+    wait_for_ok("Degraded=False", UP, Duration::from_millis(250), || async {
+        let cluster = clusters.get("joc").await.map_err(|e| e.to_string())?;
+        let conditions = cluster.status.map(|s| s.conditions).unwrap_or_default();
+        match conditions.into_iter().find(|c| c.type_ == "Degraded") {
+            Some(c) if c.status == "False" => Ok(()),
+            other => Err(format!("Degraded {other:?}")),
+        }
+    })
+    .await?;
+    stack.endpoints.assert_never_two();
+
+    // No password in any log: neither the wrong one nor the right one.
+    let logs = all_logs(&stack, &first_pods);
+    assert!(!logs.is_empty(), "no logs found");
+    for (path, text) in &logs {
+        for secret in [WRONG, joc_ha_tests::db::TEST_PASSWORD] {
+            assert!(
+                !text.contains(secret),
+                "{} contains a password",
+                path.display()
+            );
+        }
+    }
+    eprintln!("{} log files checked for passwords", logs.len());
+    Ok(())
+}
+
+/// Issue 19, case 8: a JocCluster of the same name in another namespace on
+/// the same database ran a second active JOC, every status green, and
+/// deleting it forced a fail-over in the first. Now (js7 mode) the first
+/// cluster owns the database: the second's sidecars refuse to join, its
+/// status says Degraded `DatabaseInUse` naming the first, with a Warning
+/// Event; the first keeps its one active member and lease term, also when
+/// the second is deleted.
+#[tokio::test]
+async fn a_second_cluster_on_the_same_database_is_refused() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        backend: Backend::Postgres,
+        members: 2,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    let active = stack.endpoints.wait_single(None, UP).await?;
+    let term = stack.cluster().await?.status.and_then(|s| s.lease_term);
+
+    // The same cluster, as a user would copy it into another namespace.
+    let other = "other";
+    stack.plane.create_namespace(other).await?;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(stack.client(), other);
+    for (name, data) in [
+        ("joc-db", json!({"url": stack.database_url})),
+        (
+            "joc-license",
+            json!({"js7-license.jar": "stand-in jar", "js7-license.pem": "stand-in key"}),
+        ),
+    ] {
+        let secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
+    let mut copy = stack.cluster().await?;
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some("joc".into()),
+        namespace: Some(other.into()),
+        ..Default::default()
+    };
+    copy.status = None;
+    let copies: kube::Api<joc_ha_crds::JocCluster> = kube::Api::namespaced(stack.client(), other);
+    copies.create(&PostParams::default(), &copy).await?;
+
+    let degraded = wait_for_ok(
+        "other/joc: Degraded=True reason DatabaseInUse",
+        UP,
+        Duration::from_millis(250),
+        || async {
+            let cluster = copies.get("joc").await.map_err(|e| e.to_string())?;
+            let conditions = cluster.status.map(|s| s.conditions).unwrap_or_default();
+            match conditions.into_iter().find(|c| c.type_ == "Degraded") {
+                Some(c) if c.status == "True" && c.reason == "DatabaseInUse" => Ok(c),
+                other => Err(format!("Degraded {other:?}")),
+            }
+        },
+    )
+    .await?;
+    assert!(
+        degraded.message.contains("belongs to JocCluster js7/joc"),
+        "{}",
+        degraded.message
+    );
+    eprintln!("other/joc: {}", degraded.message);
+    let copy_status = copies.get("joc").await?.status.unwrap_or_default();
+    assert_eq!(
+        copy_status.active_member, None,
+        "the refused cluster has no active member"
+    );
+
+    // The first cluster: the same one active member, the same term.
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![active.clone()]
+    );
+    assert_eq!(
+        stack.cluster().await?.status.and_then(|s| s.lease_term),
+        term
+    );
+
+    // Deleting the copy changes nothing in the first cluster.
+    copies
+        .delete("joc", &kube::api::DeleteParams::foreground())
+        .await?;
+    wait_for(
+        "other/joc to be gone",
+        UP,
+        Duration::from_millis(250),
+        || async { matches!(copies.get_opt("joc").await, Ok(None)).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        vec![active]
+    );
+    assert_eq!(
+        stack.cluster().await?.status.and_then(|s| s.lease_term),
+        term
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use joc_ha_sidecar::lease::{
-    Elector, HandOverOutcome, HandOverTarget, LeaseConfig, MemberKind, Role,
+    Elector, ElectorHandle, HandOverOutcome, HandOverTarget, LeaseConfig, MemberKind, Role,
 };
 use joc_ha_tests::db::{Backend, TEST_PASSWORD, TestDb, free_port};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
@@ -803,4 +803,122 @@ async fn mariadb_elector_api_members_and_hand_over() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_elector_api_members_and_hand_over() -> Result<()> {
     elector_api(Backend::Sqlite).await
+}
+
+// ------------------------------------------------- one cluster per database
+
+/// Waits (bounded) until `elector` has sent at least `at_least` statements.
+async fn more_statements(elector: &ElectorHandle, at_least: u64, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while elector.statements() < at_least {
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Rows of `table` with `cluster_id`, read with the test user's URL.
+async fn rows_of(db: &TestDb, table: &str, cluster_id: &str) -> Result<i64> {
+    use sqlx::Connection as _;
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE cluster_id = '{cluster_id}'");
+    let sql = sqlx::AssertSqlSafe(sql);
+    let url = db.url();
+    Ok(match db.backend() {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await?;
+            sqlx::query_scalar(sql).fetch_one(&mut c).await?
+        }
+        Backend::MariaDb => {
+            let mut c = sqlx::MySqlConnection::connect(&url).await?;
+            sqlx::query_scalar(sql).fetch_one(&mut c).await?
+        }
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await?;
+            sqlx::query_scalar(sql).fetch_one(&mut c).await?
+        }
+    })
+}
+
+/// Issue 19, case 8: two JocClusters of the same name in two namespaces on
+/// one database both ran an active JOC (JOC's own tables are database-wide).
+/// Now, in js7 mode (`exclusive`), the first cluster claims the database;
+/// the second's members refuse to join with an error naming the first, and
+/// write no lease or member row; the first keeps its holder and term when
+/// the second stops. A generic-mode cluster on the same database is not
+/// affected.
+async fn one_js7_cluster_per_database(backend: Backend) -> Result<()> {
+    let db = TestDb::start_private(backend).await?;
+    let config = |cluster: &str, member: &str, exclusive: bool| {
+        let mut config = LeaseConfig::new(cluster, member);
+        config.ttl = FAST.ttl();
+        config.renew_interval = Duration::from_millis(FAST.renew_ms);
+        config.exclusive = exclusive;
+        config
+    };
+    let (a, mut a_role) = Elector::start(config("ns-a/joc", "joc-0", true), &db.url())?;
+    let first = wait_role(&mut a_role, "ns-a/joc-0 active", Role::is_active).await?;
+
+    let (b, b_role) = Elector::start(config("ns-b/joc", "joc-0", true), &db.url())?;
+    let mut b_status = b.status();
+    let refusal = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(error) = b_status.borrow_and_update().last_error.clone() {
+                return Ok::<_, anyhow::Error>(error.to_string());
+            }
+            b_status.changed().await.context("elector stopped")?;
+        }
+    })
+    .await
+    .context("timed out waiting for the second cluster's refusal")??;
+    ensure!(
+        refusal.contains("belongs to JocCluster ns-a/joc")
+            && refusal.contains("JocCluster ns-b/joc does not join"),
+        "the refusal names both clusters: {refusal}"
+    );
+    eprintln!("{}: second cluster refused: {refusal}", backend.name());
+    // Two more attempts later: still refused, never active, nothing written.
+    let sent = b.statements();
+    more_statements(&b, sent + 4, "two more attempts by the second cluster").await?;
+    ensure!(
+        !b_role.borrow().is_active(),
+        "the second cluster became active"
+    );
+    for table in ["joc_ha_lease", "joc_ha_member"] {
+        ensure!(
+            rows_of(&db, table, "ns-b/joc").await? == 0,
+            "the refused cluster wrote into {table}"
+        );
+    }
+
+    // A generic-mode cluster on the same database elects as before.
+    let (g, mut g_role) = Elector::start(config("ns-b/generic", "app-0", false), &db.url())?;
+    wait_role(&mut g_role, "the generic cluster active", Role::is_active).await?;
+
+    // Stopping the refused cluster changes nothing for the first.
+    b.shutdown().await;
+    let sent = a.statements();
+    more_statements(&a, sent + 3, "three more renewals by the first cluster").await?;
+    let now = *a_role.borrow();
+    ensure!(
+        now.is_active() && term_of(&now) == term_of(&first),
+        "the first cluster's holder changed: {first:?} -> {now:?}"
+    );
+    g.shutdown().await;
+    a.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_js7_cluster_per_database() -> Result<()> {
+    one_js7_cluster_per_database(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_one_js7_cluster_per_database() -> Result<()> {
+    one_js7_cluster_per_database(Backend::MariaDb).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_one_js7_cluster_per_database() -> Result<()> {
+    one_js7_cluster_per_database(Backend::Sqlite).await
 }

@@ -1086,3 +1086,322 @@ async fn leader_election_hands_over_when_the_leader_is_killed() -> anyhow::Resul
     }
     Ok(())
 }
+
+// ---- Issue 19: names that cannot deploy, names that collide, pods that cannot be created ----
+
+/// A Warning Event about `uid` with `reason`, once it exists.
+async fn warning_event(env: &Env, uid: &str, reason: &str) -> anyhow::Result<Event> {
+    let events: Api<Event> = env.api();
+    wait_for_ok(
+        &format!("a Warning Event {reason}"),
+        TIMEOUT,
+        POLL,
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .ok_or_else(|| "no such Event yet".to_owned())
+        },
+    )
+    .await
+    .with_context(|| env.operator_logs())
+}
+
+/// Degraded=True with `reason`, once the status says so.
+async fn wait_degraded(
+    env: &Env,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<(
+    JocCluster,
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+)> {
+    let clusters: Api<JocCluster> = env.api();
+    wait_for_ok(
+        &format!("{name}: Degraded=True reason {reason}"),
+        TIMEOUT,
+        POLL,
+        || async {
+            let cluster = clusters.get(name).await.map_err(|e| e.to_string())?;
+            match status_condition(&cluster, condition::DEGRADED) {
+                Some(c) if c.status == "True" && c.reason == reason => Ok((cluster, c)),
+                other => Err(format!("Degraded condition {other:?}")),
+            }
+        },
+    )
+    .await
+    .with_context(|| env.operator_logs())
+}
+
+/// Issue 19, case 6: `dot.test` and a 60-character name passed `kubectl
+/// apply`, and a 54-character name deployed objects whose StatefulSet could
+/// not create pods. Now kubectl's answer refuses them with the limit and
+/// why, and the longest allowed name (48) deploys members and API servers.
+#[tokio::test]
+async fn names_that_cannot_deploy_are_refused_and_the_longest_allowed_deploys() -> anyhow::Result<()>
+{
+    let env = Env::start(1).await?;
+    let apply = |name: String| {
+        let yaml = format!(
+            "apiVersion: joc-ha.dev/v1alpha1
+kind: JocCluster
+metadata:
+  name: {name}
+spec:
+  members: 2
+  apiServers: 1
+  image: sosberlin/js7:joc-2-8-1
+  database:
+    type: postgresql
+    secretRef:
+      name: joc-db
+"
+        );
+        let plane = &env.plane;
+        async move {
+            let path = write_yaml(plane, &yaml)?;
+            plane
+                .kubectl(["apply", "-n", NAMESPACE, "-f", &path.to_string_lossy()])
+                .await
+        }
+    };
+    // (name, texts kubectl's answer must contain)
+    let refused: Vec<(String, Vec<&str>)> = vec![
+        ("dot.test".into(), vec!["DNS-1035 label", "no '.'"]),
+        (
+            "a".repeat(49),
+            vec!["at most 48 characters", "controller-revision-hash"],
+        ),
+        ("b".repeat(54), vec!["at most 48 characters"]),
+        ("c".repeat(60), vec!["at most 48 characters"]),
+        ("9lives".into(), vec!["DNS-1035 label"]),
+    ];
+    for (name, texts) in &refused {
+        let output = apply(name.clone()).await?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name} must be refused");
+        for text in texts {
+            assert!(
+                stderr.contains(text),
+                "{name}: kubectl must say {text:?}: {stderr}"
+            );
+        }
+        eprintln!("{name}: refused: {}", stderr.trim());
+    }
+    let clusters: Api<JocCluster> = env.api();
+    assert!(
+        clusters
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "a refused name must store nothing"
+    );
+
+    // The longest allowed name: every object, and its pods get created.
+    let longest = format!("l{}", "o".repeat(46)) + "g";
+    assert_eq!(longest.len(), 48);
+    Api::<Secret>::namespaced(env.client(), NAMESPACE)
+        .create(&PostParams::default(), &db_secret("joc-db")?)
+        .await?;
+    succeeded(
+        "kubectl apply (48 characters)",
+        apply(longest.clone()).await?,
+    )?;
+    let cluster = wait_reconciled(&env, &longest, 2, 1)
+        .await
+        .with_context(|| env.operator_logs())?;
+    let degraded = status_condition(&cluster, condition::DEGRADED).context("no Degraded")?;
+    assert_eq!(degraded.status, "False", "{degraded:?}");
+    let pods: Api<Pod> = env.api();
+    let api_pod = pods.get(&format!("{longest}-api-0")).await?;
+    let hash = api_pod
+        .labels()
+        .get("controller-revision-hash")
+        .context("no controller-revision-hash")?;
+    eprintln!(
+        "{longest}: pods created; longest label value {} characters",
+        hash.len()
+    );
+    assert!(hash.len() <= 63, "{hash}");
+    Ok(())
+}
+
+/// Issue 19, case 2: a JocCluster named `joc-members` beside `joc` took
+/// `joc`'s Service `joc-members` (selector and owner), and deleting it
+/// garbage-collected `joc`'s Service; `-api` and `-headless` alike. Now the
+/// newcomer takes nothing and applies nothing: Degraded/NameConflict, a
+/// Warning Event naming the object and its owner, Available=False; `joc`'s
+/// Services keep selector, owner, ClusterIP and uid, also after the
+/// newcomers are deleted.
+#[tokio::test]
+async fn a_cluster_named_like_anothers_objects_takes_nothing() -> anyhow::Result<()> {
+    let env = Env::start(1).await?;
+    let clusters: Api<JocCluster> = env.api();
+    let secrets: Api<Secret> = env.api();
+    let services: Api<Service> = env.api();
+    let statefulsets: Api<StatefulSet> = env.api();
+    secrets
+        .create(&PostParams::default(), &db_secret("joc-db")?)
+        .await?;
+    let joc = clusters
+        .create(
+            &PostParams::default(),
+            &jocluster("joc", json!({"members": 2, "apiServers": 1}))?,
+        )
+        .await?;
+    let joc_uid = joc.uid().context("no uid")?;
+    wait_reconciled(&env, "joc", 2, 1)
+        .await
+        .with_context(|| env.operator_logs())?;
+    // What must not change: (uid, ClusterIP, selector, controller uid).
+    let fingerprint = |service: &Service| {
+        (
+            service.uid(),
+            service.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
+            service.spec.as_ref().and_then(|s| s.selector.clone()),
+            service
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone()),
+        )
+    };
+    let joc_services = ["joc", "joc-members", "joc-api", "joc-headless"];
+    let mut before = Vec::new();
+    for name in joc_services {
+        let service = services.get(name).await?;
+        assert_eq!(fingerprint(&service).3.as_deref(), Some(joc_uid.as_str()));
+        before.push(fingerprint(&service));
+    }
+    let api_sts_before = statefulsets.get("joc-api").await?.uid();
+
+    // (newcomer, the object of joc's its name collides with)
+    let newcomers = [
+        ("joc-members", "Service joc-members"),
+        ("joc-api", "joc-api"),
+        ("joc-headless", "Service joc-headless"),
+    ];
+    for (newcomer, _) in newcomers {
+        secrets
+            .create(
+                &PostParams::default(),
+                &db_secret(&format!("{newcomer}-db"))?,
+            )
+            .await?;
+        clusters
+            .create(
+                &PostParams::default(),
+                &jocluster(newcomer, json!({"members": 2, "apiServers": 1}))?,
+            )
+            .await?;
+    }
+    for (newcomer, object) in newcomers {
+        let (cluster, degraded) = wait_degraded(&env, newcomer, reason::NAME_CONFLICT).await?;
+        assert!(
+            degraded.message.contains(object)
+                && degraded.message.contains("belongs to JocCluster joc"),
+            "{newcomer}: the condition names the object and its owner: {}",
+            degraded.message
+        );
+        let available = status_condition(&cluster, condition::AVAILABLE).context("no Available")?;
+        assert_eq!(available.status, "False", "{newcomer}: {available:?}");
+        let uid = cluster.uid().context("no uid")?;
+        let event = warning_event(&env, &uid, reason::NAME_CONFLICT).await?;
+        let note = event.note.unwrap_or_default();
+        assert!(
+            note.contains(object) && note.contains("JocCluster joc"),
+            "{note}"
+        );
+        eprintln!("{newcomer}: {note}");
+        // Nothing of the newcomer was applied, not even its own names.
+        assert!(
+            services
+                .get_opt(&format!("{newcomer}-members"))
+                .await?
+                .is_none(),
+            "{newcomer}: nothing may be applied while a name is taken"
+        );
+    }
+    for (name, want) in joc_services.iter().zip(&before) {
+        assert_eq!(
+            &fingerprint(&services.get(name).await?),
+            want,
+            "{name} changed"
+        );
+    }
+
+    // Deleting the newcomers (and waiting until the garbage collector has
+    // handled their dependents: foreground deletion) leaves joc's objects.
+    for (newcomer, _) in newcomers {
+        clusters
+            .delete(newcomer, &DeleteParams::foreground())
+            .await?;
+    }
+    wait_for("the newcomers to be gone", TIMEOUT, POLL, || async {
+        let mut gone = true;
+        for (newcomer, _) in newcomers {
+            gone &= matches!(clusters.get_opt(newcomer).await, Ok(None));
+        }
+        gone.then_some(())
+    })
+    .await?;
+    for (name, want) in joc_services.iter().zip(&before) {
+        assert_eq!(
+            &fingerprint(&services.get(name).await?),
+            want,
+            "{name} changed"
+        );
+    }
+    assert_eq!(statefulsets.get("joc-api").await?.uid(), api_sts_before);
+    let joc = wait_reconciled(&env, "joc", 2, 1).await?;
+    let degraded = status_condition(&joc, condition::DEGRADED).context("no Degraded")?;
+    assert_eq!(degraded.status, "False", "{degraded:?}");
+    env.ensure_operators_running()?;
+    Ok(())
+}
+
+/// Issue 19, Degraded: a StatefulSet that cannot create its pods (here a
+/// pod quota) made no difference to the status ("no problem found"). Now
+/// Degraded says PodCreateFailed with the StatefulSet's reason.
+#[tokio::test]
+async fn pods_that_cannot_be_created_degrade_the_cluster() -> anyhow::Result<()> {
+    let env = Env::start(1).await?;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "one-pod"},
+        "spec": {"hard": {"pods": "1"}},
+    }))?;
+    env.api::<k8s_openapi::api::core::v1::ResourceQuota>()
+        .create(&PostParams::default(), &quota)
+        .await?;
+    Api::<Secret>::namespaced(env.client(), NAMESPACE)
+        .create(&PostParams::default(), &db_secret("joc-db")?)
+        .await?;
+    env.api::<JocCluster>()
+        .create(
+            &PostParams::default(),
+            &jocluster("joc", json!({"members": 2}))?,
+        )
+        .await?;
+    let (cluster, degraded) = wait_degraded(&env, "joc", reason::POD_CREATE_FAILED).await?;
+    assert!(
+        degraded.message.contains("exceeded quota"),
+        "the condition says why: {}",
+        degraded.message
+    );
+    assert_eq!(
+        cluster.status.as_ref().and_then(|s| s.phase),
+        Some(joc_ha_crds::v1alpha1::Phase::Degraded)
+    );
+    eprintln!("Degraded: {}", degraded.message);
+    Ok(())
+}

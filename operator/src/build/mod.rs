@@ -10,6 +10,7 @@ pub mod services;
 pub mod statefulset;
 
 use joc_ha_crds::JocCluster;
+use joc_ha_crds::names::ANNOTATION_SECRET_VERSIONS;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -45,6 +46,22 @@ pub fn desired(cluster: &JocCluster, ctx: &BuildContext) -> Result<Desired> {
     })
 }
 
+/// Puts the referenced Secrets' versions (see [`ANNOTATION_SECRET_VERSIONS`])
+/// on both pod templates, so that a changed Secret rolls the pods.
+pub fn stamp_secret_versions(desired: &mut Desired, versions: &str) {
+    let templates = std::iter::once(&mut desired.members)
+        .chain(desired.api_servers.as_mut())
+        .map(|sts| &mut sts.spec.template);
+    for template in templates {
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANNOTATION_SECRET_VERSIONS.to_owned(), versions.to_owned());
+    }
+}
+
 /// A JocCluster for the builders' unit tests: a minimal valid spec with
 /// `spec` merged in.
 #[cfg(test)]
@@ -67,6 +84,29 @@ pub(crate) fn test_cluster(spec: serde_json::Value) -> JocCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_versions_go_on_both_pod_templates() {
+        let c = cluster(serde_json::json!({"apiServers": 1}));
+        let mut d = desired(&c, &ctx()).expect("desired");
+        stamp_secret_versions(&mut d, "db=7,license=9");
+        let api = d.api_servers.as_ref().expect("api servers");
+        for sts in [&d.members, api] {
+            let annotations = sts
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .expect("annotations");
+            assert_eq!(
+                annotations
+                    .get(ANNOTATION_SECRET_VERSIONS)
+                    .map(String::as_str),
+                Some("db=7,license=9")
+            );
+        }
+    }
     use joc_ha_crds::names::{
         LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, pod as pod_names, sidecar_env,
     };

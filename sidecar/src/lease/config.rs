@@ -58,6 +58,11 @@ pub struct LeaseConfig {
     /// Apply the schema migrations at start (default). When false, missing
     /// tables are reported as [`LeaseError::SchemaMissing`].
     pub migrate: bool,
+    /// js7 mode: this cluster needs the database to itself (JOC's tables are
+    /// database-wide). The first cluster to connect claims it (table
+    /// `joc_ha_owner`); another cluster's members get
+    /// [`LeaseError::DatabaseInUse`] and write nothing.
+    pub exclusive: bool,
 }
 
 impl LeaseConfig {
@@ -71,6 +76,7 @@ impl LeaseConfig {
             renew_interval: DEFAULT_RENEW_INTERVAL,
             ready: true,
             migrate: true,
+            exclusive: false,
         }
     }
 

@@ -39,13 +39,25 @@ pub enum LeaseError {
     DatabaseNotFound { target: String, database: String },
 
     #[error(
-        "the lease tables joc_ha_lease and joc_ha_member are missing in {target}: let the sidecar \
+        "the lease tables joc_ha_lease and joc_ha_member are missing in {target} (js7 mode: joc_ha_owner too): let the sidecar \
          apply its migrations (do not disable them) or apply migrations/{backend}/ by hand; \
          retrying with back-off"
     )]
     SchemaMissing {
         target: String,
         backend: &'static str,
+    },
+
+    #[error(
+        "the database at {target} belongs to JocCluster {owner}: JOC keeps one cluster per \
+         database (its own tables are database-wide), so JocCluster {ours} does not join and \
+         writes nothing there. Give {ours} a database of its own; if {owner} no longer exists, \
+         free the database with `DELETE FROM joc_ha_owner`. Retrying with back-off"
+    )]
+    DatabaseInUse {
+        target: String,
+        owner: String,
+        ours: String,
     },
 
     #[error(

@@ -26,6 +26,7 @@ pub(crate) struct Ctx {
     pub fresh_ms: i64,
     pub op_timeout: Duration,
     pub migrate: bool,
+    pub exclusive: bool,
     pub url: DatabaseUrl,
     pub statements: Arc<AtomicU64>,
 }
@@ -41,6 +42,7 @@ impl Ctx {
             fresh_ms: millis(config.freshness()),
             op_timeout: config.ttl.max(Duration::from_secs(2)),
             migrate: config.migrate,
+            exclusive: config.exclusive,
             url,
             statements,
         }

@@ -74,6 +74,10 @@ pub(crate) struct Dialect {
     pub hand_over: Stmt,
     pub set_ready: Stmt,
     pub members: Stmt,
+    /// js7 mode: claims the database for this cluster unless claimed.
+    pub claim: Stmt,
+    /// js7 mode: the cluster the database belongs to.
+    pub owner: Stmt,
 }
 
 /// A fresh session key: random, positive, below 2^62 (so PostgreSQL's split

@@ -99,6 +99,11 @@ const COUNT_TABLES: &str = "SELECT CAST(COUNT(*) AS SIGNED) FROM information_sch
 const HEARTBEAT_STMT: Stmt =
     Stmt::new("heartbeat", HEARTBEAT, &[Cluster, Member, Kind, Ready, Key]);
 
+const CLAIM: &str = "INSERT IGNORE INTO joc_ha_owner (scope, cluster_id, claimed_at) \
+     VALUES ('js7', ?, UTC_TIMESTAMP(6))";
+
+const OWNER: &str = "SELECT cluster_id FROM joc_ha_owner WHERE scope = 'js7'";
+
 pub(crate) static DIALECT: Dialect = Dialect {
     caps: Capabilities {
         session_locks: true,
@@ -141,6 +146,8 @@ pub(crate) static DIALECT: Dialect = Dialect {
     ),
     set_ready: Stmt::new("set ready", SET_READY, &[Ready, Cluster, Member]),
     members: Stmt::new("list members", MEMBERS, &[Cluster]),
+    claim: Stmt::new("claim the database", CLAIM, &[Cluster]),
+    owner: Stmt::new("read the database's owner", OWNER, &[]),
 };
 
 /// Applies the migrations under our own named lock: sqlx's MySQL migrator
@@ -240,6 +247,7 @@ pub(crate) async fn connect(
         migrate(ctx, &mut session).await?;
     }
     sql::check_schema(ctx, COUNT_TABLES, &mut session).await?;
+    sql::claim_database(ctx, &DIALECT.claim, &DIALECT.owner, &mut session).await?;
     let key = new_session_key();
     let lock = lock_name(key);
     take_lock(ctx, &mut session, &lock).await?;

@@ -137,6 +137,11 @@ const MEMBERS: &str = "SELECT m.member, m.kind, m.ready, \
 const COUNT_TABLES: &str = "SELECT ((to_regclass('joc_ha_lease') IS NOT NULL)::int \
      + (to_regclass('joc_ha_member') IS NOT NULL)::int)::int8";
 
+const CLAIM: &str = "INSERT INTO joc_ha_owner (scope, cluster_id, claimed_at) \
+     VALUES ('js7', $1, now()) ON CONFLICT (scope) DO NOTHING";
+
+const OWNER: &str = "SELECT cluster_id FROM joc_ha_owner WHERE scope = 'js7'";
+
 const MEMBER_ROW: &[sql::Param] = &[Cluster, Member, Kind, Ready, Key];
 const MINE: &[sql::Param] = &[Cluster, Member, Key, Term, TtlMs];
 
@@ -165,6 +170,8 @@ pub(crate) static DIALECT: Dialect = Dialect {
     ),
     set_ready: Stmt::new("set ready", SET_READY, &[Cluster, Member, Ready]),
     members: Stmt::new("list members", MEMBERS, &[Cluster]),
+    claim: Stmt::new("claim the database", CLAIM, &[Cluster]),
+    owner: Stmt::new("read the database's owner", OWNER, &[]),
 };
 
 /// The session connection: `LISTEN`s, so it always waits for input and
@@ -188,6 +195,7 @@ pub(crate) async fn connect(
         sql::migrate(ctx, &migrator, &mut waiter.conn, 1).await?;
     }
     sql::check_schema(ctx, COUNT_TABLES, &mut waiter.conn).await?;
+    sql::claim_database(ctx, &DIALECT.claim, &DIALECT.owner, &mut waiter.conn).await?;
 
     let pool = PgPoolOptions::new()
         .max_connections(1)

@@ -290,6 +290,39 @@ where
     Ok(rows.first().map(|row| row.0))
 }
 
+/// js7 mode: claims the database for this cluster if nobody has, then
+/// fails with [`LeaseError::DatabaseInUse`] if another cluster holds it.
+/// Runs before this member registers, so a refused cluster writes nothing
+/// but the claim attempt (a no-op when the database is claimed).
+pub(crate) async fn claim_database<DB, C>(
+    ctx: &Ctx,
+    claim: &Stmt,
+    owner: &Stmt,
+    conn: &mut C,
+) -> Result<(), LeaseError>
+where
+    DB: Bind,
+    DB::QueryResult: Affected,
+    for<'c> &'c mut C: Executor<'c, Database = DB>,
+    (String,): for<'r> FromRow<'r, DB::Row>,
+{
+    if !ctx.exclusive {
+        return Ok(());
+    }
+    let me = [Value::Text(&ctx.cluster)];
+    execute(ctx, claim, ctx.op_timeout, &me, &mut *conn).await?;
+    let rows: Vec<(String,)> = fetch(ctx, owner, ctx.op_timeout, &[], &mut *conn).await?;
+    match rows.into_iter().next() {
+        Some((owner,)) if owner != ctx.cluster => Err(LeaseError::DatabaseInUse {
+            target: ctx.target(),
+            owner,
+            ours: ctx.cluster.clone(),
+        }),
+        Some(_) => Ok(()),
+        None => Err(ctx.schema_missing()),
+    }
+}
+
 /// Fails with [`LeaseError::SchemaMissing`] unless `count_tables` (a
 /// statement answering how many of the two lease tables exist) says 2.
 pub(crate) async fn check_schema<'c, DB, E>(
@@ -324,6 +357,8 @@ mod tests {
             &dialect.hand_over,
             &dialect.set_ready,
             &dialect.members,
+            &dialect.claim,
+            &dialect.owner,
         ];
         all.extend(dialect.register);
         all.extend(dialect.steal.as_ref());

@@ -93,6 +93,10 @@ const HEARTBEAT_STMT: Stmt = Stmt::new(
 /// Every update of the lease row binds the same parameters.
 const UPDATE: &[sql::Param] = &[Cluster, Member, Key, Term, TtlMs, Boot, Now];
 
+const CLAIM: &str = "INSERT OR IGNORE INTO joc_ha_owner (scope, cluster_id) VALUES ('js7', ?1)";
+
+const OWNER: &str = "SELECT cluster_id FROM joc_ha_owner WHERE scope = 'js7'";
+
 pub(crate) static DIALECT: Dialect = Dialect {
     caps: Capabilities {
         session_locks: false,
@@ -119,6 +123,8 @@ pub(crate) static DIALECT: Dialect = Dialect {
     ),
     set_ready: Stmt::new("set ready", SET_READY, &[Cluster, Member, Ready, Boot, Now]),
     members: Stmt::new("list members", MEMBERS, &[Cluster, Boot, Now]),
+    claim: Stmt::new("claim the database", CLAIM, &[Cluster]),
+    owner: Stmt::new("read the database's owner", OWNER, &[]),
 };
 
 /// Milliseconds of the host's monotonic clock: SQLite's "database time".
@@ -157,6 +163,7 @@ pub(crate) async fn connect(
         sql::migrate(ctx, &migrator, &mut conn, MIGRATE_ATTEMPTS).await?;
     }
     sql::check_schema(ctx, COUNT_TABLES, &mut conn).await?;
+    sql::claim_database(ctx, &DIALECT.claim, &DIALECT.owner, &mut conn).await?;
     let me = Me {
         key: new_session_key(),
         lock: String::new(),
