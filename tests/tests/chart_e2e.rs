@@ -1267,6 +1267,16 @@ async fn every_example_gets_one_active_endpoint_from_the_installed_chart() -> an
             joc_ha_tests::db::Backend::Postgres
         };
         let db = joc_ha_tests::db::TestDb::start_private(backend).await?;
+        // A Controller is registered, as in any cluster past its first
+        // start: without one JOC's active member blocks and writes no
+        // heartbeat (docs/joc-facts.md fact 9), and no member gets Ready.
+        joc_ha_tests::joc::register_controller(
+            &db.url(),
+            joc_ha_tests::stack::TEST_CONTROLLER_ID,
+            joc_ha_tests::stack::TEST_CONTROLLER_URI,
+            joc_ha_tests::joc::SecurityLevel::Low,
+        )
+        .await?;
         let yaml = with_test_database(example, &db)?;
         databases.push(db);
         let recorder =

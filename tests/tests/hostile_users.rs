@@ -777,7 +777,20 @@ async fn a_second_cluster_on_the_same_database_is_refused() -> anyhow::Result<()
     .await?;
     stack.wait_members_ready(UP).await?;
     let active = stack.endpoints.wait_single(None, UP).await?;
-    let term = stack.cluster().await?.status.and_then(|s| s.lease_term);
+    // The term as the operator reports it, once it reports the active member.
+    let term = wait_for(
+        "status to show the active member's term",
+        UP,
+        Duration::from_millis(200),
+        || async {
+            let status = stack.cluster().await.ok()?.status?;
+            (status.active_member.as_deref() == Some(active.as_str()))
+                .then_some(status.lease_term)
+                .flatten()
+        },
+    )
+    .await?;
+    let term = Some(term);
 
     // The same cluster, as a user would copy it into another namespace.
     let other = "other";

@@ -98,6 +98,7 @@ pub(super) fn fenced(
         Ok(done) => {
             if let Some(joc) = &mut s.joc {
                 joc.was_active = false;
+                joc.own_fresh = false;
                 joc.resumed_after = None;
                 joc.active_without_lease_since = None;
             }
@@ -219,7 +220,7 @@ fn remember(s: &mut State, f: &Facts, view: &JocView) {
     let live = joc.own_write_seen_at.is_some_and(|t| {
         f.now.saturating_duration_since(t).as_secs() as i64 <= view.exceeded_interval_s
     });
-    if active_now && view.is_ready_member(&me) && live {
+    if active_now && view.is_ready_member(&me) && (live || joc.own_fresh) {
         joc.was_active = true;
     }
     joc.active_without_lease_since = if active_now && !holds {
@@ -245,6 +246,7 @@ pub(super) fn readiness(s: &mut State, f: &Facts, view: JocView, out: &mut Vec<A
     };
     let (fresh, baseline) = own_health(joc.baseline.as_ref(), &run, &view, &settings.member_id);
     joc.baseline = baseline;
+    joc.own_fresh = fresh;
     out.push(Action::JocHealth { fresh });
     let ready = fresh && s.may_hold();
     if s.joc.as_ref().is_some_and(|j| j.ready != Some(ready)) {

@@ -91,6 +91,11 @@ pub struct JocState {
     /// The last look that saw this member's JOC write its heartbeat (its
     /// age went down): a live JVM, not a dead one's fresh row (fact 22).
     pub own_write_seen_at: Option<tokio::time::Instant>,
+    /// At the previous look, this member's instance heartbeat was written
+    /// by the JOC process now running (`js7::own_health`, fact 22): as good a
+    /// proof of a live JVM as a write seen between two looks, and one that
+    /// does not depend on the heartbeat's age moving in whole seconds.
+    pub own_fresh: bool,
     /// When this sidecar last looked at JOC, to notice its own freeze.
     pub last_look: Option<tokio::time::Instant>,
     /// This sidecar did not run for this long before its last look (kept

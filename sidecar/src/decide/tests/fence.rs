@@ -14,6 +14,16 @@ fn own_age(mut view: JocView, age_s: i64) -> JocView {
     view
 }
 
+/// `view` with this member's row as a dead JVM left it (its text unchanged).
+fn unwritten(mut view: JocView) -> JocView {
+    for i in &mut view.instances {
+        if i.member_id == id(ME) {
+            i.stamp.heart_beat = Some("written by the dead JVM".to_owned());
+        }
+    }
+    view
+}
+
 fn was_active(mut state: State) -> State {
     if let Some(joc) = &mut state.joc {
         joc.was_active = true;
@@ -216,12 +226,14 @@ fn fencing_off_fences_nothing() {
 fn a_restarted_sidecar_does_not_fence_the_joc_starting_after_a_crash() {
     let start = Instant::now();
     let mut f = facts(start, Role::Standby, Some("standby"), true);
-    let mut state = standby(true);
+    // A restarted sidecar has seen nothing of this container run yet.
+    let mut state = State::new(settings(true));
     // The dead JVM's heartbeat only ages: 2, 3, 4, 5 s, then exceeded.
     for (i, age) in [2, 3, 4, 5, 6, 7].into_iter().enumerate() {
         f.now = start + Duration::from_secs(i as u64);
         let answers = Answers {
-            joc: Ok(own_age(view(Some(ME), None), age)),
+            // Nobody writes the row: the same text at every look.
+            joc: Ok(unwritten(own_age(view(Some(ME), None), age))),
             ..Answers::default()
         };
         let (after, actions) = drive(&state, &mut f, Event::JocLook, &answers);
@@ -257,4 +269,44 @@ fn a_joc_seen_writing_as_active_and_then_hung_is_fenced() {
         state = after;
     }
     assert!(fenced);
+}
+
+/// `view` with this member's instance heartbeat written at `beat` (the
+/// row's text as the database holds it), its age always 0 s.
+fn own_beat(mut view: JocView, beat: u64) -> JocView {
+    for i in &mut view.instances {
+        if i.member_id == id(ME) {
+            i.heart_beat_age_s = 0;
+            i.stamp.heart_beat = Some(format!("2026-12-01 12:00:{beat:02}"));
+        }
+    }
+    view
+}
+
+#[test]
+fn a_joc_whose_heartbeat_age_never_moves_in_whole_seconds_is_still_fenced_when_it_hangs() {
+    // Found by js7_e2e on MariaDB: JOC writes every second, the sidecar
+    // looks every second, so the age reads 0 at every look and no "write
+    // seen between two looks" ever proves a live JVM. The row's own change
+    // since this container run began (fact 22) proves it instead.
+    let start = Instant::now();
+    let mut f = facts(start, Role::Standby, Some("standby"), true);
+    let mut state = standby(true);
+    let mut fenced = false;
+    for (i, active) in [ME, ME, ME, "joc-1"].into_iter().enumerate() {
+        f.now = start + Duration::from_secs(i as u64);
+        let joc = if active == ME {
+            own_beat(view(Some(ME), None), i as u64)
+        } else {
+            own_age(view(Some(active), None), 6)
+        };
+        let answers = Answers {
+            joc: Ok(joc),
+            ..Answers::default()
+        };
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+        fenced |= brief(&actions).contains(&"fence".to_owned());
+        state = after;
+    }
+    assert!(fenced, "a hung former MEMBER_ID must be fenced");
 }
