@@ -105,16 +105,8 @@ pub struct Problem {
     pub message: String,
 }
 
-pub fn is_pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
+/// Whether a pod is Ready: the one rule every reader of the API uses.
+pub use joc_ha_crds::pods::is_ready as is_pod_ready;
 
 fn component(pod: &Pod) -> Option<&str> {
     pod.labels().get(LABEL_COMPONENT).map(String::as_str)

@@ -7,6 +7,7 @@
 //! Needs the operator binary: `cargo build -p joc-ha-operator` (make test
 //! builds every binary first).
 
+use joc_ha_crds::pods::is_ready;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -127,13 +128,6 @@ fn db_secret(name: &str) -> anyhow::Result<Secret> {
         "stringData": {"url": "postgres://u:p@db/x"},
     }))
     .context("building a Secret")
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn status_condition(
