@@ -6,8 +6,30 @@
 
 use std::time::Duration;
 
-use joc_ha_tests::chaos::{ChaosConfig, FaultKind, report_dir, run};
+use joc_ha_tests::chaos::{ChaosConfig, ChaosReport, FaultKind, report_dir, run};
 use joc_ha_tests::db::Backend;
+
+/// The campaign ran to its end: not aborted, every fault injected, every
+/// kind of `kinds` among them.
+fn assert_every_fault_ran(report: &ChaosReport, config: &ChaosConfig, kinds: &[FaultKind]) {
+    let seed = config.seed;
+    assert!(
+        report.aborted.is_none(),
+        "seed {seed}: {:?}",
+        report.aborted
+    );
+    assert_eq!(
+        report.faults, config.faults,
+        "seed {seed}: every fault was injected"
+    );
+    for kind in kinds {
+        assert!(
+            report.by_kind.contains_key(kind.name()),
+            "seed {seed}: {} never ran",
+            kind.name()
+        );
+    }
+}
 
 async fn short_campaign(backend: Backend) -> anyhow::Result<()> {
     let seed = std::env::var("JOC_HA_CHAOS_SEED")
@@ -22,22 +44,7 @@ async fn short_campaign(backend: Backend) -> anyhow::Result<()> {
     config.max_duration = Duration::from_secs(240);
     config.report_dir = Some(report_dir().join("short"));
     let report = run(&config).await?;
-    assert!(
-        report.aborted.is_none(),
-        "seed {seed}: {:?}",
-        report.aborted
-    );
-    assert_eq!(
-        report.faults, config.faults,
-        "seed {seed}: every fault was injected"
-    );
-    for kind in FaultKind::ALL {
-        assert!(
-            report.by_kind.contains_key(kind.name()),
-            "seed {seed}: {} never ran",
-            kind.name()
-        );
-    }
+    assert_every_fault_ran(&report, &config, &FaultKind::ALL);
     assert!(report.events > 100, "seed {seed}: the workload ran");
     assert_eq!(
         report.double_active_endpoints, 0,
@@ -103,22 +110,7 @@ async fn short_js7_campaign(backend: Backend) -> anyhow::Result<()> {
     config.report_dir = Some(report_dir().join("short"));
     let report = run(&config).await?;
     assert_eq!(report.workload, Workload::Js7);
-    assert!(
-        report.aborted.is_none(),
-        "seed {seed}: {:?}",
-        report.aborted
-    );
-    assert_eq!(
-        report.faults, config.faults,
-        "seed {seed}: every fault was injected"
-    );
-    for kind in FaultKind::JS7 {
-        assert!(
-            report.by_kind.contains_key(kind.name()),
-            "seed {seed}: {} never ran",
-            kind.name()
-        );
-    }
+    assert_every_fault_ran(&report, &config, &FaultKind::JS7);
     assert!(report.active_periods > 0, "seed {seed}: JOC ran services");
     assert_eq!(
         report.double_active_endpoints, 0,
