@@ -201,6 +201,20 @@ fn remember(s: &mut State, f: &Facts, view: &JocView) {
     let Some(joc) = &mut s.joc else {
         return;
     };
+    // The kubelet started JOC's container anew (or it stopped): every
+    // process of the last run is gone, so its JVM can neither serve nor
+    // finish a start of services, and the JVM now starting is not hung but
+    // young (fact 22). What was seen of the last run is forgotten.
+    let run = f.own.as_ref().map(|o| &o.joc_run);
+    if let (Some(run), Some(baseline)) = (run, &joc.baseline)
+        && !matches!(run, JocRun::Unknown)
+        && !baseline.is_for(run)
+    {
+        joc.was_active = false;
+        joc.own_fresh = false;
+        joc.own_age = None;
+        joc.own_write_seen_at = None;
+    }
     let active_now = view.active_member() == Some(me.as_str());
     // A write seen between two looks proves a live JVM: a restarted pod's
     // sidecar must not take the dead JVM's fresh row for its new JOC

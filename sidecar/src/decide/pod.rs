@@ -44,6 +44,13 @@ pub(super) fn check(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
         ));
         become_eligible(s, out);
     }
+    // The kubelet reports JOC's container stopped or restarted: look at JOC
+    // now, not at the next tick, so readiness drops at once (fact 22).
+    if s.joc.as_ref().is_some_and(|j| {
+        j.ready == Some(true) && j.baseline.as_ref().is_some_and(|b| !b.is_for(&own.joc_run))
+    }) {
+        s.next([Step::AgreeWithJoc]);
+    }
     let left = own.unroutable_because(&s.settings.cluster);
     match (&s.left_service, left) {
         (None, Some(why)) => {

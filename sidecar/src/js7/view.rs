@@ -136,6 +136,18 @@ pub struct HealthBaseline {
     pub proven: bool,
 }
 
+impl HealthBaseline {
+    /// Whether it was taken for this run of the JOC container: if not, the
+    /// health it proved is void ([`own_health`] starts afresh).
+    pub fn is_for(&self, run: &JocRun) -> bool {
+        match run {
+            JocRun::Stopped => false,
+            JocRun::Unknown => self.run.is_none(),
+            JocRun::Running(id) => self.run.as_deref() == Some(id.as_str()),
+        }
+    }
+}
+
 /// Whether this member's JOC counts as healthy (ready for the lease, pod
 /// Ready), and the baseline to keep for the next look.
 ///

@@ -3,6 +3,7 @@
 //! `decide/fence.rs`).
 
 use super::*;
+use crate::js7::JocRun;
 
 /// `view` with this member's instance heartbeat `age_s` seconds old.
 fn own_age(mut view: JocView, age_s: i64) -> JocView {
@@ -309,4 +310,39 @@ fn a_joc_whose_heartbeat_age_never_moves_in_whole_seconds_is_still_fenced_when_i
         state = after;
     }
     assert!(fenced, "a hung former MEMBER_ID must be fenced");
+}
+
+/// fact 22: the active JOC's container was killed and the kubelet started
+/// it anew; the new JVM does not heartbeat yet and the old one's row goes
+/// stale. That is a young JOC, not a hung one: it is not fenced.
+#[test]
+fn a_restarted_container_of_the_former_active_joc_is_not_fenced_while_it_starts() {
+    let now = Instant::now();
+    let answers = Answers {
+        joc: Ok(own_age(view(Some("joc-1"), None), 9)),
+        ..Answers::default()
+    };
+    let cases = [
+        ("same run: hung", own_pod().joc_run, true),
+        (
+            "new run: starting",
+            JocRun::Running("1@t9".to_owned()),
+            false,
+        ),
+        ("stopped: nothing to fence", JocRun::Stopped, false),
+        ("run unknown: as before", JocRun::Unknown, true),
+    ];
+    for (name, run, fenced) in cases {
+        let mut f = facts(now, Role::Standby, Some("standby"), true);
+        if let Some(own) = &mut f.own {
+            own.joc_run = run;
+        }
+        let (_, actions) = drive(&was_active(standby(true)), &mut f, Event::JocLook, &answers);
+        assert_eq!(
+            brief(&actions).contains(&"fence".to_owned()),
+            fenced,
+            "{name}: {:?}",
+            brief(&actions)
+        );
+    }
 }
