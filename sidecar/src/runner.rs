@@ -360,6 +360,13 @@ impl Runner {
                     Err(error) => warn!("{error}"),
                 }
             }
+            Action::KeepJocHeartbeat => {
+                if let (Some(tables), Some(settings)) = (&self.joc_tables, &self.config.joc)
+                    && let Err(error) = tables.keep_waiting_heart_beat(&settings.member_id).await
+                {
+                    warn!("cannot write the heartbeat of this member's waiting JOC: {error}");
+                }
+            }
             Action::ClearJocSwitch {
                 switch_member_id,
                 why,

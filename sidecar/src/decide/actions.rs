@@ -108,6 +108,10 @@ pub enum Action {
         pod: String,
         report: bool,
     },
+    /// js7: write JOC's cluster heartbeat for this member's JOC, JOC's
+    /// active member waiting for its first Controller (docs/joc-facts.md
+    /// fact 9, `js7::keeps_waiting_heart_beat`); a failure is logged.
+    KeepJocHeartbeat,
     /// js7: take away a left-over switch request naming `switch_member_id`
     /// (only if it still does); `why` for the log.
     ClearJocSwitch {

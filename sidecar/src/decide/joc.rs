@@ -9,8 +9,8 @@ use super::{
     Action, Facts, FenceDone, Flow, JocReadError, Level, Metric, Pending, Report, State, Step,
 };
 use crate::js7::{
-    HolderStep, JocRun, JocView, holder_step, hostname_of, own_health, stale_switch_request,
-    unlicensed_holder_step,
+    HolderStep, JocRun, JocView, holder_step, hostname_of, keeps_waiting_heart_beat, own_health,
+    stale_switch_request, unlicensed_holder_step, waiting_holder_step,
 };
 use crate::lease::HandOverOutcome;
 
@@ -63,6 +63,8 @@ fn fence_why(s: &State, view: Option<&JocView>, f: Option<&Facts>) -> Option<Fen
             .zip(f)
             .map(|(since, f)| f.now.saturating_duration_since(since)),
         active_without_lease_bound: bound,
+        kept_waiting: joc.keeping_waiting
+            || view.is_some_and(|v| v.confirms(me) && v.waits_for_controller(me)),
         licensed: settings.licensed,
     })
 }
@@ -258,11 +260,44 @@ pub(super) fn readiness(s: &mut State, f: &Facts, view: JocView, out: &mut Vec<A
     let Some(joc) = &mut s.joc else {
         return Flow::Continue;
     };
-    let (fresh, baseline) = own_health(joc.baseline.as_ref(), &run, &view, &settings.member_id);
+    let me = settings.member_id.as_str();
+    let (fresh, baseline) = own_health(joc.baseline.as_ref(), &run, &view, me);
     joc.baseline = baseline;
     joc.own_fresh = fresh;
-    out.push(Action::JocHealth { fresh });
-    let ready = fresh && s.may_hold();
+    // A fresh install (fact 9): JOC's active member writes no heartbeat
+    // until the first Controller is registered; its sidecar keeps it, and
+    // it counts as ready, so that one JOC serves the GUI.
+    if view.waits_for_controller(me) {
+        joc.controller_seen_at = None;
+    } else if joc.keeping_waiting && joc.controller_seen_at.is_none() {
+        joc.controller_seen_at = Some(f.now);
+    }
+    let since_controller = joc
+        .controller_seen_at
+        .map(|t| f.now.saturating_duration_since(t));
+    let grace = settings.controllers_retry + settings.polling_interval * 2;
+    let keep = keeps_waiting_heart_beat(&view, me, &run, since_controller, fresh, grace);
+    if keep != joc.keeping_waiting {
+        out.push(Action::Log(
+            if keep || fresh { Level::Info } else { Level::Warn },
+            if keep {
+                format!("JOC's active member {me} waits for its first Controller (register one in JOC's GUI): this sidecar writes its cluster heartbeat meanwhile, so no other JOC takes over and blocks the same way (docs/joc-facts.md fact 9)")
+            } else if fresh {
+                format!("JOC {me} writes its own heartbeat again: this sidecar stops writing it")
+            } else {
+                format!("this sidecar stops writing the cluster heartbeat of JOC {me}: it is no longer JOC's active member waiting for a Controller, or did not resume within {grace:?} of the Controller's registration")
+            },
+        ));
+    }
+    joc.keeping_waiting = keep;
+    if !keep {
+        joc.controller_seen_at = None;
+    } else {
+        out.push(Action::KeepJocHeartbeat);
+    }
+    let healthy = fresh || keep;
+    out.push(Action::JocHealth { fresh: healthy });
+    let ready = healthy && s.may_hold();
     if s.joc.as_ref().is_some_and(|j| j.ready != Some(ready)) {
         return s.wait(
             Pending::JocReady {
@@ -354,7 +389,9 @@ pub(super) fn holder(s: &mut State, f: &Facts, view: &JocView, out: &mut Vec<Act
     let (licensed, polling_s) = s.settings.joc.as_ref().map_or((true, 1), |j| {
         (j.licensed, j.polling_interval.as_secs() as i64)
     });
-    let step = if licensed {
+    let step = if view.waits_for_controller(&me_id) {
+        waiting_holder_step(view, &me_id, pod_of)
+    } else if licensed {
         holder_step(view, &me_id, previous.as_deref(), pod_of)
     } else {
         unlicensed_holder_step(view, &me_id, pod_of)

@@ -96,6 +96,12 @@ pub struct JocState {
     /// proof of a live JVM as a write seen between two looks, and one that
     /// does not depend on the heartbeat's age moving in whole seconds.
     pub own_fresh: bool,
+    /// This sidecar writes JOC's cluster heartbeat for its JOC, active and
+    /// waiting for its first Controller (docs/joc-facts.md fact 9).
+    pub keeping_waiting: bool,
+    /// The first look that saw a Controller registered while this sidecar
+    /// kept the heartbeat: JOC wakes within its retry of that.
+    pub controller_seen_at: Option<tokio::time::Instant>,
     /// When this sidecar last looked at JOC, to notice its own freeze.
     pub last_look: Option<tokio::time::Instant>,
     /// This sidecar did not run for this long before its last look (kept

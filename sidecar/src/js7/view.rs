@@ -22,6 +22,8 @@ pub struct InstanceRow {
     pub api_server: bool,
     /// `STARTED_AT` and `HEART_BEAT` as the database holds them.
     pub stamp: InstanceStamp,
+    /// `SECURITY_LEVEL` as JOC wrote it (`LOW`, `MEDIUM`, `HIGH`).
+    pub security_level: Option<String>,
 }
 
 /// `STARTED_AT` and `HEART_BEAT` of an instance row as text, only ever
@@ -43,6 +45,9 @@ pub struct JocView {
     pub instances: Vec<InstanceRow>,
     /// JOC's `cluster_heart_beat_exceeded_interval`.
     pub exceeded_interval_s: i64,
+    /// Registered Controllers (`INV_JS_INSTANCES`) per security level
+    /// number, if counted.
+    pub controllers: Option<Vec<(i64, i64)>>,
 }
 
 impl JocView {
@@ -55,7 +60,46 @@ impl JocView {
             cluster,
             instances,
             exceeded_interval_s: exceeded_interval.as_secs() as i64,
+            controllers: None,
         }
+    }
+
+    /// With the Controllers counted per security level number.
+    pub fn with_controllers(mut self, per_level: Vec<(i64, i64)>) -> JocView {
+        self.controllers = Some(per_level);
+        self
+    }
+
+    /// docs/joc-facts.md fact 9 (JocCluster.java `readCurrentDbInfos`): no
+    /// Controller of `member_id`'s security level is registered yet, so
+    /// that JOC, once active, blocks in the start of its services and
+    /// writes no heartbeat at all until the user registers one in its GUI.
+    /// False when not counted or the level is unknown.
+    pub fn waits_for_controller(&self, member_id: &str) -> bool {
+        let Some(per_level) = &self.controllers else {
+            return false;
+        };
+        let Some(level) = self
+            .instance(member_id)
+            .and_then(|i| i.security_level.as_deref())
+            .and_then(security_level_number)
+        else {
+            return false;
+        };
+        !per_level.iter().any(|&(l, n)| l == level && n > 0)
+    }
+
+    /// JOC's active member is `member_id`, waiting for its first
+    /// Controller, and its cluster heartbeat is fresh: kept by its sidecar
+    /// ([`keeps_waiting_heart_beat`]), which JOC's other instances take,
+    /// as they would JOC's own, for an active member alive.
+    pub fn is_waiting_active(&self, member_id: &str) -> bool {
+        self.confirms(member_id)
+            && self.waits_for_controller(member_id)
+            && self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| !self.exceeded(c.heart_beat_age_s))
     }
 
     /// JOC's rule (`JocCluster.isHeartBeatExceeded`): strictly more than
@@ -109,6 +153,45 @@ impl JocView {
                     .is_some_and(|age| !self.exceeded(age))
         })
     }
+}
+
+/// `JocSecurityLevel`'s number (INV_JS_INSTANCES) for the name JOC writes
+/// into JOC_INSTANCES: LOW 0, MEDIUM 1, HIGH 2.
+pub fn security_level_number(name: &str) -> Option<i64> {
+    match name.to_ascii_uppercase().as_str() {
+        "LOW" => Some(0),
+        "MEDIUM" => Some(1),
+        "HIGH" => Some(2),
+        _ => None,
+    }
+}
+
+/// Whether this member's sidecar writes JOC's cluster heartbeat for its
+/// JOC now (docs/joc-facts.md fact 9). The active JOC of a fresh install
+/// blocks in the start of its services until a Controller is registered
+/// and writes no heartbeat meanwhile; JOC's other instances would then take
+/// over one after another and block the same way, and when the user
+/// registers the Controller every blocked one starts services at once.
+/// So while its JOC is active and waits — and, once a Controller is there,
+/// until that JOC writes its own heartbeat again, for at most `grace` —
+/// the sidecar keeps the heartbeat, and no other JOC takes over. The
+/// container running is required; a JVM dead inside it is restarted by the
+/// liveness probe and comes back as this same active member.
+pub fn keeps_waiting_heart_beat(
+    view: &JocView,
+    me: &str,
+    run: &JocRun,
+    kept_until_controller: Option<Duration>,
+    own_fresh: bool,
+    grace: Duration,
+) -> bool {
+    if !view.confirms(me) || !matches!(run, JocRun::Running(_)) {
+        return false;
+    }
+    if view.waits_for_controller(me) {
+        return true;
+    }
+    kept_until_controller.is_some_and(|since| since <= grace) && !own_fresh
 }
 
 /// The run of this pod's `joc` container, from its own pod's status.
@@ -334,6 +417,31 @@ pub fn unlicensed_holder_step(
     )
 }
 
+/// The holder's decision while JOC waits for its first Controller
+/// (docs/joc-facts.md fact 9): JOC's active member is blocked in the start
+/// of its services and executes no switch request, so the holder writes
+/// none; the lease follows JOC's active member, whose heartbeat its sidecar
+/// keeps, and only that JOC carries the label: the one GUI the user
+/// reaches to register the Controller.
+pub fn waiting_holder_step(
+    view: &JocView,
+    me: &str,
+    pod_of: impl Fn(&str) -> Option<String>,
+) -> HolderStep {
+    let cluster = match settled(view, me) {
+        Ok(cluster) => cluster,
+        Err(step) => return step,
+    };
+    if view.is_waiting_active(&cluster.member_id)
+        && let Some(pod) = pod_of(&cluster.member_id)
+    {
+        return HolderStep::FollowJoc(pod);
+    }
+    HolderStep::Wait(
+        "JOC waits for its first Controller (register one in JOC's GUI); the lease follows JOC's own active member",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +452,7 @@ mod tests {
             heart_beat_age_s: age,
             api_server: api,
             stamp: InstanceStamp::default(),
+            security_level: Some("LOW".to_owned()),
         }
     }
 
@@ -551,6 +660,7 @@ mod tests {
                     started_at: Some(started.to_owned()),
                     heart_beat: Some(beat.to_owned()),
                 },
+                security_level: None,
             }],
             Duration::from_secs(5),
         )
@@ -658,5 +768,185 @@ mod tests {
                 baseline = next;
             }
         }
+    }
+
+    /// A fresh install, JOC's active member `a:1` (its own heartbeat 9 s
+    /// old, JOC_CLUSTER's `cluster_age` old), Controllers as given.
+    fn waiting(cluster_age: i64, controllers: Vec<(i64, i64)>) -> JocView {
+        let mut v = view(Some("a:1"), None).with_controllers(controllers);
+        if let Some(c) = &mut v.cluster {
+            c.heart_beat_age_s = cluster_age;
+        }
+        v.instances[0].heart_beat_age_s = 9;
+        v
+    }
+
+    #[test]
+    fn a_fresh_install_waits_for_a_controller_of_jocs_own_security_level() {
+        let rows: Vec<(&str, JocView, bool)> = vec![
+            ("not counted", view(Some("a:1"), None), false),
+            ("none registered", waiting(0, vec![]), true),
+            ("one of JOC's level", waiting(0, vec![(0, 1)]), false),
+            ("only of another level", waiting(0, vec![(2, 3)]), true),
+            (
+                "JOC's level registered, none left",
+                waiting(0, vec![(0, 0)]),
+                true,
+            ),
+        ];
+        for (case, v, waits) in rows {
+            assert_eq!(v.waits_for_controller("a:1"), waits, "{case}");
+        }
+        let mut unknown = waiting(0, vec![]);
+        unknown.instances[0].security_level = Some("SUPER".to_owned());
+        assert!(!unknown.waits_for_controller("a:1"), "an unknown level");
+        assert_eq!(security_level_number("medium"), Some(1));
+        // Others see the waiting active member alive by its kept heartbeat.
+        assert!(waiting(1, vec![]).is_waiting_active("a:1"));
+        assert!(!waiting(6, vec![]).is_waiting_active("a:1"), "not kept");
+        assert!(!waiting(1, vec![]).is_waiting_active("b:1"), "not active");
+        assert!(!waiting(1, vec![(0, 1)]).is_waiting_active("a:1"));
+    }
+
+    #[test]
+    fn the_sidecar_keeps_the_heartbeat_of_its_waiting_joc_and_no_longer() {
+        let running = JocRun::Running("0@t0".to_owned());
+        let grace = Duration::from_secs(62);
+        let s = |secs: u64| Some(Duration::from_secs(secs));
+        // (case, view, me, run, since the Controller, own heartbeat fresh, keep)
+        let rows: Vec<(&str, JocView, &str, JocRun, Option<Duration>, bool, bool)> = vec![
+            (
+                "active, waiting",
+                waiting(9, vec![]),
+                "a:1",
+                running.clone(),
+                None,
+                false,
+                true,
+            ),
+            (
+                "a standby never",
+                waiting(9, vec![]),
+                "b:1",
+                running.clone(),
+                None,
+                true,
+                false,
+            ),
+            (
+                "container not running",
+                waiting(9, vec![]),
+                "a:1",
+                JocRun::Stopped,
+                None,
+                false,
+                false,
+            ),
+            (
+                "run unknown",
+                waiting(9, vec![]),
+                "a:1",
+                JocRun::Unknown,
+                None,
+                false,
+                false,
+            ),
+            (
+                "Controller there, JOC not awake yet",
+                waiting(9, vec![(0, 1)]),
+                "a:1",
+                running.clone(),
+                s(30),
+                false,
+                true,
+            ),
+            (
+                "Controller there, JOC heartbeats itself",
+                waiting(9, vec![(0, 1)]),
+                "a:1",
+                running.clone(),
+                s(3),
+                true,
+                false,
+            ),
+            (
+                "Controller there, JOC did not wake within the grace",
+                waiting(9, vec![(0, 1)]),
+                "a:1",
+                running.clone(),
+                s(63),
+                false,
+                false,
+            ),
+            (
+                "Controller there, never kept",
+                waiting(9, vec![(0, 1)]),
+                "a:1",
+                running.clone(),
+                None,
+                false,
+                false,
+            ),
+            (
+                "no longer JOC's active member",
+                view(Some("b:1"), None).with_controllers(vec![]),
+                "a:1",
+                running.clone(),
+                None,
+                false,
+                false,
+            ),
+        ];
+        for (case, v, me, run, since, fresh, keep) in rows {
+            assert_eq!(
+                keeps_waiting_heart_beat(&v, me, &run, since, fresh, grace),
+                keep,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn while_joc_waits_for_a_controller_the_lease_follows_its_active_member() {
+        let pod = |id: &str| Some(crate::js7::hostname_of(id).to_owned());
+        let no_pod = |_: &str| None;
+        let rows: Vec<(&str, JocView, &str, HolderStep)> = vec![
+            (
+                "the holder is JOC's active member",
+                waiting(1, vec![]),
+                "a:1",
+                HolderStep::Confirmed,
+            ),
+            (
+                "another member is, its heartbeat kept",
+                waiting(1, vec![]),
+                "b:1",
+                HolderStep::FollowJoc("a".to_owned()),
+            ),
+            (
+                "another member is, its heartbeat not kept (yet)",
+                waiting(9, vec![]),
+                "b:1",
+                HolderStep::Wait(""),
+            ),
+        ];
+        for (case, v, me, expected) in rows {
+            let step = waiting_holder_step(&v, me, pod);
+            match expected {
+                HolderStep::Wait(_) => {
+                    assert!(matches!(step, HolderStep::Wait(_)), "{case}: {step:?}")
+                }
+                expected => assert_eq!(step, expected, "{case}"),
+            }
+            // Never a switch request: the waiting JOC would not execute it.
+            assert_ne!(step, HolderStep::RequestSwitch, "{case}");
+        }
+        assert!(
+            matches!(
+                waiting_holder_step(&waiting(1, vec![]), "b:1", no_pod),
+                HolderStep::Wait(_)
+            ),
+            "not a lease member"
+        );
     }
 }

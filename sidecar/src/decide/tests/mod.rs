@@ -36,6 +36,7 @@ pub fn settings(js7: bool) -> Settings {
             licensed: true,
             jetty_base: "/var/sos-berlin.com/js7/joc".to_owned(),
             fence: true,
+            controllers_retry: Duration::from_secs(5),
         }),
     }
 }
@@ -157,6 +158,7 @@ pub fn view(active: Option<&str>, switch_to: Option<&str>) -> JocView {
                     started_at: Some("t0".to_owned()),
                     heart_beat: next_beat(),
                 },
+                security_level: Some("LOW".to_owned()),
             })
             .collect(),
         Duration::from_secs(5),
@@ -328,6 +330,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::WaitForElector { .. } => "wait-elector".to_owned(),
                 Action::ReadJoc => "read-joc".to_owned(),
                 Action::FenceJoc { .. } => "fence".to_owned(),
+                Action::KeepJocHeartbeat => "keep-joc-heartbeat".to_owned(),
                 Action::JocHealth { fresh } => format!("joc-health:{fresh}"),
                 Action::SetReady { ready, .. } => format!("ready:{ready}"),
                 Action::RequestJocSwitch { from, to, .. } => format!(
