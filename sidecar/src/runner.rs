@@ -367,6 +367,21 @@ impl Runner {
                     warn!("cannot write the heartbeat of this member's waiting JOC: {error}");
                 }
             }
+            Action::ReleaseGoneJoc {
+                member_id,
+                started_at,
+            } => {
+                if let Some(tables) = &self.joc_tables {
+                    match tables.release_gone_active(&member_id, &started_at).await {
+                        Ok(true) => info!(
+                            member_id,
+                            "deleted JOC's cluster row of a JOC whose container is gone: JOC elects at its next poll"
+                        ),
+                        Ok(false) => {}
+                        Err(error) => warn!("cannot release the row of a gone JOC: {error}"),
+                    }
+                }
+            }
             Action::ClearJocSwitch {
                 switch_member_id,
                 why,

@@ -194,6 +194,43 @@ pub(super) fn read(
     readiness(s, f, view, out)
 }
 
+/// Whether Kubernetes reported the JVM of JOC's active member gone since
+/// the previous look: `MEMBER_ID` names the same member, and its pod's `joc`
+/// container has run anew or stopped (every process of the old run is gone
+/// then). Kept until `MEMBER_ID` moves; the holder acts on it.
+fn note_gone_active(joc: &mut super::JocState, f: &Facts, view: &JocView) {
+    let active = view.active_member();
+    if joc
+        .gone_active
+        .as_ref()
+        .is_some_and(|g| Some(g.member_id.as_str()) != active)
+    {
+        joc.gone_active = None;
+    }
+    let run_of = |pod: &str| f.pods.iter().find(|p| p.name == pod).map(|p| &p.joc_run);
+    if let (Some(seen), Some(active)) = (&joc.active_seen, active)
+        && seen.member_id == active
+        && matches!(seen.run, JocRun::Running(_))
+        && seen.started_at.is_some()
+        && let Some(run) = run_of(&seen.pod)
+        && !matches!(run, JocRun::Unknown)
+        && *run != seen.run
+    {
+        joc.gone_active = Some(seen.clone());
+    }
+    joc.active_seen = active.map(|member_id| {
+        let pod = hostname_of(member_id).to_owned();
+        super::ActiveSeen {
+            member_id: member_id.to_owned(),
+            run: run_of(&pod).cloned().unwrap_or(JocRun::Unknown),
+            started_at: view
+                .instance(member_id)
+                .and_then(|i| i.stamp.started_at.clone()),
+            pod,
+        }
+    });
+}
+
 /// What the fence rule remembers of a look at JOC.
 fn remember(s: &mut State, f: &Facts, view: &JocView) {
     let holds = s.active_term.is_some();
@@ -217,6 +254,7 @@ fn remember(s: &mut State, f: &Facts, view: &JocView) {
         joc.own_age = None;
         joc.own_write_seen_at = None;
     }
+    note_gone_active(joc, f, view);
     let active_now = view.active_member() == Some(me.as_str());
     // A write seen between two looks proves a live JVM: a restarted pod's
     // sidecar must not take the dead JVM's fresh row for its new JOC
@@ -396,6 +434,23 @@ pub(super) fn holder(s: &mut State, f: &Facts, view: &JocView, out: &mut Vec<Act
     } else {
         unlicensed_holder_step(view, &me_id, pod_of)
     };
+    // Kubernetes says the active JOC's JVM is gone: release its row now,
+    // so JOC elects at its next poll, not after its heartbeat timeout.
+    if let Some(gone) = s.joc.as_mut().and_then(|j| j.gone_active.take())
+        && let Some(started_at) = gone.started_at
+    {
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "the joc container of {} (JOC's active member) ran anew or stopped: its JVM is gone; releasing JOC's cluster row so that JOC elects at its next poll",
+                gone.pod
+            ),
+        ));
+        out.push(Action::ReleaseGoneJoc {
+            member_id: gone.member_id,
+            started_at,
+        });
+    }
     // The holder is the one writer of JOC's switch request: it also takes
     // away requests JOC would never execute or clear.
     if let Some(stale) = stale_switch_request(view, &me_id, polling_s) {

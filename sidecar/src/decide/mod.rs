@@ -63,6 +63,16 @@ pub struct State {
     agenda: VecDeque<Step>,
 }
 
+/// JOC's active member as seen at one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSeen {
+    pub member_id: String,
+    pub pod: String,
+    pub run: crate::js7::JocRun,
+    /// Its `JOC_INSTANCES.STARTED_AT` as text: a new JVM rewrites it.
+    pub started_at: Option<String>,
+}
+
 /// js7 mode: what the sidecar knows of JOC's cluster service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JocState {
@@ -102,6 +112,13 @@ pub struct JocState {
     /// The first look that saw a Controller registered while this sidecar
     /// kept the heartbeat: JOC wakes within its retry of that.
     pub controller_seen_at: Option<tokio::time::Instant>,
+    /// JOC's active member at the previous look, with its pod's `joc` run
+    /// and instance `STARTED_AT` then.
+    pub active_seen: Option<ActiveSeen>,
+    /// JOC's active member whose JVM Kubernetes reported gone (its
+    /// container restarted or stopped) while `MEMBER_ID` still names it:
+    /// the holder releases its row ([`Action::ReleaseGoneJoc`]).
+    pub gone_active: Option<ActiveSeen>,
     /// When this sidecar last looked at JOC, to notice its own freeze.
     pub last_look: Option<tokio::time::Instant>,
     /// This sidecar did not run for this long before its last look (kept

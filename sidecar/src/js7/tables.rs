@@ -340,6 +340,41 @@ impl JocTables {
         })
     }
 
+    /// Deletes JOC's cluster row while it names `member_id` and that
+    /// member's instance row still has `started_at` (read as text, as
+    /// [`JocTables::read`] reads it): its JVM is gone by Kubernetes' word
+    /// and no new JVM of that member registered since, so none is running
+    /// or about to resume services by this row. What JOC's clean shutdown
+    /// writes for the row (docs/joc-facts.md fact 12), also with a switch
+    /// request pending: only the active member executes one. True if
+    /// deleted.
+    pub async fn release_gone_active(
+        &self,
+        member_id: &str,
+        started_at: &str,
+    ) -> Result<bool, TablesError> {
+        let sql = match self.kind {
+            DatabaseKind::Postgresql => {
+                "DELETE FROM JOC_CLUSTER WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1 \
+                 AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.\"MEMBER_ID\" = $1 AND CAST(i.\"STARTED_AT\" AS varchar) = $2)"
+            }
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ? \
+                 AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ? AND CAST(i.STARTED_AT AS CHAR) = ?)"
+            }
+            DatabaseKind::Sqlite => {
+                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ?1 \
+                 AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ?1 AND CAST(i.STARTED_AT AS TEXT) = ?2)"
+            }
+        };
+        match self.kind {
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                self.execute(sql, &[member_id, member_id, started_at]).await
+            }
+            _ => self.execute(sql, &[member_id, started_at]).await,
+        }
+    }
+
     /// Runs an UPDATE with text parameters; whether it changed a row.
     async fn execute(&self, sql: &'static str, params: &[&str]) -> Result<bool, TablesError> {
         let affected = match &self.pool {

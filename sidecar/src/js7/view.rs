@@ -814,7 +814,16 @@ mod tests {
         let grace = Duration::from_secs(62);
         let s = |secs: u64| Some(Duration::from_secs(secs));
         // (case, view, me, run, since the Controller, own heartbeat fresh, keep)
-        let rows: Vec<(&str, JocView, &str, JocRun, Option<Duration>, bool, bool)> = vec![
+        type Row<'a> = (
+            &'a str,
+            JocView,
+            &'a str,
+            JocRun,
+            Option<Duration>,
+            bool,
+            bool,
+        );
+        let rows: Vec<Row> = vec![
             (
                 "active, waiting",
                 waiting(9, vec![]),

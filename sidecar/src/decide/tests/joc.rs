@@ -572,3 +572,83 @@ fn a_former_active_joc_blocked_on_a_fresh_install_is_fenced() {
     assert_eq!(&b[..2], ["read-joc", "fence"], "{b:?}");
     assert!(!b.contains(&"keep-joc-heartbeat".to_owned()), "{b:?}");
 }
+
+/// Beyond JOC: Kubernetes reports the container of JOC's active member run
+/// anew (every process of the old run gone), so the holder releases JOC's
+/// cluster row at once instead of waiting out JOC's heartbeat timeout;
+/// seen as a standby first, it is done once this member holds the lease.
+#[test]
+fn the_holder_releases_the_row_of_an_active_joc_whose_container_ran_anew() {
+    let now = Instant::now();
+    let restarted = |f: &mut Facts, run: &str| {
+        for p in &mut f.pods {
+            if p.name == "joc-1" {
+                p.joc_run = JocRun::Running(run.to_owned());
+            }
+        }
+    };
+    let look = |state: &State, f: &mut Facts| {
+        let answers = Answers {
+            joc: Ok(view(Some("joc-1"), None)),
+            ..Answers::default()
+        };
+        drive(state, f, Event::JocLook, &answers)
+    };
+    let releases = |actions: &[Action]| {
+        brief(actions)
+            .iter()
+            .filter(|a| a.starts_with("release-gone"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // (case, the holder's role at the second look, run then, released)
+    let cases = [
+        ("the same run: nothing", true, "0@t0", vec![]),
+        (
+            "ran anew: released",
+            true,
+            "1@t9",
+            vec!["release-gone:joc-1"],
+        ),
+        (
+            "ran anew, but a standby: not its write",
+            false,
+            "1@t9",
+            vec![],
+        ),
+    ];
+    for (case, holds, run, expected) in cases {
+        let role = |holds: bool| if holds { active(5, now) } else { Role::Standby };
+        let mut f = facts(
+            now,
+            role(holds),
+            Some(if holds { "active" } else { "standby" }),
+            true,
+        );
+        let state = if holds {
+            waiting(Some("joc-1"), Some(5))
+        } else {
+            standby(true)
+        };
+        let (state, first) = look(&state, &mut f);
+        assert!(releases(&first).is_empty(), "{case}: first look");
+        restarted(&mut f, run);
+        let (state, second) = look(&state, &mut f);
+        assert_eq!(releases(&second), expected, "{case}");
+        if !holds && run != "0@t0" {
+            // The lease comes to this member: it releases the row then.
+            let mut f = facts(now, active(6, now), Some("active"), true);
+            restarted(&mut f, run);
+            let state = State {
+                active_term: Some(6),
+                ..state
+            };
+            let (_, third) = look(&state, &mut f);
+            assert_eq!(
+                releases(&third),
+                ["release-gone:joc-1"],
+                "{case}: as holder"
+            );
+        }
+    }
+}

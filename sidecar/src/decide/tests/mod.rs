@@ -86,6 +86,7 @@ pub fn member(name: &str, role: Option<&str>) -> PodFacts {
         ready: true,
         terminating: false,
         failsafe: false,
+        joc_run: JocRun::Running("0@t0".to_owned()),
     }
 }
 
@@ -331,6 +332,9 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ReadJoc => "read-joc".to_owned(),
                 Action::FenceJoc { .. } => "fence".to_owned(),
                 Action::KeepJocHeartbeat => "keep-joc-heartbeat".to_owned(),
+                Action::ReleaseGoneJoc { member_id, .. } => {
+                    format!("release-gone:{}", crate::js7::hostname_of(member_id))
+                }
                 Action::JocHealth { fresh } => format!("joc-health:{fresh}"),
                 Action::SetReady { ready, .. } => format!("ready:{ready}"),
                 Action::RequestJocSwitch { from, to, .. } => format!(
