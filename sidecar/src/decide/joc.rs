@@ -12,7 +12,7 @@ use crate::js7::{
     HolderStep, JocRun, JocView, holder_step, hostname_of, keeps_waiting_heart_beat, own_health,
     stale_switch_request, unlicensed_holder_step, waiting_holder_step,
 };
-use crate::lease::HandOverOutcome;
+use crate::lease::{HandOverOutcome, Role};
 
 /// Logs `note` once (until it changes).
 fn note(s: &mut State, level: Level, note: String, out: &mut Vec<Action>) {
@@ -43,6 +43,53 @@ pub(super) fn agree(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
         return fence(s, why, None, out);
     }
     s.wait(Pending::JocRead, Action::ReadJoc, out)
+}
+
+/// First thing after this sidecar resumed from a freeze longer than the
+/// TTL, before the lease is followed (whose role-change command and label
+/// take tens of milliseconds): a JOC frozen with it runs on as JOC's active
+/// member from the moment it is thawed, so every millisecond counts
+/// (docs/joc-facts.md fact 20). Only the lease's own deadline tells here
+/// whether this member still holds it.
+pub(super) fn fence_if_resumed(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
+    let ttl = s.settings.lease_ttl;
+    let Some(joc) = &s.joc else {
+        return Flow::Continue;
+    };
+    let Some(gap) = joc
+        .last_look
+        .map(|last| f.now.saturating_duration_since(last))
+        .filter(|gap| *gap > ttl)
+    else {
+        return Flow::Continue;
+    };
+    let holds = matches!(f.role, Role::Active { until, .. } if until > f.now);
+    let mut judged = s.clone();
+    if !holds {
+        judged.active_term = None;
+    }
+    if let Some(joc) = &mut judged.joc {
+        joc.resumed_after = Some(gap);
+    }
+    let Some(why) = fence_why(&judged, None, None) else {
+        return Flow::Continue;
+    };
+    if let Some(joc) = &mut s.joc {
+        joc.last_look = Some(f.now);
+        joc.resumed_after = None;
+    }
+    out.push(Action::Log(
+        Level::Warn,
+        format!(
+            "fencing this member's JOC (SIGKILL of its JVM) before anything else: {}",
+            why.note
+        ),
+    ));
+    s.wait(
+        Pending::FenceResumed { label: why.label },
+        Action::FenceJoc { why: why.note },
+        out,
+    )
 }
 
 /// The fence rule (`decide/fence.rs`) on the state and, if read, JOC's

@@ -220,6 +220,9 @@ enum Step {
     HandleSwitchoverNow,
     /// js7: look at JOC's tables and agree.
     AgreeWithJoc,
+    /// js7: fence first if this sidecar did not run for longer than the
+    /// lease's TTL and holds no valid lease (frozen with its JOC).
+    FenceIfResumed,
     /// Hand the lease over and never take it again.
     LeaveLease(&'static str),
     /// Hand the lease over (if held), without stepping down for good.
@@ -307,6 +310,11 @@ enum Pending {
         label: &'static str,
         view: Option<Box<JocView>>,
     },
+    /// A fence right after this sidecar resumed from a freeze; then the
+    /// rest of the agenda.
+    FenceResumed {
+        label: &'static str,
+    },
     /// A fence at the moment the lease is handed on to JOC's active `pod`.
     FenceThenFollow {
         label: &'static str,
@@ -386,13 +394,14 @@ pub fn decide(state: &State, facts: &Facts, event: Event) -> (State, Vec<Action>
 fn agenda(input: &Event) -> Vec<Step> {
     match input {
         Event::Tick => vec![
+            Step::FenceIfResumed,
             Step::OwnPod,
             Step::FollowLease,
             Step::AgreeWithJoc,
             Step::CorrectLabels,
             Step::HandleSwitchover,
         ],
-        Event::LeaseChanged => vec![Step::FollowLease, Step::AgreeWithJoc],
+        Event::LeaseChanged => vec![Step::FenceIfResumed, Step::FollowLease, Step::AgreeWithJoc],
         Event::ElectorStopped => {
             vec![Step::Demote("the lease elector stopped".into()), Step::Exit]
         }
@@ -430,6 +439,7 @@ fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
         }
         Step::HandleSwitchoverNow => switchover::handle(s, f, out),
         Step::AgreeWithJoc => joc::agree(s, f, out),
+        Step::FenceIfResumed => joc::fence_if_resumed(s, f, out),
         Step::LeaveLease(why) => switchover::step_down(s, f, why, out),
         Step::HandOff(why) => switchover::hand_off(s, why, out),
         Step::OwnPod => pod::check(s, f, out),
@@ -508,6 +518,10 @@ fn resume(
                 Some(view) => joc::readiness(s, f, *view, out),
                 None => s.wait(Pending::JocRead, Action::ReadJoc, out),
             }
+        }
+        (Pending::FenceResumed { label }, Outcome::JocFenced(result)) => {
+            joc::fenced(s, label, result, out);
+            Flow::Continue
         }
         (Pending::FenceThenFollow { label, pod, note }, Outcome::JocFenced(result)) => {
             joc::fenced(s, label, result, out);
