@@ -3,7 +3,9 @@
 //! describe what the old logic did.
 
 mod fence;
+mod fresh_install;
 mod joc;
+mod joc_restarts;
 mod lease;
 mod pod;
 mod switchover;
