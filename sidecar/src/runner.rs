@@ -63,9 +63,19 @@ pub struct Runner {
     pub last_login_event: Option<Instant>,
     /// The last renew latency recorded in the histogram.
     pub last_renew_latency: Option<Duration>,
+    /// js7: the lease session has been open, so the database belongs to
+    /// this cluster (the session opens only after the claim). Until then
+    /// JOC's tables are neither read nor written: on a database another
+    /// cluster owns, they hold that cluster's rows under the same member ids.
+    pub database_owned: bool,
 }
 
 impl Runner {
+    /// JOC's tables, once this cluster is known to own the database.
+    fn owned_joc_tables(&self) -> Option<&JocTables> {
+        self.joc_tables.as_ref().filter(|_| self.database_owned)
+    }
+
     /// Fences this pod's JOC: SIGKILL of its JVM (found by `-Djetty.base=`),
     /// confirmed gone, then JOC's clean-shutdown writes for its member.
     async fn fence_joc(&self, why: &str) -> Result<FenceDone, String> {
@@ -87,12 +97,12 @@ impl Runner {
             Fenced::NoJvm => Vec::new(),
             Fenced::Killed { pids } => pids,
         };
-        let release = match &self.joc_tables {
+        let release = match self.owned_joc_tables() {
             Some(tables) => tables
                 .release_fenced_member(&settings.member_id)
                 .await
                 .map_err(|e| e.to_string()),
-            None => Err("not in js7 mode".to_owned()),
+            None => Err("not in js7 mode, or the database is not this cluster's".to_owned()),
         };
         Ok(FenceDone { pids, release })
     }
@@ -204,6 +214,7 @@ impl Runner {
         self.health
             .database_ok
             .store(status.connected, Ordering::Relaxed);
+        self.database_owned |= status.connected;
         let error = status.last_error.as_ref().map(|e| e.to_string());
         if error.is_some() && error != self.last_database_error {
             self.metrics.database_errors.inc();
@@ -307,12 +318,18 @@ impl Runner {
                 });
             }
             Action::ReadJoc => {
-                let view = match &self.joc_tables {
-                    Some(tables) => tables.read().await.map_err(|error| JocReadError {
+                let view = match (&self.joc_tables, self.owned_joc_tables()) {
+                    (_, Some(tables)) => tables.read().await.map_err(|error| JocReadError {
                         not_installed: matches!(error, TablesError::NotInstalled { .. }),
                         message: error.to_string(),
                     }),
-                    None => Err(JocReadError {
+                    (Some(_), None) => Err(JocReadError {
+                        not_installed: false,
+                        message: "JOC's tables are not read before this cluster's lease session \
+                                  is open (the database may belong to another JocCluster)"
+                            .to_owned(),
+                    }),
+                    (None, None) => Err(JocReadError {
                         not_installed: false,
                         message: "not in js7 mode".to_owned(),
                     }),
@@ -344,7 +361,7 @@ impl Runner {
                 pod,
                 report,
             } => {
-                let requested = match &self.joc_tables {
+                let requested = match self.owned_joc_tables() {
                     Some(tables) => tables
                         .request_switch(&from, &to)
                         .await
@@ -364,7 +381,7 @@ impl Runner {
                 switch_member_id,
                 why,
             } => {
-                if let Some(tables) = &self.joc_tables {
+                if let Some(tables) = self.owned_joc_tables() {
                     match tables.clear_switch_request(&switch_member_id).await {
                         Ok(true) => info!(
                             switch_member_id,
@@ -531,7 +548,7 @@ impl Runner {
     /// member to the new holder, so that JOC hands over cleanly instead of
     /// timing out.
     async fn wait_for_joc_to_leave(&self, period: Duration) {
-        let (Some(tables), Some(joc)) = (&self.joc_tables, &self.config.joc) else {
+        let (Some(tables), Some(joc)) = (self.owned_joc_tables(), &self.config.joc) else {
             return;
         };
         let me = joc.member_id.as_str();
