@@ -760,6 +760,119 @@ async fn a_fixed_database_secret_takes_effect() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 19, case 7 follow-up: a Secret changed on a healthy cluster (a
+/// rotation) used to wait for the operator's periodic reconcile (every 5 min
+/// while a member is active). The operator watches Secrets, so it stamps the
+/// new version on the pod template within [`SECRET_SEEN`], then rolls the
+/// pods with one active endpoint at every moment but the switch-over.
+#[tokio::test]
+async fn a_secret_changed_on_a_healthy_cluster_is_seen_at_once() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        backend: Backend::Postgres,
+        members: 2,
+        workload: WorkloadMode::Generic,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    stack.endpoints.wait_single(None, UP).await?;
+    let statefulsets: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(stack.client(), &stack.options.namespace);
+    let versions = || async {
+        let sts = statefulsets.get("joc").await.ok()?;
+        sts.spec
+            .template
+            .metadata?
+            .annotations?
+            .get(joc_ha_crds::names::ANNOTATION_SECRET_VERSIONS)
+            .cloned()
+    };
+    let before = wait_for(
+        "the members' Secret versions",
+        UP,
+        Duration::from_millis(200),
+        versions,
+    )
+    .await?;
+
+    // Precondition: the operator has settled (no reconcile for QUIET), so
+    // only a watch of the Secret can bring it back before its 5 min requeue.
+    let reconciles = || stack.operator.log().matches("reconciled").count();
+    let mut last = (reconciles(), std::time::Instant::now());
+    wait_for(
+        "the operator to be quiet (no reconcile) for 3 s",
+        UP,
+        Duration::from_millis(200),
+        || {
+            let now = reconciles();
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            }
+            let quiet = last.1.elapsed() >= QUIET;
+            async move { quiet.then_some(()) }
+        },
+    )
+    .await?;
+    // A rotation as a user would make it: the Secret changes, the
+    // credentials stay valid.
+    let changed = std::time::Instant::now();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(stack.client(), &stack.options.namespace);
+    secrets
+        .patch(
+            "joc-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"rotated": "1"}},
+                "stringData": {"rotated": "1"}})),
+        )
+        .await?;
+    let after = wait_for(
+        "the members' pod template to carry the new Secret version",
+        SECRET_SEEN,
+        Duration::from_millis(100),
+        || async { versions().await.filter(|v| *v != before) },
+    )
+    .await?;
+    let seen = changed.elapsed();
+    eprintln!("Secret versions {before} -> {after} on the StatefulSet {seen:.1?} after the change");
+    assert!(seen < SECRET_SEEN);
+    // The roll then ends with one active member on new pods.
+    wait_for_ok(
+        "every member pod to run the new template and one to be active",
+        SECRET_FIXED,
+        Duration::from_millis(250),
+        || async {
+            for pod in stack.member_names() {
+                let pod = stack.pods().get(&pod).await.map_err(|e| e.to_string())?;
+                let version = pod
+                    .annotations()
+                    .get(joc_ha_crds::names::ANNOTATION_SECRET_VERSIONS)
+                    .cloned();
+                if version.as_deref() != Some(after.as_str()) {
+                    return Err(format!("{} has {version:?}", pod.name_any()));
+                }
+            }
+            match stack.endpoints.current().len() {
+                1 => Ok(()),
+                n => Err(format!("{n} active endpoints")),
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "rolled with one active endpoint {:.1?} after the change",
+        changed.elapsed()
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// How soon the operator must see a changed Secret (its periodic reconcile
+/// on a healthy cluster comes every 5 min).
+const SECRET_SEEN: Duration = Duration::from_secs(10);
+/// How long the operator must have been idle before the Secret changes.
+const QUIET: Duration = Duration::from_secs(3);
+
 /// Issue 19, case 8: a JocCluster of the same name in another namespace on
 /// the same database ran a second active JOC, every status green, and
 /// deleting it forced a fail-over in the first. Now (js7 mode) the first
