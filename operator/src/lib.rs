@@ -8,6 +8,7 @@ pub mod controller;
 pub mod error;
 pub mod metrics;
 pub mod rollout;
+pub mod secret_refs;
 pub mod status;
 pub mod version;
 

@@ -163,6 +163,29 @@ pub struct RenderArgs {
     /// The user's own `joc.properties` / `hibernate.cfg.xml` (`spec.config`).
     #[arg(long)]
     pub user_config_dir: Option<PathBuf>,
+    /// Before writing anything, claim the database for this JocCluster
+    /// (JOC_HA_NAMESPACE/JOC_HA_CLUSTER) and fail if another one owns it,
+    /// so that a refused cluster's JOC never starts (one js7 cluster per
+    /// database: JOC's tables are database-wide).
+    #[arg(long)]
+    pub claim_database: bool,
+}
+
+/// `render-joc-config --claim-database`: the cluster id (`namespace/name`,
+/// as the lease names it) and the member name to claim the database with.
+pub fn claim_identity(flags: &Flags) -> Result<(String, String), ConfigError> {
+    let required = |value: &Option<String>, setting: &'static str| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| config_error(setting, "is required with --claim-database"))
+    };
+    let pod = required(&flags.pod_name, "JOC_HA_POD_NAME (--pod-name)")?;
+    let namespace = required(&flags.namespace, "JOC_HA_NAMESPACE (--namespace)")?;
+    let cluster = required(&flags.cluster, "JOC_HA_CLUSTER (--cluster)")?;
+    Ok((format!("{namespace}/{cluster}"), pod))
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -590,6 +613,67 @@ mod tests {
         ];
         all.extend_from_slice(args);
         Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn claim_identity_is_namespace_slash_cluster_and_names_a_missing_setting() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["joc-ha-sidecar"];
+            all.extend_from_slice(args);
+            claim_identity(&Flags::try_parse_from(all).expect("flags parse"))
+        };
+        // (flags, Ok((cluster id, member)) or Err(the setting named))
+        type Case<'a> = (&'a [&'a str], Result<(&'a str, &'a str), &'a str>);
+        let cases: [Case; 4] = [
+            (
+                &[
+                    "--pod-name",
+                    "joc-0",
+                    "--namespace",
+                    "js7",
+                    "--cluster",
+                    "joc",
+                ],
+                Ok(("js7/joc", "joc-0")),
+            ),
+            (
+                &["--pod-name", "joc-0", "--cluster", "joc"],
+                Err("JOC_HA_NAMESPACE"),
+            ),
+            (
+                &[
+                    "--pod-name",
+                    "joc-0",
+                    "--namespace",
+                    "js7",
+                    "--cluster",
+                    " ",
+                ],
+                Err("JOC_HA_CLUSTER"),
+            ),
+            (
+                &["--namespace", "js7", "--cluster", "joc"],
+                Err("JOC_HA_POD_NAME"),
+            ),
+        ];
+        for (args, want) in cases {
+            match (parse(args), want) {
+                (Ok((cluster, member)), Ok((want_cluster, want_member))) => {
+                    assert_eq!(
+                        (cluster.as_str(), member.as_str()),
+                        (want_cluster, want_member)
+                    );
+                }
+                (Err(error), Err(setting)) => {
+                    let text = error.to_string();
+                    assert!(
+                        text.contains(setting) && text.contains("--claim-database"),
+                        "{text}"
+                    );
+                }
+                (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

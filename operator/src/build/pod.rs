@@ -74,6 +74,13 @@ pub fn pod_template(
             ..Default::default()
         });
     }
+    if component == Component::Member {
+        // A native sidecar: it starts before and stops after the cockpit.
+        // js7: also before `joc-config`, so that when that one refuses a
+        // database owned by another cluster, the sidecar (refused too) is
+        // running and reports `DatabaseInUse` to the operator.
+        init_containers.push(sidecar_container(cluster, ctx));
+    }
     if js7 {
         // The image-files layout (contract with the stand-in, docs/joc-facts.md
         // 1-7): JOC's resources folder and its class-path settings file are
@@ -125,10 +132,6 @@ pub fn pod_template(
     if js7 && database_ca_secret(cluster).is_some() {
         // JOC's JDBC driver reads the CA named in hibernate.cfg.xml.
         mounts(&mut cockpit).push(database_ca_mount());
-    }
-    if component == Component::Member {
-        // A native sidecar: it starts before and stops after the cockpit.
-        init_containers.push(sidecar_container(cluster, ctx));
     }
 
     Ok(PodTemplateSpec {
@@ -544,6 +547,9 @@ fn joc_config_container(
     let api_server = component == Component::ApiServer;
     let mut args = vec![
         "render-joc-config".to_owned(),
+        // JOC's tables are database-wide: JOC starts only on a database this
+        // cluster owns (README "What joc-ha refuses, and why", case 8).
+        "--claim-database".to_owned(),
         "--out-dir".to_owned(),
         pod::IMAGE_RESOURCES_DIR.to_owned(),
         "--classes-dir".to_owned(),
@@ -601,14 +607,24 @@ fn joc_config_container(
     if database_ca_secret(cluster).is_some() {
         mounts.push(database_ca_mount());
     }
-    let mut env = vec![EnvVar {
-        name: sidecar_env::POD_NAME.to_owned(),
-        value_from: Some(field_ref("metadata.name")),
-        ..Default::default()
-    }];
+    let mut env = vec![
+        EnvVar {
+            name: sidecar_env::POD_NAME.to_owned(),
+            value_from: Some(field_ref("metadata.name")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: sidecar_env::NAMESPACE.to_owned(),
+            value_from: Some(field_ref("metadata.namespace")),
+            ..Default::default()
+        },
+        env_value(sidecar_env::CLUSTER, cluster.name_any()),
+    ];
     env.extend(database_env(cluster));
     Ok(Container {
         name: pod::JOC_CONFIG_INIT_CONTAINER.to_owned(),
+        // A refusal's message shows in `kubectl describe pod`.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         image: Some(sidecar_image(cluster, ctx)),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         args: Some(args),
@@ -937,12 +953,32 @@ mod tests {
                 .flatten()
                 .map(|c| c.name.as_str())
                 .collect();
-            assert_eq!(
-                order[..2],
-                [
+            // Members: the sidecar runs first, so that it reports a
+            // refused database while `joc-config` keeps JOC from starting.
+            let want: &[&str] = match component {
+                Component::Member => &[
+                    pod::SIDECAR_CONTAINER,
                     pod::JOC_IMAGE_FILES_INIT_CONTAINER,
-                    pod::JOC_CONFIG_INIT_CONTAINER
-                ]
+                    pod::JOC_CONFIG_INIT_CONTAINER,
+                ],
+                Component::ApiServer => &[
+                    pod::JOC_IMAGE_FILES_INIT_CONTAINER,
+                    pod::JOC_CONFIG_INIT_CONTAINER,
+                ],
+            };
+            assert_eq!(order, want, "{component:?}");
+            // JOC starts only on a database this cluster owns: joc-config
+            // claims it as `<namespace>/<name>`, like the lease.
+            let args = config.args.as_deref().unwrap_or_default();
+            assert!(args.iter().any(|a| a == "--claim-database"), "{args:?}");
+            let namespace = env(config, sidecar_env::NAMESPACE)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str());
+            assert_eq!(namespace, Some("metadata.namespace"));
+            assert_eq!(
+                env(config, sidecar_env::CLUSTER).and_then(|e| e.value.as_deref()),
+                Some("joc")
             );
         }
         // A data directory is quoted for the shell and followed everywhere.
