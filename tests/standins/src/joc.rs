@@ -347,7 +347,7 @@ fn unescape_property(s: &str) -> String {
 /// `cluster_id` (`"joc"` for a cluster member, `"api"` for an API server), no ordering.
 pub fn render_joc_properties(poll_s: u64, timeout_s: u64, cluster_id: &str) -> String {
     format!(
-        "# written by joc_ha_tests::joc\n\
+        "# written by joc_ha_standins::joc\n\
          cluster_id = {cluster_id}\n\
          cluster_polling_interval = {poll_s}\n\
          cluster_heart_beat_exceeded_interval = {timeout_s}\n\
@@ -985,7 +985,7 @@ pub fn is_heart_beat_exceeded(now_s: i64, heart_beat_s: Option<i64>, interval_s:
 }
 
 /// Connects; SQLite gets a busy timeout so that several stand-ins can share a file.
-pub use crate::db::connect_any as connect;
+pub use crate::history::connect;
 
 /// Creates JOC's tables (JOC_INSTANCES, JOC_CLUSTER and the three the cluster
 /// service reads) if missing, as JOC's `DbInstaller` does with
