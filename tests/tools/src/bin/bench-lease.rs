@@ -14,16 +14,13 @@
 //! (`bench-lease contender ...` runs a contender; the benchmark starts itself
 //! that way so it needs no other binary.)
 
-#[path = "../../../standins/src/bin/lease-contender.rs"]
-#[allow(dead_code)]
-mod contender;
-
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use joc_ha_standins::contender;
 use joc_ha_tests::db::{Backend, TestDb};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
 use joc_ha_tests::process::ProcessSignal;
