@@ -233,6 +233,9 @@ pub mod sidecar_env {
     pub const JOC_JETTY_BASE: &str = "JOC_HA_JOC_JETTY_BASE";
     /// js7: `false` switches fencing off (the sidecar then never signals JOC).
     pub const JOC_FENCE: &str = "JOC_HA_JOC_FENCE";
+    /// js7: seconds JOC sleeps before it looks again for a registered
+    /// Controller (docs/joc-facts.md fact 9; 60 in JOC's code).
+    pub const JOC_CONTROLLERS_RETRY: &str = "JOC_HA_JOC_CONTROLLERS_RETRY";
     /// The CA certificate file (PEM) of the database, when
     /// `spec.database.tls.caSecretRef` is set.
     pub const DATABASE_CA_FILE: &str = "JOC_HA_DATABASE_CA_FILE";

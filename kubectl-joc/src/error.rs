@@ -32,6 +32,10 @@ pub enum PluginError {
     Timeout(Duration),
     #[error("the switch-over was rejected: {0}")]
     Rejected(String),
+    #[error(
+        "the restart is not done after {after:?} ({last}): it goes on\n  the operator replaces one pod at a time and waits for it to be Ready; see `kubectl joc status` and the pods' events"
+    )]
+    RestartTimeout { after: Duration, last: String },
 }
 
 impl PluginError {
@@ -40,7 +44,7 @@ impl PluginError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PluginError::Rejected(_) => 2,
-            PluginError::Timeout(_) => 3,
+            PluginError::Timeout(_) | PluginError::RestartTimeout { .. } => 3,
             _ => 1,
         }
     }

@@ -4,6 +4,7 @@
 //! `kubectl joc …`.
 
 mod error;
+mod restart;
 mod status;
 mod switchover;
 
@@ -21,7 +22,7 @@ use error::PluginError;
 #[command(
     name = "kubectl joc",
     bin_name = "kubectl joc",
-    about = "Status and switch-over of joc-ha JocClusters",
+    about = "Status, switch-over and restart of joc-ha JocClusters",
     long_about = "Status and switch-over of joc-ha JocClusters.\n\nTalks only to the Kubernetes API, with kubectl's configuration (KUBECONFIG, the current context and its namespace).",
     version
 )]
@@ -68,6 +69,23 @@ enum Command {
         wait: bool,
         /// How long --wait waits, e.g. 30s, 2m.
         #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
+    /// Restarts every pod of the cluster without losing the active member:
+    /// stamps the pod templates (as `kubectl rollout restart` does) and the
+    /// operator replaces the standbys first, then switches over and
+    /// replaces the old active member. With --wait, waits until every pod
+    /// is new and Ready and one member is active. Exit code: 0 done (or
+    /// requested, without --wait), 3 not done in time, 1 any other error.
+    #[command(after_help = "Example:\n  kubectl joc restart joc --wait --timeout 10m")]
+    Restart {
+        /// The JocCluster.
+        cluster: String,
+        /// Wait until the restart is done.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. 5m.
+        #[arg(long, default_value = "10m", value_parser = parse_timeout)]
         timeout: Duration,
     },
     /// Prints a shell completion script (bash, zsh, fish, …).
@@ -129,6 +147,11 @@ async fn run(cli: Cli) -> Result<String, PluginError> {
             let api: Api<JocCluster> = Api::namespaced(client, &namespace);
             switchover::run(&api, &namespace, &cluster, &to, wait.then_some(timeout)).await
         }
+        Command::Restart {
+            cluster,
+            wait,
+            timeout,
+        } => restart::run(&client, &namespace, &cluster, wait.then_some(timeout)).await,
         Command::Completion { .. } => Ok(String::new()),
     }
 }

@@ -169,3 +169,61 @@ async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<(
     stack.endpoints.assert_never_two();
     Ok(())
 }
+
+/// `restart --wait`: every member pod is replaced (new uid), the Service
+/// never routes to two pods, and it returns once one member is active on
+/// the new revision.
+#[tokio::test]
+async fn a_restart_through_the_plugin_replaces_every_pod_and_keeps_one_active() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions {
+        members: 2,
+        workload: WorkloadMode::Generic,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    stack.endpoints.wait_single(None, UP).await?;
+    let name = stack.options.name.clone();
+    let mut before = std::collections::BTreeMap::new();
+    for member in stack.member_names() {
+        before.insert(
+            member.clone(),
+            stack.pods().get(&member).await?.metadata.uid,
+        );
+    }
+    let out = kubectl_joc(&stack, &["restart", &name, "--wait", "--timeout", "5m"]).await?;
+    assert!(
+        out.status.success(),
+        "exit {:?}: {} {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    println!("{}", text(&out.stdout).trim_end());
+    assert!(
+        text(&out.stdout).contains("one member active"),
+        "{}",
+        text(&out.stdout)
+    );
+    for (member, uid) in &before {
+        let now = stack.pods().get(member).await?.metadata.uid;
+        assert_ne!(&now, uid, "{member} was not replaced");
+    }
+    assert_eq!(
+        stack.endpoints.current().len(),
+        1,
+        "one active endpoint after the restart"
+    );
+    stack.endpoints.assert_never_two();
+
+    // A cluster that does not exist: exit 1 with a hint.
+    let out = kubectl_joc(&stack, &["restart", "nope"]).await?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("kubectl get joc -A"),
+        "{}",
+        text(&out.stderr)
+    );
+    Ok(())
+}

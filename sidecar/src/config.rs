@@ -111,6 +111,12 @@ pub struct Flags {
     /// JOC's uid for the sidecar, as the operator sets them.
     #[arg(long, env = "JOC_HA_JOC_FENCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub joc_fence: bool,
+    /// js7: seconds JOC sleeps before it looks again for a registered
+    /// Controller while it waits for the first one (60 in JOC's code,
+    /// docs/joc-facts.md fact 9): how long after the Controller appears the
+    /// sidecar still keeps the heartbeat of its waiting JOC.
+    #[arg(long, env = "JOC_HA_JOC_CONTROLLERS_RETRY", default_value_t = 60)]
+    pub joc_controllers_retry: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -190,6 +196,8 @@ pub struct JocSettings {
     pub jetty_base: String,
     /// Fencing is on (see [`Flags::joc_fence`]).
     pub fence: bool,
+    /// See [`Flags::joc_controllers_retry`].
+    pub controllers_retry: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -318,6 +326,7 @@ impl Config {
                     licensed: flags.joc_licensed,
                     jetty_base: flags.joc_jetty_base.clone(),
                     fence: flags.joc_fence,
+                    controllers_retry: Duration::from_secs(flags.joc_controllers_retry),
                 })
             }
         };

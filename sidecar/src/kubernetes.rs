@@ -349,6 +349,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         ready: is_ready(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         failsafe: pod.annotations().contains_key(ANNOTATION_FAILSAFE),
+        joc_run: joc_run(pod),
     }
 }
 

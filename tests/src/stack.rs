@@ -378,6 +378,11 @@ impl ContainerRunner for JocRunner {
                         joc_ha_crds::names::sidecar_env::JOC_JETTY_BASE,
                         jetty_base_of(ctx).display().to_string(),
                     );
+                    // The stand-ins' wait for a Controller (JOC's is 60 s).
+                    spec = spec.env(
+                        joc_ha_crds::names::sidecar_env::JOC_CONTROLLERS_RETRY,
+                        CONTROLLERS_RETRY.trim_end_matches('s'),
+                    );
                 }
                 if let Some(url) = &overrides.database_url {
                     spec = spec.env("JOC_HA_DATABASE_URL", url.clone());

@@ -108,6 +108,20 @@ pub enum Action {
         pod: String,
         report: bool,
     },
+    /// js7: write JOC's cluster heartbeat for this member's JOC, JOC's
+    /// active member waiting for its first Controller (docs/joc-facts.md
+    /// fact 9, `js7::keeps_waiting_heart_beat`); a failure is logged.
+    KeepJocHeartbeat,
+    /// js7: JOC's active member `member_id`'s JVM is gone (Kubernetes
+    /// restarted or stopped its container): delete JOC's cluster row if it
+    /// still names it and its instance row still has `started_at` (no new
+    /// JVM registered yet), as JOC's clean shutdown would; JOC's other
+    /// instances elect at their next poll instead of waiting out the
+    /// heartbeat timeout. A failure is logged.
+    ReleaseGoneJoc {
+        member_id: String,
+        started_at: String,
+    },
     /// js7: take away a left-over switch request naming `switch_member_id`
     /// (only if it still does); `why` for the log.
     ClearJocSwitch {

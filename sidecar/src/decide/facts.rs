@@ -109,6 +109,8 @@ pub struct PodFacts {
     /// Carries the failsafe mark (`joc-ha.dev/failsafe`): its holder stays
     /// active while the database is down for everyone.
     pub failsafe: bool,
+    /// js7: the current run of its `joc` container, as the kubelet reports it.
+    pub joc_run: JocRun,
 }
 
 impl PodFacts {

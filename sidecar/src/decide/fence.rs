@@ -33,6 +33,10 @@ pub struct FenceFacts {
     /// How long a JOC may keep the active role without the lease: JOC
     /// executes a switch request at its next poll, so longer is no switch.
     pub active_without_lease_bound: Duration,
+    /// This sidecar keeps the heartbeat of its JOC, JOC's active member
+    /// blocked until the first Controller is registered (fact 9): silent by
+    /// design, not hung.
+    pub kept_waiting: bool,
     /// JOC has a cluster license: without one no other JOC would take over
     /// from a fenced one (docs/joc-facts.md fact 10), so the bound rule is off.
     pub licensed: bool,
@@ -63,7 +67,7 @@ pub fn fence_reason(f: &FenceFacts) -> Option<FenceWhy> {
             ),
         });
     }
-    if f.was_active && f.instance_fresh == Some(false) {
+    if f.was_active && f.instance_fresh == Some(false) && !f.kept_waiting {
         return Some(FenceWhy {
             label: "hung",
             note: "its JOC instance heartbeat is exceeded (JOC hung or frozen) after it was JOC's active member, and this member holds no lease: a thawed JOC finishes a start it began as active (docs/joc-facts.md fact 20)".to_owned(),
@@ -103,6 +107,7 @@ mod tests {
             resumed_after: None,
             active_without_lease_for: None,
             active_without_lease_bound: BOUND,
+            kept_waiting: false,
             licensed: true,
         }
     }
@@ -174,6 +179,17 @@ mod tests {
                     ..base()
                 },
                 Some("hung"),
+            ),
+            (
+                "no lease, JOC active here and silent while it waits for its first Controller (fact 9)",
+                FenceFacts {
+                    joc_active_is_me: Some(true),
+                    was_active: true,
+                    instance_fresh: Some(false),
+                    kept_waiting: true,
+                    ..base()
+                },
+                None,
             ),
             (
                 "no lease, was active, MEMBER_ID moved away, JOC frozen mid-start",

@@ -44,10 +44,20 @@ pub(super) fn check(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
         ));
         become_eligible(s, out);
     }
-    // The kubelet reports JOC's container stopped or restarted: look at JOC
-    // now, not at the next tick, so readiness drops at once (fact 22).
+    // The kubelet reports JOC's container stopped or restarted, here or in
+    // the pod of JOC's active member: look at JOC now, not at the next tick,
+    // so readiness drops at once (fact 22) and a gone active JOC is
+    // released at once.
+    let active_run_changed = |j: &super::JocState| {
+        j.active_seen.as_ref().is_some_and(|seen| {
+            f.pods
+                .iter()
+                .any(|p| p.name == seen.pod && p.joc_run != seen.run)
+        })
+    };
     if s.joc.as_ref().is_some_and(|j| {
-        j.ready == Some(true) && j.baseline.as_ref().is_some_and(|b| !b.is_for(&own.joc_run))
+        (j.ready == Some(true) && j.baseline.as_ref().is_some_and(|b| !b.is_for(&own.joc_run)))
+            || active_run_changed(j)
     }) {
         s.next([Step::AgreeWithJoc]);
     }

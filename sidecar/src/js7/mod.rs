@@ -46,5 +46,6 @@ pub use member_id::{hostname_of, member_id};
 pub use tables::{FencedRelease, JocTables, TablesError};
 pub use view::{
     ClusterRow, HealthBaseline, HolderStep, InstanceRow, InstanceStamp, JocRun, JocView,
-    StaleSwitchRequest, holder_step, own_health, stale_switch_request, unlicensed_holder_step,
+    StaleSwitchRequest, holder_step, keeps_waiting_heart_beat, own_health, security_level_number,
+    stale_switch_request, unlicensed_holder_step, waiting_holder_step,
 };

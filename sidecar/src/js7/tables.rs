@@ -183,9 +183,21 @@ impl JocTables {
             DatabaseKind::Sqlite => "TEXT",
         };
         let as_text = |name: &str| format!("CAST({} AS {text_type})", col(name));
+        let count = match self.kind {
+            DatabaseKind::Postgresql => "CAST(COUNT(*) AS bigint)",
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => "CAST(COUNT(*) AS SIGNED)",
+            DatabaseKind::Sqlite => "COUNT(*)",
+        };
+        // Rows 'c': JOC_CLUSTER; 'i': JOC_INSTANCES, the fourth column its
+        // SECURITY_LEVEL; 'n': registered Controllers, the second column the
+        // security level number and the third their count (fact 9).
         let sql = format!(
             "SELECT 'c' AS kind, {member}, {age}, {switch}, {switch_age}, {zero} AS api, {null_text}, {null_text} FROM JOC_CLUSTER WHERE {id} = 'cluster' \
-             UNION ALL SELECT 'i', {member}, {age}, {null_text}, {null_int}, {cast_api}, {started}, {beat} FROM JOC_INSTANCES",
+             UNION ALL SELECT 'i', {member}, {age}, {level_text}, {null_int}, {cast_api}, {started}, {beat} FROM JOC_INSTANCES \
+             UNION ALL SELECT 'n', {level_number}, {count}, {null_text}, {null_int}, {zero}, {null_text}, {null_text} FROM INV_JS_INSTANCES GROUP BY {level}",
+            level = col("SECURITY_LEVEL"),
+            level_text = as_text("SECURITY_LEVEL"),
+            level_number = as_text("SECURITY_LEVEL"),
             started = as_text("STARTED_AT"),
             beat = as_text("HEART_BEAT"),
             member = col("MEMBER_ID"),
@@ -202,9 +214,16 @@ impl JocTables {
         .map_err(|e| self.error(e))?;
         let mut cluster = None;
         let mut instances = Vec::new();
+        let mut controllers = Vec::new();
         for (kind, member_id, age, switch_member_id, switch_age, api, started_at, heart_beat) in
             rows
         {
+            if kind == "n" {
+                if let Ok(level) = member_id.trim().parse::<i64>() {
+                    controllers.push((level, age.unwrap_or(0)));
+                }
+                continue;
+            }
             // A missing heartbeat counts as exceeded.
             let heart_beat_age_s = age.unwrap_or(i64::MAX);
             if kind == "c" {
@@ -223,10 +242,11 @@ impl JocTables {
                         started_at,
                         heart_beat,
                     },
+                    security_level: switch_member_id,
                 });
             }
         }
-        Ok(JocView::new(cluster, instances, self.exceeded_interval))
+        Ok(JocView::new(cluster, instances, self.exceeded_interval).with_controllers(controllers))
     }
 
     /// Asks JOC to make `target` active: sets `SWITCH_MEMBER_ID` and
@@ -249,6 +269,28 @@ impl JocTables {
             }
         };
         self.execute(sql, &[target, active]).await
+    }
+
+    /// Writes JOC's cluster heartbeat (`JOC_CLUSTER.HEART_BEAT`, database
+    /// UTC now, as JOC's `updateHeartBeat`) for `member_id`'s JOC while it
+    /// is JOC's active member and waits for its first Controller
+    /// ([`crate::js7::keeps_waiting_heart_beat`]); only if the row still
+    /// names it.
+    pub async fn keep_waiting_heart_beat(&self, member_id: &str) -> Result<bool, TablesError> {
+        let sql = match self.kind {
+            DatabaseKind::Postgresql => {
+                "UPDATE JOC_CLUSTER SET \"HEART_BEAT\" = timezone('UTC', now()) \
+                 WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1"
+            }
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                "UPDATE JOC_CLUSTER SET HEART_BEAT = UTC_TIMESTAMP() WHERE ID = 'cluster' AND MEMBER_ID = ?"
+            }
+            DatabaseKind::Sqlite => {
+                "UPDATE JOC_CLUSTER SET HEART_BEAT = strftime('%Y-%m-%d %H:%M:%S','now') \
+                 WHERE ID = 'cluster' AND MEMBER_ID = ?1"
+            }
+        };
+        self.execute(sql, &[member_id]).await
     }
 
     /// Takes a left-over switch request away (both `SWITCH_*` columns back to
@@ -296,6 +338,41 @@ impl JocTables {
             cluster_row_deleted,
             heartbeat_reset,
         })
+    }
+
+    /// Deletes JOC's cluster row while it names `member_id` and that
+    /// member's instance row still has `started_at` (read as text, as
+    /// [`JocTables::read`] reads it): its JVM is gone by Kubernetes' word
+    /// and no new JVM of that member registered since, so none is running
+    /// or about to resume services by this row. What JOC's clean shutdown
+    /// writes for the row (docs/joc-facts.md fact 12), also with a switch
+    /// request pending: only the active member executes one. True if
+    /// deleted.
+    pub async fn release_gone_active(
+        &self,
+        member_id: &str,
+        started_at: &str,
+    ) -> Result<bool, TablesError> {
+        let sql = match self.kind {
+            DatabaseKind::Postgresql => {
+                "DELETE FROM JOC_CLUSTER WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1 \
+                 AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.\"MEMBER_ID\" = $1 AND CAST(i.\"STARTED_AT\" AS varchar) = $2)"
+            }
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ? \
+                 AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ? AND CAST(i.STARTED_AT AS CHAR) = ?)"
+            }
+            DatabaseKind::Sqlite => {
+                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ?1 \
+                 AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ?1 AND CAST(i.STARTED_AT AS TEXT) = ?2)"
+            }
+        };
+        match self.kind {
+            DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                self.execute(sql, &[member_id, member_id, started_at]).await
+            }
+            _ => self.execute(sql, &[member_id, started_at]).await,
+        }
     }
 
     /// Runs an UPDATE with text parameters; whether it changed a row.

@@ -1383,30 +1383,51 @@ impl Campaign<'_> {
     }
 }
 
+/// How long [`settle`] waits for every member: a fenced JOC's liveness
+/// restart (60 s) and start, with room for a loaded machine.
+const SETTLE_BOUND: Duration = Duration::from_secs(180);
+
 /// Every member Ready and its sidecar connected to the database, the
 /// EndpointSlice controller following changes (the canary), one active
 /// endpoint, one pod labeled active: the state each fault starts from.
 /// Returns the active member.
 async fn settle(stack: &Stack, canary: &Canary) -> Result<String> {
-    stack.wait_members_ready(Duration::from_secs(120)).await?;
-    for member in stack.member_names() {
-        let url = format!(
+    // One condition, so that a member cannot drop out between two checks
+    // (a fenced JOC's container restarts while the rest is checked).
+    // Bounded by a fenced member's way back: its JVM is gone, the liveness
+    // probe restarts the container after 6 × 10 s, then JOC starts.
+    let pods = stack.pods();
+    let members = stack.member_names();
+    let mut urls = Vec::new();
+    for member in &members {
+        urls.push(format!(
             "{}/readyz",
-            stack.sidecar_url(&member).context("no sidecar port")?
-        );
-        wait_for(
-            &format!("{member}'s sidecar to reach the database"),
-            Duration::from_secs(60),
-            Duration::from_millis(50),
-            || async {
-                let status = joc_ha_tests::wait::http_get_status(&url, Duration::from_secs(2))
+            stack.sidecar_url(member).context("no sidecar port")?
+        ));
+    }
+    wait_for(
+        "every member Ready and its sidecar ready (connected to the database)",
+        SETTLE_BOUND,
+        Duration::from_millis(100),
+        || async {
+            for member in &members {
+                let pod = pods.get(member).await.ok()?;
+                if !joc_ha_tests::stack::is_ready(&pod) {
+                    return None;
+                }
+            }
+            for url in &urls {
+                let status = joc_ha_tests::wait::http_get_status(url, Duration::from_secs(2))
                     .await
                     .ok()?;
-                (status == 200).then_some(())
-            },
-        )
-        .await?;
-    }
+                if status != 200 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
     canary.wait_prompt(stack).await?;
     wait_for(
         "one active endpoint, labeled active",

@@ -346,3 +346,51 @@ fn a_restarted_container_of_the_former_active_joc_is_not_fenced_while_it_starts(
         );
     }
 }
+
+/// Found by the js7 fault campaign: a holder frozen with its JOC, thawed
+/// after the TTL, first followed the lease (role-change command, label:
+/// about 90 ms) and fenced only then, while its thawed JOC ran services
+/// beside the new active one. Now the fence comes first, judged by the
+/// lease's own deadline; a holder whose lease is still valid is not fenced.
+#[test]
+fn a_holder_thawed_after_its_lease_ran_out_fences_before_it_follows_the_lease() {
+    let now = Instant::now();
+    let frozen = |state: State| {
+        let mut state = was_active(state);
+        if let Some(joc) = &mut state.joc {
+            joc.last_look = Some(now - Duration::from_secs(8));
+        }
+        state
+    };
+    let expired = Role::Active {
+        term: 5,
+        until: now - Duration::from_secs(2),
+    };
+    let answers = Answers {
+        joc: Ok(view(Some(ME), None)),
+        ..Answers::default()
+    };
+    for event in [Event::Tick, Event::LeaseChanged] {
+        let mut f = facts(now, expired, Some("active"), false);
+        let (_, actions) = drive(&frozen(holding(true, 5)), &mut f, event.clone(), &answers);
+        let b = brief(&actions);
+        assert_eq!(
+            b.first().map(String::as_str),
+            Some("fence"),
+            "{event:?}: {b:?}"
+        );
+        assert!(
+            position(&actions, "fence") < position(&actions, "publish:standby"),
+            "{event:?}: {b:?}"
+        );
+        assert_eq!(b.iter().filter(|a| *a == "fence").count(), 1, "{b:?}");
+    }
+    // Its lease still valid (a long look, not a freeze past the lease): no fence.
+    let mut f = facts(now, active(5, now), Some("active"), false);
+    let (_, actions) = drive(&frozen(holding(true, 5)), &mut f, Event::Tick, &answers);
+    assert!(
+        !brief(&actions).contains(&"fence".to_owned()),
+        "{:?}",
+        brief(&actions)
+    );
+}

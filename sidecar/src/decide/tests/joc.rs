@@ -14,7 +14,7 @@ fn look(state: &State, view: JocView, answers: Answers) -> (State, Vec<Action>) 
 }
 
 /// Holding term 5, waiting for JOC (not confirmed), JOC's last look at `previous`.
-fn waiting(previous: Option<&str>, previous_term: Option<i64>) -> State {
+pub(super) fn waiting(previous: Option<&str>, previous_term: Option<i64>) -> State {
     let mut state = holding(true, 5);
     if let Some(joc) = &mut state.joc {
         joc.confirmed = false;
@@ -442,50 +442,4 @@ fn the_holder_clears_left_over_switch_requests() {
             .iter()
             .any(|a| a.starts_with("joc-clear:"))
     );
-}
-
-/// The kubelet's report of a new run of JOC's container is an input: the
-/// sidecar looks at JOC at once and drops readiness, not at the next tick.
-#[test]
-fn a_reported_joc_restart_drops_readiness_at_once() {
-    let cases: Vec<(&str, JocRun, Vec<&str>, Option<bool>)> = vec![
-        (
-            "same run: nothing to look at",
-            own_pod().joc_run,
-            vec![],
-            Some(true),
-        ),
-        (
-            "restarted",
-            JocRun::Running("1@t9".to_owned()),
-            vec!["read-joc", "joc-health:false", "ready:false"],
-            Some(false),
-        ),
-        (
-            "stopped",
-            JocRun::Stopped,
-            vec!["read-joc", "joc-health:false", "ready:false"],
-            Some(false),
-        ),
-    ];
-    for (name, run, expect, ready) in cases {
-        let now = Instant::now();
-        let mut f = facts(now, Role::Standby, Some("standby"), true);
-        if let Some(own) = &mut f.own {
-            own.joc_run = run;
-        }
-        let answers = Answers {
-            joc: Ok(view(Some("joc-1"), None)),
-            ..Answers::default()
-        };
-        let (after, actions) = drive(&standby(true), &mut f, Event::PodsChanged, &answers);
-        let looked: Vec<String> = brief(&actions)
-            .into_iter()
-            .filter(|a| {
-                a.starts_with("read-joc") || a.starts_with("joc-health") || a.starts_with("ready")
-            })
-            .collect();
-        assert_eq!(looked, expect, "{name}");
-        assert_eq!(after.joc.and_then(|j| j.ready), ready, "{name}");
-    }
 }

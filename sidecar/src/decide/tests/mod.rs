@@ -3,7 +3,9 @@
 //! describe what the old logic did.
 
 mod fence;
+mod fresh_install;
 mod joc;
+mod joc_restarts;
 mod lease;
 mod pod;
 mod switchover;
@@ -36,6 +38,7 @@ pub fn settings(js7: bool) -> Settings {
             licensed: true,
             jetty_base: "/var/sos-berlin.com/js7/joc".to_owned(),
             fence: true,
+            controllers_retry: Duration::from_secs(5),
         }),
     }
 }
@@ -85,6 +88,7 @@ pub fn member(name: &str, role: Option<&str>) -> PodFacts {
         ready: true,
         terminating: false,
         failsafe: false,
+        joc_run: JocRun::Running("0@t0".to_owned()),
     }
 }
 
@@ -157,6 +161,7 @@ pub fn view(active: Option<&str>, switch_to: Option<&str>) -> JocView {
                     started_at: Some("t0".to_owned()),
                     heart_beat: next_beat(),
                 },
+                security_level: Some("LOW".to_owned()),
             })
             .collect(),
         Duration::from_secs(5),
@@ -328,6 +333,10 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::WaitForElector { .. } => "wait-elector".to_owned(),
                 Action::ReadJoc => "read-joc".to_owned(),
                 Action::FenceJoc { .. } => "fence".to_owned(),
+                Action::KeepJocHeartbeat => "keep-joc-heartbeat".to_owned(),
+                Action::ReleaseGoneJoc { member_id, .. } => {
+                    format!("release-gone:{}", crate::js7::hostname_of(member_id))
+                }
                 Action::JocHealth { fresh } => format!("joc-health:{fresh}"),
                 Action::SetReady { ready, .. } => format!("ready:{ready}"),
                 Action::RequestJocSwitch { from, to, .. } => format!(

@@ -7,9 +7,12 @@
 //! layout, a license, `ordering`, a registered Controller). Faults, in turn:
 //! the active pod's processes crash (fail-over), a switch-over annotation to
 //! a standby, JOC hangs inside the active pod (SIGSTOP of the JOC stand-in
-//! until agreement). The goals (issue 14) are printed beside: crash p99 ≤ 8 s,
-//! switch-over p99 ≤ 3 s, and crash where Kubernetes confirms the old JOC is
-//! gone p99 ≤ 3 s (not available until joc-ha acts on that confirmation).
+//! until agreement). The goals (issue 14) are printed beside: switch-over
+//! p99 ≤ 3 s, and crash p99 ≤ 3 s — the crash here is one Kubernetes
+//! confirms (the pod's containers run anew), on which joc-ha releases JOC's
+//! row at once instead of waiting out JOC's heartbeat timeout; a crash it
+//! does not see (a JVM dying inside a live container) has the goal 8 s and
+//! is not benchmarked.
 //!
 //! Runs with JOC's timings as the operator sets them (poll 1 s, timeout 5 s);
 //! `--timings joc-default` adds JOC's own defaults (30 s poll, 60 s timeout).
@@ -50,18 +53,12 @@ impl Fault {
     /// Issue 14's goal on p99, ms.
     fn goal_p99_ms(self) -> Option<f64> {
         match self {
-            Fault::Failover => Some(8000.0),
+            Fault::Failover => Some(3000.0),
             Fault::Switchover => Some(3000.0),
             Fault::JocHang => None,
         }
     }
 }
-
-/// The case that needs joc-ha to act on Kubernetes' word that the old JOC is
-/// gone (its container restarted or terminated, its pod deleted) instead of
-/// waiting out JOC's heartbeat timeout; reported as not available until then.
-const CONFIRMED_GONE: &str = "failover_confirmed_gone";
-const CONFIRMED_GONE_GOAL_P99_MS: f64 = 3000.0;
 
 struct Timings {
     name: &'static str,
@@ -309,26 +306,6 @@ async fn main() -> Result<()> {
                 ));
                 lines.push(line);
             }
-            let line = json!({
-                "bench": "js7_agreement",
-                "backend": backend.name(),
-                "variant": format!("{}/{CONFIRMED_GONE}", timing.name),
-                "joc_timings": timing.name,
-                "fault": CONFIRMED_GONE,
-                "runs": 0,
-                "goal_p99_ms": CONFIRMED_GONE_GOAL_P99_MS,
-                "available": false,
-                "why": "needs joc-ha to act on Kubernetes' confirmation that the old JOC is gone (fencing), not merged yet",
-            });
-            println!("{line}");
-            table.push(format!(
-                "| {} | {} ({} s / {} s) | {CONFIRMED_GONE} | not available (needs fencing) | | | | ≤ {CONFIRMED_GONE_GOAL_P99_MS:.0} | |",
-                backend.name(),
-                timing.name,
-                timing.poll_s,
-                timing.exceeded_s,
-            ));
-            lines.push(line);
             // Written after each configuration, so a long run keeps its results.
             merge_results("stack.jsonl", &lines)?;
         }

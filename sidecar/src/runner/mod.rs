@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use joc_ha_crds::JocCluster;
-use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, ROLE_ACTIVE, reason};
+use joc_ha_crds::names::{ANNOTATION_SWITCHOVER_TO, reason};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -20,15 +20,18 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::decide::{
-    Action, ClusterFacts, ElectorFacts, Event, Facts, FenceDone, JocReadError, Level, MemberFacts,
-    Metric, Outcome, Report, State, decide,
+    Action, ClusterFacts, ElectorFacts, Event, Facts, JocReadError, Level, MemberFacts, Metric,
+    Outcome, Report, State, decide,
 };
 use crate::http::{Health, PrestopRequest};
 use crate::js7::{JocTables, TablesError};
-use crate::kubernetes::{ClusterApi, own_pod_facts, pod_facts, role_label};
+use crate::kubernetes::{ClusterApi, own_pod_facts, pod_facts};
 use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, LeaseError, Role};
 use crate::metrics::{Metrics, ResultLabel, WhyLabel};
 use crate::role::{RoleReport, write_role_file};
+
+mod waits;
+use waits::{recv_signal, run_role_command};
 
 /// How often a js7 holder looks at JOC's tables while it waits for JOC to
 /// confirm it (JOC switches at its polls; this bounds the added delay).
@@ -66,37 +69,6 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Fences this pod's JOC: SIGKILL of its JVM (found by `-Djetty.base=`),
-    /// confirmed gone, then JOC's clean-shutdown writes for its member.
-    async fn fence_joc(&self, why: &str) -> Result<FenceDone, String> {
-        use crate::js7::fence::{CONFIRM_BOUND, Fenced, fence_jvm};
-        let settings = self
-            .config
-            .joc
-            .as_ref()
-            .ok_or_else(|| "not in js7 mode".to_owned())?;
-        info!(jetty_base = %settings.jetty_base, "fencing JOC: {why}");
-        let pids = match fence_jvm(
-            std::path::Path::new("/proc"),
-            &settings.jetty_base,
-            CONFIRM_BOUND,
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        {
-            Fenced::NoJvm => Vec::new(),
-            Fenced::Killed { pids } => pids,
-        };
-        let release = match &self.joc_tables {
-            Some(tables) => tables
-                .release_fenced_member(&settings.member_id)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err("not in js7 mode".to_owned()),
-        };
-        Ok(FenceDone { pids, release })
-    }
-
     /// Waits for events and handles them until SIGTERM or the elector's end.
     pub async fn main_loop(
         &mut self,
@@ -360,6 +332,28 @@ impl Runner {
                     Err(error) => warn!("{error}"),
                 }
             }
+            Action::KeepJocHeartbeat => {
+                if let (Some(tables), Some(settings)) = (&self.joc_tables, &self.config.joc)
+                    && let Err(error) = tables.keep_waiting_heart_beat(&settings.member_id).await
+                {
+                    warn!("cannot write the heartbeat of this member's waiting JOC: {error}");
+                }
+            }
+            Action::ReleaseGoneJoc {
+                member_id,
+                started_at,
+            } => {
+                if let Some(tables) = &self.joc_tables {
+                    match tables.release_gone_active(&member_id, &started_at).await {
+                        Ok(true) => info!(
+                            member_id,
+                            "deleted JOC's cluster row of a JOC whose container is gone: JOC elects at its next poll"
+                        ),
+                        Ok(false) => {}
+                        Err(error) => warn!("cannot release the row of a gone JOC: {error}"),
+                    }
+                }
+            }
             Action::ClearJocSwitch {
                 switch_member_id,
                 why,
@@ -472,113 +466,4 @@ impl Runner {
         }
         None
     }
-
-    /// Waits `period` (the former failsafe holder's last role report may be
-    /// acted on until then), noting whether its mark went.
-    async fn wait_out_failsafe(&self, pod: &str, period: Duration) {
-        let deadline = Instant::now() + period;
-        let mut confirmed = false;
-        while Instant::now() < deadline {
-            self.health.loop_alive();
-            if !confirmed && let Ok(false) = self.api.is_failsafe(pod).await {
-                confirmed = true;
-            }
-            tokio::time::sleep(WAIT_POLL).await;
-        }
-        if !confirmed {
-            warn!(%pod, "the former holder did not confirm; its failsafe role has run out");
-        }
-    }
-
-    /// Waits, at most `bound`, until `target` carries the active label, or
-    /// the lease comes back to this member (then it must act, not wait).
-    async fn wait_for_label(
-        &self,
-        target: &str,
-        bound: Duration,
-        handed_term: Option<i64>,
-    ) -> Outcome {
-        let deadline = Instant::now() + bound;
-        loop {
-            let back = match *self.roles.borrow() {
-                Role::Active { term, until } => {
-                    until > Instant::now() && handed_term.is_none_or(|handed| term > handed)
-                }
-                Role::Standby => false,
-            };
-            if back {
-                return Outcome::LeaseCameBack;
-            }
-            let labeled = self
-                .pods
-                .state()
-                .iter()
-                .any(|p| p.name_any() == target && role_label(p) == Some(ROLE_ACTIVE));
-            if labeled {
-                return Outcome::TargetLabeled(Ok(()));
-            }
-            self.health.loop_alive();
-            if Instant::now() >= deadline {
-                return Outcome::TargetLabeled(Err(format!(
-                    "{target} took the lease but was not labeled active within {bound:?}"
-                )));
-            }
-            tokio::time::sleep(WAIT_POLL).await;
-        }
-    }
-
-    /// js7 mode, stepping down: wait, bounded, for JOC to move its active
-    /// member to the new holder, so that JOC hands over cleanly instead of
-    /// timing out.
-    async fn wait_for_joc_to_leave(&self, period: Duration) {
-        let (Some(tables), Some(joc)) = (&self.joc_tables, &self.config.joc) else {
-            return;
-        };
-        let me = joc.member_id.as_str();
-        let deadline = Instant::now() + period;
-        while Instant::now() < deadline {
-            self.health.loop_alive();
-            match tables.read().await {
-                Ok(view) if view.active_member() != Some(me) => {
-                    info!("JOC's active member moved to the new lease holder");
-                    return;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        warn!(
-            "JOC did not move its active member in time; it takes over once this instance's heartbeat is exceeded"
-        );
-    }
-}
-
-async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Runs the configured command on a role change, in the background, with
-/// the role in its environment; its outcome is logged.
-fn run_role_command(command: &str, report: &RoleReport) {
-    let mut child = tokio::process::Command::new("sh");
-    child
-        .arg("-c")
-        .arg(command)
-        .env("JOC_HA_ROLE", &report.role)
-        .env(
-            "JOC_HA_TERM",
-            report.term.map(|t| t.to_string()).unwrap_or_default(),
-        )
-        .kill_on_drop(true);
-    let role = report.role.clone();
-    tokio::spawn(async move {
-        match tokio::time::timeout(Duration::from_secs(30), child.status()).await {
-            Ok(Ok(status)) if status.success() => info!(role, "role-change command succeeded"),
-            Ok(Ok(status)) => warn!(role, %status, "role-change command failed"),
-            Ok(Err(error)) => warn!(role, %error, "cannot run the role-change command"),
-            Err(_) => warn!(role, "role-change command ran over 30 s; killed"),
-        }
-    });
 }

@@ -1,0 +1,174 @@
+//! js7 fencing as flows: when to stop this member's JOC (the rule is
+//! `decide/fence.rs`), at once after a freeze, and what is said after.
+
+use joc_ha_crds::names::reason;
+
+use super::note;
+use crate::decide::fence::{FenceFacts, FenceWhy, fence_reason};
+use crate::decide::{Action, Facts, FenceDone, Flow, Level, Metric, Pending, State};
+use crate::js7::JocView;
+use crate::lease::Role;
+
+/// First thing after this sidecar resumed from a freeze longer than the
+/// TTL, before the lease is followed (whose role-change command and label
+/// take tens of milliseconds): a JOC frozen with it runs on as JOC's active
+/// member from the moment it is thawed, so every millisecond counts
+/// (docs/joc-facts.md fact 20). Only the lease's own deadline tells here
+/// whether this member still holds it.
+pub(in crate::decide) fn fence_if_resumed(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
+    let ttl = s.settings.lease_ttl;
+    let Some(joc) = &s.joc else {
+        return Flow::Continue;
+    };
+    let Some(gap) = joc
+        .last_look
+        .map(|last| f.now.saturating_duration_since(last))
+        .filter(|gap| *gap > ttl)
+    else {
+        return Flow::Continue;
+    };
+    let holds = matches!(f.role, Role::Active { until, .. } if until > f.now);
+    let mut judged = s.clone();
+    if !holds {
+        judged.active_term = None;
+    }
+    if let Some(joc) = &mut judged.joc {
+        joc.resumed_after = Some(gap);
+    }
+    let Some(why) = fence_why(&judged, None, None) else {
+        return Flow::Continue;
+    };
+    if let Some(joc) = &mut s.joc {
+        joc.last_look = Some(f.now);
+        joc.resumed_after = None;
+    }
+    out.push(Action::Log(
+        Level::Warn,
+        format!(
+            "fencing this member's JOC (SIGKILL of its JVM) before anything else: {}",
+            why.note
+        ),
+    ));
+    s.wait(
+        Pending::FenceResumed { label: why.label },
+        Action::FenceJoc { why: why.note },
+        out,
+    )
+}
+
+/// The fence rule (`decide/fence.rs`) on the state and, if read, JOC's
+/// view: `Some` if this member's JOC is to be fenced now.
+pub(in crate::decide) fn fence_why(
+    s: &State,
+    view: Option<&JocView>,
+    f: Option<&Facts>,
+) -> Option<FenceWhy> {
+    let settings = s.settings.joc.as_ref().filter(|j| j.fence)?;
+    let joc = s.joc.as_ref()?;
+    let me = settings.member_id.as_str();
+    let bound = settings.heart_beat_exceeded_interval + settings.polling_interval * 2;
+    fence_reason(&FenceFacts {
+        holds_lease: s.active_term.is_some(),
+        joc_active_is_me: view.map(|v| v.active_member() == Some(me)),
+        was_active: joc.was_active,
+        instance_fresh: view.map(|v| v.is_ready_member(me)),
+        resumed_after: joc.resumed_after,
+        active_without_lease_for: joc
+            .active_without_lease_since
+            .zip(f)
+            .map(|(since, f)| f.now.saturating_duration_since(since)),
+        active_without_lease_bound: bound,
+        kept_waiting: joc.keeping_waiting
+            || view.is_some_and(|v| v.confirms(me) && v.waits_for_controller(me)),
+        licensed: settings.licensed,
+    })
+}
+
+/// Fences this member's JOC; `view` goes on to the readiness step.
+pub(in crate::decide) fn fence(
+    s: &mut State,
+    why: FenceWhy,
+    view: Option<JocView>,
+    out: &mut Vec<Action>,
+) -> Flow {
+    out.push(Action::Log(
+        Level::Warn,
+        format!(
+            "fencing this member's JOC (SIGKILL of its JVM): {}",
+            why.note
+        ),
+    ));
+    s.wait(
+        Pending::Fence {
+            label: why.label,
+            view: view.map(Box::new),
+        },
+        Action::FenceJoc { why: why.note },
+        out,
+    )
+}
+
+/// A fence's outcome: say what was stopped; the JVM's memory goes with it.
+pub(in crate::decide) fn fenced(
+    s: &mut State,
+    label: &'static str,
+    result: Result<FenceDone, String>,
+    out: &mut Vec<Action>,
+) {
+    let me = s.settings.me.clone();
+    match result {
+        Ok(done) => {
+            if let Some(joc) = &mut s.joc {
+                joc.was_active = false;
+                joc.own_fresh = false;
+                joc.resumed_after = None;
+                joc.active_without_lease_since = None;
+            }
+            let release = match &done.release {
+                Ok(r) => format!(
+                    "its JOC_INSTANCES heartbeat {}, the JOC_CLUSTER row {}",
+                    if r.heartbeat_reset {
+                        "reset to 1970-01-01"
+                    } else {
+                        "was not there"
+                    },
+                    if r.cluster_row_deleted {
+                        "deleted (the other JOCs elect at their next poll)"
+                    } else {
+                        "left (it names another member or a switch is pending)"
+                    }
+                ),
+                Err(error) => format!("JOC's clean-shutdown writes failed: {error}"),
+            };
+            if done.pids.is_empty() {
+                out.push(Action::Log(
+                    Level::Info,
+                    format!("no JOC JVM runs in {me} any more (nothing to fence); {release}"),
+                ));
+            } else {
+                let note = format!(
+                    "{me}: JOC's JVM (pid {:?}) SIGKILLed and gone ({label}); {release}; its liveness probe restarts it as a standby",
+                    done.pids
+                );
+                out.push(Action::Log(Level::Warn, note.clone()));
+                out.push(Action::Event {
+                    warning: true,
+                    reason: reason::JOC_FENCED,
+                    note,
+                });
+                out.push(Action::Metric(Metric::JocFenced(label)));
+            }
+        }
+        Err(error) => {
+            let text = format!("{me}: cannot fence its JOC ({label}): {error}");
+            if s.joc.as_ref().and_then(|j| j.last_note.as_ref()) != Some(&text) {
+                out.push(Action::Event {
+                    warning: true,
+                    reason: reason::JOC_FENCE_FAILED,
+                    note: text.clone(),
+                });
+            }
+            note(s, Level::Warn, text, out);
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! What the lease holder does about JOC: label, ask JOC to switch, follow
+//! JOC, or clear a switch request JOC would never execute or clear.
+
+use super::{ClusterRow, JocView};
+
+/// What the lease holder does next about JOC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderStep {
+    /// JOC runs this member active: it may carry the `active` label.
+    Confirmed,
+    /// JOC is on its way; nothing to do now (the reason, for the log).
+    Wait(&'static str),
+    /// Ask JOC to make this member active.
+    RequestSwitch,
+    /// JOC made another ready member active by itself: hand the lease to
+    /// this pod.
+    FollowJoc(String),
+}
+
+/// The holder's decision. `previous_active` is JOC's active member at the
+/// sidecar's previous look (None when unknown); `pod_of` maps a ready
+/// member id to its pod if that pod is a lease member that may receive it.
+pub fn holder_step(
+    view: &JocView,
+    me: &str,
+    previous_active: Option<&str>,
+    pod_of: impl Fn(&str) -> Option<String>,
+) -> HolderStep {
+    let cluster = match settled(view, me) {
+        Ok(cluster) => cluster,
+        Err(step) => return step,
+    };
+    let moved_by_itself = previous_active.is_some_and(|previous| previous != cluster.member_id)
+        && !view.switch_pending_to(me);
+    if moved_by_itself
+        && view.is_ready_member(&cluster.member_id)
+        && let Some(pod) = pod_of(&cluster.member_id)
+    {
+        return HolderStep::FollowJoc(pod);
+    }
+    if view.switch_pending_to(me) {
+        return HolderStep::Wait(
+            "asked JOC to switch to this member; JOC executes it at its next poll, or once the old active member's heartbeat is exceeded",
+        );
+    }
+    HolderStep::RequestSwitch
+}
+
+/// The steps every holder takes before anything else: wait while JOC has no
+/// active member, done when JOC runs this one; else JOC's cluster row.
+fn settled<'v>(view: &'v JocView, me: &str) -> Result<&'v ClusterRow, HolderStep> {
+    let Some(cluster) = &view.cluster else {
+        // JOC deleted its row (clean shutdown of the active instance) or
+        // never had one: its instances elect one at their next poll.
+        return Err(HolderStep::Wait(
+            "JOC has no active member yet; its instances elect one at their next poll",
+        ));
+    };
+    if view.confirms(me) {
+        return Err(HolderStep::Confirmed);
+    }
+    Ok(cluster)
+}
+
+/// A switch request in `JOC_CLUSTER` that the lease holder must take away
+/// (set both `SWITCH_*` columns back to NULL, if the request is still the
+/// one read), and why. JOC clears a request only when its target executes
+/// it, so each of these would otherwise stay for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleSwitchRequest {
+    pub switch_member_id: String,
+    pub why: &'static str,
+}
+
+/// The lease holder's care of JOC's pending switch request: which request,
+/// if any, must be cleared. `polling_interval_s` is JOC's
+/// `cluster_polling_interval`; a request JOC can execute is executed at the
+/// active member's next poll, so one older than two polls that is not on its
+/// way to the holder is left over.
+pub fn stale_switch_request(
+    view: &JocView,
+    me: &str,
+    polling_interval_s: i64,
+) -> Option<StaleSwitchRequest> {
+    let cluster = view.cluster.as_ref()?;
+    let target = cluster.switch_member_id.as_deref()?;
+    let age = cluster.switch_heart_beat_age_s;
+    let stale = |why| {
+        Some(StaleSwitchRequest {
+            switch_member_id: target.to_owned(),
+            why,
+        })
+    };
+    // docs/joc-facts.md fact 14 (JocCluster.java, trySwitchActiveMemberOnProcess): the
+    // active instance executes a request without looking at its target, and
+    // an API server never starts cluster services: no active JOC at all.
+    if view.is_api_server(target) {
+        return stale(
+            "it names an API server, which JOC would make its active member without ever running cluster services",
+        );
+    }
+    // docs/joc-facts.md fact 13: a request whose SWITCH_HEART_BEAT is exceeded is skipped
+    // at every poll and never cleared, and while SWITCH_HEART_BEAT is set JOC
+    // refuses a Controller cluster switch-over
+    // (ControllerResourceModifyClusterImpl, isSwitchingJocInstances).
+    if age.is_none_or(|age| view.exceeded(age)) {
+        return stale(
+            "JOC skips a request older than its heartbeat timeout and never clears it; left behind, it blocks Controller switch-overs",
+        );
+    }
+    let old = age.is_some_and(|age| age > 2 * polling_interval_s.max(1));
+    if old && target == cluster.member_id {
+        return stale("JOC already runs its target active");
+    }
+    if old && target != me {
+        return stale("it names a member that does not hold the lease");
+    }
+    if old && !view.is_ready_member(target) {
+        return stale("its target's JOC instance has no fresh heartbeat");
+    }
+    None
+}
+
+/// The holder's decision without a JOC cluster license (docs/joc-facts.md fact 10,
+/// AMH: the target of a switch then refuses to start services, so a switch
+/// request would leave no member running them). The holder never asks JOC
+/// to switch; the lease follows JOC's own active member instead, and only
+/// the member JOC runs carries the label.
+pub fn unlicensed_holder_step(
+    view: &JocView,
+    me: &str,
+    pod_of: impl Fn(&str) -> Option<String>,
+) -> HolderStep {
+    let cluster = match settled(view, me) {
+        Ok(cluster) => cluster,
+        Err(step) => return step,
+    };
+    if view.is_ready_member(&cluster.member_id)
+        && let Some(pod) = pod_of(&cluster.member_id)
+    {
+        return HolderStep::FollowJoc(pod);
+    }
+    HolderStep::Wait(
+        "without a cluster license JOC does not fail over and joc-ha writes no switch request; waiting for JOC's own active member",
+    )
+}
+
+/// The holder's decision while JOC waits for its first Controller
+/// (docs/joc-facts.md fact 9): JOC's active member is blocked in the start
+/// of its services and executes no switch request, so the holder writes
+/// none; the lease follows JOC's active member, whose heartbeat its sidecar
+/// keeps, and only that JOC carries the label: the one GUI the user
+/// reaches to register the Controller.
+pub fn waiting_holder_step(
+    view: &JocView,
+    me: &str,
+    pod_of: impl Fn(&str) -> Option<String>,
+) -> HolderStep {
+    let cluster = match settled(view, me) {
+        Ok(cluster) => cluster,
+        Err(step) => return step,
+    };
+    if view.is_waiting_active(&cluster.member_id)
+        && let Some(pod) = pod_of(&cluster.member_id)
+    {
+        return HolderStep::FollowJoc(pod);
+    }
+    HolderStep::Wait(
+        "JOC waits for its first Controller (register one in JOC's GUI); the lease follows JOC's own active member",
+    )
+}
