@@ -19,9 +19,14 @@ CARGO ?= cargo
 # What the stack runs as processes, and only these are built (each binary's
 # LTO takes minutes on 2 cores): the operator and sidecar as they ship
 # (profile `dist`, see Cargo.toml; the stack picks them up through
-# JOC_HA_BIN_DIR), and the harness's stand-ins (release).
+# JOC_HA_BIN_DIR), and the stand-ins that play JOC Cockpit (release, crate
+# tests/standins). The campaign and the benchmarks are crate tests/tools.
 DIST_BINS = -p joc-ha-sidecar -p joc-ha-operator --bin joc-ha-sidecar --bin joc-ha-operator
-HARNESS_BINS = -p joc-ha-tests --bin standin-cockpit --bin joc-standin
+STANDIN_BINS = -p joc-ha-standins --bin standin-cockpit --bin joc-standin
+TOOLS = -p joc-ha-tools
+# The demo and what its stack starts: no campaign, no benchmarks.
+DEMO_BINS = -p joc-ha-demo -p joc-ha-operator -p joc-ha-sidecar -p joc-ha-standins \
+  --bin demo --bin joc-ha-operator --bin joc-ha-sidecar --bin standin-cockpit --bin joc-standin
 DIST_DIR = $(CARGO_TARGET_DIR)/dist
 
 .PHONY: all setup controlplane realnode images images-check build crds test lint fmt bench bench-lease bench-js7 chaos chaos-js7 clean-cache demo plugin
@@ -71,11 +76,11 @@ fmt:
 # --cases sigkill,sigstop,pod-delete,switchover,resources,operator
 bench: controlplane
 	$(CARGO) build --profile dist $(DIST_BINS)
-	$(CARGO) build --release $(HARNESS_BINS) --bin baseline-labeler --bin bench-stack
+	$(CARGO) build --release $(STANDIN_BINS) $(TOOLS) --bin baseline-labeler --bin bench-stack
 	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/bench-stack" $(BENCH_ARGS)
 
 bench-lease: controlplane
-	$(CARGO) run --release -p joc-ha-tests --bin bench-lease -- $(BENCH_ARGS)
+	$(CARGO) run --release $(TOOLS) --bin bench-lease -- $(BENCH_ARGS)
 
 # Time from a fault to agreement of lease, label, Service and JOC's own
 # active member (js7 mode), with the operator's and JOC's default timings.
@@ -90,7 +95,7 @@ bench-js7: controlplane
 # "--seed 7", "--backend mariadb", "--faults 50", "--max-minutes 20".
 chaos: controlplane
 	$(CARGO) build --profile dist $(DIST_BINS)
-	$(CARGO) build --release $(HARNESS_BINS) --bin chaos
+	$(CARGO) build --release $(STANDIN_BINS) $(TOOLS) --bin chaos
 	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" $(CHAOS_ARGS)
 
 # The js7 fault campaign: JOC stand-ins with the operator's timings, at least
@@ -99,7 +104,7 @@ chaos: controlplane
 # at once are counted; CHAOS_ARGS="--strict-services" makes them fail it.
 chaos-js7: controlplane
 	$(CARGO) build --profile dist $(DIST_BINS)
-	$(CARGO) build --release $(HARNESS_BINS) --bin chaos
+	$(CARGO) build --release $(STANDIN_BINS) $(TOOLS) --bin chaos
 	JOC_HA_BIN_DIR="$(DIST_DIR)" "$(CARGO_TARGET_DIR)/release/chaos" --workload js7 $(CHAOS_ARGS)
 
 # The images that ship, as OCI archives built offline (static musl binaries,
@@ -130,5 +135,5 @@ clean-cache:
 # and a fail-over with their times, then a live view until Ctrl-C.
 # DEMO_ARGS=--once runs the scripted part only and exits 0 on success.
 demo: controlplane
-	$(CARGO) build --workspace --bins
+	$(CARGO) build $(DEMO_BINS)
 	"$(CARGO_TARGET_DIR)/debug/demo" $(DEMO_ARGS)

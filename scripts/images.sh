@@ -36,7 +36,7 @@ export CC_x86_64_unknown_linux_musl=musl-gcc
 export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$repo=/src --remap-path-prefix=$HOME/.cargo=/cargo"
 echo "images: building the static binaries (profile dist, $triple)" >&2
 (cd "$repo" && cargo build --locked --profile dist --target "$triple" \
-  -p joc-ha-operator -p joc-ha-sidecar -p joc-ha-tests \
+  -p joc-ha-operator -p joc-ha-sidecar -p joc-ha-standins \
   --bin joc-ha-operator --bin joc-ha-sidecar --bin joc-standin --bin standin-cockpit >&2)
 bins=$target_dir/$triple/dist
 

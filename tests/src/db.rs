@@ -617,23 +617,3 @@ fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
-
-/// A connection to a test database of any kind (SQLite waits up to 5 s for
-/// a lock held by another process).
-pub async fn connect_any(url: &str) -> anyhow::Result<sqlx::AnyConnection> {
-    use anyhow::Context as _;
-    use sqlx::Connection as _;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.with_context(|| {
-        format!(
-            "cannot connect to {}",
-            joc_ha_sidecar::lease::redact_url(url)
-        )
-    })?;
-    if crate::history::Dialect::of_url(url)? == crate::history::Dialect::Sqlite {
-        sqlx::query("PRAGMA busy_timeout = 5000")
-            .execute(&mut conn)
-            .await?;
-    }
-    Ok(conn)
-}

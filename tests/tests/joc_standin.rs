@@ -307,7 +307,7 @@ impl Standin {
             .args(extra)
             .env("RUN_JS_HTTP_PORT", port.to_string())
             .env("HOSTNAME", host)
-            .env("RUST_LOG", "info,sqlx=warn,joc_ha_tests::joc=debug")
+            .env("RUST_LOG", "info,sqlx=warn,joc_ha_standins::joc=debug")
             .env("JS7_DBMS_PASSWORD", joc_ha_tests::db::TEST_PASSWORD);
         let process = ManagedProcess::spawn(command, dir.join(format!("{host}.log")))?;
         // No --data-dir: the member id hashes the JETTY_BASE (user.dir).

@@ -9,7 +9,7 @@
 //! Contenders use a 2 s TTL and 500 ms renew interval here, so that many
 //! faults fit into a short run; the benchmark uses the defaults.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -19,6 +19,7 @@ use joc_ha_sidecar::lease::{
 use joc_ha_tests::db::{Backend, TEST_PASSWORD, TestDb, free_port};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
 use joc_ha_tests::process::{ManagedProcess, ProcessSignal};
+use joc_ha_tests::stack::workspace_binary;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
@@ -28,11 +29,13 @@ const FAST: Timing = Timing {
     renew_ms: 500,
 };
 
-fn contender() -> ContenderCommand {
-    ContenderCommand {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_lease-contender")),
+/// The `lease-contender` binary (crate joc-ha-standins), built by
+/// `cargo build --workspace --bins`.
+fn contender() -> Result<ContenderCommand> {
+    Ok(ContenderCommand {
+        program: workspace_binary("lease-contender")?,
         prefix_args: Vec::new(),
-    }
+    })
 }
 
 /// A folder for event files and logs, kept (and named) when the test fails.
@@ -167,7 +170,7 @@ impl Schedule {
 }
 
 async fn chaos_in(backend: Backend, db: &TestDb, work: &Path) -> Result<()> {
-    let mut group = Group::new(work, contender(), &db.url(), FAST)?;
+    let mut group = Group::new(work, contender()?, &db.url(), FAST)?;
     let members = ["c0", "c1", "c2", "c3"];
     for member in members {
         group.spawn(member, false)?;
@@ -334,7 +337,7 @@ async fn skewed_wall_clock(backend: Backend) -> Result<()> {
 }
 
 async fn skewed_in(db: &TestDb, work: &Path) -> Result<()> {
-    let mut group = Group::new(work, contender(), &db.url(), FAST)?;
+    let mut group = Group::new(work, contender()?, &db.url(), FAST)?;
     group.spawn("plain", false)?;
     let (first, held) = group.wait_single_holder(Duration::from_secs(20)).await?;
     ensure!(first == "plain");
@@ -442,7 +445,7 @@ async fn expect_retried_error(
     expect: &[&str],
 ) -> Result<Group> {
     let dir = work.join(label);
-    let mut group = Group::new(&dir, contender(), url, FAST)?;
+    let mut group = Group::new(&dir, contender()?, url, FAST)?;
     group.set_extra_args(extra_args);
     group.spawn(label, false)?;
     let log = group.log_path(label).context("log path")?;
@@ -546,7 +549,7 @@ async fn errors_in(backend: Backend, db: &mut TestDb, work: &Path) -> Result<()>
         // Outage: the holder demotes itself by its deadline, everyone
         // retries, and the lease is taken again once the server is back.
         let dir = work.join("outage");
-        let mut group = Group::new(&dir, contender(), &db.url(), FAST)?;
+        let mut group = Group::new(&dir, contender()?, &db.url(), FAST)?;
         group.spawn("o1", false)?;
         group.spawn("o2", false)?;
         let (holder, _) = group.wait_single_holder(Duration::from_secs(20)).await?;
@@ -627,7 +630,7 @@ async fn malformed_urls_fail_fast_without_the_password() -> Result<()> {
         std::fs::write(&url_file, url)?;
         let log = work.join(format!("malformed-{index}.log"));
         let process = ManagedProcess::start(
-            env!("CARGO_BIN_EXE_lease-contender"),
+            workspace_binary("lease-contender")?,
             [
                 "--member".as_ref(),
                 "m".as_ref(),

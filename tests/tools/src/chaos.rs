@@ -6,9 +6,9 @@
 //!
 //! * never two pods behind the active Service ([`EndpointRecorder`]);
 //! * never two stand-ins active at once, by their periods on
-//!   CLOCK_MONOTONIC ([`crate::lease_history::violations`]);
+//!   CLOCK_MONOTONIC ([`joc_ha_tests::lease_history::violations`]);
 //! * every event of the simulated Controller in the history exactly once
-//!   ([`crate::history::check`]);
+//!   ([`joc_ha_tests::history::check`]);
 //! * after each fault, one active endpoint again within the fault's bound
 //!   ([`FaultKind::bound`]).
 //!
@@ -18,7 +18,7 @@
 //!
 //! * never two pods behind the active Service;
 //! * never two JOC instances running services at once, judged from the
-//!   stand-ins' service periods ([`crate::agreement::services_report`], not
+//!   stand-ins' service periods ([`joc_ha_tests::agreement::services_report`], not
 //!   from `MEMBER_ID`, docs/joc-facts.md fact 20): a reported count until
 //!   fencing lands; `strict_services` makes it fail the campaign;
 //! * after every fault, within one more poll, no switch request older than
@@ -44,13 +44,13 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::agreement::{Frozen, host_of, now_ns, services_report};
-use crate::db::Backend;
-use crate::history::{self, Dialect};
-use crate::lease_history::group::{clock_an_hour_ahead, monotonic_ns};
-use crate::lease_history::{Period, Violation, read_records, violations};
-use crate::stack::{Stack, StackOptions, WorkloadMode};
-use crate::wait::wait_for;
+use joc_ha_tests::agreement::{Frozen, host_of, now_ns, services_report};
+use joc_ha_tests::db::Backend;
+use joc_ha_tests::history::{self, Dialect};
+use joc_ha_tests::lease_history::group::{clock_an_hour_ahead, monotonic_ns};
+use joc_ha_tests::lease_history::{Period, Violation, read_records, violations};
+use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode};
+use joc_ha_tests::wait::wait_for;
 
 /// The faults, each aimed at the active member unless it says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -287,9 +287,7 @@ impl ChaosConfig {
 
 /// `<repository root>/target/joc-ha-chaos`, wherever cargo's target is.
 pub fn report_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
+    crate::bench::repository_root()
         .join("target")
         .join("joc-ha-chaos")
 }
@@ -1001,7 +999,7 @@ impl Campaign<'_> {
                 }
                 match self.config.workload {
                     Workload::Generic => note_killed(&stack.periods_dir, &active)?,
-                    Workload::Js7 => crate::agreement::note_joc_killed(stack, &active)?,
+                    Workload::Js7 => joc_ha_tests::agreement::note_joc_killed(stack, &active)?,
                 }
                 victim = Some(victim_pod.clone());
                 let recovered = self.recovered(stack, kind, victim.as_ref(), start).await;
@@ -1139,7 +1137,7 @@ impl Campaign<'_> {
                     self.config.bound(kind) + GIVE_UP,
                     Duration::from_millis(5),
                     || async {
-                        let row = crate::joc::cluster_row(&url).await.ok()??;
+                        let row = joc_ha_tests::joc::cluster_row(&url).await.ok()??;
                         (host_of(&row.member_id) == to).then_some(())
                     },
                 )
@@ -1283,7 +1281,7 @@ impl Campaign<'_> {
             JOC_POLL * 3,
             Duration::from_millis(100),
             || async {
-                let row = crate::joc::cluster_row(&url).await.ok()?;
+                let row = joc_ha_tests::joc::cluster_row(&url).await.ok()?;
                 let stale = row.as_ref().and_then(|r| {
                     let age = r.db_now - r.switch_heart_beat?;
                     (r.switch_member_id.is_some() && age > two_polls).then(|| {
@@ -1414,12 +1412,12 @@ async fn settle(stack: &Stack, canary: &Canary) -> Result<String> {
         || async {
             for member in &members {
                 let pod = pods.get(member).await.ok()?;
-                if !crate::stack::is_ready(&pod) {
+                if !joc_ha_tests::stack::is_ready(&pod) {
                     return None;
                 }
             }
             for url in &urls {
-                let status = crate::wait::http_get_status(url, Duration::from_secs(2))
+                let status = joc_ha_tests::wait::http_get_status(url, Duration::from_secs(2))
                     .await
                     .ok()?;
                 if status != 200 {
@@ -1592,7 +1590,7 @@ async fn check_clock(stack: &Stack, member: &str, skewed: bool) -> Result<()> {
         Duration::from_secs(60),
         Duration::from_millis(100),
         || async {
-            let (status, body) = crate::wait::http_get(&url, Duration::from_secs(2))
+            let (status, body) = joc_ha_tests::wait::http_get(&url, Duration::from_secs(2))
                 .await
                 .ok()?;
             if status != 200 {

@@ -27,9 +27,9 @@ use anyhow::{Context, Result, bail};
 use joc_ha_tests::agreement::{
     Agreement, Frozen, kill_pod_processes, now_ns, services_report, wait_agreement,
 };
-use joc_ha_tests::bench::{merge_results, percentiles, round1};
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::stack::{Stack, StackOptions};
+use joc_ha_tools::bench::{merge_results, percentiles, round1};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -136,12 +136,7 @@ impl Events {
     }
 }
 
-#[allow(dead_code)]
-fn main() -> ExitCode {
-    contender_main(std::env::args_os())
-}
-
-/// Entry point, also used by `bench-lease contender ...`.
+/// Entry point of `lease-contender`, also used by `bench-lease contender ...`.
 pub fn contender_main<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,

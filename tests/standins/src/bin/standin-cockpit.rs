@@ -1,6 +1,6 @@
 //! A stand-in for the JOC Cockpit container in tests and the demo: while its
 //! sidecar's role report says active, it copies the simulated Controller's
-//! events into the history (see `joc_ha_tests::history`), fenced by its term.
+//! events into the history (see `joc_ha_standins::history`), fenced by its term.
 //! It serves `GET /` saying which member answered, and appends its active
 //! periods (CLOCK_MONOTONIC, comparable across processes of one host) to a
 //! file for the overlap checker: `started` when the process starts,
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use joc_ha_sidecar::role::{monotonic_now_ns, read_role_file, writer_alive};
-use joc_ha_tests::history::{self, Dialect, Step};
+use joc_ha_standins::history::{self, Dialect, Step};
 use serde_json::json;
 
 struct Args {

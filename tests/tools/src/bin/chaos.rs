@@ -1,5 +1,5 @@
 //! `make chaos`: the randomized fault campaign on PostgreSQL and MariaDB
-//! (see `joc_ha_tests::chaos`). Writes `target/joc-ha-chaos/<backend>.json`
+//! (see `joc_ha_tools::chaos`). Writes `target/joc-ha-chaos/<backend>.json`
 //! (`<backend>-js7.json` with `--workload js7`, `make chaos-js7`) under the
 //! repository root and prints a table; exits non-zero when any checker found
 //! something or a fault did not recover.
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use joc_ha_tests::chaos::{ChaosConfig, FaultKind, Workload, run};
 use joc_ha_tests::db::Backend;
+use joc_ha_tools::chaos::{ChaosConfig, FaultKind, Workload, run};
 
 #[derive(Parser, Debug)]
 #[command(about = "Randomized fault campaign on a 3-member JocCluster")]

@@ -42,12 +42,12 @@ use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     LABEL_CLUSTER, LABEL_ROLE, ROLE_ACTIVE, active_service_name, pod as pod_names,
 };
-use joc_ha_tests::bench::{merge_results, percentiles, results_dir, round1, run_main};
 use joc_ha_tests::controlplane::ControlPlane;
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::operator::http_get_body;
 use joc_ha_tests::stack::{EndpointRecorder, Stack, StackOptions, WorkloadMode, is_ready};
 use joc_ha_tests::wait::wait_for;
+use joc_ha_tools::bench::{merge_results, percentiles, results_dir, round1, run_main};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};

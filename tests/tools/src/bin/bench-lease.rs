@@ -14,20 +14,17 @@
 //! (`bench-lease contender ...` runs a contender; the benchmark starts itself
 //! that way so it needs no other binary.)
 
-#[path = "lease-contender.rs"]
-#[allow(dead_code)]
-mod contender;
-
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use joc_ha_tests::bench::{merge_results, percentiles, round1, run_main};
+use joc_ha_standins::contender;
 use joc_ha_tests::db::{Backend, TestDb};
 use joc_ha_tests::lease_history::group::{ContenderCommand, Group, Timing, monotonic_ns};
 use joc_ha_tests::process::ProcessSignal;
+use joc_ha_tools::bench::{merge_results, percentiles, round1, run_main};
 use serde_json::json;
 
 const MEMBERS: [&str; 3] = ["m0", "m1", "m2"];

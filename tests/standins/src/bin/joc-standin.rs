@@ -3,7 +3,7 @@
 //! its cluster service (JOC_CLUSTER / JOC_INSTANCES), following SOS's
 //! `JocServletContainer`, `DbInstaller`, `CheckInstance`, `JocCluster`,
 //! `JocClusterActiveMemberHandler` and `ClusterResourceImpl` (see
-//! `joc_ha_tests::joc` and docs/joc-facts.md). Its "services" are a
+//! `joc_ha_standins::joc` and docs/joc-facts.md). Its "services" are a
 //! flag, a log line and an optional periods file.
 //!
 //! Layouts:
@@ -41,7 +41,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use axum::http::StatusCode;
 use clap::{Parser, Subcommand};
-use joc_ha_tests::joc::{
+use joc_ha_standins::joc::{
     self, HibernateConfig, JocProperties, JocSettings, License, Member, MemberConfig, Performed,
     Services, SwitchError,
 };

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use joc_ha_tests::chaos::{ChaosConfig, ChaosReport, FaultKind, report_dir, run};
 use joc_ha_tests::db::Backend;
+use joc_ha_tools::chaos::{ChaosConfig, ChaosReport, FaultKind, report_dir, run};
 
 /// The campaign ran to its end: not aborted, every fault injected, every
 /// kind of `kinds` among them.
@@ -96,7 +96,7 @@ async fn mariadb_survives_every_fault() -> anyhow::Result<()> {
 /// asserted only with `JOC_HA_CHAOS_STRICT_SERVICES=1` (the campaign's
 /// `--strict-services`), until fencing lands.
 async fn short_js7_campaign(backend: Backend) -> anyhow::Result<()> {
-    use joc_ha_tests::chaos::Workload;
+    use joc_ha_tools::chaos::Workload;
     let seed = std::env::var("JOC_HA_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -40,8 +40,25 @@ impl Dialect {
     }
 }
 
-/// A connection to any of the test databases.
-pub use crate::db::connect_any as connect;
+/// A connection to a test database of any kind (SQLite waits up to 5 s for
+/// a lock held by another process).
+pub async fn connect(url: &str) -> anyhow::Result<sqlx::AnyConnection> {
+    use anyhow::Context as _;
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.with_context(|| {
+        format!(
+            "cannot connect to {}",
+            joc_ha_sidecar::lease::redact_url(url)
+        )
+    })?;
+    if Dialect::of_url(url)? == Dialect::Sqlite {
+        sqlx::query("PRAGMA busy_timeout = 5000")
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
 
 /// Creates the tables (idempotent) and the cursor row.
 pub async fn create_schema(url: &str) -> Result<()> {
