@@ -72,7 +72,7 @@ fn image_volume_mounts() -> Vec<VolumeMount> {
 }
 
 /// js7: the sidecar image's `render-joc-config` merges and writes JOC's
-/// files over the image's (see `sidecar/src/js7/config_files.rs`), then
+/// files over the image's (see `sidecar/src/js7/config_files/`), then
 /// exits. Runs as JOC's user so that JOC can read the owner-only file.
 pub(super) fn joc_config_container(
     cluster: &JocCluster,
