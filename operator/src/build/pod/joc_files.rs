@@ -45,13 +45,19 @@ pub(super) fn image_files_container(cluster: &JocCluster) -> Container {
         command: Some(vec!["sh".to_owned(), "-c".to_owned(), script]),
         volume_mounts: Some(image_volume_mounts()),
         resources: cluster.spec.resources.cockpit.clone(),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(JOC_USER_ID),
-            run_as_group: Some(JOC_GROUP_ID),
-            read_only_root_filesystem: Some(true),
-            ..restricted_security_context()
-        }),
+        security_context: Some(init_security_context()),
         ..Default::default()
+    }
+}
+
+/// Both init containers run as JOC's user (JOC reads what they write), on a
+/// read-only root filesystem.
+fn init_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(JOC_USER_ID),
+        run_as_group: Some(JOC_GROUP_ID),
+        read_only_root_filesystem: Some(true),
+        ..restricted_security_context()
     }
 }
 
@@ -158,12 +164,7 @@ pub(super) fn joc_config_container(
         env: Some(env),
         volume_mounts: Some(mounts),
         resources: spec.resources.sidecar.clone(),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(JOC_USER_ID),
-            run_as_group: Some(JOC_GROUP_ID),
-            read_only_root_filesystem: Some(true),
-            ..restricted_security_context()
-        }),
+        security_context: Some(init_security_context()),
         ..Default::default()
     })
 }
