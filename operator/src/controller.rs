@@ -11,10 +11,10 @@ use joc_ha_crds::names::{
     LABEL_COMPONENT, condition, members_statefulset_name, reason,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::observe::observe;
 use crate::rollout;
+use crate::secret_refs::clusters_naming;
 use crate::status::{Observed, Problem, compute_status, new_warnings};
 use crate::validate::validate;
 
@@ -62,15 +63,31 @@ pub async fn run(
     let clusters: Api<JocCluster> = Api::all(client.clone());
     let config = watcher::Config::default().any_semantic();
     let by_cluster_label = watcher::Config::default().labels(LABEL_CLUSTER);
-    Controller::new(clusters, config.clone())
+    let controller = Controller::new(clusters, config.clone());
+    let known = controller.store();
+    controller
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), config)
         // Pods change role and readiness without their owner changing.
-        .watches(Api::<Pod>::all(client), by_cluster_label, |pod| {
+        .watches(Api::<Pod>::all(client.clone()), by_cluster_label, |pod| {
             let cluster = pod.labels().get(LABEL_CLUSTER)?.clone();
             Some(ObjectRef::<JocCluster>::new(&cluster).within(&pod.namespace()?))
         })
+        // A changed Secret (a fixed password) reconciles the clusters naming
+        // it at once. Metadata only: no Secret value reaches the operator.
+        .watches(
+            Api::<PartialObjectMeta<Secret>>::all(client),
+            watcher::Config::default(),
+            move |secret| {
+                let (Some(namespace), Some(name)) =
+                    (secret.namespace(), secret.meta().name.clone())
+                else {
+                    return Vec::new();
+                };
+                clusters_naming(&known.state(), &namespace, &name)
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -171,8 +188,8 @@ async fn reconcile_pipeline(cluster: Arc<JocCluster>, ctx: Arc<Context>) -> Resu
     .await?;
     info!(cluster = %cluster.name_any(), namespace, phase = ?status.phase, active = ?status.active_member, "reconciled");
 
-    // A missing Secret cannot be watched without reading every Secret, so
-    // look again soon; otherwise the watches bring us back.
+    // The watches (Secrets included) bring us back on a change; the
+    // requeues cover what changes with time alone.
     let available = status
         .conditions
         .iter()

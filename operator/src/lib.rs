@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 mod observe;
 pub mod rollout;
+pub mod secret_refs;
 pub mod status;
 mod validate;
 pub mod version;

@@ -3,12 +3,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use joc_ha_sidecar::config::{Command, Config, Flags, LogFormat, database_from_flags};
+use joc_ha_sidecar::config::{
+    Command, Config, Flags, LogFormat, claim_identity, database_from_flags,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
     if let Some(Command::RenderJocConfig(args)) = &flags.command {
+        if args.claim_database
+            && let Err(error) = claim_database(&flags).await
+        {
+            // JOC must not start on a database another cluster owns: the
+            // pod stays in Init with this message in the container's log.
+            eprintln!("joc-ha-sidecar: JOC is not started: {error}");
+            return ExitCode::from(3);
+        }
         return render_joc_config(&flags, args);
     }
     let config = match Config::from_flags(flags) {
@@ -36,6 +46,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// js7: claims the database for this JocCluster, or says who owns it.
+async fn claim_database(flags: &Flags) -> Result<(), String> {
+    let (cluster_id, member) = claim_identity(flags).map_err(|e| e.to_string())?;
+    let (url, _) = database_from_flags(flags).map_err(|e| e.to_string())?;
+    joc_ha_sidecar::lease::claim_database(&cluster_id, &member, &url)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("joc-ha-sidecar: the database belongs to JocCluster {cluster_id}");
+    Ok(())
 }
 
 /// The js7 init container: JOC's configuration files, then exit.

@@ -145,6 +145,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         last_database_error: None,
         last_login_event: None,
         last_renew_latency: None,
+        database_owned: false,
     };
     runner.publish(standby);
     runner

@@ -760,32 +760,153 @@ async fn a_fixed_database_secret_takes_effect() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 19, case 7 follow-up: a Secret changed on a healthy cluster (a
+/// rotation) used to wait for the operator's periodic reconcile (every 5 min
+/// while a member is active). The operator watches Secrets, so it stamps the
+/// new version on the pod template within [`SECRET_SEEN`], then rolls the
+/// pods with one active endpoint at every moment but the switch-over.
+#[tokio::test]
+async fn a_secret_changed_on_a_healthy_cluster_is_seen_at_once() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        backend: Backend::Postgres,
+        members: 2,
+        workload: WorkloadMode::Generic,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    stack.endpoints.wait_single(None, UP).await?;
+    let statefulsets: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(stack.client(), &stack.options.namespace);
+    let versions = || async {
+        let sts = statefulsets.get("joc").await.ok()?;
+        sts.spec
+            .template
+            .metadata?
+            .annotations?
+            .get(joc_ha_crds::names::ANNOTATION_SECRET_VERSIONS)
+            .cloned()
+    };
+    let before = wait_for(
+        "the members' Secret versions",
+        UP,
+        Duration::from_millis(200),
+        versions,
+    )
+    .await?;
+
+    // Precondition: the operator has settled (no reconcile for QUIET), so
+    // only a watch of the Secret can bring it back before its 5 min requeue.
+    let reconciles = || stack.operator.log().matches("reconciled").count();
+    let mut last = (reconciles(), std::time::Instant::now());
+    wait_for(
+        "the operator to be quiet (no reconcile) for 3 s",
+        UP,
+        Duration::from_millis(200),
+        || {
+            let now = reconciles();
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            }
+            let quiet = last.1.elapsed() >= QUIET;
+            async move { quiet.then_some(()) }
+        },
+    )
+    .await?;
+    // A rotation as a user would make it: the Secret changes, the
+    // credentials stay valid.
+    let changed = std::time::Instant::now();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(stack.client(), &stack.options.namespace);
+    secrets
+        .patch(
+            "joc-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"rotated": "1"}},
+                "stringData": {"rotated": "1"}})),
+        )
+        .await?;
+    let after = wait_for(
+        "the members' pod template to carry the new Secret version",
+        SECRET_SEEN,
+        Duration::from_millis(100),
+        || async { versions().await.filter(|v| *v != before) },
+    )
+    .await?;
+    let seen = changed.elapsed();
+    eprintln!("Secret versions {before} -> {after} on the StatefulSet {seen:.1?} after the change");
+    assert!(seen < SECRET_SEEN);
+    // The roll then ends with one active member on new pods.
+    wait_for_ok(
+        "every member pod to run the new template and one to be active",
+        SECRET_FIXED,
+        Duration::from_millis(250),
+        || async {
+            for pod in stack.member_names() {
+                let pod = stack.pods().get(&pod).await.map_err(|e| e.to_string())?;
+                let version = pod
+                    .annotations()
+                    .get(joc_ha_crds::names::ANNOTATION_SECRET_VERSIONS)
+                    .cloned();
+                if version.as_deref() != Some(after.as_str()) {
+                    return Err(format!("{} has {version:?}", pod.name_any()));
+                }
+            }
+            match stack.endpoints.current().len() {
+                1 => Ok(()),
+                n => Err(format!("{n} active endpoints")),
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "rolled with one active endpoint {:.1?} after the change",
+        changed.elapsed()
+    );
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// How soon the operator must see a changed Secret (its periodic reconcile
+/// on a healthy cluster comes every 5 min).
+const SECRET_SEEN: Duration = Duration::from_secs(10);
+/// How long the operator must have been idle before the Secret changes.
+const QUIET: Duration = Duration::from_secs(3);
+
 /// Issue 19, case 8: a JocCluster of the same name in another namespace on
 /// the same database ran a second active JOC, every status green, and
 /// deleting it forced a fail-over in the first. Now (js7 mode) the first
 /// cluster owns the database: the second's sidecars refuse to join, its
-/// status says Degraded `DatabaseInUse` naming the first, with a Warning
-/// Event; the first keeps its one active member and lease term.
+/// `joc-config` init containers refuse to start JOC, its status says
+/// Degraded `DatabaseInUse` naming the first, with a Warning Event; the
+/// first keeps its one active member and lease term.
 #[tokio::test]
 async fn a_second_cluster_on_the_same_database_is_refused() -> anyhow::Result<()> {
-    second_cluster_on_the_same_database(false).await
+    second_cluster_on_the_same_database(Backend::Postgres, false).await
 }
 
-/// The rest of case 8, still open: the refused cluster's JOC containers
-/// start all the same (only the lease refuses), and when that cluster is
-/// deleted they shut down cleanly with member ids that collide with the
-/// first cluster's (same pod names), so JOC's clean-shutdown writes
-/// (docs/joc-facts.md fact 12) move the first cluster's active member. Kept
-/// as a test that fails today; it runs with `--ignored`.
+/// The rest of case 8: the refused cluster's JOC never starts (its pods stay
+/// in Init), so deleting that cluster writes none of JOC's clean-shutdown
+/// rows (docs/joc-facts.md fact 12) under member ids that collide with the
+/// first cluster's: the first keeps its active member, lease term and JOC's
+/// `MEMBER_ID`.
 #[tokio::test]
-#[ignore = "open (issue 19, case 8): a refused js7 cluster's JOC still starts and its clean shutdown moves the first cluster's active member"]
 async fn deleting_a_refused_second_cluster_changes_nothing_in_the_first() -> anyhow::Result<()> {
-    second_cluster_on_the_same_database(true).await
+    second_cluster_on_the_same_database(Backend::Postgres, true).await
 }
 
-async fn second_cluster_on_the_same_database(delete_copy: bool) -> anyhow::Result<()> {
+#[tokio::test]
+async fn deleting_a_refused_second_cluster_changes_nothing_in_the_first_mariadb()
+-> anyhow::Result<()> {
+    second_cluster_on_the_same_database(Backend::MariaDb, true).await
+}
+
+async fn second_cluster_on_the_same_database(
+    backend: Backend,
+    delete_copy: bool,
+) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
-        backend: Backend::Postgres,
+        backend,
         members: 2,
         ..StackOptions::default()
     })
@@ -868,6 +989,57 @@ async fn second_cluster_on_the_same_database(delete_copy: bool) -> anyhow::Resul
         stack.cluster().await?.status.and_then(|s| s.lease_term),
         term
     );
+    // JOC's own active member: the first cluster's, named by its pod.
+    let joc_member = joc_ha_tests::joc::joc_active_member(&stack.database_url).await?;
+    assert_eq!(
+        joc_member.as_deref().map(joc_ha_tests::agreement::host_of),
+        Some(active.as_str()),
+        "JOC_CLUSTER.MEMBER_ID names the first cluster's active pod"
+    );
+
+    // The refused cluster's JOC never started: every member pod is held in
+    // Init by `joc-config`, which exited with the refusal (code 3).
+    let copy_pods: kube::Api<Pod> = kube::Api::namespaced(stack.client(), other);
+    for ordinal in 0..2 {
+        let name = format!("joc-{ordinal}");
+        let refused = wait_for_ok(
+            &format!("{other}/{name}: joc-config refused, JOC not started"),
+            UP,
+            Duration::from_millis(250),
+            || async {
+                let pod = copy_pods.get(&name).await.map_err(|e| e.to_string())?;
+                let status = pod.status.unwrap_or_default();
+                let config = status
+                    .init_container_statuses
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| c.name == "joc-config")
+                    .ok_or("no joc-config status")?;
+                let exit = config
+                    .last_state
+                    .and_then(|s| s.terminated)
+                    .or(config.state.and_then(|s| s.terminated))
+                    .map(|t| t.exit_code);
+                let joc_ran = status
+                    .container_statuses
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.name == "joc")
+                    .any(|c| {
+                        c.state
+                            .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+                            || c.last_state.is_some_and(|s| s.terminated.is_some())
+                    });
+                match (exit, joc_ran) {
+                    (_, true) => Err("container joc has run".to_owned()),
+                    (Some(3), false) => Ok(()),
+                    (other, _) => Err(format!("joc-config exit code {other:?}")),
+                }
+            },
+        )
+        .await;
+        refused.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
 
     if !delete_copy {
         stack.endpoints.assert_never_two();
@@ -884,10 +1056,25 @@ async fn second_cluster_on_the_same_database(delete_copy: bool) -> anyhow::Resul
         || async { matches!(copies.get_opt("joc").await, Ok(None)).then_some(()) },
     )
     .await?;
-    assert_eq!(
-        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
-        vec![active]
-    );
+    // What the clean shutdown used to cause (a fail-over in the first
+    // cluster) showed within a few seconds: watch the first cluster for
+    // STABLE_FOR and require that nothing moves at any look.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < STABLE_FOR {
+        assert_eq!(
+            stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+            vec![active.clone()],
+            "the first cluster's endpoint moved {:?} after the deletion",
+            watched.elapsed()
+        );
+        assert_eq!(
+            joc_ha_tests::joc::joc_active_member(&stack.database_url).await?,
+            joc_member,
+            "JOC_CLUSTER.MEMBER_ID moved {:?} after the deletion",
+            watched.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(
         stack.cluster().await?.status.and_then(|s| s.lease_term),
         term
@@ -895,3 +1082,8 @@ async fn second_cluster_on_the_same_database(delete_copy: bool) -> anyhow::Resul
     stack.endpoints.assert_never_two();
     Ok(())
 }
+
+/// How long the first cluster is watched after a refused cluster's
+/// deletion: above the stand-ins' JOC heart-beat-exceeded interval, after
+/// which a dead member's JOC would have been replaced.
+const STABLE_FOR: Duration = Duration::from_secs(10);

@@ -908,6 +908,65 @@ async fn one_js7_cluster_per_database(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// Case 8, the first start: clusters starting at once on a fresh database
+/// (no tables yet) each claim it from their `joc-config` init containers
+/// (`lease::claim_database`, as `render-joc-config --claim-database` runs
+/// it). Exactly one cluster owns it; every other claim is refused naming
+/// that owner, and the owner's own later claims succeed.
+async fn the_first_claim_of_a_fresh_database_wins_once(backend: Backend) -> Result<()> {
+    let db = TestDb::start_private(backend).await?;
+    let url = db.url();
+    let claims = (0..6).map(|i| {
+        let url = url.clone();
+        let cluster = format!("ns-{}/joc", i % 3);
+        tokio::spawn(async move {
+            let outcome = joc_ha_sidecar::lease::claim_database(&cluster, "joc-0", &url).await;
+            (cluster, outcome.map_err(|e| e.to_string()))
+        })
+    });
+    let mut owners = std::collections::BTreeSet::new();
+    let mut refusals = Vec::new();
+    for claim in futures::future::join_all(claims).await {
+        match claim.context("claim task")? {
+            (cluster, Ok(())) => {
+                owners.insert(cluster);
+            }
+            (cluster, Err(error)) => refusals.push((cluster, error)),
+        }
+    }
+    ensure!(
+        owners.len() == 1,
+        "exactly one owner, got {owners:?} ({refusals:?})"
+    );
+    let owner = owners.into_iter().next().unwrap_or_default();
+    // Two claims per cluster: the owner's other one succeeded, the other
+    // clusters' four were refused naming the owner.
+    ensure!(refusals.len() == 4, "{refusals:?}");
+    for (cluster, error) in &refusals {
+        ensure!(
+            *cluster != owner && error.contains(&format!("belongs to JocCluster {owner}")),
+            "{cluster}: {error}"
+        );
+    }
+    joc_ha_sidecar::lease::claim_database(&owner, "joc-1", &url).await?;
+    eprintln!(
+        "{}: {owner} owns the database; {} claims refused",
+        backend.name(),
+        refusals.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_first_claim_of_a_fresh_database_wins_once() -> Result<()> {
+    the_first_claim_of_a_fresh_database_wins_once(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_the_first_claim_of_a_fresh_database_wins_once() -> Result<()> {
+    the_first_claim_of_a_fresh_database_wins_once(Backend::MariaDb).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_one_js7_cluster_per_database() -> Result<()> {
     one_js7_cluster_per_database(Backend::Postgres).await

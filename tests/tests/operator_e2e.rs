@@ -561,7 +561,7 @@ async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<(
     for (sts, init_want, ordering_offset) in [
         (
             &member_sts,
-            vec!["joc-image-files", "joc-config", "joc-ha-sidecar"],
+            vec!["joc-ha-sidecar", "joc-image-files", "joc-config"],
             "0",
         ),
         (&api_sts, vec!["joc-image-files", "joc-config"], "50"),
@@ -574,9 +574,16 @@ async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<(
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(init, init_want);
-        let files = &pod.init_containers.as_ref().context("init")?[0];
+        let named = |name: &str| {
+            pod.init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == name)
+                .context(name.to_owned())
+        };
+        let files = named("joc-image-files")?;
         assert_eq!(files.image.as_deref(), Some("sosberlin/js7:joc-2-8-1"));
-        let config = &pod.init_containers.as_ref().context("init")?[1];
+        let config = named("joc-config")?;
         let args = config.args.clone().unwrap_or_default();
         let offset = args
             .iter()

@@ -129,20 +129,21 @@ mod tests {
         assert_eq!(sts.service_name.as_deref(), Some("joc-headless"));
         let pod = sts.template.spec.expect("pod spec");
         let init = pod.init_containers.expect("init containers");
-        // js7 (default): the image's files are copied, JOC's configuration
-        // is written over them, then the sidecar starts.
+        // js7 (default): the sidecar starts first (so it reports a database
+        // `joc-config` refuses), then the image's files are copied and JOC's
+        // configuration is written over them.
         let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
             [
+                pod_names::SIDECAR_CONTAINER,
                 pod_names::JOC_IMAGE_FILES_INIT_CONTAINER,
                 pod_names::JOC_CONFIG_INIT_CONTAINER,
-                pod_names::SIDECAR_CONTAINER
             ]
         );
-        assert_eq!(init[0].restart_policy, None, "runs to completion");
         assert_eq!(init[1].restart_policy, None, "runs to completion");
-        let sidecar = &init[2];
+        assert_eq!(init[2].restart_policy, None, "runs to completion");
+        let sidecar = &init[0];
         assert_eq!(sidecar.name, pod_names::SIDECAR_CONTAINER);
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
         assert_eq!(sidecar.image.as_deref(), Some("joc-ha-sidecar:test"));

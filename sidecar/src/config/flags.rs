@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::{LogFormat, Workload};
+use super::{ConfigError, LogFormat, Workload, config_error};
 
 /// Command-line flags; each can also come from its `JOC_HA_*` variable.
 #[derive(Debug, Clone, Parser)]
@@ -157,6 +157,29 @@ pub struct RenderArgs {
     /// The user's own `joc.properties` / `hibernate.cfg.xml` (`spec.config`).
     #[arg(long)]
     pub user_config_dir: Option<PathBuf>,
+    /// Before writing anything, claim the database for this JocCluster
+    /// (JOC_HA_NAMESPACE/JOC_HA_CLUSTER) and fail if another one owns it,
+    /// so that a refused cluster's JOC never starts (one js7 cluster per
+    /// database: JOC's tables are database-wide).
+    #[arg(long)]
+    pub claim_database: bool,
+}
+
+/// `render-joc-config --claim-database`: the cluster id (`namespace/name`,
+/// as the lease names it) and the member name to claim the database with.
+pub fn claim_identity(flags: &Flags) -> Result<(String, String), ConfigError> {
+    let required = |value: &Option<String>, setting: &'static str| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| config_error(setting, "is required with --claim-database"))
+    };
+    let pod = required(&flags.pod_name, "JOC_HA_POD_NAME (--pod-name)")?;
+    let namespace = required(&flags.namespace, "JOC_HA_NAMESPACE (--namespace)")?;
+    let cluster = required(&flags.cluster, "JOC_HA_CLUSTER (--cluster)")?;
+    Ok((format!("{namespace}/{cluster}"), pod))
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {

@@ -14,7 +14,7 @@ use joc_ha_crds::v1alpha1::parse_duration;
 
 pub use crate::lease::redact_url;
 pub use database::database_from_flags;
-pub use flags::{Command, Flags, RenderArgs};
+pub use flags::{Command, Flags, RenderArgs, claim_identity};
 
 /// The application in the cockpit container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,6 +17,67 @@ fn flags(args: &[&str]) -> Flags {
 }
 
 #[test]
+fn claim_identity_is_namespace_slash_cluster_and_names_a_missing_setting() {
+    let parse = |args: &[&str]| {
+        let mut all = vec!["joc-ha-sidecar"];
+        all.extend_from_slice(args);
+        claim_identity(&Flags::try_parse_from(all).expect("flags parse"))
+    };
+    // (flags, Ok((cluster id, member)) or Err(the setting named))
+    type Case<'a> = (&'a [&'a str], Result<(&'a str, &'a str), &'a str>);
+    let cases: [Case; 4] = [
+        (
+            &[
+                "--pod-name",
+                "joc-0",
+                "--namespace",
+                "js7",
+                "--cluster",
+                "joc",
+            ],
+            Ok(("js7/joc", "joc-0")),
+        ),
+        (
+            &["--pod-name", "joc-0", "--cluster", "joc"],
+            Err("JOC_HA_NAMESPACE"),
+        ),
+        (
+            &[
+                "--pod-name",
+                "joc-0",
+                "--namespace",
+                "js7",
+                "--cluster",
+                " ",
+            ],
+            Err("JOC_HA_CLUSTER"),
+        ),
+        (
+            &["--namespace", "js7", "--cluster", "joc"],
+            Err("JOC_HA_POD_NAME"),
+        ),
+    ];
+    for (args, want) in cases {
+        match (parse(args), want) {
+            (Ok((cluster, member)), Ok((want_cluster, want_member))) => {
+                assert_eq!(
+                    (cluster.as_str(), member.as_str()),
+                    (want_cluster, want_member)
+                );
+            }
+            (Err(error), Err(setting)) => {
+                let text = error.to_string();
+                assert!(
+                    text.contains(setting) && text.contains("--claim-database"),
+                    "{text}"
+                );
+            }
+            (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
 fn composes_a_url_from_secret_parts_with_encoded_password() {
     let config = Config::from_flags(flags(&[
         "--database-type",

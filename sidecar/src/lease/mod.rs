@@ -67,3 +67,23 @@ pub use error::{LeaseError, redact_url};
 pub use store::MemberRow;
 pub(crate) use url::Options;
 pub use url::{DatabaseKind, DatabaseUrl};
+
+/// js7 mode, before JOC starts (the `joc-config` init container): applies
+/// the migrations, claims the database for `cluster_id` if nobody has
+/// (one `INSERT` on the primary key of `joc_ha_owner`, so of two clusters
+/// starting at once exactly one wins), and fails with
+/// [`LeaseError::DatabaseInUse`] when another cluster owns it. Writes no
+/// lease or member row; a refused cluster writes nothing at all.
+pub async fn claim_database(cluster_id: &str, member: &str, url: &str) -> Result<(), LeaseError> {
+    let mut config = LeaseConfig::new(cluster_id, member);
+    // Never a lease candidate, no waiter connection: only connect and claim.
+    config.kind = MemberKind::ApiServer;
+    config.exclusive = true;
+    config.validate()?;
+    let url = DatabaseUrl::parse(url)?;
+    let statements = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ctx = std::sync::Arc::new(store::Ctx::new(&config, url, statements));
+    // The session (and its lock) ends when the store is dropped.
+    let (_store, _waiter) = store::Store::connect(ctx).await?;
+    Ok(())
+}

@@ -66,9 +66,19 @@ pub struct Runner {
     pub last_login_event: Option<Instant>,
     /// The last renew latency recorded in the histogram.
     pub last_renew_latency: Option<Duration>,
+    /// js7: the lease session has been open, so the database belongs to
+    /// this cluster (the session opens only after the claim). Until then
+    /// JOC's tables are neither read nor written: on a database another
+    /// cluster owns, they hold that cluster's rows under the same member ids.
+    pub database_owned: bool,
 }
 
 impl Runner {
+    /// JOC's tables, once this cluster is known to own the database.
+    pub(super) fn owned_joc_tables(&self) -> Option<&JocTables> {
+        self.joc_tables.as_ref().filter(|_| self.database_owned)
+    }
+
     /// Waits for events and handles them until SIGTERM or the elector's end.
     pub async fn main_loop(
         &mut self,
@@ -176,6 +186,7 @@ impl Runner {
         self.health
             .database_ok
             .store(status.connected, Ordering::Relaxed);
+        self.database_owned |= status.connected;
         let error = status.last_error.as_ref().map(|e| e.to_string());
         if error.is_some() && error != self.last_database_error {
             self.metrics.database_errors.inc();
@@ -279,12 +290,18 @@ impl Runner {
                 });
             }
             Action::ReadJoc => {
-                let view = match &self.joc_tables {
-                    Some(tables) => tables.read().await.map_err(|error| JocReadError {
+                let view = match (&self.joc_tables, self.owned_joc_tables()) {
+                    (_, Some(tables)) => tables.read().await.map_err(|error| JocReadError {
                         not_installed: matches!(error, TablesError::NotInstalled { .. }),
                         message: error.to_string(),
                     }),
-                    None => Err(JocReadError {
+                    (Some(_), None) => Err(JocReadError {
+                        not_installed: false,
+                        message: "JOC's tables are not read before this cluster's lease session \
+                                  is open (the database may belong to another JocCluster)"
+                            .to_owned(),
+                    }),
+                    (None, None) => Err(JocReadError {
                         not_installed: false,
                         message: "not in js7 mode".to_owned(),
                     }),
@@ -316,7 +333,7 @@ impl Runner {
                 pod,
                 report,
             } => {
-                let requested = match &self.joc_tables {
+                let requested = match self.owned_joc_tables() {
                     Some(tables) => tables
                         .request_switch(&from, &to)
                         .await
@@ -333,7 +350,7 @@ impl Runner {
                 }
             }
             Action::KeepJocHeartbeat => {
-                if let (Some(tables), Some(settings)) = (&self.joc_tables, &self.config.joc)
+                if let (Some(tables), Some(settings)) = (self.owned_joc_tables(), &self.config.joc)
                     && let Err(error) = tables.keep_waiting_heart_beat(&settings.member_id).await
                 {
                     warn!("cannot write the heartbeat of this member's waiting JOC: {error}");
@@ -343,7 +360,7 @@ impl Runner {
                 member_id,
                 started_at,
             } => {
-                if let Some(tables) = &self.joc_tables {
+                if let Some(tables) = self.owned_joc_tables() {
                     match tables.release_gone_active(&member_id, &started_at).await {
                         Ok(true) => info!(
                             member_id,
@@ -358,7 +375,7 @@ impl Runner {
                 switch_member_id,
                 why,
             } => {
-                if let Some(tables) = &self.joc_tables {
+                if let Some(tables) = self.owned_joc_tables() {
                     match tables.clear_switch_request(&switch_member_id).await {
                         Ok(true) => info!(
                             switch_member_id,

@@ -37,12 +37,12 @@ impl Runner {
             Fenced::NoJvm => Vec::new(),
             Fenced::Killed { pids } => pids,
         };
-        let release = match &self.joc_tables {
+        let release = match self.owned_joc_tables() {
             Some(tables) => tables
                 .release_fenced_member(&settings.member_id)
                 .await
                 .map_err(|e| e.to_string()),
-            None => Err("not in js7 mode".to_owned()),
+            None => Err("not in js7 mode, or the database is not this cluster's".to_owned()),
         };
         Ok(FenceDone { pids, release })
     }
@@ -105,7 +105,7 @@ impl Runner {
     /// member to the new holder, so that JOC hands over cleanly instead of
     /// timing out.
     pub(super) async fn wait_for_joc_to_leave(&self, period: Duration) {
-        let (Some(tables), Some(joc)) = (&self.joc_tables, &self.config.joc) else {
+        let (Some(tables), Some(joc)) = (self.owned_joc_tables(), &self.config.joc) else {
             return;
         };
         let me = joc.member_id.as_str();

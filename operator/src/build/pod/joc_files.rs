@@ -4,10 +4,14 @@ use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{pod, sidecar_env};
 use k8s_openapi::api::core::v1::{Container, EnvVar, SecurityContext, VolumeMount};
 
+use kube::ResourceExt;
+
 use super::sidecar::{database_env, sidecar_image};
+
 use super::{
     BuildContext, Component, Error, JOC_GROUP_ID, JOC_USER_ID, Result, data_directory,
-    database_ca_mount, database_ca_secret, field_ref, read_only_mount, restricted_security_context,
+    database_ca_mount, database_ca_secret, env_value, field_ref, read_only_mount,
+    restricted_security_context,
 };
 
 /// Single-quotes `text` for `sh`.
@@ -93,6 +97,9 @@ pub(super) fn joc_config_container(
     let api_server = component == Component::ApiServer;
     let mut args = vec![
         "render-joc-config".to_owned(),
+        // JOC's tables are database-wide: JOC starts only on a database this
+        // cluster owns (README "What joc-ha refuses, and why", case 8).
+        "--claim-database".to_owned(),
         "--out-dir".to_owned(),
         pod::IMAGE_RESOURCES_DIR.to_owned(),
         "--classes-dir".to_owned(),
@@ -150,14 +157,24 @@ pub(super) fn joc_config_container(
     if database_ca_secret(cluster).is_some() {
         mounts.push(database_ca_mount());
     }
-    let mut env = vec![EnvVar {
-        name: sidecar_env::POD_NAME.to_owned(),
-        value_from: Some(field_ref("metadata.name")),
-        ..Default::default()
-    }];
+    let mut env = vec![
+        EnvVar {
+            name: sidecar_env::POD_NAME.to_owned(),
+            value_from: Some(field_ref("metadata.name")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: sidecar_env::NAMESPACE.to_owned(),
+            value_from: Some(field_ref("metadata.namespace")),
+            ..Default::default()
+        },
+        env_value(sidecar_env::CLUSTER, cluster.name_any()),
+    ];
     env.extend(database_env(cluster));
     Ok(Container {
         name: pod::JOC_CONFIG_INIT_CONTAINER.to_owned(),
+        // A refusal's message shows in `kubectl describe pod`.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         image: Some(sidecar_image(cluster, ctx)),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         args: Some(args),

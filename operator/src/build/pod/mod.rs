@@ -82,6 +82,13 @@ pub fn pod_template(
             ..Default::default()
         });
     }
+    if component == Component::Member {
+        // A native sidecar: it starts before and stops after the cockpit.
+        // js7: also before `joc-config`, so that when that one refuses a
+        // database owned by another cluster, the sidecar (refused too) is
+        // running and reports `DatabaseInUse` to the operator.
+        init_containers.push(sidecar_container(cluster, ctx));
+    }
     if js7 {
         // The image-files layout (contract with the stand-in, docs/joc-facts.md
         // 1-7): JOC's resources folder and its class-path settings file are
@@ -133,10 +140,6 @@ pub fn pod_template(
     if js7 && database_ca_secret(cluster).is_some() {
         // JOC's JDBC driver reads the CA named in hibernate.cfg.xml.
         mounts(&mut cockpit).push(database_ca_mount());
-    }
-    if component == Component::Member {
-        // A native sidecar: it starts before and stops after the cockpit.
-        init_containers.push(sidecar_container(cluster, ctx));
     }
 
     Ok(PodTemplateSpec {

@@ -76,12 +76,32 @@ fn the_image_files_layout_of_the_contract() {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(
-            order[..2],
-            [
+        // Members: the sidecar runs first, so that it reports a
+        // refused database while `joc-config` keeps JOC from starting.
+        let want: &[&str] = match component {
+            Component::Member => &[
+                pod::SIDECAR_CONTAINER,
                 pod::JOC_IMAGE_FILES_INIT_CONTAINER,
-                pod::JOC_CONFIG_INIT_CONTAINER
-            ]
+                pod::JOC_CONFIG_INIT_CONTAINER,
+            ],
+            Component::ApiServer => &[
+                pod::JOC_IMAGE_FILES_INIT_CONTAINER,
+                pod::JOC_CONFIG_INIT_CONTAINER,
+            ],
+        };
+        assert_eq!(order, want, "{component:?}");
+        // JOC starts only on a database this cluster owns: joc-config
+        // claims it as `<namespace>/<name>`, like the lease.
+        let args = config.args.as_deref().unwrap_or_default();
+        assert!(args.iter().any(|a| a == "--claim-database"), "{args:?}");
+        let namespace = env(config, sidecar_env::NAMESPACE)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(namespace, Some("metadata.namespace"));
+        assert_eq!(
+            env(config, sidecar_env::CLUSTER).and_then(|e| e.value.as_deref()),
+            Some("joc")
         );
     }
     // A data directory is quoted for the shell and followed everywhere.
