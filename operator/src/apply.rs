@@ -116,53 +116,96 @@ pub async fn apply_all(
     // Objects of earlier joc-ha releases: the API servers' Deployment (now a
     // StatefulSet of the same name, which stable JOC orderings need) and the
     // ConfigMap of JOC's settings (now init-container arguments).
-    delete_owned::<Deployment>(client, cluster, &legacy_api_server_deployment_name(&name)).await?;
-    delete_owned::<ConfigMap>(client, cluster, &legacy_joc_config_map_name(&name)).await?;
+    delete_owned::<Deployment>(
+        client,
+        &namespace,
+        &uid,
+        &legacy_api_server_deployment_name(&name),
+    )
+    .await?;
+    delete_owned::<ConfigMap>(client, &namespace, &uid, &legacy_joc_config_map_name(&name)).await?;
     // `<name>-api` may be another cluster's StatefulSet and active Service
     // (a JocCluster named `<name>-api`): delete only our own.
     match &desired.api_servers {
         Some(statefulset) => apply(client, &namespace, statefulset).await?,
         None => {
-            delete_owned::<StatefulSet>(client, cluster, &api_server_statefulset_name(&name))
-                .await?;
-            delete_owned::<Service>(client, cluster, &api_service_name(&name)).await?;
+            delete_owned::<StatefulSet>(
+                client,
+                &namespace,
+                &uid,
+                &api_server_statefulset_name(&name),
+            )
+            .await?;
+            delete_owned::<Service>(client, &namespace, &uid, &api_service_name(&name)).await?;
         }
     }
     match &desired.pod_disruption_budget {
         Some(pdb) => apply(client, &namespace, pdb).await?,
         None => {
-            delete_owned::<PodDisruptionBudget>(client, cluster, &members_statefulset_name(&name))
-                .await?
+            delete_owned::<PodDisruptionBudget>(
+                client,
+                &namespace,
+                &uid,
+                &members_statefulset_name(&name),
+            )
+            .await?
         }
     }
     Ok(Vec::new())
 }
 
+/// The namespaced kinds the operator checks, applies and deletes.
+trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + DeserializeOwned
+    + Clone
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+{
+}
+
+/// The name every desired object carries.
+fn name_of<K: Resource>(object: &K) -> Result<String> {
+    object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey(".metadata.name"))
+}
+
+/// Whose the existing object `name` is, seen from the JocCluster of `uid`;
+/// `None` when there is no such object. The one owner check before an apply
+/// and before a delete.
+async fn existing_ownership<K: Namespaced>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+) -> Result<Option<Ownership>> {
+    Ok(api
+        .get_metadata_opt(name)
+        .await?
+        .map(|existing| ownership(&existing.metadata, uid)))
+}
+
 /// The conflict, if an object of `object`'s name exists and is not ours.
-async fn foreign<K>(
+async fn foreign<K: Namespaced>(
     client: &Client,
     namespace: &str,
     uid: &str,
     object: &K,
-) -> Result<Option<Conflict>>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectKey(".metadata.name"))?;
+) -> Result<Option<Conflict>> {
+    let name = name_of(object)?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let Some(existing) = api.get_metadata_opt(&name).await? else {
-        return Ok(None);
-    };
-    Ok(match ownership(&existing.metadata, uid) {
-        Ownership::Ours => None,
-        Ownership::Foreign(owner) => Some(Conflict {
+    Ok(match existing_ownership(&api, &name, uid).await? {
+        None | Some(Ownership::Ours) => None,
+        Some(Ownership::Foreign(owner)) => Some(Conflict {
             kind: K::kind(&()).into_owned(),
             name,
             owner,
@@ -170,19 +213,12 @@ where
     })
 }
 
-async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectKey(".metadata.name"))?;
+async fn apply<K: Namespaced + Serialize>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+) -> Result<()> {
+    let name = name_of(object)?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize("object", e))?;
     // Server-side apply needs apiVersion and kind in the body.
@@ -196,13 +232,7 @@ where
 }
 
 /// Deletes an object if it exists.
-async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
+async fn delete<K: Namespaced>(client: &Client, namespace: &str, name: &str) -> Result<()> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
@@ -211,27 +241,17 @@ where
     }
 }
 
-/// Deletes an object only if this JocCluster owns it (a user's own object
-/// of the same name stays).
-async fn delete_owned<K>(client: &Client, cluster: &JocCluster, name: &str) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let namespace = cluster
-        .namespace()
-        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let Some(object) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    let uid = cluster
-        .uid()
-        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    if ownership(object.meta(), &uid) == Ownership::Ours {
-        delete::<K>(client, &namespace, name).await?;
+/// Deletes an object only if the JocCluster of `uid` owns it (a user's own
+/// object of the same name stays).
+async fn delete_owned<K: Namespaced>(
+    client: &Client,
+    namespace: &str,
+    uid: &str,
+    name: &str,
+) -> Result<()> {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    if existing_ownership(&api, name, uid).await? == Some(Ownership::Ours) {
+        delete::<K>(client, namespace, name).await?;
     }
     Ok(())
 }

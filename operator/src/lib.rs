@@ -7,9 +7,11 @@ pub mod build;
 pub mod controller;
 pub mod error;
 pub mod metrics;
+mod observe;
 pub mod rollout;
 pub mod secret_refs;
 pub mod status;
+mod validate;
 pub mod version;
 
 pub use error::{Error, Result};

@@ -29,7 +29,7 @@ const POD_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const CHILD_ENV: &str = "JOC_HA_REALNODE_CHILD";
 
 /// A stand-in cockpit pod with the restricted security context of the
-/// operator's pod builder (operator/src/build/pod.rs): non-root, read-only
+/// operator's pod builder (operator/src/build/pod/): non-root, read-only
 /// root fs, no privilege escalation, all capabilities dropped, RuntimeDefault
 /// seccomp; an in-memory emptyDir and the projected ServiceAccount token.
 fn cockpit_pod(name: &str, node: &str, serve: &str) -> anyhow::Result<Pod> {

@@ -290,38 +290,24 @@ mod tests {
 
     #[test]
     fn members_spread_over_nodes_preferred_or_required() {
-        let preferred = desired(&cluster(serde_json::json!({})), &ctx()).expect("builds");
-        let anti = preferred
-            .members
-            .spec
-            .template
-            .spec
-            .expect("pod")
-            .affinity
-            .expect("affinity")
-            .pod_anti_affinity
-            .expect("anti");
+        let anti_affinity = |spec: serde_json::Value| {
+            desired_members_pod(spec)
+                .affinity
+                .expect("affinity")
+                .pod_anti_affinity
+                .expect("anti")
+        };
+        let preferred = anti_affinity(serde_json::json!({}));
         assert!(
-            anti.preferred_during_scheduling_ignored_during_execution
+            preferred
+                .preferred_during_scheduling_ignored_during_execution
                 .is_some()
         );
-        let required = desired(
-            &cluster(serde_json::json!({"scheduling": {"spreadMembers": "required"}})),
-            &ctx(),
-        )
-        .expect("builds");
-        let anti = required
-            .members
-            .spec
-            .template
-            .spec
-            .expect("pod")
-            .affinity
-            .expect("affinity")
-            .pod_anti_affinity
-            .expect("anti");
+        let required =
+            anti_affinity(serde_json::json!({"scheduling": {"spreadMembers": "required"}}));
         assert!(
-            anti.required_during_scheduling_ignored_during_execution
+            required
+                .required_during_scheduling_ignored_during_execution
                 .is_some()
         );
     }
