@@ -391,7 +391,14 @@ impl Runner {
                 return Some(Outcome::SwitchoverTaken(taken.map_err(|e| e.to_string())));
             }
             Action::ReadMembers => {
-                let members = self.elector.members().await.map_err(|e| e.to_string());
+                // A read on a connection the database dropped (it restarted)
+                // fails once; the elector reconnects, so one more try tells a
+                // transient loss from a database that is away.
+                let members = match self.elector.members().await {
+                    Err(LeaseError::ConnectionLost { .. }) => self.elector.members().await,
+                    other => other,
+                }
+                .map_err(|e| e.to_string());
                 return Some(Outcome::Members(members.map(|rows| {
                     rows.into_iter()
                         .map(|m| MemberFacts {
