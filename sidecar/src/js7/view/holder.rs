@@ -131,16 +131,11 @@ pub fn unlicensed_holder_step(
     me: &str,
     pod_of: impl Fn(&str) -> Option<String>,
 ) -> HolderStep {
-    let cluster = match settled(view, me) {
-        Ok(cluster) => cluster,
-        Err(step) => return step,
-    };
-    if view.is_ready_member(&cluster.member_id)
-        && let Some(pod) = pod_of(&cluster.member_id)
-    {
-        return HolderStep::FollowJoc(pod);
-    }
-    HolderStep::Wait(
+    follow_jocs_active_member(
+        view,
+        me,
+        pod_of,
+        |member| view.is_ready_member(member),
         "without a cluster license JOC does not fail over and joc-ha writes no switch request; waiting for JOC's own active member",
     )
 }
@@ -156,16 +151,33 @@ pub fn waiting_holder_step(
     me: &str,
     pod_of: impl Fn(&str) -> Option<String>,
 ) -> HolderStep {
+    follow_jocs_active_member(
+        view,
+        me,
+        pod_of,
+        |member| view.is_waiting_active(member),
+        "JOC waits for its first Controller (register one in JOC's GUI); the lease follows JOC's own active member",
+    )
+}
+
+/// A holder that writes no switch request: done when JOC runs this member,
+/// else the lease goes to JOC's active member once `alive` says it may
+/// take it, else wait (`why`).
+fn follow_jocs_active_member(
+    view: &JocView,
+    me: &str,
+    pod_of: impl Fn(&str) -> Option<String>,
+    alive: impl Fn(&str) -> bool,
+    why: &'static str,
+) -> HolderStep {
     let cluster = match settled(view, me) {
         Ok(cluster) => cluster,
         Err(step) => return step,
     };
-    if view.is_waiting_active(&cluster.member_id)
+    if alive(&cluster.member_id)
         && let Some(pod) = pod_of(&cluster.member_id)
     {
         return HolderStep::FollowJoc(pod);
     }
-    HolderStep::Wait(
-        "JOC waits for its first Controller (register one in JOC's GUI); the lease follows JOC's own active member",
-    )
+    HolderStep::Wait(why)
 }
