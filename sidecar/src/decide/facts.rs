@@ -44,6 +44,13 @@ pub struct Facts {
     pub own: Option<OwnPodFacts>,
 }
 
+impl Facts {
+    /// The run of `pod`'s `joc` container, if the pod is in the cache.
+    pub fn joc_run_of(&self, pod: &str) -> Option<&JocRun> {
+        self.pods.iter().find(|p| p.name == pod).map(|p| &p.joc_run)
+    }
+}
+
 /// This sidecar's own pod, as the API server has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnPodFacts {

@@ -49,11 +49,9 @@ pub(super) fn check(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
     // so readiness drops at once (fact 22) and a gone active JOC is
     // released at once.
     let active_run_changed = |j: &super::JocState| {
-        j.active_seen.as_ref().is_some_and(|seen| {
-            f.pods
-                .iter()
-                .any(|p| p.name == seen.pod && p.joc_run != seen.run)
-        })
+        j.active_seen
+            .as_ref()
+            .is_some_and(|seen| f.joc_run_of(&seen.pod).is_some_and(|run| *run != seen.run))
     };
     if s.joc.as_ref().is_some_and(|j| {
         (j.ready == Some(true) && j.baseline.as_ref().is_some_and(|b| !b.is_for(&own.joc_run)))

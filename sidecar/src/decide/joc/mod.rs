@@ -98,12 +98,11 @@ fn note_gone_active(joc: &mut super::JocState, f: &Facts, view: &JocView) {
     {
         joc.gone_active = None;
     }
-    let run_of = |pod: &str| f.pods.iter().find(|p| p.name == pod).map(|p| &p.joc_run);
     if let (Some(seen), Some(active)) = (&joc.active_seen, active)
         && seen.member_id == active
         && matches!(seen.run, JocRun::Running(_))
         && seen.started_at.is_some()
-        && let Some(run) = run_of(&seen.pod)
+        && let Some(run) = f.joc_run_of(&seen.pod)
         && !matches!(run, JocRun::Unknown)
         && *run != seen.run
     {
@@ -113,7 +112,7 @@ fn note_gone_active(joc: &mut super::JocState, f: &Facts, view: &JocView) {
         let pod = hostname_of(member_id).to_owned();
         super::ActiveSeen {
             member_id: member_id.to_owned(),
-            run: run_of(&pod).cloned().unwrap_or(JocRun::Unknown),
+            run: f.joc_run_of(&pod).cloned().unwrap_or(JocRun::Unknown),
             started_at: view
                 .instance(member_id)
                 .and_then(|i| i.stamp.started_at.clone()),
