@@ -22,12 +22,8 @@ async fn kubectl_joc(stack: &Stack, args: &[&str]) -> anyhow::Result<Output> {
     Ok(tokio::time::timeout(UP, command.output()).await??)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[tokio::test]
-async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<()> {
+/// Two generic members, both Ready, and the one active endpoint.
+async fn two_members() -> anyhow::Result<(Stack, String)> {
     let stack = Stack::start(StackOptions {
         members: 2,
         workload: WorkloadMode::Generic,
@@ -36,6 +32,16 @@ async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<(
     .await?;
     stack.wait_members_ready(UP).await?;
     let active = stack.endpoints.wait_single(None, UP).await?;
+    Ok((stack, active))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<()> {
+    let (stack, active) = two_members().await?;
     let standby = stack.member_other_than(&active).expect("two members");
     let name = stack.options.name.clone();
 
@@ -176,14 +182,7 @@ async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<(
 #[tokio::test]
 async fn a_restart_through_the_plugin_replaces_every_pod_and_keeps_one_active() -> anyhow::Result<()>
 {
-    let stack = Stack::start(StackOptions {
-        members: 2,
-        workload: WorkloadMode::Generic,
-        ..StackOptions::default()
-    })
-    .await?;
-    stack.wait_members_ready(UP).await?;
-    stack.endpoints.wait_single(None, UP).await?;
+    let (stack, _) = two_members().await?;
     let name = stack.options.name.clone();
     let mut before = std::collections::BTreeMap::new();
     for member in stack.member_names() {
