@@ -85,6 +85,10 @@ pub mod reason {
     pub const JOC_SWITCH_REQUESTED: &str = "JocSwitchRequested";
     /// js7 mode: JOC moved its active member by itself; the lease followed.
     pub const LEASE_FOLLOWED_JOC: &str = "LeaseFollowedJoc";
+    /// js7 mode: the holder's JOC, JOC's active member, went silent; the
+    /// lease and a switch request went to a live member before JOC's
+    /// standbys could race for the active role.
+    pub const HANDED_ON_FROM_SILENT_JOC: &str = "HandedOnFromSilentJoc";
     /// js7: a license Secret is named (its content is JOC's to check).
     pub const LICENSE_GIVEN: &str = "LicenseGiven";
     /// js7: several members and no license: fail-over will not work.

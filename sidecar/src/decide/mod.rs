@@ -166,9 +166,11 @@ enum Pending {
         term: i64,
         active: String,
     },
+    /// A hand-over to `pod`; its Event has `reason`.
     FollowJoc {
         pod: String,
         note: String,
+        reason: &'static str,
     },
     SwitchoverTaken(Switchover),
     SwitchoverMembers(Switchover, Target),
@@ -366,6 +368,7 @@ fn resume(
                 Pending::FollowJoc {
                     pod: pod.clone(),
                     note,
+                    reason: joc_ha_crds::names::reason::LEASE_FOLLOWED_JOC,
                 },
                 Action::HandOver { target: pod },
                 out,
@@ -377,8 +380,8 @@ fn resume(
         (Pending::JocSwitch { term, active }, Outcome::JocSwitch(result)) => {
             joc::switch_requested(s, term, &active, result, out)
         }
-        (Pending::FollowJoc { pod, note }, Outcome::HandOver(result)) => {
-            joc::followed(s, &pod, note, result, out)
+        (Pending::FollowJoc { pod, note, reason }, Outcome::HandOver(result)) => {
+            joc::followed(s, &pod, note, reason, result, out)
         }
         (Pending::SwitchoverTaken(request), Outcome::SwitchoverTaken(result)) => {
             switchover::taken(s, f, request, result, out)

@@ -55,7 +55,7 @@ pub(in crate::decide) fn holder(
     let step = if view.waits_for_controller(&me_id) {
         waiting_holder_step(view, &me_id, pod_of)
     } else if licensed {
-        holder_step(view, &me_id, previous.as_deref(), pod_of)
+        holder_step(view, &me_id, previous.as_deref(), polling_s, pod_of)
     } else {
         unlicensed_holder_step(view, &me_id, pod_of)
     };
@@ -168,6 +168,35 @@ pub(in crate::decide) fn holder(
                 Pending::FollowJoc {
                     pod: pod.clone(),
                     note,
+                    reason: reason::LEASE_FOLLOWED_JOC,
+                },
+                Action::HandOver { target: pod },
+                out,
+            )
+        }
+        HolderStep::HandOn {
+            pod,
+            member_id,
+            age_s,
+        } => {
+            let note = format!(
+                "JOC's cluster heartbeat of {me_pod}, JOC's active member, is {age_s} s old (its JOC is hung or stalled): {me_pod} asks JOC to switch to {pod} and hands the lease over to it, so that once the heartbeat is exceeded only {pod}'s JOC takes over and the others wait for it"
+            );
+            out.push(Action::Log(Level::Warn, note.clone()));
+            out.push(Action::Publish(Report::Standby));
+            // Written while this member still holds the lease, the one
+            // writer of JOC's switch requests.
+            out.push(Action::RequestJocSwitch {
+                from: me_id,
+                to: member_id,
+                pod: pod.clone(),
+                report: false,
+            });
+            s.wait(
+                Pending::FollowJoc {
+                    pod: pod.clone(),
+                    note,
+                    reason: reason::HANDED_ON_FROM_SILENT_JOC,
                 },
                 Action::HandOver { target: pod },
                 out,
@@ -210,6 +239,7 @@ pub(in crate::decide) fn followed(
     s: &mut State,
     pod: &str,
     note: String,
+    event_reason: &'static str,
     result: Result<HandOverOutcome, String>,
     out: &mut Vec<Action>,
 ) -> Flow {
@@ -217,21 +247,21 @@ pub(in crate::decide) fn followed(
         Ok(HandOverOutcome::HandedOver { .. }) => {
             out.push(Action::Event {
                 warning: false,
-                reason: reason::LEASE_FOLLOWED_JOC,
+                reason: event_reason,
                 note,
             });
             s.next([
                 Step::FollowLease,
-                Step::DemoteIfActive("handed the lease to the member JOC made active"),
+                Step::DemoteIfActive("handed the lease on to the member JOC runs or will run"),
             ]);
         }
         Ok(other) => out.push(Action::Log(
             Level::Warn,
-            format!("cannot hand the lease to JOC's active member {pod}: {other:?}"),
+            format!("cannot hand the lease to {pod}: {other:?}"),
         )),
         Err(error) => out.push(Action::Log(
             Level::Warn,
-            format!("cannot hand the lease to JOC's active member {pod}: {error}"),
+            format!("cannot hand the lease to {pod}: {error}"),
         )),
     }
     Flow::Continue

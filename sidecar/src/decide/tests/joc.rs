@@ -48,6 +48,15 @@ fn a_new_js7_holder_holds_the_lease_but_its_label_waits_for_joc() {
     assert!(after.waiting_for_joc());
 }
 
+/// JOC runs this member; its `JOC_CLUSTER` heartbeat is `age` s old.
+fn silent_view(age: i64) -> JocView {
+    let mut v = view(Some(ME), None);
+    if let Some(c) = &mut v.cluster {
+        c.heart_beat_age_s = age;
+    }
+    v
+}
+
 #[test]
 fn every_holder_step_in_order() {
     let cases: Vec<(&str, State, JocView, Vec<&str>)> = vec![
@@ -101,6 +110,22 @@ fn every_holder_step_in_order() {
                 "publish:standby",
                 "handover:joc-1",
                 "event:LeaseFollowedJoc",
+                "publish:standby",
+                "label:joc-0:standby",
+                "event:Demoted",
+            ],
+        ),
+        (
+            "JOC runs us but our JOC went silent: name a successor, then hand on",
+            holding(true, 5),
+            silent_view(4),
+            vec![
+                "read-joc",
+                "joc-health:true",
+                "publish:standby",
+                "joc-switch:joc-0->joc-1",
+                "handover:joc-1",
+                "event:HandedOnFromSilentJoc",
                 "publish:standby",
                 "label:joc-0:standby",
                 "event:Demoted",

@@ -1,7 +1,7 @@
 //! What the lease holder does about JOC: label, ask JOC to switch, follow
 //! JOC, or clear a switch request JOC would never execute or clear.
 
-use super::{ClusterRow, JocView};
+use super::{ClusterRow, InstanceRow, JocView};
 
 /// What the lease holder does next about JOC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,15 @@ pub enum HolderStep {
     /// JOC made another ready member active by itself: hand the lease to
     /// this pod.
     FollowJoc(String),
+    /// JOC runs this member, but its cluster heartbeat has gone silent
+    /// (late, not yet exceeded): ask JOC to switch to `member_id` and hand
+    /// the lease to `pod` before JOC's standbys race for the row.
+    HandOn {
+        pod: String,
+        member_id: String,
+        /// The silent heartbeat's age, for the log.
+        age_s: i64,
+    },
 }
 
 /// The holder's decision. `previous_active` is JOC's active member at the
@@ -24,8 +33,12 @@ pub fn holder_step(
     view: &JocView,
     me: &str,
     previous_active: Option<&str>,
+    polling_interval_s: i64,
     pod_of: impl Fn(&str) -> Option<String>,
 ) -> HolderStep {
+    if let Some(step) = hand_on_if_silent(view, me, polling_interval_s, &pod_of) {
+        return step;
+    }
     let cluster = match settled(view, me) {
         Ok(cluster) => cluster,
         Err(step) => return step,
@@ -44,6 +57,55 @@ pub fn holder_step(
         );
     }
     HolderStep::RequestSwitch
+}
+
+/// JOC's active member is this one and its `JOC_CLUSTER` heartbeat is
+/// late: older than two polls before JOC's heartbeat timeout, not yet
+/// exceeded. Once it is exceeded, every standby that reads the row before
+/// another's write lands takes over and starts services: the row has no
+/// version (`DBItemJocCluster.java`, its `@Version` commented out), so two
+/// JOCs can run services at once. A standby that finds a switch request to
+/// a member whose instance heartbeats waits instead ("wait for
+/// switchMember", `JocCluster.java` `handleCurrentMemberOnProcess`), and the
+/// target takes over alone: so the holder names its successor while there
+/// is time. The successor's instance must have written within two polls
+/// (proof that the database takes writes while this JOC is silent: after a
+/// database outage every heartbeat is equally old and nothing is handed
+/// on); a pending target is kept, else the freshest, then by id.
+fn hand_on_if_silent(
+    view: &JocView,
+    me: &str,
+    polling_interval_s: i64,
+    pod_of: &impl Fn(&str) -> Option<String>,
+) -> Option<HolderStep> {
+    let cluster = view.cluster.as_ref().filter(|c| c.member_id == me)?;
+    let poll = polling_interval_s.max(1);
+    let late_after = (view.exceeded_interval_s - 2 * poll).max(2 * poll);
+    let age = cluster.heart_beat_age_s;
+    if age <= late_after || view.exceeded(age) {
+        return None;
+    }
+    let mut lively: Vec<(&InstanceRow, String)> = view
+        .instances
+        .iter()
+        .filter(|i| !i.api_server && i.member_id != me && i.heart_beat_age_s <= 2 * poll)
+        .filter_map(|i| pod_of(&i.member_id).map(|pod| (i, pod)))
+        .collect();
+    lively.sort_by(|(a, _), (b, _)| {
+        let not_pending =
+            |i: &InstanceRow| cluster.switch_member_id.as_deref() != Some(&i.member_id);
+        (not_pending(a), a.heart_beat_age_s, &a.member_id).cmp(&(
+            not_pending(b),
+            b.heart_beat_age_s,
+            &b.member_id,
+        ))
+    });
+    let (successor, pod) = lively.into_iter().next()?;
+    Some(HolderStep::HandOn {
+        pod,
+        member_id: successor.member_id.clone(),
+        age_s: age,
+    })
 }
 
 /// The steps every holder takes before anything else: wait while JOC has no

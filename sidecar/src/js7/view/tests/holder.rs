@@ -22,25 +22,25 @@ fn readiness_needs_a_fresh_heartbeat_and_no_api_server() {
 #[test]
 fn the_holder_is_confirmed_only_when_joc_runs_it() {
     assert_eq!(
-        holder_step(&view(Some("a:1"), None), "a:1", None, pod),
+        holder_step(&view(Some("a:1"), None), "a:1", None, 1, pod),
         HolderStep::Confirmed
     );
     // JOC executed our switch request: MEMBER_ID is ours.
     assert_eq!(
-        holder_step(&view(Some("a:1"), Some(("a:1", 0))), "a:1", None, pod),
+        holder_step(&view(Some("a:1"), Some(("a:1", 0))), "a:1", None, 1, pod),
         HolderStep::Confirmed
     );
     assert_eq!(
-        holder_step(&view(Some("b:1"), None), "a:1", None, pod),
+        holder_step(&view(Some("b:1"), None), "a:1", None, 1, pod),
         HolderStep::RequestSwitch
     );
     // A pending switch away from us: JOC still runs us until it executes.
     assert_eq!(
-        holder_step(&view(Some("a:1"), Some(("b:1", 0))), "a:1", None, pod),
+        holder_step(&view(Some("a:1"), Some(("b:1", 0))), "a:1", None, 1, pod),
         HolderStep::Confirmed
     );
     assert!(matches!(
-        holder_step(&view(None, None), "a:1", Some("a:1"), pod),
+        holder_step(&view(None, None), "a:1", Some("a:1"), 1, pod),
         HolderStep::Wait(_)
     ));
 }
@@ -49,19 +49,22 @@ fn the_holder_is_confirmed_only_when_joc_runs_it() {
 fn a_new_holder_asks_joc_to_switch_once() {
     let v = view(Some("a:1"), None);
     assert_eq!(
-        holder_step(&v, "b:1", Some("a:1"), pod),
+        holder_step(&v, "b:1", Some("a:1"), 1, pod),
         HolderStep::RequestSwitch
     );
-    assert_eq!(holder_step(&v, "b:1", None, pod), HolderStep::RequestSwitch);
+    assert_eq!(
+        holder_step(&v, "b:1", None, 1, pod),
+        HolderStep::RequestSwitch
+    );
     let asked = view(Some("a:1"), Some(("b:1", 1)));
     assert!(matches!(
-        holder_step(&asked, "b:1", Some("a:1"), pod),
+        holder_step(&asked, "b:1", Some("a:1"), 1, pod),
         HolderStep::Wait(_)
     ));
     // JOC ignores a request whose heartbeat is exceeded: ask again.
     let stale = view(Some("a:1"), Some(("b:1", 6)));
     assert_eq!(
-        holder_step(&stale, "b:1", Some("a:1"), pod),
+        holder_step(&stale, "b:1", Some("a:1"), 1, pod),
         HolderStep::RequestSwitch
     );
 }
@@ -70,28 +73,28 @@ fn a_new_holder_asks_joc_to_switch_once() {
 fn the_lease_follows_joc_when_it_moved_by_itself_to_a_ready_member() {
     let v = view(Some("b:1"), None);
     assert_eq!(
-        holder_step(&v, "a:1", Some("a:1"), pod),
+        holder_step(&v, "a:1", Some("a:1"), 1, pod),
         HolderStep::FollowJoc("b".into())
     );
     // Not moved since the last look: ask JOC instead.
     assert_eq!(
-        holder_step(&v, "a:1", Some("b:1"), pod),
+        holder_step(&v, "a:1", Some("b:1"), 1, pod),
         HolderStep::RequestSwitch
     );
     // Moved to a member that may not hold the lease: ask JOC back.
     let to_stale = view(Some("c:1"), None);
     assert_eq!(
-        holder_step(&to_stale, "a:1", Some("a:1"), pod),
+        holder_step(&to_stale, "a:1", Some("a:1"), 1, pod),
         HolderStep::RequestSwitch
     );
     assert_eq!(
-        holder_step(&v, "a:1", Some("a:1"), |_| None),
+        holder_step(&v, "a:1", Some("a:1"), 1, |_| None),
         HolderStep::RequestSwitch
     );
     // Moved while our own request is pending: it is on its way to us.
     let pending = view(Some("b:1"), Some(("a:1", 0)));
     assert!(matches!(
-        holder_step(&pending, "a:1", Some("c:1"), pod),
+        holder_step(&pending, "a:1", Some("c:1"), 1, pod),
         HolderStep::Wait(_)
     ));
 }
@@ -213,4 +216,91 @@ fn while_joc_waits_for_a_controller_the_lease_follows_its_active_member() {
         ),
         "not a lease member"
     );
+}
+
+/// JOC's active member `a:1` with its cluster heartbeat `age` s old.
+fn silent(age: i64) -> JocView {
+    let mut v = view(Some("a:1"), None);
+    if let Some(c) = &mut v.cluster {
+        c.heart_beat_age_s = age;
+    }
+    v
+}
+
+fn handed_on(to: &str, age_s: i64) -> HolderStep {
+    HolderStep::HandOn {
+        pod: to.to_owned(),
+        member_id: format!("{to}:1"),
+        age_s,
+    }
+}
+
+#[test]
+fn a_silent_active_member_names_its_successor_before_the_timeout() {
+    // Timeout 5 s, poll 1 s: late from 4 s (older than two polls before
+    // the timeout), exceeded from 6 s.
+    for (age, expected) in [
+        (0, HolderStep::Confirmed),
+        (3, HolderStep::Confirmed),
+        (4, handed_on("b", 4)),
+        (5, handed_on("b", 5)),
+        // Exceeded: JOC's standbys race already; nothing to pre-empt.
+        (6, HolderStep::Confirmed),
+    ] {
+        assert_eq!(
+            holder_step(&silent(age), "a:1", Some("a:1"), 1, pod),
+            expected,
+            "cluster heartbeat {age} s old"
+        );
+    }
+}
+
+#[test]
+fn a_successor_must_have_written_lately_and_be_a_member_pod() {
+    // b:1 wrote 3 s ago (more than two polls): after a database outage
+    // everyone is late alike; nothing is handed on.
+    let mut v = silent(4);
+    v.instances[1].heart_beat_age_s = 3;
+    assert_eq!(
+        holder_step(&v, "a:1", Some("a:1"), 1, pod),
+        HolderStep::Confirmed
+    );
+    // No pod that may take the lease.
+    assert_eq!(
+        holder_step(&silent(4), "a:1", Some("a:1"), 1, |_| None),
+        HolderStep::Confirmed
+    );
+    // A pending target is kept, although another member wrote later.
+    let mut v = view(Some("a:1"), Some(("b:1", 0)));
+    v.instances.push(instance("d:1", 0, false));
+    if let Some(c) = &mut v.cluster {
+        c.heart_beat_age_s = 4;
+    }
+    assert_eq!(holder_step(&v, "a:1", None, 1, pod), handed_on("b", 4));
+    // Else the freshest.
+    let mut v = silent(5);
+    v.instances.push(instance("d:1", 0, false));
+    assert_eq!(holder_step(&v, "a:1", None, 1, pod), handed_on("d", 5));
+}
+
+#[test]
+fn only_the_silent_member_itself_hands_on_and_only_with_time_to_spare() {
+    // JOC's active member is another one: the holder asks JOC as usual.
+    assert_eq!(
+        holder_step(&silent(4), "b:1", None, 1, pod),
+        HolderStep::RequestSwitch
+    );
+    // A timeout of 2 s with a poll of 1 s leaves no late-but-not-exceeded
+    // window: the rule never fires.
+    for age in 0..=4 {
+        let mut v = silent(age);
+        v.exceeded_interval_s = 2;
+        assert!(
+            !matches!(
+                holder_step(&v, "a:1", None, 1, pod),
+                HolderStep::HandOn { .. }
+            ),
+            "age {age}"
+        );
+    }
 }
