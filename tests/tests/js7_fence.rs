@@ -168,6 +168,70 @@ async fn a_fenced_member_is_released_like_a_clean_shutdown(backend: Backend) -> 
     Ok(())
 }
 
+/// README "When Kubernetes knows the active JOC is gone": the row of a JOC
+/// whose container ran anew goes to the holder's JOC (heartbeat exceeded at
+/// once, a switch request to it) or is deleted; never once a new JVM of
+/// that member registered, never when it names another member.
+async fn a_gone_active_row_is_handed_on_or_released(backend: Backend) -> Result<()> {
+    let db = TestDb::start(backend).await?;
+    let url = db.url();
+    joc::create_schema(&url).await?;
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&url).await?;
+    let (a, b) = ("joc-0:aaaa", "joc-1:bbbb");
+    insert_instance(&pool, backend, a, 0).await?;
+    insert_instance(&pool, backend, b, 1).await?;
+    let tables = JocTables::new(&DatabaseUrl::parse(&url)?, Duration::from_secs(5));
+    let started_at = tables
+        .read()
+        .await?
+        .instance(a)
+        .and_then(|i| i.stamp.started_at.clone())
+        .context("STARTED_AT of the gone member")?;
+
+    // Handed on: exceeded at once, a fresh request names the successor.
+    set_cluster_row(&pool, backend, a, None).await?;
+    assert!(tables.release_gone_active(a, &started_at, Some(b)).await?);
+    let row = joc::cluster_row(&url).await?.context("the row stays")?;
+    assert_eq!(row.member_id, a, "MEMBER_ID is JOC's to move: {row:?}");
+    assert_eq!(row.heart_beat, 0, "1970-01-01: exceeded at once: {row:?}");
+    assert_eq!(row.switch_member_id.as_deref(), Some(b), "{row:?}");
+    let asked = row.switch_heart_beat.context("SWITCH_HEART_BEAT")?;
+    assert!(row.db_now - asked <= 1, "a fresh request: {row:?}");
+    let view = tables.read().await?;
+    assert!(view.switch_pending_to(b), "JOC would execute it: {view:?}");
+
+    // Released: deleted.
+    set_cluster_row(&pool, backend, a, None).await?;
+    assert!(tables.release_gone_active(a, &started_at, None).await?);
+    assert!(joc::cluster_row(&url).await?.is_none(), "deleted");
+
+    // A new JVM of the member registered (another STARTED_AT), or the row
+    // names another member: nothing changes, with or without a successor.
+    set_cluster_row(&pool, backend, a, None).await?;
+    for successor in [Some(b), None] {
+        assert!(
+            !tables
+                .release_gone_active(a, "1999-01-01 00:00:00", successor)
+                .await?
+        );
+    }
+    set_cluster_row(&pool, backend, b, None).await?;
+    for successor in [Some(a), None] {
+        assert!(
+            !tables
+                .release_gone_active(a, &started_at, successor)
+                .await?
+        );
+    }
+    let row = joc::cluster_row(&url).await?.context("the row")?;
+    ensure!(
+        row.member_id == b && row.switch_member_id.is_none() && row.db_now - row.heart_beat <= 1,
+        "untouched: {row:?}"
+    );
+    Ok(())
+}
+
 macro_rules! on_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -189,4 +253,7 @@ macro_rules! on_backends {
     };
 }
 
-on_backends!(a_fenced_member_is_released_like_a_clean_shutdown);
+on_backends!(
+    a_fenced_member_is_released_like_a_clean_shutdown,
+    a_gone_active_row_is_handed_on_or_released
+);

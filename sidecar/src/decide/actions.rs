@@ -113,14 +113,17 @@ pub enum Action {
     /// fact 9, `js7::keeps_waiting_heart_beat`); a failure is logged.
     KeepJocHeartbeat,
     /// js7: JOC's active member `member_id`'s JVM is gone (Kubernetes
-    /// restarted or stopped its container): delete JOC's cluster row if it
-    /// still names it and its instance row still has `started_at` (no new
-    /// JVM registered yet), as JOC's clean shutdown would; JOC's other
-    /// instances elect at their next poll instead of waiting out the
-    /// heartbeat timeout. A failure is logged.
+    /// restarted or stopped its container): if JOC's cluster row still
+    /// names it and its instance row still has `started_at` (no new JVM
+    /// registered yet), hand the row to `successor` (its heartbeat exceeded
+    /// at once, a switch request to the successor) or, without one, delete
+    /// it as JOC's clean shutdown would; JOC's instances act at their next
+    /// poll instead of waiting out the heartbeat timeout
+    /// (`JocTables::release_gone_active`). A failure is logged.
     ReleaseGoneJoc {
         member_id: String,
         started_at: String,
+        successor: Option<String>,
     },
     /// js7: take away a left-over switch request naming `switch_member_id`
     /// (only if it still does); `why` for the log.

@@ -340,38 +340,78 @@ impl JocTables {
         })
     }
 
-    /// Deletes JOC's cluster row while it names `member_id` and that
-    /// member's instance row still has `started_at` (read as text, as
+    /// JOC's cluster row while it names `member_id` and that member's
+    /// instance row still has `started_at` (read as text, as
     /// [`JocTables::read`] reads it): its JVM is gone by Kubernetes' word
     /// and no new JVM of that member registered since, so none is running
-    /// or about to resume services by this row. What JOC's clean shutdown
-    /// writes for the row (docs/joc-facts.md fact 12), also with a switch
-    /// request pending: only the active member executes one. True if
-    /// deleted.
+    /// or about to resume services by this row.
+    ///
+    /// With a `successor` (the lease holder's own live JOC): the row's
+    /// heartbeat is set to 1970-01-01, exceeded at once, and a switch
+    /// request names the successor. At their next poll JOC's standbys find
+    /// the active heartbeat exceeded; the successor takes over, every other
+    /// standby waits for it ("wait for switchMember", JocCluster.java
+    /// `handleCurrentMemberOnProcess`), and a new JVM of the gone member
+    /// (same member id) executes the request: one JOC takes over, the one
+    /// holding the lease. Without one: the row is deleted, what JOC's clean
+    /// shutdown writes (docs/joc-facts.md fact 12), and JOC's instances
+    /// elect at their next poll. True if written.
     pub async fn release_gone_active(
         &self,
         member_id: &str,
         started_at: &str,
+        successor: Option<&str>,
     ) -> Result<bool, TablesError> {
+        let Some(successor) = successor else {
+            let sql = match self.kind {
+                DatabaseKind::Postgresql => {
+                    "DELETE FROM JOC_CLUSTER WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1 \
+                     AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.\"MEMBER_ID\" = $1 AND CAST(i.\"STARTED_AT\" AS varchar) = $2)"
+                }
+                DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                    "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ? \
+                     AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ? AND CAST(i.STARTED_AT AS CHAR) = ?)"
+                }
+                DatabaseKind::Sqlite => {
+                    "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ?1 \
+                     AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ?1 AND CAST(i.STARTED_AT AS TEXT) = ?2)"
+                }
+            };
+            return match self.kind {
+                DatabaseKind::Mysql | DatabaseKind::Mariadb => {
+                    self.execute(sql, &[member_id, member_id, started_at]).await
+                }
+                _ => self.execute(sql, &[member_id, started_at]).await,
+            };
+        };
         let sql = match self.kind {
             DatabaseKind::Postgresql => {
-                "DELETE FROM JOC_CLUSTER WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1 \
+                "UPDATE JOC_CLUSTER SET \"HEART_BEAT\" = TIMESTAMP '1970-01-01 00:00:00', \
+                 \"SWITCH_MEMBER_ID\" = $3, \"SWITCH_HEART_BEAT\" = timezone('UTC', now()) \
+                 WHERE \"ID\" = 'cluster' AND \"MEMBER_ID\" = $1 \
                  AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.\"MEMBER_ID\" = $1 AND CAST(i.\"STARTED_AT\" AS varchar) = $2)"
             }
+            // MySQL refuses a subquery on the updated table only; this one
+            // reads JOC_INSTANCES.
             DatabaseKind::Mysql | DatabaseKind::Mariadb => {
-                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ? \
+                "UPDATE JOC_CLUSTER SET HEART_BEAT = '1970-01-01 00:00:00', \
+                 SWITCH_MEMBER_ID = ?, SWITCH_HEART_BEAT = UTC_TIMESTAMP() \
+                 WHERE ID = 'cluster' AND MEMBER_ID = ? \
                  AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ? AND CAST(i.STARTED_AT AS CHAR) = ?)"
             }
             DatabaseKind::Sqlite => {
-                "DELETE FROM JOC_CLUSTER WHERE ID = 'cluster' AND MEMBER_ID = ?1 \
+                "UPDATE JOC_CLUSTER SET HEART_BEAT = '1970-01-01 00:00:00', \
+                 SWITCH_MEMBER_ID = ?3, SWITCH_HEART_BEAT = strftime('%Y-%m-%d %H:%M:%S','now') \
+                 WHERE ID = 'cluster' AND MEMBER_ID = ?1 \
                  AND EXISTS (SELECT 1 FROM JOC_INSTANCES i WHERE i.MEMBER_ID = ?1 AND CAST(i.STARTED_AT AS TEXT) = ?2)"
             }
         };
         match self.kind {
             DatabaseKind::Mysql | DatabaseKind::Mariadb => {
-                self.execute(sql, &[member_id, member_id, started_at]).await
+                self.execute(sql, &[successor, member_id, member_id, started_at])
+                    .await
             }
-            _ => self.execute(sql, &[member_id, started_at]).await,
+            _ => self.execute(sql, &[member_id, started_at, successor]).await,
         }
     }
 

@@ -60,20 +60,35 @@ pub(in crate::decide) fn holder(
         unlicensed_holder_step(view, &me_id, pod_of)
     };
     // Kubernetes says the active JOC's JVM is gone: release its row now,
-    // so JOC elects at its next poll, not after its heartbeat timeout.
+    // so JOC acts at its next poll, not after its heartbeat timeout. To the
+    // holder's own JOC when it can take over (a live instance, licensed, not
+    // blocked waiting for a Controller): then no election among JOC's
+    // standbys, which any of them may win (the row has no version), and no
+    // hand-over of the lease after it.
     if let Some(gone) = s.joc.as_mut().and_then(|j| j.gone_active.take())
         && let Some(started_at) = gone.started_at
     {
+        let successor = (licensed
+            && gone.member_id != me_id
+            && view.is_ready_member(&me_id)
+            && !view.waits_for_controller(&me_id))
+        .then(|| me_id.clone());
         out.push(Action::Log(
             Level::Info,
             format!(
-                "the joc container of {} (JOC's active member) ran anew or stopped: its JVM is gone; releasing JOC's cluster row so that JOC elects at its next poll",
-                gone.pod
+                "the joc container of {} (JOC's active member) ran anew or stopped: its JVM is gone; {}",
+                gone.pod,
+                if successor.is_some() {
+                    "handing JOC's cluster row to this member's JOC, which takes over at its next poll"
+                } else {
+                    "releasing JOC's cluster row so that JOC elects at its next poll"
+                }
             ),
         ));
         out.push(Action::ReleaseGoneJoc {
             member_id: gone.member_id,
             started_at,
+            successor,
         });
     }
     // The holder is the one writer of JOC's switch request: it also takes

@@ -85,7 +85,7 @@ fn the_holder_releases_the_row_of_an_active_joc_whose_container_ran_anew() {
             "ran anew: released",
             true,
             "1@t9",
-            vec!["release-gone:joc-1"],
+            vec!["release-gone:joc-1->joc-0"],
         ),
         (
             "ran anew, but a standby: not its write",
@@ -123,9 +123,40 @@ fn the_holder_releases_the_row_of_an_active_joc_whose_container_ran_anew() {
             let (_, third) = look(&state, &mut f);
             assert_eq!(
                 releases(&third),
-                ["release-gone:joc-1"],
+                ["release-gone:joc-1->joc-0"],
                 "{case}: as holder"
             );
         }
     }
+}
+
+/// The row of a gone active JOC goes to the holder's own JOC only when that
+/// JOC can take over; else it is deleted and JOC's instances elect.
+#[test]
+fn the_gone_row_goes_to_the_holder_only_when_its_joc_can_take_over() {
+    let now = Instant::now();
+    let released = |state: State, own_age: i64| {
+        let mut f = facts(now, active(5, now), Some("active"), true);
+        let mut v = view(Some("joc-1"), None);
+        v.instances[0].heart_beat_age_s = own_age;
+        let answers = Answers {
+            joc: Ok(v.clone()),
+            ..Answers::default()
+        };
+        let (state, _) = drive(&state, &mut f, Event::JocLook, &answers);
+        for p in &mut f.pods {
+            if p.name == "joc-1" {
+                p.joc_run = JocRun::Running("1@t9".to_owned());
+            }
+        }
+        let (_, actions) = drive(&state, &mut f, Event::JocLook, &answers);
+        brief(&actions)
+            .into_iter()
+            .filter(|a| a.starts_with("release-gone"))
+            .collect::<Vec<_>>()
+    };
+    let holder = || super::joc::waiting(Some("joc-1"), Some(5));
+    assert_eq!(released(holder(), 0), ["release-gone:joc-1->joc-0"]);
+    // Its own JOC's heartbeat is exceeded: it cannot take over.
+    assert_eq!(released(holder(), 9), ["release-gone:joc-1"]);
 }

@@ -334,9 +334,18 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ReadJoc => "read-joc".to_owned(),
                 Action::FenceJoc { .. } => "fence".to_owned(),
                 Action::KeepJocHeartbeat => "keep-joc-heartbeat".to_owned(),
-                Action::ReleaseGoneJoc { member_id, .. } => {
-                    format!("release-gone:{}", crate::js7::hostname_of(member_id))
-                }
+                Action::ReleaseGoneJoc {
+                    member_id,
+                    successor,
+                    ..
+                } => match successor {
+                    Some(to) => format!(
+                        "release-gone:{}->{}",
+                        crate::js7::hostname_of(member_id),
+                        crate::js7::hostname_of(to)
+                    ),
+                    None => format!("release-gone:{}", crate::js7::hostname_of(member_id)),
+                },
                 Action::JocHealth { fresh } => format!("joc-health:{fresh}"),
                 Action::SetReady { ready, .. } => format!("ready:{ready}"),
                 Action::RequestJocSwitch { from, to, .. } => format!(

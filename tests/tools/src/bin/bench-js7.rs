@@ -20,6 +20,7 @@
 //! `<repository>/target/joc-ha-bench/stack.jsonl` and prints a table.
 //!
 //!   bench-js7 [--runs 20 (per fault)] [--backends postgres,mariadb] [--timings operator,joc-default]
+//!             [--faults failover,switchover,joc_hang]
 
 use std::time::Duration;
 
@@ -90,16 +91,24 @@ struct Args {
     runs: usize,
     backends: Vec<Backend>,
     timings: Vec<Timings>,
+    faults: Vec<Fault>,
 }
+
+const USAGE: &str = "bench-js7 [--runs 20 (per fault)] [--backends postgres,mariadb] [--timings operator,joc-default] [--faults failover,switchover,joc_hang]";
 
 fn args() -> Result<Args> {
     let mut args = Args {
         runs: 20,
         backends: vec![Backend::Postgres, Backend::MariaDb],
         timings: vec![timings("operator")?],
+        faults: Fault::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--runs" => args.runs = value.parse().context("--runs")?,
@@ -114,7 +123,18 @@ fn args() -> Result<Args> {
                     .collect::<Result<_>>()?
             }
             "--timings" => args.timings = value.split(',').map(timings).collect::<Result<_>>()?,
-            other => bail!("unknown flag {other}"),
+            "--faults" => {
+                args.faults = value
+                    .split(',')
+                    .map(|name| {
+                        Fault::ALL
+                            .into_iter()
+                            .find(|f| f.name() == name)
+                            .with_context(|| format!("unknown fault {name:?}: {USAGE}"))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            other => bail!("unknown flag {other}: {USAGE}"),
         }
     }
     Ok(args)
@@ -217,8 +237,8 @@ async fn main() -> Result<()> {
             let mut samples: Vec<(Fault, f64, f64)> = Vec::new();
             let mut frozen = Vec::new();
             // `--runs` per fault kind.
-            for run in 0..args.runs * Fault::ALL.len() {
-                let fault = Fault::ALL[run % Fault::ALL.len()];
+            for run in 0..args.runs * args.faults.len() {
+                let fault = args.faults[run % args.faults.len()];
                 let (next, took, gap) = one_run(&stack, fault, &agreed, bound, &mut frozen)
                     .await
                     .with_context(|| format!("run {run} ({})", fault.name()))?;
@@ -251,7 +271,7 @@ async fn main() -> Result<()> {
                 timing.name,
                 services.overlaps.len()
             );
-            for fault in Fault::ALL {
+            for fault in args.faults.iter().copied() {
                 let values: Vec<f64> = samples
                     .iter()
                     .filter(|(g, _, _)| *g == fault)
