@@ -194,7 +194,8 @@ async fn agreement_through_faults(backend: Backend) -> anyhow::Result<()> {
         "{backend:?}: JOC frozen in its start in {target} -> {}: agreement after {:?} (services had started before the freeze: {services_started_before_freeze})",
         moved.pod, moved.took
     );
-    // The fenced JOC comes back (liveness probe) as a standby: its instance
+    // The fenced JOC comes back (its container ended with its JVM and was
+    // started anew, README "Fencing") as a standby: its instance
     // heartbeats again, and agreement stays on the new member.
     wait_for(
         "the fenced JOC heartbeats again as a standby",

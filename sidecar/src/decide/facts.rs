@@ -221,6 +221,9 @@ pub enum Outcome {
 pub struct FenceDone {
     /// The JVM pids SIGKILLed and confirmed gone; empty: no JVM was running.
     pub pids: Vec<i32>,
+    /// Whether the JVM's container's process group was SIGKILLed too (the
+    /// container ends and the kubelet starts it anew).
+    pub container_ended: bool,
     /// JOC's clean-shutdown writes for the fenced member, or why not.
     pub release: Result<crate::js7::FencedRelease, String>,
 }

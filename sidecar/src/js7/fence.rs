@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getpgid, getpgrp};
 
 /// The JVM's command-line marker (the image starts Jetty with it; an
 /// assumption, see README "Fencing").
@@ -24,8 +24,9 @@ pub const CONFIRM_BOUND: Duration = Duration::from_secs(5);
 pub enum Fenced {
     /// No JVM with this JETTY_BASE runs: nothing to stop.
     NoJvm,
-    /// These pids were SIGKILLed and are gone (or zombies).
-    Killed { pids: Vec<i32> },
+    /// These pids were SIGKILLed and are gone (or zombies); so were the
+    /// process groups `groups` (the JVM's container, so that it ends).
+    Killed { pids: Vec<i32>, groups: Vec<i32> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,24 @@ pub async fn fence_jvm(
     if pids.is_empty() {
         return Ok(Fenced::NoJvm);
     }
+    // The container's process group, read before the JVM dies: the image's
+    // entrypoint keeps its container alive after the JVM died (fact 3), so
+    // only its liveness probe (a minute) would restart it; with every
+    // process of the group gone the container ends and the kubelet starts
+    // it anew at once, JOC back as a standby in the time of its start.
+    let own_group = getpgrp();
+    let mut groups: Vec<i32> = pids
+        .iter()
+        .filter_map(|&pid| getpgid(Some(Pid::from_raw(pid))).ok())
+        .filter(|&group| is_other_container_group(group, own_group))
+        .map(Pid::as_raw)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    // Best effort, the group first (its main process must not see the JVM
+    // end and exit by itself first): the JVM is what must die; a group
+    // that cannot be signalled leaves the container to its liveness probe.
+    groups.retain(|&group| killpg(Pid::from_raw(group), Signal::SIGKILL).is_ok());
     for &pid in &pids {
         match kill(Pid::from_raw(pid), Signal::SIGKILL) {
             Ok(()) | Err(Errno::ESRCH) => {}
@@ -121,7 +140,13 @@ pub async fn fence_jvm(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    Ok(Fenced::Killed { pids })
+    Ok(Fenced::Killed { pids, groups })
+}
+
+/// A process group the fence may end: not the pod's init (pid 1, the pause
+/// process with `shareProcessNamespace`) and not the sidecar's own.
+fn is_other_container_group(group: Pid, own: Pid) -> bool {
+    group.as_raw() > 1 && group != own
 }
 
 #[cfg(test)]
@@ -190,7 +215,7 @@ mod tests {
             .await
             .expect("fence");
         assert!(
-            matches!(&fenced, Fenced::Killed { pids } if pids.contains(&pid)),
+            matches!(&fenced, Fenced::Killed { pids, groups } if pids.contains(&pid) && groups.is_empty()),
             "{fenced:?}"
         );
         // Not reaped yet: a zombie counts as gone.
@@ -213,6 +238,62 @@ mod tests {
         );
         drop(guard);
         let _ = other.wait();
+    }
+
+    #[tokio::test]
+    async fn the_jvms_container_ends_with_it_but_never_the_sidecars_group() {
+        use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("jetty-base");
+        let marker = format!("{JETTY_BASE_MARKER}{}", base.display());
+        // A container: its main process (no marker, its own process group,
+        // as a kubelet starts one) waits for its JVM child (the marker).
+        let mut container = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "/bin/sh -c 'while :; do sleep 0.1; done' \"$M\" & wait",
+            ])
+            .env("M", &marker)
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let main_pid = container.id() as i32;
+        let guard = KillOnDrop(vec![main_pid]);
+        let base_str = base.to_str().expect("utf8");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let found = find_jvms(Path::new("/proc"), base_str).expect("find");
+            if !found.is_empty() {
+                break found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the JVM child did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(!found.contains(&main_pid), "{found:?}");
+        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND)
+            .await
+            .expect("fence");
+        assert_eq!(
+            fenced,
+            Fenced::Killed {
+                pids: found,
+                groups: vec![main_pid]
+            }
+        );
+        let status = container.wait().expect("wait");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the container's main process ended"
+        );
+        drop(guard);
+        // The test's own processes share the test runner's group: the
+        // earlier test's fence left that group alone (the guard).
+        assert!(!is_other_container_group(getpgrp(), getpgrp()));
+        assert!(!is_other_container_group(Pid::from_raw(1), getpgrp()));
     }
 
     struct KillOnDrop(Vec<i32>);

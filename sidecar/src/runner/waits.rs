@@ -26,7 +26,7 @@ impl Runner {
             .as_ref()
             .ok_or_else(|| "not in js7 mode".to_owned())?;
         info!(jetty_base = %settings.jetty_base, "fencing JOC: {why}");
-        let pids = match fence_jvm(
+        let (pids, groups) = match fence_jvm(
             std::path::Path::new("/proc"),
             &settings.jetty_base,
             CONFIRM_BOUND,
@@ -34,8 +34,8 @@ impl Runner {
         .await
         .map_err(|e| e.to_string())?
         {
-            Fenced::NoJvm => Vec::new(),
-            Fenced::Killed { pids } => pids,
+            Fenced::NoJvm => (Vec::new(), Vec::new()),
+            Fenced::Killed { pids, groups } => (pids, groups),
         };
         let release = match self.owned_joc_tables() {
             Some(tables) => tables
@@ -44,7 +44,11 @@ impl Runner {
                 .map_err(|e| e.to_string()),
             None => Err("not in js7 mode, or the database is not this cluster's".to_owned()),
         };
-        Ok(FenceDone { pids, release })
+        Ok(FenceDone {
+            pids,
+            container_ended: !groups.is_empty(),
+            release,
+        })
     }
 
     /// Waits `period` (the former failsafe holder's last role report may be

@@ -1383,8 +1383,9 @@ impl Campaign<'_> {
     }
 }
 
-/// How long [`settle`] waits for every member: a fenced JOC's liveness
-/// restart (60 s) and start, with room for a loaded machine.
+/// How long [`settle`] waits for every member: a fenced JOC's restart (at
+/// once when its container's processes ended with its JVM, else the
+/// liveness probe's 60 s) and start, with room for a loaded machine.
 const SETTLE_BOUND: Duration = Duration::from_secs(180);
 
 /// Every member Ready and its sidecar connected to the database, the
@@ -1394,8 +1395,8 @@ const SETTLE_BOUND: Duration = Duration::from_secs(180);
 async fn settle(stack: &Stack, canary: &Canary) -> Result<String> {
     // One condition, so that a member cannot drop out between two checks
     // (a fenced JOC's container restarts while the rest is checked).
-    // Bounded by a fenced member's way back: its JVM is gone, the liveness
-    // probe restarts the container after 6 × 10 s, then JOC starts.
+    // Bounded by a fenced member's way back: its container restarts (at
+    // worst by the liveness probe after 6 × 10 s), then JOC starts.
     let pods = stack.pods();
     let members = stack.member_names();
     let mut urls = Vec::new();

@@ -146,8 +146,13 @@ pub(in crate::decide) fn fenced(
                     format!("no JOC JVM runs in {me} any more (nothing to fence); {release}"),
                 ));
             } else {
+                let restart = if done.container_ended {
+                    "its container's processes were ended with it: the kubelet starts the container anew, JOC comes back as a standby"
+                } else {
+                    "its liveness probe restarts it as a standby"
+                };
                 let note = format!(
-                    "{me}: JOC's JVM (pid {:?}) SIGKILLed and gone ({label}); {release}; its liveness probe restarts it as a standby",
+                    "{me}: JOC's JVM (pid {:?}) SIGKILLed and gone ({label}); {release}; {restart}",
                     done.pids
                 );
                 out.push(Action::Log(Level::Warn, note.clone()));

@@ -213,6 +213,7 @@ impl Default for Answers {
             lease_back: false,
             fence: Ok(FenceDone {
                 pids: vec![4242],
+                container_ended: true,
                 release: Ok(crate::js7::FencedRelease {
                     cluster_row_deleted: true,
                     heartbeat_reset: true,
