@@ -288,6 +288,36 @@ impl ClusterApi {
         Ok(false)
     }
 
+    /// Sets the switch-over annotation to `value` unless one is there (a
+    /// newer request wins); true if set.
+    pub async fn restore_switchover(&self, value: &str) -> Result<bool, KubeError> {
+        for _ in 0..10 {
+            let cluster = match self.clusters.get_opt(&self.cluster).await {
+                Ok(Some(cluster)) => cluster,
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(call("read the JocCluster")(e)),
+            };
+            if cluster.annotations().contains_key(ANNOTATION_SWITCHOVER_TO) {
+                return Ok(false);
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": cluster.resource_version(),
+                "annotations": {ANNOTATION_SWITCHOVER_TO: value},
+            }});
+            match self
+                .clusters
+                .patch(&self.cluster, &sidecar_patch(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
+                Err(e) => return Err(call("put the switch-over annotation back")(e)),
+            }
+        }
+        Ok(false)
+    }
+
     /// Publishes an Event on the JocCluster, as `kubectl describe joc` shows.
     pub async fn event(
         &self,

@@ -141,6 +141,12 @@ pub enum Action {
     ClearSwitchover {
         value: String,
     },
+    /// Put a taken switch-over request back (the annotation set to `value`
+    /// if none is there: a newer request wins), for the next holder; a
+    /// failure is logged.
+    RestoreSwitchover {
+        value: String,
+    },
     /// Awaited: read the lease's member rows.
     ReadMembers,
     /// Awaited: read this pod from the API server.

@@ -137,7 +137,22 @@ pub(super) fn handed_over(
             ]);
             return Flow::Continue;
         }
-        Ok(HandOverOutcome::NotHolder) => "this member no longer holds the lease".to_owned(),
+        Ok(HandOverOutcome::NotHolder) => {
+            // The lease lapsed meanwhile (a database restart ends every
+            // session): not the request's fault. It goes back to the
+            // JocCluster for the next holder, which may be this member again.
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "switch-over to {:?}: this member lost the lease while handling it; the request is put back for the next holder",
+                    request.value
+                ),
+            ));
+            out.push(Action::RestoreSwitchover {
+                value: request.value.clone(),
+            });
+            return Flow::Continue;
+        }
         Ok(HandOverOutcome::NoEligibleTarget { reason }) => reason,
         Err(e) => format!("the lease database refused the hand-over: {e}"),
     };

@@ -397,19 +397,22 @@ impl Runner {
                     }
                 }
             }
+            Action::RestoreSwitchover { value } => {
+                match self.api.restore_switchover(&value).await {
+                    Ok(true) => info!(
+                        value,
+                        "put the switch-over request back for the next lease holder"
+                    ),
+                    Ok(false) => {}
+                    Err(error) => warn!("cannot put the switch-over request back: {error}"),
+                }
+            }
             Action::ClearSwitchover { value } => {
                 let taken = self.api.clear_switchover(&value).await;
                 return Some(Outcome::SwitchoverTaken(taken.map_err(|e| e.to_string())));
             }
             Action::ReadMembers => {
-                // A read on a connection the database dropped (it restarted)
-                // fails once; the elector reconnects, so one more try tells a
-                // transient loss from a database that is away.
-                let members = match self.elector.members().await {
-                    Err(LeaseError::ConnectionLost { .. }) => self.elector.members().await,
-                    other => other,
-                }
-                .map_err(|e| e.to_string());
+                let members = self.read_members().await.map_err(|e| e.to_string());
                 return Some(Outcome::Members(members.map(|rows| {
                     rows.into_iter()
                         .map(|m| MemberFacts {

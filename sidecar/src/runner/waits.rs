@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::decide::{FenceDone, Outcome};
 use crate::kubernetes::role_label;
-use crate::lease::Role;
+use crate::lease::{LeaseError, MemberRow, Role};
 use crate::role::RoleReport;
 
 use super::{Runner, WAIT_POLL};
@@ -49,6 +49,28 @@ impl Runner {
             container_ended: !groups.is_empty(),
             release,
         })
+    }
+
+    /// The lease members, for a switch-over or a step-down. A read on a
+    /// connection a restarted database dropped fails, and the elector is
+    /// not connected until it reconnected: such errors are tried again for
+    /// up to one lease TTL, so that a transient loss does not reject the
+    /// request; a database away for longer than that costs the lease anyway.
+    pub(super) async fn read_members(&self) -> Result<Vec<MemberRow>, LeaseError> {
+        let deadline = Instant::now() + self.config.lease_ttl;
+        loop {
+            match self.elector.members().await {
+                Err(
+                    LeaseError::ConnectionLost { .. }
+                    | LeaseError::NotConnected(_)
+                    | LeaseError::Timeout { .. },
+                ) if Instant::now() < deadline => {
+                    self.health.loop_alive();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits `period` (the former failsafe holder's last role report may be

@@ -355,6 +355,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                     crate::js7::hostname_of(to)
                 ),
                 Action::ClearSwitchover { value } => format!("clear:{value}"),
+                Action::RestoreSwitchover { value } => format!("restore:{value}"),
                 Action::ClearJocSwitch {
                     switch_member_id, ..
                 } => format!("joc-clear:{}", crate::js7::hostname_of(switch_member_id)),

@@ -63,6 +63,33 @@ fn any_moves_to_the_lowest_ordinal_eligible_standby() {
     );
 }
 
+/// Seen in an e2e test of a switch-over right after a database restart:
+/// the holder's lease lapsed while it handled the request (the restart
+/// ended every session) and the request was rejected, although nothing was
+/// wrong with it. Now it goes back for the next holder; nothing is recorded.
+#[test]
+fn a_request_the_holder_lost_the_lease_over_is_put_back() {
+    let now = Instant::now();
+    let mut f = asked(now, "joc-1");
+    let answers = Answers {
+        hand_over: Some(Ok(HandOverOutcome::NotHolder)),
+        ..Answers::default()
+    };
+    let (_, actions) = drive(&holding(false, 5), &mut f, Event::ClusterChanged, &answers);
+    let brief = brief(&actions);
+    assert_eq!(
+        brief.last().map(String::as_str),
+        Some("restore:joc-1"),
+        "{brief:?}"
+    );
+    assert!(
+        !brief
+            .iter()
+            .any(|a| a.starts_with("record:") || a.starts_with("event:")),
+        "{brief:?}"
+    );
+}
+
 #[test]
 fn every_rejection_is_recorded_with_its_reason() {
     let now = Instant::now();
@@ -90,14 +117,6 @@ fn every_rejection_is_recorded_with_its_reason() {
                 ..Answers::default()
             },
             "not ready for the lease",
-        ),
-        (
-            "joc-1",
-            Answers {
-                hand_over: Some(Ok(HandOverOutcome::NotHolder)),
-                ..Answers::default()
-            },
-            "no longer holds the lease",
         ),
         (
             "joc-1",
