@@ -1200,6 +1200,16 @@ impl joc_ha_tests::kubelet::ContainerRunner for OperatorAndClusters {
             .host_port(namespace, pod, container_port)
             .or_else(|| self.clusters.host_port(namespace, pod, container_port))
     }
+
+    fn exec(
+        &self,
+        pod: &Pod,
+        container: &k8s_openapi::api::core::v1::Container,
+        command: &[String],
+        ctx: &joc_ha_tests::kubelet::PodContext,
+    ) -> Option<joc_ha_tests::kubelet::ProcessSpec> {
+        self.clusters.exec(pod, container, command, ctx)
+    }
 }
 
 /// Points an example's database Secret at a real test database, keeping its
