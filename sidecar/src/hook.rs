@@ -97,12 +97,18 @@ pub enum HookError {
 /// body on HTTP 200.
 pub async fn prestop(addr: SocketAddr, timeout: Duration) -> Result<String, HookError> {
     match tokio::time::timeout(timeout, get(addr, "/prestop")).await {
-        Ok(result) => result,
+        Ok(Ok((200, body))) => Ok(body),
+        Ok(Ok((code, _))) => Err(HookError::Refused {
+            addr,
+            answer: format!("HTTP {code}"),
+        }),
+        Ok(Err(error)) => Err(error),
         Err(_) => Err(HookError::Timeout { addr, timeout }),
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Result<String, HookError> {
+/// GET `path` on `addr`: the status code and body.
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), HookError> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| HookError::Connect { addr, source })?;
@@ -117,8 +123,8 @@ async fn get(addr: SocketAddr, path: &str) -> Result<String, HookError> {
         .map_err(io)?;
     let answer = String::from_utf8_lossy(&answer);
     match parse_answer(&answer) {
-        Some((200, body)) => Ok(body.to_owned()),
-        _ => Err(HookError::Refused {
+        Some((code, body)) => Ok((code, body.to_owned())),
+        None => Err(HookError::Refused {
             addr,
             answer: answer.lines().next().unwrap_or_default().to_owned(),
         }),

@@ -219,3 +219,71 @@ async fn prestop(State(state): State<AppState>) -> impl IntoResponse {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::get;
+
+    fn server(addr: SocketAddr, local_addr: SocketAddr) -> Server {
+        let (_, role) = watch::channel(RoleReport::standby("joc-0", "joc"));
+        let (prestop, _) = mpsc::channel(1);
+        let health = Arc::new(Health::default());
+        health.loop_alive();
+        health.database_ok.store(true, Ordering::Relaxed);
+        Server {
+            addr,
+            local_addr,
+            role,
+            registry: Arc::new(Registry::default()),
+            health,
+            prestop,
+            stall_limit: Duration::from_secs(60),
+            prestop_limit: Duration::from_secs(1),
+        }
+    }
+
+    fn any_loopback_port() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[tokio::test]
+    async fn the_pod_port_serves_only_probes_and_metrics() {
+        let bound = server(any_loopback_port(), any_loopback_port())
+            .start()
+            .await
+            .expect("binds");
+        let cases: &[(SocketAddr, &str, u16)] = &[
+            (bound.public, "/healthz", 200),
+            (bound.public, "/readyz", 200),
+            (bound.public, "/metrics", 200),
+            (bound.public, "/prestop", 404),
+            (bound.public, "/role", 404),
+            (bound.public, "/", 404),
+            (bound.local, "/role", 200),
+            (bound.local, "/metrics", 404),
+            (bound.local, "/healthz", 404),
+        ];
+        for (addr, path, want) in cases {
+            let (code, _) = get(*addr, path).await.expect("answers");
+            assert_eq!(code, *want, "GET {path} on {addr}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_names_the_setting() {
+        let taken = std::net::TcpListener::bind(any_loopback_port()).expect("bind");
+        let in_use = taken.local_addr().expect("addr");
+        let error = server(any_loopback_port(), in_use)
+            .start()
+            .await
+            .expect_err("in use");
+        assert_eq!(error.setting, "JOC_HA_LOCAL_ADDR");
+        assert!(error.to_string().contains("JOC_HA_LOCAL_ADDR"), "{error}");
+        let error = server(in_use, any_loopback_port())
+            .start()
+            .await
+            .expect_err("in use");
+        assert_eq!(error.setting, "JOC_HA_HTTP_ADDR");
+    }
+}

@@ -823,7 +823,12 @@ spec:
         {
             let security = container.security_context.clone().unwrap_or_default();
             let user = security.run_as_user.or(pod_user);
-            let is_sidecar = container.name == joc_ha_crds::names::pod::SIDECAR_CONTAINER;
+            // The sidecar image's numeric USER covers `joc-ha-hook` too.
+            let is_sidecar = [
+                joc_ha_crds::names::pod::SIDECAR_CONTAINER,
+                joc_ha_crds::names::pod::HOOK_INIT_CONTAINER,
+            ]
+            .contains(&container.name.as_str());
             assert!(
                 user.is_some_and(|uid| uid != 0) || is_sidecar,
                 "{}/{}: no verifiable non-root user: {security:?}",
