@@ -161,11 +161,16 @@ impl PodContext {
 /// holds it (a program of the image itself, which no process here plays).
 pub fn exec_in_mounts(command: &[String], ctx: &PodContext) -> Option<ProcessSpec> {
     let (program, args) = command.split_first()?;
-    let host = ctx.mounts.iter().find_map(|(mount, host)| {
-        let rest = program.strip_prefix(mount.as_str())?;
-        let rest = rest.strip_prefix('/')?;
-        Some(host.join(rest))
-    })?;
+    // The deepest mount holding the path wins, as in a container.
+    let (_, host) = ctx
+        .mounts
+        .iter()
+        .filter_map(|(mount, host)| {
+            let rest = program.strip_prefix(mount.as_str())?;
+            let rest = rest.strip_prefix('/')?;
+            Some((mount.len(), host.join(rest)))
+        })
+        .max_by_key(|(depth, _)| *depth)?;
     Some(ProcessSpec::new(host).args(args.iter().cloned()))
 }
 
@@ -2563,6 +2568,52 @@ mod tests {
         alive.kill().await?;
         drop(listener);
         Ok(())
+    }
+
+    #[test]
+    fn exec_hooks_run_the_file_the_deepest_mount_holds() {
+        let ctx = PodContext {
+            namespace: "ns".to_owned(),
+            pod_name: "p".to_owned(),
+            pod_uid: "u".to_owned(),
+            container_name: "c".to_owned(),
+            pod_ip: String::new(),
+            pod_dir: PathBuf::from("/pod"),
+            env: Vec::new(),
+            volumes: BTreeMap::new(),
+            mounts: BTreeMap::from([
+                ("/var/run".to_owned(), PathBuf::from("/host/run")),
+                ("/var/run/bin".to_owned(), PathBuf::from("/host/bin")),
+            ]),
+            service_account_dir: PathBuf::from("/pod/sa"),
+            token_path: PathBuf::from("/pod/sa/token"),
+            kubeconfig_path: None,
+        };
+        // A hook's command, and the program and args that play it.
+        type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a [&'a str])>);
+        let cases: &[Case] = &[
+            (
+                &["/var/run/bin/tool", "prestop"],
+                Some(("/host/bin/tool", &["prestop"])),
+            ),
+            (&["/var/run/x"], Some(("/host/run/x", &[]))),
+            // Not inside a mount, or only a name's prefix: the image's own.
+            (&["/usr/bin/curl", "-f"], None),
+            (&["/var/runner/x"], None),
+            (&[], None),
+        ];
+        for (command, want) in cases {
+            let command: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
+            let got = exec_in_mounts(&command, &ctx);
+            let got = got.as_ref().map(|spec| {
+                (
+                    spec.program.display().to_string(),
+                    spec.args.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            });
+            let want = want.map(|(program, args)| (program.to_owned(), args.to_vec()));
+            assert_eq!(got, want, "{command:?}");
+        }
     }
 
     #[test]
