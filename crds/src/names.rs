@@ -219,6 +219,9 @@ pub mod sidecar_env {
     pub const RENEW_INTERVAL: &str = "JOC_HA_RENEW_INTERVAL";
     pub const ROLE_DIR: &str = "JOC_HA_ROLE_DIR";
     pub const HTTP_ADDR: &str = "JOC_HA_HTTP_ADDR";
+    /// The loopback-only listener (`/role`, `/prestop`); must be a loopback
+    /// address. Also read by `joc-ha-sidecar prestop`.
+    pub const LOCAL_ADDR: &str = "JOC_HA_LOCAL_ADDR";
     pub const LOG_FORMAT: &str = "JOC_HA_LOG_FORMAT";
     /// `js7` or `generic`.
     pub const WORKLOAD: &str = "JOC_HA_WORKLOAD";
@@ -283,9 +286,25 @@ pub mod pod {
     /// Container names.
     pub const COCKPIT_CONTAINER: &str = "joc";
     pub const SIDECAR_CONTAINER: &str = "joc-ha-sidecar";
-    /// The sidecar's HTTP port: /healthz, /readyz, /metrics, /role, /prestop.
+    /// The sidecar's pod port: /healthz, /readyz, /metrics only.
     pub const SIDECAR_PORT: i32 = 9086;
     pub const SIDECAR_PORT_NAME: &str = "sidecar";
+    /// The sidecar's loopback-only port (127.0.0.1): /role and /prestop,
+    /// which nothing outside the pod may call (README "What joc-ha refuses,
+    /// and why", case 1).
+    pub const SIDECAR_LOCAL_PORT: i32 = 9087;
+    /// Init container that copies the sidecar's executable into
+    /// [`HOOK_BIN_VOLUME`], for the cockpit's preStop `exec` hook.
+    pub const HOOK_INIT_CONTAINER: &str = "joc-ha-hook";
+    /// In-memory volume holding that copy; read-only in the cockpit.
+    pub const HOOK_BIN_VOLUME: &str = "joc-ha-bin";
+    /// Where that volume is mounted (init container and cockpit).
+    pub const HOOK_BIN_DIR: &str = "/var/run/joc-ha-bin";
+    /// The copy's file name in [`HOOK_BIN_DIR`].
+    pub const HOOK_BIN: &str = "joc-ha-sidecar";
+    /// The volume's size limit: the image's static sidecar binary is about
+    /// 12 MB; room for it to grow.
+    pub const HOOK_BIN_SIZE_LIMIT: &str = "32Mi";
     /// Where the sidecar writes the role file, shared with the cockpit.
     pub const ROLE_DIR: &str = "/var/run/joc-ha";
     pub const ROLE_VOLUME: &str = "joc-ha-role";

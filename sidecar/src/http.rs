@@ -1,11 +1,19 @@
-//! The sidecar's HTTP server: `GET /role` for the cockpit container,
-//! `/healthz`, `/readyz` and `/metrics` for Kubernetes and Prometheus, and
-//! `GET /prestop`, which the cockpit's preStop hook calls so that JOC stops
-//! only after the lease (and the Service) moved. Anyone on the pod network
-//! can reach this port, so `/prestop` triggers nothing by itself: the
-//! hand-over is started by the pod's deletion (a deletionTimestamp, which
-//! only who may delete the pod can set) or SIGTERM, and `/prestop` waits,
-//! bounded, until it is done (see `crate::decide::pod`). `/role` only reads.
+//! The sidecar's HTTP servers, two listeners:
+//!
+//! - the pod port (`JOC_HA_HTTP_ADDR`, 0.0.0.0:9086): `/healthz`, `/readyz`
+//!   and `/metrics`, for the kubelet's probes and Prometheus; every other
+//!   path is 404 there;
+//! - loopback only (`JOC_HA_LOCAL_ADDR`, 127.0.0.1:9087): `GET /role` for the
+//!   cockpit container and `GET /prestop`, which the cockpit's preStop hook
+//!   (`joc-ha-sidecar prestop`, an `exec` in the cockpit container) calls so
+//!   that JOC stops only after the lease (and the Service) moved.
+//!
+//! Anyone on the pod network can reach the pod port, so nothing that steps
+//! a member down or tells its role is served there (README "What joc-ha
+//! refuses, and why", case 1). `/prestop` triggers nothing by itself even so:
+//! the hand-over is started by the pod's deletion (a deletionTimestamp) or
+//! SIGTERM, and `/prestop` waits, bounded, until it is done (see
+//! `crate::decide::pod`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +50,10 @@ impl Health {
     }
 }
 
+/// The longest `/prestop` waits for a hand-over, within the pod's 60 s
+/// grace period (JOC's own shutdown needs the rest).
+pub const PRESTOP_LIMIT_MAX: Duration = Duration::from_secs(50);
+
 /// The preStop hook's wait, answered once the sidecar has looked at its pod
 /// and, if the pod is being deleted, handed over.
 pub type PrestopRequest = oneshot::Sender<()>;
@@ -59,7 +71,10 @@ struct AppState {
 }
 
 pub struct Server {
+    /// The pod port: probes and metrics.
     pub addr: SocketAddr,
+    /// Loopback: `/role` and `/prestop`.
+    pub local_addr: SocketAddr,
     pub role: watch::Receiver<RoleReport>,
     pub registry: Arc<Registry>,
     pub health: Arc<Health>,
@@ -68,12 +83,46 @@ pub struct Server {
     pub prestop_limit: Duration,
 }
 
+/// The addresses both listeners were bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub public: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// A listener that could not be bound; names the setting to change.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve HTTP on {addr}: {source}; choose another {setting}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub setting: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl Server {
-    /// Binds the address now (so a port in use is a start-up error) and
+    /// Binds both addresses now (so a port in use is a start-up error) and
     /// serves in the background.
-    pub async fn start(self) -> std::io::Result<SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        let bound = listener.local_addr()?;
+    pub async fn start(self) -> Result<Bound, BindError> {
+        let bind = |addr: SocketAddr, setting: &'static str| async move {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError {
+                    addr,
+                    setting,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| BindError {
+                addr,
+                setting,
+                source,
+            })?;
+            Ok::<_, BindError>((listener, bound))
+        };
+        let (public, public_addr) =
+            bind(self.addr, joc_ha_crds::names::sidecar_env::HTTP_ADDR).await?;
+        let (local, local_addr) =
+            bind(self.local_addr, joc_ha_crds::names::sidecar_env::LOCAL_ADDR).await?;
         let state = AppState {
             role: self.role,
             registry: self.registry,
@@ -82,20 +131,36 @@ impl Server {
             stall_limit: self.stall_limit,
             prestop_limit: self.prestop_limit,
         };
-        let app = Router::new()
-            .route("/role", get(role))
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .route("/prestop", get(prestop))
-            .with_state(state);
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        });
-        Ok(bound)
+        serve(public, public_router().with_state(state.clone()));
+        serve(local, local_router().with_state(state));
+        Ok(Bound {
+            public: public_addr,
+            local: local_addr,
+        })
     }
+}
+
+/// The pod port's routes; axum answers 404 for any other path.
+fn public_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The loopback listener's routes.
+fn local_router() -> Router<AppState> {
+    Router::new()
+        .route("/role", get(role))
+        .route("/prestop", get(prestop))
+}
+
+fn serve(listener: tokio::net::TcpListener, app: Router) {
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
 }
 
 async fn role(State(state): State<AppState>) -> Json<RoleReport> {
@@ -152,5 +217,73 @@ async fn prestop(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::OK,
             "hand-over still running; continuing shutdown",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::get;
+
+    fn server(addr: SocketAddr, local_addr: SocketAddr) -> Server {
+        let (_, role) = watch::channel(RoleReport::standby("joc-0", "joc"));
+        let (prestop, _) = mpsc::channel(1);
+        let health = Arc::new(Health::default());
+        health.loop_alive();
+        health.database_ok.store(true, Ordering::Relaxed);
+        Server {
+            addr,
+            local_addr,
+            role,
+            registry: Arc::new(Registry::default()),
+            health,
+            prestop,
+            stall_limit: Duration::from_secs(60),
+            prestop_limit: Duration::from_secs(1),
+        }
+    }
+
+    fn any_loopback_port() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[tokio::test]
+    async fn the_pod_port_serves_only_probes_and_metrics() {
+        let bound = server(any_loopback_port(), any_loopback_port())
+            .start()
+            .await
+            .expect("binds");
+        let cases: &[(SocketAddr, &str, u16)] = &[
+            (bound.public, "/healthz", 200),
+            (bound.public, "/readyz", 200),
+            (bound.public, "/metrics", 200),
+            (bound.public, "/prestop", 404),
+            (bound.public, "/role", 404),
+            (bound.public, "/", 404),
+            (bound.local, "/role", 200),
+            (bound.local, "/metrics", 404),
+            (bound.local, "/healthz", 404),
+        ];
+        for (addr, path, want) in cases {
+            let (code, _) = get(*addr, path).await.expect("answers");
+            assert_eq!(code, *want, "GET {path} on {addr}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_names_the_setting() {
+        let taken = std::net::TcpListener::bind(any_loopback_port()).expect("bind");
+        let in_use = taken.local_addr().expect("addr");
+        let error = server(any_loopback_port(), in_use)
+            .start()
+            .await
+            .expect_err("in use");
+        assert_eq!(error.setting, "JOC_HA_LOCAL_ADDR");
+        assert!(error.to_string().contains("JOC_HA_LOCAL_ADDR"), "{error}");
+        let error = server(in_use, any_loopback_port())
+            .start()
+            .await
+            .expect_err("in use");
+        assert_eq!(error.setting, "JOC_HA_HTTP_ADDR");
     }
 }

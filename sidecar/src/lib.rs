@@ -5,6 +5,7 @@
 pub mod config;
 pub mod decide;
 pub mod eligibility;
+pub mod hook;
 pub mod http;
 pub mod js7;
 pub mod kubernetes;

@@ -6,9 +6,16 @@ use clap::Parser;
 use joc_ha_sidecar::config::{
     Command, Config, Flags, LogFormat, claim_identity, database_from_flags,
 };
+use joc_ha_sidecar::hook::{HookCli, HookCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if HookCli::is_hook_command(std::env::args().nth(1).as_deref()) {
+        return match HookCli::parse().command {
+            HookCommand::Prestop { local_addr } => prestop(&local_addr).await,
+            HookCommand::InstallHook { dir } => install_hook(&dir),
+        };
+    }
     let flags = Flags::parse();
     if let Some(Command::RenderJocConfig(args)) = &flags.command {
         if args.claim_database
@@ -44,6 +51,46 @@ async fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The cockpit's preStop hook: waits for the sidecar's hand-over. Never
+/// blocks JOC's stop for good: every failure is one stderr line and a
+/// non-zero exit, after which the kubelet stops JOC anyway.
+async fn prestop(local_addr: &str) -> ExitCode {
+    let addr = match joc_ha_sidecar::config::parse_local_addr(local_addr) {
+        Ok(addr) => addr,
+        Err(error) => {
+            eprintln!("joc-ha-sidecar prestop: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match joc_ha_sidecar::hook::prestop(addr, joc_ha_sidecar::hook::CLIENT_TIMEOUT).await {
+        Ok(answer) => {
+            println!("joc-ha-sidecar prestop: {answer}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("joc-ha-sidecar prestop: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `joc-ha-hook` init container.
+fn install_hook(dir: &std::path::Path) -> ExitCode {
+    match joc_ha_sidecar::hook::install(dir) {
+        Ok(to) => {
+            println!(
+                "joc-ha-sidecar: installed the cockpit's preStop hook as {}",
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("joc-ha-sidecar install-hook: {error}");
+            ExitCode::from(2)
         }
     }
 }

@@ -27,12 +27,8 @@ use crate::runner::Runner;
 pub enum StartError {
     #[error(transparent)]
     Kubernetes(#[from] crate::kubernetes::KubeError),
-    #[error("cannot serve HTTP on {addr}: {source}; choose another JOC_HA_HTTP_ADDR")]
-    Http {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Http(#[from] crate::http::BindError),
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
 }
@@ -60,6 +56,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (prestop_tx, prestop_rx) = mpsc::channel::<PrestopRequest>(4);
     let bound = Server {
         addr: config.http_addr,
+        local_addr: config.local_addr,
         role: report_rx,
         registry: Arc::new(registry),
         health: health.clone(),
@@ -68,12 +65,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         prestop_limit: prestop_limit(&config),
     }
     .start()
-    .await
-    .map_err(|source| StartError::Http {
-        addr: config.http_addr,
-        source,
-    })?;
-    info!(%bound, "serving /role, /healthz, /readyz, /metrics, /prestop (waits for a hand-over; triggers none)");
+    .await?;
+    info!(public = %bound.public, local = %bound.local,
+        "serving /healthz, /readyz, /metrics on the pod port; /role and /prestop (waits for a hand-over; triggers none) on loopback only");
 
     let mut lease = LeaseConfig::new(
         format!("{}/{}", config.namespace, config.cluster),
@@ -187,5 +181,5 @@ fn prestop_limit(config: &Config) -> Duration {
     let joc = config.joc.as_ref().map_or(Duration::ZERO, |j| {
         j.polling_interval * 2 + config.renew_interval * 2
     });
-    (config.lease_ttl * 2 + joc).min(Duration::from_secs(50))
+    (config.lease_ttl * 2 + joc).min(crate::http::PRESTOP_LIMIT_MAX)
 }

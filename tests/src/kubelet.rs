@@ -75,6 +75,22 @@ pub trait ContainerRunner: Send + Sync {
         None
     }
 
+    /// The process that plays `command` of a container's `exec` lifecycle
+    /// hook (preStop), as if run in that container; `None`: the hook is
+    /// skipped (and logged). The kubelet applies the container's resolved
+    /// env. By default: the program's path mapped through the container's
+    /// mounts ([`exec_in_mounts`]), so that the hook runs what the pod's own
+    /// volumes hold, as in a real container.
+    fn exec(
+        &self,
+        _pod: &Pod,
+        _container: &Container,
+        command: &[String],
+        ctx: &PodContext,
+    ) -> Option<ProcessSpec> {
+        exec_in_mounts(command, ctx)
+    }
+
     /// Whether the kubelet runs this container's liveness and startup probes
     /// from the pod spec (killing the process when one fails). Off unless the
     /// runner opts in, so that runners written before probes were enforced
@@ -138,6 +154,24 @@ impl PodContext {
     pub fn mount(&self, mount_path: &str) -> Option<&Path> {
         self.mounts.get(mount_path).map(PathBuf::as_path)
     }
+}
+
+/// `command` (an `exec` hook's) with its program's path turned into the
+/// host file one of the container's mounts holds; `None` when no mount
+/// holds it (a program of the image itself, which no process here plays).
+pub fn exec_in_mounts(command: &[String], ctx: &PodContext) -> Option<ProcessSpec> {
+    let (program, args) = command.split_first()?;
+    // The deepest mount holding the path wins, as in a container.
+    let (_, host) = ctx
+        .mounts
+        .iter()
+        .filter_map(|(mount, host)| {
+            let rest = program.strip_prefix(mount.as_str())?;
+            let rest = rest.strip_prefix('/')?;
+            Some((mount.len(), host.join(rest)))
+        })
+        .max_by_key(|(depth, _)| *depth)?;
+    Some(ProcessSpec::new(host).args(args.iter().cloned()))
 }
 
 /// A process playing a container. It starts with a clean environment: `PATH`,
@@ -1312,35 +1346,8 @@ impl PodWorker {
                 return;
             }
         };
-        let Some(prepared) = self.prepared.as_ref() else {
+        let Some(ctx) = self.context(&container, env) else {
             return;
-        };
-        let mounts = container
-            .volume_mounts
-            .iter()
-            .flatten()
-            .filter_map(|mount| {
-                let host = prepared.volumes.get(&mount.name)?;
-                let host = match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
-                    Some(sub_path) => host.join(sub_path),
-                    None => host.clone(),
-                };
-                Some((mount.mount_path.clone(), host))
-            })
-            .collect();
-        let ctx = PodContext {
-            namespace: self.namespace.clone(),
-            pod_name: self.name.clone(),
-            pod_uid: self.uid.clone(),
-            container_name: container.name.clone(),
-            pod_ip: self.pod_ip.clone().unwrap_or_default(),
-            pod_dir: self.dir.clone(),
-            env,
-            volumes: prepared.volumes.clone(),
-            mounts,
-            service_account_dir: prepared.service_account_dir.clone(),
-            token_path: prepared.service_account_dir.join("token"),
-            kubeconfig_path: prepared.kubeconfig_path.clone(),
         };
         let spec = self
             .shared
@@ -1427,6 +1434,38 @@ impl PodWorker {
                 _liveness: liveness,
             }
         };
+    }
+
+    /// What a process of `container` gets (once the pod's volumes exist).
+    fn context(&self, container: &Container, env: Vec<(String, String)>) -> Option<PodContext> {
+        let prepared = self.prepared.as_ref()?;
+        let mounts = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter_map(|mount| {
+                let host = prepared.volumes.get(&mount.name)?;
+                let host = match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                    Some(sub_path) => host.join(sub_path),
+                    None => host.clone(),
+                };
+                Some((mount.mount_path.clone(), host))
+            })
+            .collect();
+        Some(PodContext {
+            namespace: self.namespace.clone(),
+            pod_name: self.name.clone(),
+            pod_uid: self.uid.clone(),
+            container_name: container.name.clone(),
+            pod_ip: self.pod_ip.clone().unwrap_or_default(),
+            pod_dir: self.dir.clone(),
+            env,
+            volumes: prepared.volumes.clone(),
+            mounts,
+            service_account_dir: prepared.service_account_dir.clone(),
+            token_path: prepared.service_account_dir.join("token"),
+            kubeconfig_path: prepared.kubeconfig_path.clone(),
+        })
     }
 
     fn spawn_process(
@@ -1945,9 +1984,9 @@ impl PodWorker {
         }
     }
 
-    /// Kubelet runs each main container's `preStop.httpGet` before its
-    /// SIGTERM, within the grace period. Ports are mapped to loopback by the
-    /// runner, since pod IPs here are data only.
+    /// Kubelet runs each main container's preStop hook (`httpGet` or
+    /// `exec`) before its SIGTERM, within the grace period. Ports are mapped
+    /// to loopback by the runner, since pod IPs here are data only.
     async fn run_pre_stop_hooks(&self, deadline: Instant) {
         let Some(runner) = self.shared.runner.clone() else {
             return;
@@ -1964,12 +2003,19 @@ impl PodWorker {
                 .map(|p| p.container_port)
         };
         for container in &spec.containers {
-            let Some(hook) = container
+            let Some(handler) = container
                 .lifecycle
                 .as_ref()
                 .and_then(|l| l.pre_stop.as_ref())
-                .and_then(|h| h.http_get.as_ref())
             else {
+                continue;
+            };
+            if let Some(command) = handler.exec.as_ref().and_then(|e| e.command.as_ref()) {
+                self.run_exec_hook(runner.as_ref(), container, command, deadline)
+                    .await;
+                continue;
+            }
+            let Some(hook) = handler.http_get.as_ref() else {
                 continue;
             };
             let port = match &hook.port {
@@ -1993,6 +2039,59 @@ impl PodWorker {
                 self.namespace, self.name, container.name
             ));
         }
+    }
+
+    /// An `exec` preStop hook, as the kubelet runs it in the container:
+    /// the container's env, the runner's process, cut off (SIGKILL) at the
+    /// grace period's end. Its output goes to `<container>.prestop.log`.
+    async fn run_exec_hook(
+        &self,
+        runner: &dyn ContainerRunner,
+        container: &Container,
+        command: &[String],
+        deadline: Instant,
+    ) {
+        let what = format!(
+            "pod {}/{} container {} preStop exec {command:?}",
+            self.namespace, self.name, container.name
+        );
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let env = tokio::time::timeout(remaining, self.resolve_env(container))
+            .await
+            .unwrap_or_else(|_| Err("the API server did not answer in time".to_owned()));
+        let env = match env {
+            Ok(env) => env,
+            Err(message) => {
+                self.shared.log(format!("{what}: not run: {message}"));
+                return;
+            }
+        };
+        let Some(mut ctx) = self.context(container, env) else {
+            self.shared.log(format!("{what}: not run: no volumes yet"));
+            return;
+        };
+        let Some(spec) = runner.exec(&self.pod, container, command, &ctx) else {
+            self.shared
+                .log(format!("{what}: skipped (nothing here plays it)"));
+            return;
+        };
+        ctx.container_name = format!("{}.prestop", container.name);
+        let process = match self.spawn_process(&ctx, &spec) {
+            Ok(process) => process,
+            Err(error) => {
+                self.shared.log(format!("{what}: cannot start: {error:#}"));
+                return;
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let outcome = match process.wait_exit(remaining).await {
+            Some(status) => describe_exit(status),
+            None => match process.kill().await {
+                Ok(_) => "killed at the end of the grace period".to_owned(),
+                Err(error) => format!("not stopped at the end of the grace period: {error:#}"),
+            },
+        };
+        self.shared.log(format!("{what}: {outcome}"));
     }
 
     async fn stop_one(&self, container: &str, process: &ManagedProcess, deadline: Instant) {
@@ -2469,6 +2568,52 @@ mod tests {
         alive.kill().await?;
         drop(listener);
         Ok(())
+    }
+
+    #[test]
+    fn exec_hooks_run_the_file_the_deepest_mount_holds() {
+        let ctx = PodContext {
+            namespace: "ns".to_owned(),
+            pod_name: "p".to_owned(),
+            pod_uid: "u".to_owned(),
+            container_name: "c".to_owned(),
+            pod_ip: String::new(),
+            pod_dir: PathBuf::from("/pod"),
+            env: Vec::new(),
+            volumes: BTreeMap::new(),
+            mounts: BTreeMap::from([
+                ("/var/run".to_owned(), PathBuf::from("/host/run")),
+                ("/var/run/bin".to_owned(), PathBuf::from("/host/bin")),
+            ]),
+            service_account_dir: PathBuf::from("/pod/sa"),
+            token_path: PathBuf::from("/pod/sa/token"),
+            kubeconfig_path: None,
+        };
+        // A hook's command, and the program and args that play it.
+        type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a [&'a str])>);
+        let cases: &[Case] = &[
+            (
+                &["/var/run/bin/tool", "prestop"],
+                Some(("/host/bin/tool", &["prestop"])),
+            ),
+            (&["/var/run/x"], Some(("/host/run/x", &[]))),
+            // Not inside a mount, or only a name's prefix: the image's own.
+            (&["/usr/bin/curl", "-f"], None),
+            (&["/var/runner/x"], None),
+            (&[], None),
+        ];
+        for (command, want) in cases {
+            let command: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
+            let got = exec_in_mounts(&command, &ctx);
+            let got = got.as_ref().map(|spec| {
+                (
+                    spec.program.display().to_string(),
+                    spec.args.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            });
+            let want = want.map(|(program, args)| (program.to_owned(), args.to_vec()));
+            assert_eq!(got, want, "{command:?}");
+        }
     }
 
     #[test]

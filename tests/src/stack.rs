@@ -13,6 +13,7 @@ use futures::StreamExt;
 use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{
     ANNOTATION_SWITCHOVER_TO, LABEL_ROLE, ROLE_ACTIVE, active_service_name, pod as pod_names,
+    sidecar_env,
 };
 pub use joc_ha_crds::v1alpha1::WorkloadMode;
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
@@ -307,6 +308,11 @@ impl ContainerRunner for JocRunner {
     fn command(&self, pod: &Pod, container: &Container, ctx: &PodContext) -> Option<ProcessSpec> {
         let namespace = pod.namespace()?;
         let name = pod.name_any();
+        // Both modes: the sidecar image copies its executable for the
+        // cockpit's preStop hook (into the pod's `joc-ha-bin` dir here).
+        if container.name == pod_names::HOOK_INIT_CONTAINER {
+            return Some(ProcessSpec::new(&self.sidecar).args(host_args(container, ctx)));
+        }
         // js7 mode, the image's layout (contract standin/operator): volume
         // `joc-resources` holds `$JETTY_BASE/resources/joc`, `joc-classes` the
         // classpath's joc-settings.properties; the JOC stand-in plays the image.
@@ -353,8 +359,10 @@ impl ContainerRunner for JocRunner {
             pod_names::SIDECAR_CONTAINER => {
                 let port = self.port(&namespace, &name, pod_names::SIDECAR_PORT)?;
                 let program = self.labeler.as_ref().unwrap_or(&self.sidecar);
+                let local = self.port(&namespace, &name, pod_names::SIDECAR_LOCAL_PORT)?;
                 let mut spec = ProcessSpec::new(program)
                     .env("JOC_HA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                    .env(sidecar_env::LOCAL_ADDR, format!("127.0.0.1:{local}"))
                     .env("JOC_HA_ROLE_DIR", role_dir.display().to_string())
                     .env("RUST_LOG", "info,kube=warn,sqlx=warn")
                     // Every role change appends a line the tests can read.
@@ -423,6 +431,24 @@ impl ContainerRunner for JocRunner {
 
     fn host_port(&self, namespace: &str, pod: &str, container_port: i32) -> Option<u16> {
         self.port(namespace, pod, container_port)
+    }
+
+    /// The cockpit's preStop hook runs the copy `joc-ha-hook` left in the
+    /// pod's volume; its loopback address is this pod's mapped one (pods
+    /// share the host's loopback here), as the sidecar's is.
+    fn exec(
+        &self,
+        pod: &Pod,
+        _container: &Container,
+        command: &[String],
+        ctx: &PodContext,
+    ) -> Option<ProcessSpec> {
+        let namespace = pod.namespace()?;
+        let local = self.port(&namespace, &pod.name_any(), pod_names::SIDECAR_LOCAL_PORT)?;
+        Some(
+            crate::kubelet::exec_in_mounts(command, ctx)?
+                .env(sidecar_env::LOCAL_ADDR, format!("127.0.0.1:{local}")),
+        )
     }
 
     /// JOC's container: a JOC whose JVM died is restarted only by its
@@ -856,6 +882,15 @@ impl Stack {
     pub fn sidecar_url(&self, pod: &str) -> Option<String> {
         self.ports
             .port(&self.options.namespace, pod, pod_names::SIDECAR_PORT)
+            .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The sidecar's loopback listener (`/role`, `/prestop`) as a process
+    /// inside the pod reaches it: pods share the host's loopback here, so a
+    /// test standing for the cockpit container calls this.
+    pub fn sidecar_local_url(&self, pod: &str) -> Option<String> {
+        self.ports
+            .port(&self.options.namespace, pod, pod_names::SIDECAR_LOCAL_PORT)
             .map(|port| format!("http://127.0.0.1:{port}"))
     }
 

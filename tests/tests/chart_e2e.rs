@@ -823,7 +823,12 @@ spec:
         {
             let security = container.security_context.clone().unwrap_or_default();
             let user = security.run_as_user.or(pod_user);
-            let is_sidecar = container.name == joc_ha_crds::names::pod::SIDECAR_CONTAINER;
+            // The sidecar image's numeric USER covers `joc-ha-hook` too.
+            let is_sidecar = [
+                joc_ha_crds::names::pod::SIDECAR_CONTAINER,
+                joc_ha_crds::names::pod::HOOK_INIT_CONTAINER,
+            ]
+            .contains(&container.name.as_str());
             assert!(
                 user.is_some_and(|uid| uid != 0) || is_sidecar,
                 "{}/{}: no verifiable non-root user: {security:?}",
@@ -1199,6 +1204,16 @@ impl joc_ha_tests::kubelet::ContainerRunner for OperatorAndClusters {
         self.operator
             .host_port(namespace, pod, container_port)
             .or_else(|| self.clusters.host_port(namespace, pod, container_port))
+    }
+
+    fn exec(
+        &self,
+        pod: &Pod,
+        container: &k8s_openapi::api::core::v1::Container,
+        command: &[String],
+        ctx: &joc_ha_tests::kubelet::PodContext,
+    ) -> Option<joc_ha_tests::kubelet::ProcessSpec> {
+        self.clusters.exec(pod, container, command, ctx)
     }
 }
 

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use joc_ha_crds::names::{LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, ROLE_STANDBY};
+use joc_ha_crds::names::{
+    LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, ROLE_STANDBY, pod as pod_names,
+};
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode};
 use joc_ha_tests::wait::{http_get, wait_for, wait_for_ok};
@@ -180,6 +182,14 @@ async fn sidecar_get(stack: &Stack, pod: &str, path: &str) -> anyhow::Result<(u1
     http_get(&format!("{base}{path}"), Duration::from_secs(10)).await
 }
 
+/// GET on the sidecar's loopback listener, as a process in the pod does.
+async fn sidecar_local_get(stack: &Stack, pod: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let base = stack
+        .sidecar_local_url(pod)
+        .with_context(|| format!("no loopback sidecar port for {pod}"))?;
+    http_get(&format!("{base}{path}"), Duration::from_secs(10)).await
+}
+
 /// The number of lease renewals a member's sidecar has timed.
 async fn renewals(stack: &Stack, pod: &str) -> anyhow::Result<u64> {
     let (_, body) = sidecar_get(stack, pod, "/metrics").await?;
@@ -192,15 +202,35 @@ async fn renewals(stack: &Stack, pod: &str) -> anyhow::Result<u64> {
 
 /// Issue 19, case 1: `GET /prestop` on each member (the sidecar's port is
 /// open to the pod network) made every member step down for good and left
-/// the Service empty. Now /prestop only waits for a hand-over that the
-/// pod's own deletion (or SIGTERM) starts: called from outside, it changes
-/// nothing; a real `kubectl delete pod` of the active still hands over.
+/// the Service empty. Now (a) nothing but `/metrics`, `/healthz` and
+/// `/readyz` answers on the sidecar's pod port: `/prestop` and `/role` are
+/// 404 there, served on a loopback-only listener; (b) even from inside the
+/// pod, /prestop only waits for a hand-over that the pod's own deletion (or
+/// SIGTERM) starts, so it changes nothing; (c) a real `kubectl delete pod`
+/// of the active still hands over, through the cockpit's `exec` preStop
+/// hook (the sidecar's copied executable calling the loopback /prestop).
 #[tokio::test]
 async fn prestop_called_by_anyone_changes_nothing() -> anyhow::Result<()> {
     let (stack, active, standby) = cluster().await?;
     let before = stack.endpoints.timeline().len();
+    // (a) From outside the pod: the pod port (the test process stands for
+    // anyone on the pod network).
+    for pod in [&active, &standby] {
+        for (path, want) in [
+            ("/prestop", 404),
+            ("/role", 404),
+            ("/anything-else", 404),
+            ("/metrics", 200),
+            ("/healthz", 200),
+            ("/readyz", 200),
+        ] {
+            let (status, _) = sidecar_get(&stack, pod, path).await?;
+            assert_eq!(status, want, "GET {path} on {pod}'s pod port");
+        }
+    }
+    // (b) From inside the pod (loopback: the cockpit container's view).
     for pod in [&active, &standby, &active] {
-        let (status, _) = sidecar_get(&stack, pod, "/prestop").await?;
+        let (status, _) = sidecar_local_get(&stack, pod, "/prestop").await?;
         assert_eq!(status, 200, "the hook's answer stays 200 ({pod})");
     }
     // The holder keeps renewing, over several renew intervals.
@@ -217,7 +247,7 @@ async fn prestop_called_by_anyone_changes_nothing() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let (_, role) = sidecar_get(&stack, &active, "/role").await?;
+    let (_, role) = sidecar_local_get(&stack, &active, "/role").await?;
     let role: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&role)?;
     assert_eq!(
         role.role, ROLE_ACTIVE,
@@ -235,11 +265,34 @@ async fn prestop_called_by_anyone_changes_nothing() -> anyhow::Result<()> {
         stack.endpoints.timeline()
     );
 
-    // The standby was not made ineligible either: a real deletion of the
-    // active hands over to it.
+    // (c) The standby was not made ineligible either: a real deletion of
+    // the active hands over to it, and the cockpit's exec hook is what
+    // waited for that (its own output says so).
+    let dir = stack
+        .kubelet
+        .pod_dir(&stack.options.namespace, &active)
+        .context("no pod dir of the active")?;
     stack.delete_pod(&active).await?;
     let next = stack.endpoints.wait_single(Some(&active), FAILOVER).await?;
     assert_eq!(next, standby);
+    let hook_log = dir
+        .join("logs")
+        .join(format!("{}.prestop.log", pod_names::COCKPIT_CONTAINER));
+    let said = wait_for(
+        "the preStop hook's answer in its log",
+        FAILOVER,
+        Duration::from_millis(200),
+        || async {
+            std::fs::read_to_string(&hook_log)
+                .ok()
+                .filter(|t| t.contains("joc-ha-sidecar prestop: "))
+        },
+    )
+    .await?;
+    assert!(
+        said.contains("joc-ha-sidecar prestop: handed over"),
+        "{said}"
+    );
     stack.endpoints.assert_never_two();
     Ok(())
 }

@@ -561,7 +561,12 @@ async fn missing_secret_degrades_then_the_cluster_is_built() -> anyhow::Result<(
     for (sts, init_want, ordering_offset) in [
         (
             &member_sts,
-            vec!["joc-ha-sidecar", "joc-image-files", "joc-config"],
+            vec![
+                "joc-ha-sidecar",
+                "joc-ha-hook",
+                "joc-image-files",
+                "joc-config",
+            ],
             "0",
         ),
         (&api_sts, vec!["joc-image-files", "joc-config"], "50"),

@@ -674,10 +674,10 @@ async fn the_operators_pods_with_the_real_sidecar_elect_one_active_member_on_rea
     let pods: Api<Pod> = Api::namespaced(plane.client(), "ha");
     // Each sidecar (the image that ships, in the operator's restricted pod
     // spec) reaches the apiserver in-cluster and the database, and exactly
-    // one member holds the lease and is labelled active. The cockpit
-    // container is not checked: in generic mode the operator gives it no
-    // pod name, role dir or listen address, which standin-cockpit needs (the
-    // fake kubelet's runner passes them), so it exits and restarts.
+    // one member holds the lease and is labelled active. (The cockpit,
+    // standin-cockpit, finds its member name and role dir by itself; it
+    // serves no port here, so it never turns Ready: only that it runs is
+    // checked below, before its preStop hook.)
     let elected = wait_for_ok(
         "both sidecars running, one pod labelled active and one standby",
         Duration::from_secs(120),
@@ -697,8 +697,9 @@ async fn the_operators_pods_with_the_real_sidecar_elect_one_active_member_on_rea
         },
     )
     .await?;
+    let members = ListParams::default().labels(&format!("{}=joc", names::LABEL_CLUSTER));
     let nodes: std::collections::BTreeSet<String> = pods
-        .list(&ListParams::default().labels(&format!("{}=joc", names::LABEL_CLUSTER)))
+        .list(&members)
         .await?
         .items
         .into_iter()
@@ -709,5 +710,161 @@ async fn the_operators_pods_with_the_real_sidecar_elect_one_active_member_on_rea
         elected,
         created.elapsed()
     );
+
+    // The init container `joc-ha-hook` (the sidecar image, restricted
+    // context, read-only root fs) copied the executable for the cockpit's
+    // exec preStop hook into its in-memory volume.
+    for (name, _, _) in &elected {
+        wait_for(
+            &format!("{name}: joc-ha-hook completed"),
+            POD_READY_TIMEOUT,
+            Duration::from_millis(200),
+            || async {
+                let pod = pods.get(name).await.ok()?;
+                let statuses = pod.status?.init_container_statuses?;
+                let hook = statuses
+                    .iter()
+                    .find(|c| c.name == names::pod::HOOK_INIT_CONTAINER)?;
+                let done = hook.state.as_ref()?.terminated.as_ref()?;
+                (done.exit_code == 0).then_some(())
+            },
+        )
+        .await?;
+    }
+    // Issue 19: from outside the pod (a client on a node, to the pod IP) the
+    // sidecar answers only /metrics, /healthz and /readyz; /prestop and
+    // /role are 404 on the pod port, and the loopback listener's port
+    // refuses connections on the pod IP.
+    let client_node = &cluster.nodes[0];
+    for pod in pods.list(&members).await?.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ip = pod
+            .status
+            .and_then(|s| s.pod_ip)
+            .with_context(|| format!("{name} has no pod IP"))?;
+        let port = names::pod::SIDECAR_PORT;
+        for (path, want) in [
+            ("/prestop", 404),
+            ("/role", 404),
+            ("/metrics", 200),
+            ("/healthz", 200),
+            ("/readyz", 200),
+        ] {
+            let url = format!("http://{ip}:{port}{path}");
+            let status = http_status(client_node, &url).await?;
+            assert_eq!(status, Some(want), "GET {url} ({name}) from a node");
+        }
+        let url = format!("http://{ip}:{}/prestop", names::pod::SIDECAR_LOCAL_PORT);
+        assert_eq!(
+            http_status(client_node, &url).await?,
+            None,
+            "GET {url} ({name}): the loopback listener must refuse the pod network"
+        );
+    }
+
+    // Deleting the active pod while its cockpit container runs: the real
+    // kubelet runs the exec preStop hook (the copied sidecar executable, from
+    // the read-only in-memory volume, as the cockpit's user), which waits for
+    // the hand-over; the standby becomes active, and the kubelet reports no
+    // FailedPreStopHook (it does for a hook that cannot start or exits non-zero).
+    let (active, _, _) = elected
+        .iter()
+        .find(|(_, role, _)| role == names::ROLE_ACTIVE)
+        .context("no active member")?
+        .clone();
+    wait_for(
+        &format!("{active}: cockpit container running"),
+        POD_READY_TIMEOUT,
+        Duration::from_millis(200),
+        || async {
+            let pod = pods.get(&active).await.ok()?;
+            let statuses = pod.status?.container_statuses?;
+            let cockpit = statuses
+                .iter()
+                .find(|c| c.name == names::pod::COCKPIT_CONTAINER)?;
+            cockpit.state.as_ref()?.running.as_ref().map(|_| ())
+        },
+    )
+    .await?;
+    let uid = pods.get(&active).await?.metadata.uid.context("no uid")?;
+    let deleted = Instant::now();
+    pods.delete(&active, &Default::default()).await?;
+    let successor = wait_for(
+        "the standby labelled active after the active pod's deletion",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let roles = roles(&pods, "joc").await.ok()?;
+            roles
+                .into_iter()
+                .find(|(name, role, _)| *name != active && role == names::ROLE_ACTIVE)
+                .map(|(name, _, _)| name)
+        },
+    )
+    .await?;
+    let handed_over = deleted.elapsed();
+    wait_for(
+        &format!("the old {active} gone"),
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || async {
+            match pods.get_opt(&active).await {
+                Ok(None) => Some(()),
+                Ok(Some(pod)) => (pod.metadata.uid.as_deref() != Some(uid.as_str())).then_some(()),
+                Err(_) => None,
+            }
+        },
+    )
+    .await?;
+    let gone = deleted.elapsed();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(plane.client(), "ha");
+    let failed: Vec<String> = events
+        .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedPreStopHook"))
+        .map(|e| e.message.unwrap_or_default())
+        .collect();
+    assert!(failed.is_empty(), "the preStop hook failed: {failed:?}");
+    eprintln!(
+        "measured: active {active} deleted -> {successor} labelled active after {handed_over:.1?}, old pod gone after {gone:.1?}"
+    );
     Ok(())
+}
+
+/// GET `url` with curl from `node`'s netns: the HTTP status, or `None` when
+/// the connection is refused (curl's exit code 7).
+async fn http_status(
+    node: &joc_ha_tests::realnode::RealNode,
+    url: &str,
+) -> anyhow::Result<Option<u16>> {
+    let output = node
+        .run_in_netns(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "5",
+                url,
+            ],
+        )
+        .await?;
+    match output.status.code() {
+        Some(0) => Ok(Some(
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .with_context(|| format!("GET {url}: no status code"))?,
+        )),
+        Some(7) => Ok(None),
+        _ => anyhow::bail!(
+            "GET {url} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+    }
 }

@@ -535,13 +535,21 @@ async fn role_endpoints_metrics_and_command(backend: Backend) -> anyhow::Result<
         let url = format!("{}{path}", stack.sidecar_url(pod).expect("sidecar port"));
         async move { joc_ha_tests::wait::http_get(&url, Duration::from_secs(5)).await }
     };
-    let (status, body) = get(&active, "/role").await?;
+    // /role is for the cockpit container: on the loopback listener only.
+    let get_local = |pod: &str, path: &str| {
+        let url = format!(
+            "{}{path}",
+            stack.sidecar_local_url(pod).expect("loopback sidecar port")
+        );
+        async move { joc_ha_tests::wait::http_get(&url, Duration::from_secs(5)).await }
+    };
+    let (status, body) = get_local(&active, "/role").await?;
     assert_eq!(status, 200);
     let report: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&body)?;
     assert_eq!(report.role, "active");
     assert!(report.is_active_now(), "{body}");
     let term = report.term.expect("an active role carries its term");
-    let (_, body) = get(&standby, "/role").await?;
+    let (_, body) = get_local(&standby, "/role").await?;
     let report: joc_ha_sidecar::role::RoleReport = serde_json::from_str(&body)?;
     assert_eq!(report.role, "standby");
     assert!(report.term.is_none());

@@ -754,3 +754,126 @@ async fn kubelet_runs_sidecars_probes_secrets_and_tokens() -> anyhow::Result<()>
     assert_eq!(stops.lines().collect::<Vec<_>>(), ["main", "sidecar"]);
     Ok(())
 }
+
+/// `exec` preStop hooks (the operator's cockpit runs one): the program comes
+/// from a volume of the pod, runs with the container's env and its args,
+/// and the container's SIGTERM waits for it; a hook that outlasts the grace
+/// period is killed then, and the pod goes anyway.
+#[tokio::test]
+async fn kubelet_runs_exec_pre_stop_hooks_within_the_grace_period() -> anyhow::Result<()> {
+    use joc_ha_tests::kubelet::PodContext;
+    use k8s_openapi::api::core::v1::Container;
+
+    let plane = ControlPlane::start().await?;
+    let runner =
+        move |_pod: &Pod, container: &Container, ctx: &PodContext| -> Option<ProcessSpec> {
+            let dir = ctx.mount("/shared")?.to_string_lossy().into_owned();
+            let spec = match container.name.as_str() {
+                // Puts the hook's program into the volume, as joc-ha-hook does.
+                "setup" => ProcessSpec::shell(
+                    "cat > \"$DIR/hook\" <<'EOF'\n\
+                 #!/bin/sh\n\
+                 d=$(dirname \"$0\")\n\
+                 echo \"hook $1 $GREETING\" >> \"$d/stops\"\n\
+                 if [ \"$1\" = slow ]; then echo $$ > \"$d/hook.pid\"; sleep 600; fi\n\
+                 echo \"hook done\" >> \"$d/stops\"\n\
+                 EOF\n\
+                 chmod 555 \"$DIR/hook\"",
+                ),
+                "main" => ProcessSpec::shell(
+                    "trap 'echo main >> \"$DIR/stops\"; exit 0' TERM; while :; do sleep 0.1; done",
+                ),
+                _ => return None,
+            };
+            Some(spec.env("DIR", dir))
+        };
+    let kubelet = FakeKubelet::start(
+        plane.client(),
+        FakeKubeletConfig::new(&plane).with_runner(runner),
+    )
+    .await?;
+    plane.create_namespace("hooks").await?;
+    let pods: Api<Pod> = Api::namespaced(plane.client(), "hooks");
+    let pod = |name: &str, grace: i64, arg: &str| -> anyhow::Result<Pod> {
+        from_json(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name },
+            "spec": {
+                "terminationGracePeriodSeconds": grace,
+                "volumes": [{ "name": "shared", "emptyDir": {} }],
+                "initContainers": [{ "name": "setup", "image": "example.invalid/setup:1",
+                    "volumeMounts": [{ "name": "shared", "mountPath": "/shared" }] }],
+                "containers": [{
+                    "name": "main", "image": "example.invalid/main:1",
+                    "env": [{ "name": "GREETING", "value": "hello" }],
+                    "volumeMounts": [{ "name": "shared", "mountPath": "/shared", "readOnly": true }],
+                    "lifecycle": { "preStop": { "exec": { "command": ["/shared/hook", arg] } } }
+                }]
+            }
+        }))
+    };
+    pods.create(&PostParams::default(), &pod("fast", 20, "fast")?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("slow", 2, "slow")?)
+        .await?;
+    for name in ["fast", "slow"] {
+        wait_for(&format!("pod {name} Ready"), TIMEOUT, POLL, || async {
+            is_ready(&pods.get(name).await.ok()?).then_some(())
+        })
+        .await?;
+    }
+    let shared = |name: &str| -> anyhow::Result<std::path::PathBuf> {
+        Ok(kubelet
+            .pod_dir("hooks", name)
+            .context("no pod dir")?
+            .join("volumes/shared"))
+    };
+    let (fast, slow) = (shared("fast")?, shared("slow")?);
+    let gone = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            wait_for(&format!("pod {name} gone"), TIMEOUT, POLL, || async {
+                matches!(pods.get_opt(name).await, Ok(None)).then_some(())
+            })
+            .await
+        }
+    };
+
+    // The hook runs with its args and the container's env, to its end,
+    // before the container's SIGTERM.
+    pods.delete("fast", &DeleteParams::default()).await?;
+    gone("fast").await?;
+    let stops = std::fs::read_to_string(fast.join("stops"))?;
+    assert_eq!(
+        stops.lines().collect::<Vec<_>>(),
+        ["hook fast hello", "hook done", "main"]
+    );
+
+    // A hook that outlasts the 2 s grace period is killed at its end.
+    let deleted = Instant::now();
+    pods.delete("slow", &DeleteParams::default()).await?;
+    gone("slow").await?;
+    let took = deleted.elapsed();
+    // The hook never finished (main is then stopped at once: it may
+    // still record its SIGTERM).
+    let stops = std::fs::read_to_string(slow.join("stops"))?;
+    let stops: Vec<&str> = stops.lines().collect();
+    assert_eq!(stops.first(), Some(&"hook slow hello"), "{stops:?}");
+    assert!(!stops.contains(&"hook done"), "{stops:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the pod went before its grace period ran out ({took:?}): the hook was not waited for"
+    );
+    let pid: i32 = std::fs::read_to_string(slow.join("hook.pid"))?
+        .trim()
+        .parse()?;
+    assert_eq!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH),
+        "the hook's process {pid} still runs after the grace period"
+    );
+    eprintln!(
+        "measured: pod with a 2 s grace period and a hook that never ends gone after {took:.2?}"
+    );
+    Ok(())
+}

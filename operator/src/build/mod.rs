@@ -130,13 +130,15 @@ mod tests {
         let pod = sts.template.spec.expect("pod spec");
         let init = pod.init_containers.expect("init containers");
         // js7 (default): the sidecar starts first (so it reports a database
-        // `joc-config` refuses), then the image's files are copied and JOC's
+        // `joc-config` refuses), then the preStop hook's program is copied,
+        // then the image's files are copied and JOC's
         // configuration is written over them.
         let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
             [
                 pod_names::SIDECAR_CONTAINER,
+                pod_names::HOOK_INIT_CONTAINER,
                 pod_names::JOC_IMAGE_FILES_INIT_CONTAINER,
                 pod_names::JOC_CONFIG_INIT_CONTAINER,
             ]

@@ -57,9 +57,13 @@ pub struct Flags {
     /// Command run (through `sh -c`) on every role change, with JOC_HA_ROLE and JOC_HA_TERM set.
     #[arg(long, env = "JOC_HA_ON_ROLE_CHANGE")]
     pub on_role_change: Option<String>,
-    /// Address of the HTTP server (/role, /healthz, /readyz, /metrics, /prestop).
+    /// Address of the pod-port HTTP server (/healthz, /readyz, /metrics).
     #[arg(long, env = "JOC_HA_HTTP_ADDR", default_value = "0.0.0.0:9086")]
     pub http_addr: String,
+    /// Loopback address of the in-pod HTTP server (/role, /prestop). Must
+    /// be a loopback address.
+    #[arg(long, env = "JOC_HA_LOCAL_ADDR", default_value = "127.0.0.1:9087")]
+    pub local_addr: String,
     /// Log format: plain or json.
     #[arg(long, env = "JOC_HA_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,

@@ -65,6 +65,8 @@ pub struct Config {
     pub role_dir: Option<PathBuf>,
     pub on_role_change: Option<String>,
     pub http_addr: SocketAddr,
+    /// Loopback only (checked): `/role` and `/prestop`.
+    pub local_addr: SocketAddr,
     pub log_format: LogFormat,
     /// Set in js7 mode.
     pub joc: Option<JocSettings>,
@@ -82,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("renew_interval", &self.renew_interval)
             .field("role_dir", &self.role_dir)
             .field("http_addr", &self.http_addr)
+            .field("local_addr", &self.local_addr)
             .finish()
     }
 }
@@ -136,6 +139,7 @@ impl Config {
                 ),
             )
         })?;
+        let local_addr = parse_local_addr(&flags.local_addr)?;
         let joc = match flags.workload {
             Workload::Generic => None,
             Workload::Js7 => {
@@ -180,6 +184,7 @@ impl Config {
             role_dir: flags.role_dir,
             on_role_change: flags.on_role_change.filter(|c| !c.trim().is_empty()),
             http_addr,
+            local_addr,
             log_format: flags.log_format,
             joc,
         })
@@ -189,6 +194,27 @@ impl Config {
     pub fn redacted_database_url(&self) -> String {
         redact_url(&self.database_url)
     }
+}
+
+/// JOC_HA_LOCAL_ADDR: a loopback address, since what it serves (`/prestop`
+/// steps a member down) must not be reachable from outside the pod.
+pub fn parse_local_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    const SETTING: &str = "JOC_HA_LOCAL_ADDR (--local-addr)";
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        config_error(
+            SETTING,
+            format!("{text:?} is not an address such as 127.0.0.1:9087"),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(config_error(
+            SETTING,
+            format!(
+                "{addr} is not a loopback address; /role and /prestop must not be reachable from outside the pod (use 127.0.0.1)"
+            ),
+        ));
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]

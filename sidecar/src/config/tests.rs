@@ -155,6 +155,33 @@ fn each_bad_setting_is_named_and_never_shows_the_password() {
             &[
                 "--database-url",
                 "postgres://u:secret@db/x",
+                "--local-addr",
+                "0.0.0.0:9087",
+            ],
+            "JOC_HA_LOCAL_ADDR",
+        ),
+        (
+            &[
+                "--database-url",
+                "postgres://u:secret@db/x",
+                "--local-addr",
+                "10.1.2.3:9087",
+            ],
+            "JOC_HA_LOCAL_ADDR",
+        ),
+        (
+            &[
+                "--database-url",
+                "postgres://u:secret@db/x",
+                "--local-addr",
+                "localhost",
+            ],
+            "JOC_HA_LOCAL_ADDR",
+        ),
+        (
+            &[
+                "--database-url",
+                "postgres://u:secret@db/x",
                 "--database-tls-mode",
                 "maybe",
             ],
@@ -267,4 +294,20 @@ fn redaction_keeps_everything_but_the_password() {
         "sqlite:///tmp/lease.db"
     );
     assert_eq!(redact_url("postgres://a:b@c@db/x"), "postgres://a:***@db/x");
+}
+
+#[test]
+fn the_local_listener_accepts_only_loopback_addresses() {
+    let cases: &[(&str, bool)] = &[
+        ("127.0.0.1:9087", true),
+        ("127.0.0.2:1", true),
+        ("[::1]:9087", true),
+        ("0.0.0.0:9087", false),
+        ("[::]:9087", false),
+        ("192.168.1.5:9087", false),
+        ("9087", false),
+    ];
+    for (text, accepted) in cases {
+        assert_eq!(super::parse_local_addr(text).is_ok(), *accepted, "{text:?}");
+    }
 }

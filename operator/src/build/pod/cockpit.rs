@@ -4,11 +4,12 @@ use joc_ha_crds::JocCluster;
 use joc_ha_crds::names::{cockpit_env, pod, secret_key};
 use joc_ha_crds::v1alpha1::WorkloadMode;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
-    Probe, SecretKeySelector, SecurityContext, TCPSocketAction,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, Probe,
+    SecretKeySelector, SecurityContext, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::hook::{hook_mount, pre_stop_hook};
 use super::{
     Component, JOC_GROUP_ID, JOC_USER_ID, env_value, field_ref, read_only_mount,
     restricted_security_context,
@@ -78,18 +79,15 @@ pub(super) fn cockpit_container(cluster: &JocCluster, component: Component) -> C
         container.readiness_probe = Some(version(5, 3));
     }
     if component == Component::Member {
-        container.volume_mounts = Some(vec![read_only_mount(pod::ROLE_VOLUME, pod::ROLE_DIR)]);
+        container.volume_mounts = Some(vec![
+            read_only_mount(pod::ROLE_VOLUME, pod::ROLE_DIR),
+            hook_mount(),
+        ]);
         // Hand the lease over before JOC stops, so a deleted active pod
-        // leaves the Service before it stops answering.
+        // leaves the Service before it stops answering. An `exec`: the
+        // sidecar's /prestop answers on loopback only (see `super::hook`).
         container.lifecycle = Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                http_get: Some(HTTPGetAction {
-                    path: Some("/prestop".to_owned()),
-                    port: IntOrString::Int(pod::SIDECAR_PORT),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            pre_stop: Some(pre_stop_hook()),
             ..Default::default()
         });
     }

@@ -2,6 +2,7 @@
 //! (cockpit only).
 
 mod cockpit;
+mod hook;
 mod joc_files;
 mod sidecar;
 
@@ -24,6 +25,8 @@ use cockpit::cockpit_container;
 pub use cockpit::{
     DEFAULT_HEAP_PERCENT, JOC_VERSION_PATH, STARTUP_FAILURES, STARTUP_PERIOD_SECONDS, java_options,
 };
+pub use hook::hook_program;
+use hook::{hook_install_container, hook_volume};
 use joc_files::{image_files_container, joc_config_container};
 use sidecar::sidecar_container;
 
@@ -49,6 +52,7 @@ pub fn pod_template(
 
     if component == Component::Member {
         volumes.push(memory_volume(pod::ROLE_VOLUME));
+        volumes.push(hook_volume());
     }
     if let Some(ca) = database_ca_secret(cluster) {
         volumes.push(Volume {
@@ -88,6 +92,8 @@ pub fn pod_template(
         // database owned by another cluster, the sidecar (refused too) is
         // running and reports `DatabaseInUse` to the operator.
         init_containers.push(sidecar_container(cluster, ctx));
+        // Before the cockpit starts: its preStop hook runs this copy.
+        init_containers.push(hook_install_container(cluster, ctx));
     }
     if js7 {
         // The image-files layout (contract with the stand-in, docs/joc-facts.md

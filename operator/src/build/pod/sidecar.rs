@@ -114,6 +114,12 @@ pub(super) fn sidecar_container(cluster: &JocCluster, ctx: &BuildContext) -> Con
             sidecar_env::HTTP_ADDR,
             format!("0.0.0.0:{}", pod::SIDECAR_PORT),
         ),
+        // /role and /prestop: loopback only, where the cockpit's preStop
+        // hook (`joc-ha-sidecar prestop`, default address) calls.
+        value(
+            sidecar_env::LOCAL_ADDR,
+            format!("127.0.0.1:{}", pod::SIDECAR_LOCAL_PORT),
+        ),
     ]);
     match spec.workload.mode {
         WorkloadMode::Generic => env.push(value(sidecar_env::WORKLOAD, "generic".to_owned())),

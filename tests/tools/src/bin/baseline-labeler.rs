@@ -25,9 +25,10 @@
 //!   for the old expiry, so a deleted holder's successor comes as late as
 //!   with client-go.
 //!
-//! HTTP on `JOC_HA_HTTP_ADDR`: `/healthz`, `/readyz` (always ok) and
-//! `/prestop` (the cockpit's preStop hook): label this pod standby and
-//! release the Lease, as on SIGTERM.
+//! HTTP on `JOC_HA_HTTP_ADDR` and `JOC_HA_LOCAL_ADDR` (where the cockpit's
+//! preStop hook, `joc-ha-sidecar prestop`, calls): `/healthz`, `/readyz`
+//! (always ok) and `/prestop`: label this pod standby and release the
+//! Lease, as on SIGTERM.
 
 use std::process::ExitCode;
 
@@ -134,14 +135,20 @@ async fn run() -> Result<()> {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(&http_addr)
-        .await
-        .with_context(|| format!("listen on {http_addr}"))?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::warn!(%error, "HTTP server stopped");
-        }
-    });
+    // /prestop on the loopback address too, where the joc-ha sidecar
+    // serves it and the cockpit's exec preStop hook calls.
+    let local_addr = std::env::var("JOC_HA_LOCAL_ADDR").unwrap_or_else(|_| "127.0.0.1:9087".into());
+    for addr in [&http_addr, &local_addr] {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::warn!(%error, "HTTP server stopped");
+            }
+        });
+    }
 
     apply_role(&pods, &cluster, &me, ROLE_STANDBY).await;
     let manager = LeaseManagerBuilder::new(client, format!("{cluster}-baseline"))

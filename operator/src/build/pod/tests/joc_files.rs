@@ -81,6 +81,7 @@ fn the_image_files_layout_of_the_contract() {
         let want: &[&str] = match component {
             Component::Member => &[
                 pod::SIDECAR_CONTAINER,
+                pod::HOOK_INIT_CONTAINER,
                 pod::JOC_IMAGE_FILES_INIT_CONTAINER,
                 pod::JOC_CONFIG_INIT_CONTAINER,
             ],

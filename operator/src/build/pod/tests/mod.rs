@@ -2,6 +2,7 @@
 //! (the sidecar's environment, fencing, the database CA, generic mode).
 
 mod cockpit;
+mod hook;
 mod joc_files;
 
 use joc_ha_crds::names::{cockpit_env, sidecar_env};
@@ -184,7 +185,7 @@ fn generic_mode_mounts_the_users_files_as_they_are() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(init, [pod::SIDECAR_CONTAINER]);
+    assert_eq!(init, [pod::SIDECAR_CONTAINER, pod::HOOK_INIT_CONTAINER]);
     let cockpit = container(&pod, pod::COCKPIT_CONTAINER).expect("cockpit");
     let paths: Vec<&str> = cockpit
         .volume_mounts
