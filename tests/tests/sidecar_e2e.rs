@@ -192,21 +192,25 @@ async fn switchover_named_and_any(backend: Backend) -> anyhow::Result<()> {
 /// meanwhile, the target is active all the same and the status says so.
 async fn switchover_right_after_a_database_restart(backend: Backend) -> anyhow::Result<()> {
     let (mut stack, _) = cluster(backend, 0).await?;
-    let members = stack.member_names();
-    let before = database_errors(&stack, &members).await?;
+    let before = session_keys(&stack).await?;
     let db = stack.db_server()?;
     db.stop().await?;
     db.start().await?;
-    // Ready again after each sidecar noticed the restart (a failed
-    // statement counted): a pod still Ready from before would drop out of
-    // Ready a moment later, and a switch-over to it is rightly rejected.
+    // Ready again after each sidecar opened a new lease session (a new
+    // session key in its member row): a pod still Ready from before would
+    // drop out of Ready a moment later, and a switch-over to it is rightly
+    // rejected.
     wait_for(
-        "every sidecar to notice the restart",
+        "every sidecar in a new lease session",
         FAILOVER,
         Duration::from_millis(100),
         || async {
-            let now = database_errors(&stack, &members).await.ok()?;
-            now.iter().zip(&before).all(|(n, b)| n > b).then_some(())
+            let now = session_keys(&stack).await.ok()?;
+            let renewed = before.iter().all(|(member, key)| {
+                now.iter()
+                    .any(|(m, k)| m == member && k.is_some() && k != key)
+            });
+            (now.len() == before.len() && renewed).then_some(())
         },
     )
     .await?;
@@ -256,24 +260,27 @@ async fn switchover_right_after_a_database_restart(backend: Backend) -> anyhow::
     Ok(())
 }
 
-/// Each member's `joc_ha_database_errors_total`, from its sidecar's metrics.
-async fn database_errors(stack: &Stack, members: &[String]) -> anyhow::Result<Vec<u64>> {
-    let mut counts = Vec::new();
-    for member in members {
-        let url = format!(
-            "{}/metrics",
-            stack.sidecar_url(member).context("sidecar port")?
-        );
-        let (_, text) = joc_ha_tests::wait::http_get(&url, Duration::from_secs(5)).await?;
-        let count = text
-            .lines()
-            .find(|l| l.starts_with("joc_ha_database_errors_total"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .context("joc_ha_database_errors_total in the metrics")?;
-        counts.push(count as u64);
-    }
-    Ok(counts)
+/// Each member's lease session key (`joc_ha_member.session_key`; a new
+/// random one per session, NULL while not ready), by member name.
+async fn session_keys(stack: &Stack) -> anyhow::Result<Vec<(String, Option<i64>)>> {
+    use sqlx::Row as _;
+    let mut conn = joc_ha_tests::joc::connect(&stack.database_url).await?;
+    let cluster_id = format!("{}/{}", stack.options.namespace, stack.options.name);
+    let placeholder = if stack.database_url.starts_with("postgres") {
+        "$1"
+    } else {
+        "?"
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT member, session_key FROM joc_ha_member WHERE cluster_id = {placeholder} AND kind = 'member' ORDER BY member"
+    )))
+    .bind(cluster_id)
+    .fetch_all(&mut conn)
+    .await
+    .context("reading joc_ha_member")?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// Every rejection says why in an Event and status, and changes nothing.

@@ -1580,11 +1580,14 @@ fn copy_logs(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// The restarted sidecar's wall clock is an hour ahead (or not): its role
-/// report carries the time it was made.
+/// report carries the time it was made. `/role` answers only inside the
+/// pod (its loopback listener); the harness reads it as the cockpit would.
 async fn check_clock(stack: &Stack, member: &str, skewed: bool) -> Result<()> {
     let url = format!(
         "{}/role",
-        stack.sidecar_url(member).context("no sidecar port")?
+        stack
+            .sidecar_local_url(member)
+            .context("no sidecar loopback port")?
     );
     let since = wait_for(
         "the restarted sidecar's role report",
