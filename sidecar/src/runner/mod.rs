@@ -361,26 +361,8 @@ impl Runner {
                 started_at,
                 successor,
             } => {
-                if let Some(tables) = self.owned_joc_tables() {
-                    match tables
-                        .release_gone_active(&member_id, &started_at, successor.as_deref())
-                        .await
-                    {
-                        Ok(true) => match successor {
-                            Some(successor) => info!(
-                                member_id,
-                                successor,
-                                "handed JOC's cluster row of a JOC whose container is gone to this member's JOC: it takes over at its next poll, the others wait for it"
-                            ),
-                            None => info!(
-                                member_id,
-                                "deleted JOC's cluster row of a JOC whose container is gone: JOC elects at its next poll"
-                            ),
-                        },
-                        Ok(false) => {}
-                        Err(error) => warn!("cannot release the row of a gone JOC: {error}"),
-                    }
-                }
+                self.release_gone_joc(&member_id, &started_at, successor.as_deref())
+                    .await;
             }
             Action::ClearJocSwitch {
                 switch_member_id,

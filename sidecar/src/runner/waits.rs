@@ -51,6 +51,37 @@ impl Runner {
         })
     }
 
+    /// Acts on JOC's cluster row of a gone active JOC
+    /// (`JocTables::release_gone_active`); the outcome is logged.
+    pub(super) async fn release_gone_joc(
+        &self,
+        member_id: &str,
+        started_at: &str,
+        successor: Option<&str>,
+    ) {
+        let Some(tables) = self.owned_joc_tables() else {
+            return;
+        };
+        match tables
+            .release_gone_active(member_id, started_at, successor)
+            .await
+        {
+            Ok(true) => match successor {
+                Some(successor) => info!(
+                    member_id,
+                    successor,
+                    "handed JOC's cluster row of a JOC whose container is gone to this member's JOC: it takes over at its next poll, the others wait for it"
+                ),
+                None => info!(
+                    member_id,
+                    "deleted JOC's cluster row of a JOC whose container is gone: JOC elects at its next poll"
+                ),
+            },
+            Ok(false) => {}
+            Err(error) => warn!("cannot release the row of a gone JOC: {error}"),
+        }
+    }
+
     /// The lease members, for a switch-over or a step-down. A read on a
     /// connection a restarted database dropped fails, and the elector is
     /// not connected until it reconnected: such errors are tried again for
