@@ -24,6 +24,9 @@ pub struct FenceFacts {
     /// This member's `JOC_INSTANCES` heartbeat is fresh by JOC's rule (None:
     /// not read this time).
     pub instance_fresh: Option<bool>,
+    /// This member's instance heartbeat is silent (older than two polls
+    /// short of JOC's timeout), if read.
+    pub instance_silent: Option<bool>,
     /// The sidecar itself did not run for this long (frozen, or starved)
     /// before this event; None if it ran on time.
     pub resumed_after: Option<Duration>,
@@ -73,6 +76,21 @@ pub fn fence_reason(f: &FenceFacts) -> Option<FenceWhy> {
             note: "its JOC instance heartbeat is exceeded (JOC hung or frozen) after it was JOC's active member, and this member holds no lease: a thawed JOC finishes a start it began as active (docs/joc-facts.md fact 20)".to_owned(),
         });
     }
+    // A silent JOC that was active while JOC now runs another member: its
+    // holder handed it on before JOC's timeout, so the heartbeat may never
+    // be seen exceeded before the JOC thaws (the next look comes a second
+    // later), and a thawed JOC runs the services it had until its next
+    // poll. A JOC that polled again wrote its heartbeat: not silent.
+    if f.was_active
+        && f.joc_active_is_me == Some(false)
+        && f.instance_silent == Some(true)
+        && !f.kept_waiting
+    {
+        return Some(FenceWhy {
+            label: "hung",
+            note: "its JOC instance heartbeat is silent (JOC hung or frozen) after it was JOC's active member, JOC now runs another member, and this member holds no lease: a thawed JOC runs its services until its next poll (docs/joc-facts.md fact 20)".to_owned(),
+        });
+    }
     let active_now = f.joc_active_is_me == Some(true);
     if f.licensed
         && active_now
@@ -104,6 +122,7 @@ mod tests {
             joc_active_is_me: Some(false),
             was_active: false,
             instance_fresh: Some(true),
+            instance_silent: Some(false),
             resumed_after: None,
             active_without_lease_for: None,
             active_without_lease_bound: BOUND,
@@ -118,6 +137,45 @@ mod tests {
         // (case, facts, expected label)
         let rows: Vec<(&str, FenceFacts, Option<&str>)> = vec![
             ("a healthy standby", base(), None),
+            (
+                "handed on while silent, JOC runs another member, still silent",
+                FenceFacts {
+                    was_active: true,
+                    joc_active_is_me: Some(false),
+                    instance_silent: Some(true),
+                    ..base()
+                },
+                Some("hung"),
+            ),
+            (
+                "silent but JOC still runs it: the holder hands on, no fence yet",
+                FenceFacts {
+                    was_active: true,
+                    joc_active_is_me: Some(true),
+                    instance_silent: Some(true),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "a former active JOC that polled again (not silent)",
+                FenceFacts {
+                    was_active: true,
+                    joc_active_is_me: Some(false),
+                    instance_silent: Some(false),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "silent, another member active, but never seen active",
+                FenceFacts {
+                    joc_active_is_me: Some(false),
+                    instance_silent: Some(true),
+                    ..base()
+                },
+                None,
+            ),
             (
                 "a frozen standby that never was active",
                 FenceFacts {

@@ -72,6 +72,7 @@ pub(in crate::decide) fn fence_why(
         joc_active_is_me: view.map(|v| v.active_member() == Some(me)),
         was_active: joc.was_active,
         instance_fresh: view.map(|v| v.is_ready_member(me)),
+        instance_silent: view.map(|v| v.is_silent(me, settings.polling_interval.as_secs() as i64)),
         resumed_after: joc.resumed_after,
         active_without_lease_for: joc
             .active_without_lease_since

@@ -80,7 +80,7 @@ fn hand_on_if_silent(
 ) -> Option<HolderStep> {
     let cluster = view.cluster.as_ref().filter(|c| c.member_id == me)?;
     let poll = polling_interval_s.max(1);
-    let late_after = (view.exceeded_interval_s - 2 * poll).max(2 * poll);
+    let late_after = view.silent_after_s(poll);
     let age = cluster.heart_beat_age_s;
     if age <= late_after || view.exceeded(age) {
         return None;

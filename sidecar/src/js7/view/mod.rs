@@ -123,6 +123,22 @@ impl JocView {
         })
     }
 
+    /// How old (whole seconds) a heartbeat may be before it counts as
+    /// silent: two polls short of JOC's timeout, at least two polls. A
+    /// silent active member is handed on from ([`holder_step`]); a silent
+    /// former active member is fenced once JOC runs another.
+    pub fn silent_after_s(&self, polling_interval_s: i64) -> i64 {
+        let poll = polling_interval_s.max(1);
+        (self.exceeded_interval_s - 2 * poll).max(2 * poll)
+    }
+
+    /// `member_id`'s instance heartbeat is older than
+    /// [`JocView::silent_after_s`] (or it has no row).
+    pub fn is_silent(&self, member_id: &str, polling_interval_s: i64) -> bool {
+        self.instance(member_id)
+            .is_none_or(|i| i.heart_beat_age_s > self.silent_after_s(polling_interval_s))
+    }
+
     /// The `JOC_INSTANCES` row of `member_id`.
     pub fn instance(&self, member_id: &str) -> Option<&InstanceRow> {
         self.instances.iter().find(|i| i.member_id == member_id)
