@@ -157,6 +157,7 @@ enum Pending {
         label: &'static str,
         pod: String,
         note: String,
+        reason: &'static str,
     },
     JocReady {
         ready: bool,
@@ -362,13 +363,21 @@ fn resume(
             joc::fenced(s, label, result, out);
             Flow::Continue
         }
-        (Pending::FenceThenFollow { label, pod, note }, Outcome::JocFenced(result)) => {
+        (
+            Pending::FenceThenFollow {
+                label,
+                pod,
+                note,
+                reason,
+            },
+            Outcome::JocFenced(result),
+        ) => {
             joc::fenced(s, label, result, out);
             s.wait(
                 Pending::FollowJoc {
                     pod: pod.clone(),
                     note,
-                    reason: joc_ha_crds::names::reason::LEASE_FOLLOWED_JOC,
+                    reason,
                 },
                 Action::HandOver { target: pod },
                 out,

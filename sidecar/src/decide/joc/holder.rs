@@ -174,6 +174,7 @@ pub(in crate::decide) fn holder(
                         label: why.label,
                         pod,
                         note,
+                        reason: reason::LEASE_FOLLOWED_JOC,
                     },
                     Action::FenceJoc { why: why.note },
                     out,
@@ -207,6 +208,26 @@ pub(in crate::decide) fn holder(
                 pod: pod.clone(),
                 report: false,
             });
+            // Fenced before the lease moves: once it has moved, agreement
+            // can be reached and the JOC thawed before this sidecar's next
+            // look, and a thawed JOC runs its services until its next poll
+            // (docs/joc-facts.md fact 20). A JOC this silent loses JOC's
+            // active role at the timeout anyway.
+            let why = format!(
+                "its JOC's cluster heartbeat is {age_s} s old (hung or stalled) while JOC's active member, and the lease goes to {pod}: a thawed JOC runs its services until its next poll (docs/joc-facts.md fact 20)"
+            );
+            if s.settings.joc.as_ref().is_some_and(|j| j.fence) {
+                return s.wait(
+                    Pending::FenceThenFollow {
+                        label: "hung",
+                        pod,
+                        note,
+                        reason: reason::HANDED_ON_FROM_SILENT_JOC,
+                    },
+                    Action::FenceJoc { why },
+                    out,
+                );
+            }
             s.wait(
                 Pending::FollowJoc {
                     pod: pod.clone(),

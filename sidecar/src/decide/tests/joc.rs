@@ -116,7 +116,7 @@ fn every_holder_step_in_order() {
             ],
         ),
         (
-            "JOC runs us but our JOC went silent: name a successor, then hand on",
+            "JOC runs us but our JOC went silent: name a successor, fence, then hand on",
             holding(true, 5),
             silent_view(4),
             vec![
@@ -124,6 +124,8 @@ fn every_holder_step_in_order() {
                 "joc-health:true",
                 "publish:standby",
                 "joc-switch:joc-0->joc-1",
+                "fence",
+                "event:JocFenced",
                 "handover:joc-1",
                 "event:HandedOnFromSilentJoc",
                 "publish:standby",
