@@ -253,56 +253,53 @@ impl ClusterApi {
     }
 
     /// Removes the switch-over annotation if it still asks for `value`; a
-    /// newer request stays and is handled next. Optimistic concurrency: the
-    /// removal is conditional on the resourceVersion just read.
+    /// newer request stays and is handled next.
     pub async fn clear_switchover(&self, value: &str) -> Result<bool, KubeError> {
-        for _ in 0..10 {
-            let cluster = match self.clusters.get_opt(&self.cluster).await {
-                Ok(Some(cluster)) => cluster,
-                Ok(None) => return Ok(false),
-                Err(e) => return Err(call("read the JocCluster")(e)),
-            };
-            if cluster
-                .annotations()
-                .get(ANNOTATION_SWITCHOVER_TO)
-                .map(String::as_str)
-                != Some(value)
-            {
-                return Ok(false);
-            }
-            let patch = json!({"metadata": {
-                "resourceVersion": cluster.resource_version(),
-                "annotations": {ANNOTATION_SWITCHOVER_TO: null},
-            }});
-            match self
-                .clusters
-                .patch(&self.cluster, &sidecar_patch(), &Patch::Merge(patch))
-                .await
-            {
-                Ok(_) => return Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
-                Err(e) => return Err(call("remove the switch-over annotation")(e)),
-            }
-        }
-        Ok(false)
+        self.set_switchover_if(
+            |current| current == Some(value),
+            None,
+            "remove the switch-over annotation",
+        )
+        .await
     }
 
     /// Sets the switch-over annotation to `value` unless one is there (a
     /// newer request wins); true if set.
     pub async fn restore_switchover(&self, value: &str) -> Result<bool, KubeError> {
+        self.set_switchover_if(
+            |current| current.is_none(),
+            Some(value),
+            "put the switch-over annotation back",
+        )
+        .await
+    }
+
+    /// Sets the switch-over annotation to `new` (None: removes it) if
+    /// `applies` to its current value; true if written. Optimistic
+    /// concurrency: the write is conditional on the resourceVersion just
+    /// read, and is judged again after a conflict.
+    async fn set_switchover_if(
+        &self,
+        applies: impl Fn(Option<&str>) -> bool,
+        new: Option<&str>,
+        what: &'static str,
+    ) -> Result<bool, KubeError> {
         for _ in 0..10 {
             let cluster = match self.clusters.get_opt(&self.cluster).await {
                 Ok(Some(cluster)) => cluster,
                 Ok(None) => return Ok(false),
                 Err(e) => return Err(call("read the JocCluster")(e)),
             };
-            if cluster.annotations().contains_key(ANNOTATION_SWITCHOVER_TO) {
+            let current = cluster
+                .annotations()
+                .get(ANNOTATION_SWITCHOVER_TO)
+                .map(String::as_str);
+            if !applies(current) {
                 return Ok(false);
             }
             let patch = json!({"metadata": {
                 "resourceVersion": cluster.resource_version(),
-                "annotations": {ANNOTATION_SWITCHOVER_TO: value},
+                "annotations": {ANNOTATION_SWITCHOVER_TO: new},
             }});
             match self
                 .clusters
@@ -312,7 +309,7 @@ impl ClusterApi {
                 Ok(_) => return Ok(true),
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
                 Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
-                Err(e) => return Err(call("put the switch-over annotation back")(e)),
+                Err(e) => return Err(call(what)(e)),
             }
         }
         Ok(false)

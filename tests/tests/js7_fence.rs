@@ -86,19 +86,30 @@ async fn set_cluster_row(
     Ok(())
 }
 
-/// docs/joc-facts.md fact 12, done by the sidecar for a fenced JVM: the
-/// instance heartbeat goes to 1970-01-01; the cluster row goes only if it
-/// names the fenced member and no switch is pending; nothing else changes.
-async fn a_fenced_member_is_released_like_a_clean_shutdown(backend: Backend) -> Result<()> {
+/// The two instances every test here starts from.
+const A: &str = "joc-0:aaaa";
+const B: &str = "joc-1:bbbb";
+
+/// A database with JOC's schema and two fresh instances, [`A`] and [`B`];
+/// the database lives as long as the returned [`TestDb`].
+async fn two_instances(backend: Backend) -> Result<(TestDb, String, AnyPool, JocTables)> {
     let db = TestDb::start(backend).await?;
     let url = db.url();
     joc::create_schema(&url).await?;
     sqlx::any::install_default_drivers();
     let pool = AnyPool::connect(&url).await?;
-    let (a, b) = ("joc-0:aaaa", "joc-1:bbbb");
-    insert_instance(&pool, backend, a, 0).await?;
-    insert_instance(&pool, backend, b, 1).await?;
+    insert_instance(&pool, backend, A, 0).await?;
+    insert_instance(&pool, backend, B, 1).await?;
     let tables = JocTables::new(&DatabaseUrl::parse(&url)?, Duration::from_secs(5));
+    Ok((db, url, pool, tables))
+}
+
+/// docs/joc-facts.md fact 12, done by the sidecar for a fenced JVM: the
+/// instance heartbeat goes to 1970-01-01; the cluster row goes only if it
+/// names the fenced member and no switch is pending; nothing else changes.
+async fn a_fenced_member_is_released_like_a_clean_shutdown(backend: Backend) -> Result<()> {
+    let (_db, url, pool, tables) = two_instances(backend).await?;
+    let (a, b) = (A, B);
 
     // JOC_CLUSTER names the fenced member, no switch pending: deleted.
     set_cluster_row(&pool, backend, a, None).await?;
@@ -173,15 +184,8 @@ async fn a_fenced_member_is_released_like_a_clean_shutdown(backend: Backend) -> 
 /// once, a switch request to it) or is deleted; never once a new JVM of
 /// that member registered, never when it names another member.
 async fn a_gone_active_row_is_handed_on_or_released(backend: Backend) -> Result<()> {
-    let db = TestDb::start(backend).await?;
-    let url = db.url();
-    joc::create_schema(&url).await?;
-    sqlx::any::install_default_drivers();
-    let pool = AnyPool::connect(&url).await?;
-    let (a, b) = ("joc-0:aaaa", "joc-1:bbbb");
-    insert_instance(&pool, backend, a, 0).await?;
-    insert_instance(&pool, backend, b, 1).await?;
-    let tables = JocTables::new(&DatabaseUrl::parse(&url)?, Duration::from_secs(5));
+    let (_db, url, pool, tables) = two_instances(backend).await?;
+    let (a, b) = (A, B);
     let started_at = tables
         .read()
         .await?
