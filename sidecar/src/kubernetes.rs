@@ -20,7 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::decide::{OwnPodFacts, PodFacts};
-use crate::js7::JocRun;
+use crate::js7::ContainerRun;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -377,6 +377,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         terminating: pod.metadata.deletion_timestamp.is_some(),
         failsafe: pod.annotations().contains_key(ANNOTATION_FAILSAFE),
         joc_run: joc_run(pod),
+        sidecar_run: container_run(pod, pod::SIDECAR_CONTAINER),
     }
 }
 
@@ -394,19 +395,26 @@ pub fn own_pod_facts(pod: &Pod) -> OwnPodFacts {
     }
 }
 
-/// The run of the pod's `joc` container: its restart count and start time
+/// The run of the pod's `joc` container.
+pub fn joc_run(pod: &Pod) -> ContainerRun {
+    container_run(pod, pod::COCKPIT_CONTAINER)
+}
+
+/// The run of the pod's container `name` (a main container, or a native
+/// sidecar among the init containers): its restart count and start time
 /// name it; not running while it is terminated or waiting.
-pub fn joc_run(pod: &Pod) -> JocRun {
-    let Some(status) = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == pod::COCKPIT_CONTAINER))
-    else {
-        return JocRun::Unknown;
+pub fn container_run(pod: &Pod, name: &str) -> ContainerRun {
+    let Some(status) = pod.status.as_ref().and_then(|s| {
+        [&s.container_statuses, &s.init_container_statuses]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|c| c.name == name)
+    }) else {
+        return ContainerRun::Unknown;
     };
     match status.state.as_ref().and_then(|s| s.running.as_ref()) {
-        Some(running) => JocRun::Running(format!(
+        Some(running) => ContainerRun::Running(format!(
             "{}@{}",
             status.restart_count,
             running
@@ -415,7 +423,7 @@ pub fn joc_run(pod: &Pod) -> JocRun {
                 .map(|t| t.0.to_string())
                 .unwrap_or_default()
         )),
-        None => JocRun::Stopped,
+        None => ContainerRun::Stopped,
     }
 }
 

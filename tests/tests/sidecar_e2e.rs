@@ -69,6 +69,66 @@ async fn sigkill_of_the_active(backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The active pod crashes (its sidecar and its cockpit killed at once): the
+/// kubelet reports both containers run anew, and a standby takes over as soon
+/// as the holder's session lock is free. On MariaDB, whose holder cannot see
+/// its own session end, that is Kubernetes' word, not the `hold + margin`
+/// after the last renew (README "Fail-over"); on PostgreSQL the session's end
+/// alone is enough and may come first.
+async fn a_crashed_pod_is_taken_over_on_kubernetes_word(backend: Backend) -> anyhow::Result<()> {
+    let (stack, first) = cluster(backend, 0).await?;
+    let sidecar = stack.sidecar(&first).expect("sidecar process");
+    let cockpit = stack.cockpit(&first).expect("cockpit process");
+    let (a, b) = tokio::join!(sidecar.kill(), cockpit.kill());
+    a?;
+    b?;
+    let second = stack.endpoints.wait_single(Some(&first), FAILOVER).await?;
+    assert_ne!(first, second);
+    let log = stack
+        .kubelet
+        .container_log(&stack.options.namespace, &second, SIDECAR)
+        .context("the new holder's sidecar log")?;
+    let take_over = wait_for(
+        "the new holder to log its take-over",
+        FAILOVER,
+        Duration::from_millis(100),
+        || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .rev()
+                .map(without_colours)
+                .find(|l| l.contains("took over from a holder whose database session ended"))
+        },
+    )
+    .await?;
+    if backend == Backend::MariaDb {
+        assert!(
+            take_over.contains("confirmed_gone=true"),
+            "the take-over waited for hold + margin: {take_over}"
+        );
+    }
+    stack.endpoints.assert_never_two();
+    Ok(())
+}
+
+/// A log line without its ANSI colour sequences (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// SIGSTOP of the active sidecar beyond the TTL: another member takes over
 /// and strips the frozen pod's label; once resumed, the frozen one is standby.
 async fn sigstop_beyond_the_ttl(backend: Backend) -> anyhow::Result<()> {
@@ -646,6 +706,7 @@ macro_rules! on_backends {
 
 on_backends!(
     sigkill_of_the_active,
+    a_crashed_pod_is_taken_over_on_kubernetes_word,
     sigstop_beyond_the_ttl,
     deletion_of_the_active_pod,
     switchover_named_and_any,

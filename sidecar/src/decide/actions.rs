@@ -157,6 +157,12 @@ pub enum Action {
     },
     /// Release the lease (a failure is logged).
     Release,
+    /// Tell the elector that Kubernetes reports every process gone that
+    /// could act under `member`'s lease `term` (`decide/gone.rs`).
+    ConfirmHolderGone {
+        member: String,
+        term: i64,
+    },
     /// Awaited: wait up to `bound` for `target` to carry the active label,
     /// or for the lease to come back to this member, whichever is first.
     WaitForLabel {

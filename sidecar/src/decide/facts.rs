@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::JocSettings;
-use crate::js7::{JocRun, JocView};
+use crate::js7::{ContainerRun, JocView};
 use crate::lease::{HandOverOutcome, Role};
 
 /// Fixed for the sidecar's life.
@@ -46,7 +46,7 @@ pub struct Facts {
 
 impl Facts {
     /// The run of `pod`'s `joc` container, if the pod is in the cache.
-    pub fn joc_run_of(&self, pod: &str) -> Option<&JocRun> {
+    pub fn joc_run_of(&self, pod: &str) -> Option<&ContainerRun> {
         self.pods.iter().find(|p| p.name == pod).map(|p| &p.joc_run)
     }
 }
@@ -64,7 +64,7 @@ pub struct OwnPodFacts {
     /// StatefulSet's selector is orphaned.
     pub controlled: bool,
     /// The current run of its `joc` container (js7 readiness, fact 22).
-    pub joc_run: JocRun,
+    pub joc_run: ContainerRun,
 }
 
 impl OwnPodFacts {
@@ -91,7 +91,7 @@ impl OwnPodFacts {
 }
 
 /// The elector's health as last published.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElectorFacts {
     /// A session with the database is open.
     pub connected: bool,
@@ -99,6 +99,8 @@ pub struct ElectorFacts {
     pub failing: bool,
     /// The lease as last read names this member as holder.
     pub holder_is_me: bool,
+    /// The lease's holder and term as last read, while it was live.
+    pub live_holder: Option<(String, i64)>,
 }
 
 /// One pod of the cluster, as far as decisions go.
@@ -116,8 +118,10 @@ pub struct PodFacts {
     /// Carries the failsafe mark (`joc-ha.dev/failsafe`): its holder stays
     /// active while the database is down for everyone.
     pub failsafe: bool,
-    /// js7: the current run of its `joc` container, as the kubelet reports it.
-    pub joc_run: JocRun,
+    /// The current run of its `joc` container, as the kubelet reports it.
+    pub joc_run: ContainerRun,
+    /// The current run of its sidecar container.
+    pub sidecar_run: ContainerRun,
 }
 
 impl PodFacts {

@@ -43,6 +43,14 @@ pub struct FenceFacts {
     /// JOC has a cluster license: without one no other JOC would take over
     /// from a fenced one (docs/joc-facts.md fact 10), so the bound rule is off.
     pub licensed: bool,
+    /// JOC's tables cannot be read now, and at the last look that could,
+    /// JOC's active member was this member's live JOC while another member's
+    /// JOC stood ready: how old JOC's cluster heartbeat is by now (its age
+    /// then plus the time since).
+    pub unread_heartbeat_age: Option<Duration>,
+    /// How old a heartbeat may grow before it counts as silent (two polls
+    /// short of JOC's timeout, `JocView::silent_after_s`).
+    pub silent_after: Duration,
 }
 
 /// Why to fence, for the log, the Event and the metric.
@@ -55,6 +63,25 @@ pub struct FenceWhy {
 
 /// Whether to fence this member's JOC now, and why.
 pub fn fence_reason(f: &FenceFacts) -> Option<FenceWhy> {
+    // The database is gone while this JOC is JOC's active member: once it is
+    // back, a standby JOC sees the heartbeat exceeded and takes over at its
+    // first poll, while this JOC, which cannot know, runs its services until
+    // its own next poll (JOC's row has no version: `DBItemJocCluster`). So it
+    // is stopped, the holder's own too, before its heartbeat can look silent;
+    // nothing runs JOC's services while the database is gone anyway.
+    if f.licensed
+        && !f.kept_waiting
+        && let Some(age) = f.unread_heartbeat_age
+        && age > f.silent_after
+    {
+        return Some(FenceWhy {
+            label: "database_lost",
+            note: format!(
+                "JOC's tables are unreadable and its cluster heartbeat, written by this member's JOC as JOC's active member, is {:.1}s old by now: once the database is back another JOC takes over at its first poll, while this one would run its services until its own next poll",
+                age.as_secs_f64()
+            ),
+        });
+    }
     if f.holds_lease {
         return None;
     }
@@ -128,6 +155,8 @@ mod tests {
             active_without_lease_bound: BOUND,
             kept_waiting: false,
             licensed: true,
+            unread_heartbeat_age: None,
+            silent_after: Duration::from_secs(3),
         }
     }
 
@@ -137,6 +166,42 @@ mod tests {
         // (case, facts, expected label)
         let rows: Vec<(&str, FenceFacts, Option<&str>)> = vec![
             ("a healthy standby", base(), None),
+            (
+                "database gone while active, the heartbeat silent by now: even the holder",
+                FenceFacts {
+                    holds_lease: true,
+                    unread_heartbeat_age: s(4),
+                    ..base()
+                },
+                Some("database_lost"),
+            ),
+            (
+                "database gone while active, the heartbeat still young",
+                FenceFacts {
+                    holds_lease: true,
+                    unread_heartbeat_age: s(2),
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "database gone, no license: no other JOC takes over",
+                FenceFacts {
+                    unread_heartbeat_age: s(30),
+                    licensed: false,
+                    ..base()
+                },
+                None,
+            ),
+            (
+                "database gone while this sidecar keeps the heartbeat of a JOC waiting for its first Controller",
+                FenceFacts {
+                    unread_heartbeat_age: s(30),
+                    kept_waiting: true,
+                    ..base()
+                },
+                None,
+            ),
             (
                 "handed on while silent, JOC runs another member, still silent",
                 FenceFacts {

@@ -17,6 +17,7 @@
 mod actions;
 mod facts;
 pub mod fence;
+mod gone;
 mod joc;
 mod lease;
 mod pod;
@@ -30,7 +31,7 @@ pub use facts::{
     ClusterFacts, ElectorFacts, Event, Facts, FenceDone, JocReadError, MemberFacts, Outcome,
     OwnPodFacts, PodFacts, Settings,
 };
-pub use state::{ActiveSeen, JocState, State};
+pub use state::{ActiveSeen, HolderSeen, JocState, State};
 pub use switchover::supersedes;
 
 use crate::eligibility::Target;
@@ -48,6 +49,9 @@ enum Flow {
 enum Step {
     /// Apply the elector's current role.
     FollowLease,
+    /// Tell the elector when Kubernetes reports another holder's
+    /// processes gone.
+    WatchHolder,
     /// Keep this pod's label true to the lease and others' active labels
     /// off (after following the lease).
     CorrectLabels,
@@ -147,9 +151,9 @@ enum Pending {
         label: &'static str,
         view: Option<Box<JocView>>,
     },
-    /// A fence right after this sidecar resumed from a freeze; then the
-    /// rest of the agenda.
-    FenceResumed {
+    /// A fence (right after this sidecar resumed from a freeze, or while
+    /// JOC's tables are unreadable); then the rest of the agenda, no read.
+    FenceThenGoOn {
         label: &'static str,
     },
     /// A fence at the moment the lease is handed on to JOC's active `pod`.
@@ -237,15 +241,21 @@ fn agenda(input: &Event) -> Vec<Step> {
             Step::FenceIfResumed,
             Step::OwnPod,
             Step::FollowLease,
+            Step::WatchHolder,
             Step::AgreeWithJoc,
             Step::CorrectLabels,
             Step::HandleSwitchover,
         ],
-        Event::LeaseChanged => vec![Step::FenceIfResumed, Step::FollowLease, Step::AgreeWithJoc],
+        Event::LeaseChanged => vec![
+            Step::FenceIfResumed,
+            Step::FollowLease,
+            Step::WatchHolder,
+            Step::AgreeWithJoc,
+        ],
         Event::ElectorStopped => {
             vec![Step::Demote("the lease elector stopped".into()), Step::Exit]
         }
-        Event::PodsChanged => vec![Step::OwnPod, Step::CorrectLabels],
+        Event::PodsChanged => vec![Step::OwnPod, Step::WatchHolder, Step::CorrectLabels],
         Event::ClusterChanged => vec![Step::HandleSwitchover],
         Event::Prestop => vec![Step::Prestop],
         Event::Sigterm => vec![Step::LeaveLease("SIGTERM"), Step::Exit],
@@ -257,6 +267,7 @@ fn agenda(input: &Event) -> Vec<Step> {
 fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
     match step {
         Step::FollowLease => lease::follow_lease(s, f, out),
+        Step::WatchHolder => gone::watch_holder(s, f, out),
         Step::CorrectLabels => {
             // The lease first: a holder resumed after a freeze must see that
             // its role ran out before it defends its label (else it fights
@@ -359,7 +370,7 @@ fn resume(
                 None => s.wait(Pending::JocRead, Action::ReadJoc, out),
             }
         }
-        (Pending::FenceResumed { label }, Outcome::JocFenced(result)) => {
+        (Pending::FenceThenGoOn { label }, Outcome::JocFenced(result)) => {
             joc::fenced(s, label, result, out);
             Flow::Continue
         }

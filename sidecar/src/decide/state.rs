@@ -28,8 +28,23 @@ pub struct State {
     pub failsafe_until: Option<tokio::time::Instant>,
     /// js7 mode: agreement with JOC's own active member.
     pub joc: Option<JocState>,
+    /// Another member's live lease term, to learn from Kubernetes that its
+    /// processes are gone.
+    pub holder_seen: Option<HolderSeen>,
     /// Steps still to run for the current event, first first.
     pub(super) agenda: VecDeque<Step>,
+}
+
+/// Another member's lease term as first seen, with its pod's container
+/// runs then (`decide/gone.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderSeen {
+    pub member: String,
+    pub term: i64,
+    pub sidecar_run: crate::js7::ContainerRun,
+    pub joc_run: crate::js7::ContainerRun,
+    /// The elector was told that nothing acts under this term any more.
+    pub confirmed: bool,
 }
 
 /// JOC's active member as seen at one look.
@@ -37,7 +52,7 @@ pub struct State {
 pub struct ActiveSeen {
     pub member_id: String,
     pub pod: String,
-    pub run: crate::js7::JocRun,
+    pub run: crate::js7::ContainerRun,
     /// Its `JOC_INSTANCES.STARTED_AT` as text: a new JVM rewrites it.
     pub started_at: Option<String>,
 }
@@ -88,6 +103,10 @@ pub struct JocState {
     /// container restarted or stopped) while `MEMBER_ID` still names it:
     /// the holder releases its row ([`Action::ReleaseGoneJoc`]).
     pub gone_active: Option<ActiveSeen>,
+    /// At the last look that could read JOC's tables, this member's live
+    /// JOC was JOC's active member and another member's JOC stood ready:
+    /// when, and how old JOC's cluster heartbeat was then.
+    pub active_at_last_read: Option<(tokio::time::Instant, Duration)>,
     /// When this sidecar last looked at JOC, to notice its own freeze.
     pub last_look: Option<tokio::time::Instant>,
     /// This sidecar did not run for this long before its last look (kept
@@ -105,6 +124,7 @@ impl State {
             stepped_down_at: None,
             left_service: None,
             failsafe_until: None,
+            holder_seen: None,
             agenda: VecDeque::new(),
         }
     }

@@ -45,7 +45,7 @@ pub use config_files::{ConfigFileError, hibernate_cfg_xml, render_joc_config};
 pub use member_id::{hostname_of, member_id};
 pub use tables::{FencedRelease, JocTables, TablesError};
 pub use view::{
-    ClusterRow, HealthBaseline, HolderStep, InstanceRow, InstanceStamp, JocRun, JocView,
+    ClusterRow, ContainerRun, HealthBaseline, HolderStep, InstanceRow, InstanceStamp, JocView,
     StaleSwitchRequest, holder_step, keeps_waiting_heart_beat, own_health, security_level_number,
-    stale_switch_request, unlicensed_holder_step, waiting_holder_step,
+    silent_after_s, stale_switch_request, unlicensed_holder_step, waiting_holder_step,
 };

@@ -37,6 +37,9 @@ pub(crate) struct Steal {
     pub at: Instant,
     pub term: i64,
     pub key: i64,
+    /// Kubernetes reported the holder's processes gone: no wait for a
+    /// holder blind to its session's end.
+    pub confirmed: bool,
 }
 
 /// The timing rules (see [`LeaseConfig`]).
@@ -82,8 +85,20 @@ pub(crate) struct Local<'a> {
     /// The waiter's last report and when it came.
     pub released: Option<(Released, Instant)>,
     pub steal_failures: u32,
+    /// Kubernetes reported nothing acting under this member's lease term
+    /// any more.
+    pub holder_gone: Option<(&'a str, i64)>,
     pub caps: Capabilities,
     pub timing: Timing,
+}
+
+impl Local<'_> {
+    /// Whether Kubernetes confirmed the holder of `view` gone.
+    fn holder_confirmed_gone(&self, view: &LeaseView) -> bool {
+        self.holder_gone.is_some_and(|(member, term)| {
+            view.holder.as_deref() == Some(member) && view.term == term
+        })
+    }
 }
 
 /// What to do after reading the lease.
@@ -153,15 +168,17 @@ pub(crate) fn on_view(view: &LeaseView, received: Instant, local: &Local<'_>) ->
         // term), or free or expired.
         Next::Acquire { term: view.term }
     } else {
-        let steal = local
+        let planned = local
             .steal
             .filter(|steal| Some(steal.key) == view.holder_session && steal.term == view.term)
-            .or_else(|| {
-                let (released, reported) = local.released?;
-                (Some(released.key) == view.holder_session)
-                    .then(|| plan_steal(released, reported, view, received, local))
-                    .flatten()
-            });
+            // Kubernetes' word after the plan came supersedes it.
+            .filter(|steal| steal.confirmed || !local.holder_confirmed_gone(view));
+        let steal = planned.or_else(|| {
+            let (released, reported) = local.released?;
+            (Some(released.key) == view.holder_session)
+                .then(|| plan_steal(released, reported, view, received, local))
+                .flatten()
+        });
         Next::Follow {
             holder_key: view.holder_session,
             check_at: received + ms(view.expires_in_ms) + TIMER_SLACK,
@@ -184,6 +201,16 @@ pub(crate) fn plan_steal(
     if !local.caps.session_locks || local.steal_failures >= MAX_REFUSED {
         return None;
     }
+    if local.holder_confirmed_gone(view) {
+        // Its session ended and Kubernetes reports its processes gone:
+        // nobody acts under that term, whenever the session ended.
+        return Some(Steal {
+            at: reported,
+            term: view.term,
+            key,
+            confirmed: true,
+        });
+    }
     let at = if local.caps.holder_blind_to_session_end {
         // Also hold + margin after the holder's last renew (by database
         // time; the statement checks it again).
@@ -200,6 +227,7 @@ pub(crate) fn plan_steal(
         at,
         term: view.term,
         key,
+        confirmed: false,
     })
 }
 

@@ -35,6 +35,7 @@ fn local(caps: Capabilities) -> Local<'static> {
         steal: None,
         released: None,
         steal_failures: 0,
+        holder_gone: None,
         caps,
         timing: timing(),
     }
@@ -167,6 +168,7 @@ fn early_take_over_after_the_holders_session_ended() {
             at,
             term: 4,
             key: OTHER_KEY,
+            confirmed: false,
         })
     };
     // (story, caps, waiter's report, failed take-overs so far, holder's
@@ -210,6 +212,7 @@ fn a_planned_take_over_lives_only_while_holder_and_term_stay() {
         at: t0 + ms(200),
         term: 4,
         key: OTHER_KEY,
+        confirmed: false,
     };
     let local = Local {
         steal: Some(planned),
@@ -371,4 +374,78 @@ fn hand_over_targets() {
         matches!(&none, Err(HandOverOutcome::NoEligibleTarget { reason }) if reason.contains("no standby")),
         "{none:?}"
     );
+}
+
+#[test]
+fn kubernetes_word_lets_the_take_over_come_as_soon_as_the_session_ended() {
+    let t0 = Instant::now();
+    let reported = t0 - ms(40);
+    let held = Released {
+        key: OTHER_KEY,
+        observed_held: true,
+    };
+    let free_at_first_look = Released {
+        key: OTHER_KEY,
+        observed_held: false,
+    };
+    let confirmed = |at: Instant| {
+        Some(Steal {
+            at,
+            term: 4,
+            key: OTHER_KEY,
+            confirmed: true,
+        })
+    };
+    let unconfirmed = |at: Instant| {
+        Some(Steal {
+            at,
+            term: 4,
+            key: OTHER_KEY,
+            confirmed: false,
+        })
+    };
+    let earlier_plan = Steal {
+        at: t0 + ms(2000) + TIMER_SLACK,
+        term: 4,
+        key: OTHER_KEY,
+        confirmed: false,
+    };
+    // (story, caps, waiter's report, Kubernetes' word (member, term), a plan
+    //  made before, failed take-overs, expected plan); the holder renewed
+    //  1 s ago by database time.
+    #[rustfmt::skip]
+    let cases = [
+        ("MariaDB: no wait for hold + margin once the processes are gone",
+            maria(), Some(held), Some(("joc-1", 4)), None, 0, confirmed(reported)),
+        ("MariaDB: a lock free at first look counts too",
+            maria(), Some(free_at_first_look), Some(("joc-1", 4)), None, 0, confirmed(reported)),
+        ("the word supersedes a plan made before it",
+            maria(), Some(held), Some(("joc-1", 4)), Some(earlier_plan), 0, confirmed(reported)),
+        ("PostgreSQL: free at first look is enough with the word",
+            pg(), Some(free_at_first_look), Some(("joc-1", 4)), None, 0, confirmed(reported)),
+        ("a word about another term changes nothing",
+            maria(), Some(held), Some(("joc-1", 3)), None, 0, unconfirmed(t0 + ms(2000) + TIMER_SLACK)),
+        ("a word about another member changes nothing",
+            maria(), Some(held), Some(("joc-2", 4)), None, 0, unconfirmed(t0 + ms(2000) + TIMER_SLACK)),
+        ("the session must have ended too: no report, only the TTL",
+            maria(), None, Some(("joc-1", 4)), None, 0, None),
+        ("no session locks (SQLite): only the TTL",
+            lite(), Some(held), Some(("joc-1", 4)), None, 0, None),
+        ("after three failed take-overs: only the TTL",
+            maria(), Some(held), Some(("joc-1", 4)), None, MAX_REFUSED, None),
+    ];
+    for (story, caps, released, gone, steal, steal_failures, expected) in cases {
+        let local = Local {
+            released: released.map(|r| (r, reported)),
+            holder_gone: gone,
+            steal,
+            steal_failures,
+            ..local(caps)
+        };
+        let decision = on_view(&row(Some(("joc-1", OTHER_KEY)), 4, 4000, 1000), t0, &local);
+        let Next::Follow { steal, .. } = decision.next else {
+            panic!("{story}: {decision:?}");
+        };
+        assert_eq!(steal, expected, "{story}");
+    }
 }

@@ -95,6 +95,12 @@ pub(crate) enum Command {
     Release(oneshot::Sender<Result<bool, LeaseError>>),
     SetReady(bool, oneshot::Sender<Result<(), LeaseError>>),
     Members(oneshot::Sender<Result<Vec<MemberRow>, LeaseError>>),
+    /// Kubernetes reports every process gone that could act under
+    /// `member`'s lease `term`.
+    HolderGone {
+        member: String,
+        term: i64,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -115,6 +121,7 @@ impl std::fmt::Debug for Command {
             Command::Release(_) => "Release",
             Command::SetReady(..) => "SetReady",
             Command::Members(_) => "Members",
+            Command::HolderGone { .. } => "HolderGone",
             Command::Shutdown(_) => "Shutdown",
         })
     }
@@ -139,6 +146,19 @@ impl ElectorHandle {
     /// Whether this member may acquire the lease and be a hand-over target.
     pub async fn set_ready(&self, ready: bool) -> Result<(), LeaseError> {
         self.call(|reply| Command::SetReady(ready, reply)).await?
+    }
+
+    /// Kubernetes reports that every process that could act under
+    /// `member`'s lease `term` is gone (its pod's containers ran anew or
+    /// stopped). Once that holder's session lock is free too, this member
+    /// takes over at once instead of waiting out the rule for a holder blind
+    /// to its own session's end (MariaDB: `hold + margin` after its last
+    /// renew). The statement still needs that term and session.
+    pub async fn holder_gone(&self, member: String, term: i64) -> Result<(), LeaseError> {
+        self.commands
+            .send(Command::HolderGone { member, term })
+            .await
+            .map_err(|_| LeaseError::Stopped)
     }
 
     /// The cluster's member rows.

@@ -31,6 +31,9 @@ pub(crate) struct Runner {
     /// for one active period only: after a demotion, even with the row still
     /// ours, we take a new term.
     pub(super) last_active_term: i64,
+    /// Kubernetes reported nothing acting under this holder's term any more
+    /// (`ElectorHandle::holder_gone`).
+    pub(super) holder_gone: Option<(String, i64)>,
 }
 
 /// State of one database session.
@@ -101,6 +104,7 @@ impl Runner {
             stopping: false,
             shutdown_replies: Vec::new(),
             last_active_term: 0,
+            holder_gone: None,
         }
     }
 
@@ -217,6 +221,9 @@ impl Runner {
             }
             Some(Command::Members(reply)) => {
                 let _ = reply.send(Err(not_connected()));
+            }
+            Some(Command::HolderGone { member, term }) => {
+                self.holder_gone = Some((member, term));
             }
         }
     }

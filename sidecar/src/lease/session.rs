@@ -26,6 +26,10 @@ impl Runner {
             steal: s.steal,
             released: s.released,
             steal_failures: s.steal_failures,
+            holder_gone: self
+                .holder_gone
+                .as_ref()
+                .map(|(member, term)| (member.as_str(), *term)),
             caps: s.store.caps(),
             timing: self.timing,
         }
@@ -206,8 +210,12 @@ impl Runner {
             return Ok(());
         }
         let sent = Instant::now();
-        if s.store.steal(steal.term, steal.key).await? {
+        if s.store
+            .steal(steal.term, steal.key, steal.confirmed)
+            .await?
+        {
             tracing::info!(member = %self.config.member, term = steal.term + 1,
+                confirmed_gone = steal.confirmed,
                 "took over from a holder whose database session ended");
             self.activate(s, steal.term + 1, sent);
             Ok(())
@@ -322,6 +330,15 @@ impl Runner {
                 let result = s.store.members().await;
                 let _ = reply.send(result.clone());
                 result.map(|_| ())
+            }
+            Command::HolderGone { member, term } => {
+                self.holder_gone = Some((member, term));
+                if s.active.is_none() && s.released.is_some() {
+                    // Plan the take-over anew with this word.
+                    self.refresh(s).await
+                } else {
+                    Ok(())
+                }
             }
             Command::Shutdown(reply) => {
                 // Handled by the caller; kept for completeness.

@@ -161,6 +161,11 @@ impl Runner {
                 connected: status.connected,
                 failing: status.last_error.is_some(),
                 holder_is_me: status.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(me),
+                live_holder: status
+                    .lease
+                    .as_ref()
+                    .filter(|l| l.live)
+                    .and_then(|l| Some((l.holder.clone()?, l.term))),
             },
             pods: self.pods.state().iter().map(|p| pod_facts(p)).collect(),
             cluster: self.clusters.state().first().map(|c| ClusterFacts {
@@ -419,6 +424,11 @@ impl Runner {
             Action::Release => {
                 if let Err(error) = self.elector.release().await {
                     warn!(%error, "cannot release the lease; standbys take over when it expires");
+                }
+            }
+            Action::ConfirmHolderGone { member, term } => {
+                if let Err(error) = self.elector.holder_gone(member, term).await {
+                    warn!(%error, "cannot tell the elector that the lease holder is gone");
                 }
             }
             Action::WaitForLabel {

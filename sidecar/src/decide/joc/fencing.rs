@@ -50,7 +50,7 @@ pub(in crate::decide) fn fence_if_resumed(s: &mut State, f: &Facts, out: &mut Ve
         ),
     ));
     s.wait(
-        Pending::FenceResumed { label: why.label },
+        Pending::FenceThenGoOn { label: why.label },
         Action::FenceJoc { why: why.note },
         out,
     )
@@ -82,6 +82,19 @@ pub(in crate::decide) fn fence_why(
         kept_waiting: joc.keeping_waiting
             || view.is_some_and(|v| v.confirms(me) && v.waits_for_controller(me)),
         licensed: settings.licensed,
+        // Judged only when a read failed (no view): the database is gone.
+        unread_heartbeat_age: joc
+            .active_at_last_read
+            .filter(|_| view.is_none())
+            .zip(f)
+            .map(|((at, age), f)| age + f.now.saturating_duration_since(at)),
+        silent_after: std::time::Duration::from_secs(
+            crate::js7::silent_after_s(
+                settings.heart_beat_exceeded_interval.as_secs() as i64,
+                settings.polling_interval.as_secs() as i64,
+            )
+            .max(0) as u64,
+        ),
     })
 }
 
@@ -92,6 +105,22 @@ pub(in crate::decide) fn fence(
     view: Option<JocView>,
     out: &mut Vec<Action>,
 ) -> Flow {
+    let view = view.map(Box::new);
+    fence_then(s, why, |label| Pending::Fence { label, view }, out)
+}
+
+/// Fences this member's JOC while JOC's tables are unreadable; the agenda
+/// goes on without another read (the next look reads again).
+pub(in crate::decide) fn fence_unread(s: &mut State, why: FenceWhy, out: &mut Vec<Action>) -> Flow {
+    fence_then(s, why, |label| Pending::FenceThenGoOn { label }, out)
+}
+
+fn fence_then(
+    s: &mut State,
+    why: FenceWhy,
+    then: impl FnOnce(&'static str) -> Pending,
+    out: &mut Vec<Action>,
+) -> Flow {
     out.push(Action::Log(
         Level::Warn,
         format!(
@@ -99,14 +128,7 @@ pub(in crate::decide) fn fence(
             why.note
         ),
     ));
-    s.wait(
-        Pending::Fence {
-            label: why.label,
-            view: view.map(Box::new),
-        },
-        Action::FenceJoc { why: why.note },
-        out,
-    )
+    s.wait(then(why.label), Action::FenceJoc { why: why.note }, out)
 }
 
 /// A fence's outcome: say what was stopped; the JVM's memory goes with it.
@@ -124,6 +146,7 @@ pub(in crate::decide) fn fenced(
                 joc.own_fresh = false;
                 joc.resumed_after = None;
                 joc.active_without_lease_since = None;
+                joc.active_at_last_read = None;
             }
             let release = match &done.release {
                 Ok(r) => format!(

@@ -4,12 +4,12 @@
 //! The fence flows are in `fencing.rs`, the holder's in `holder.rs`.
 
 use super::{Action, Facts, Flow, JocReadError, Level, Pending, State, Step};
-use crate::js7::{JocRun, JocView, hostname_of, keeps_waiting_heart_beat, own_health};
+use crate::js7::{ContainerRun, JocView, hostname_of, keeps_waiting_heart_beat, own_health};
 
 mod fencing;
 mod holder;
 
-use fencing::{fence, fence_why};
+use fencing::{fence, fence_unread, fence_why};
 pub(super) use fencing::{fence_if_resumed, fenced};
 pub(super) use holder::{followed, holder, post_check, switch_requested};
 
@@ -58,6 +58,9 @@ pub(super) fn read(
         Ok(view) => view,
         Err(error) => {
             note(s, Level::Warn, error.message, out);
+            if let Some(why) = fence_why(s, None, Some(f)).filter(|w| w.label == "database_lost") {
+                return fence_unread(s, why, out);
+            }
             if error.not_installed {
                 out.push(Action::JocHealth { fresh: false });
                 if let Some(joc) = &mut s.joc
@@ -100,10 +103,10 @@ fn note_gone_active(joc: &mut super::JocState, f: &Facts, view: &JocView) {
     }
     if let (Some(seen), Some(active)) = (&joc.active_seen, active)
         && seen.member_id == active
-        && matches!(seen.run, JocRun::Running(_))
+        && matches!(seen.run, ContainerRun::Running(_))
         && seen.started_at.is_some()
         && let Some(run) = f.joc_run_of(&seen.pod)
-        && !matches!(run, JocRun::Unknown)
+        && !matches!(run, ContainerRun::Unknown)
         && *run != seen.run
     {
         joc.gone_active = Some(seen.clone());
@@ -112,7 +115,7 @@ fn note_gone_active(joc: &mut super::JocState, f: &Facts, view: &JocView) {
         let pod = hostname_of(member_id).to_owned();
         super::ActiveSeen {
             member_id: member_id.to_owned(),
-            run: f.joc_run_of(&pod).cloned().unwrap_or(JocRun::Unknown),
+            run: f.joc_run_of(&pod).cloned().unwrap_or(ContainerRun::Unknown),
             started_at: view
                 .instance(member_id)
                 .and_then(|i| i.stamp.started_at.clone()),
@@ -136,7 +139,7 @@ fn remember(s: &mut State, f: &Facts, view: &JocView) {
     // young (fact 22). What was seen of the last run is forgotten.
     let run = f.own.as_ref().map(|o| &o.joc_run);
     if let (Some(run), Some(baseline)) = (run, &joc.baseline)
-        && !matches!(run, JocRun::Unknown)
+        && !matches!(run, ContainerRun::Unknown)
         && !baseline.is_for(run)
     {
         joc.was_active = false;
@@ -167,6 +170,13 @@ fn remember(s: &mut State, f: &Facts, view: &JocView) {
     if active_now && view.is_ready_member(&me) && (live || joc.own_fresh) {
         joc.was_active = true;
     }
+    joc.active_at_last_read = (active_now && joc.was_active && view.has_ready_member_besides(&me))
+        .then_some(view.cluster.as_ref())
+        .flatten()
+        .map(|c| {
+            let age = std::time::Duration::from_secs(c.heart_beat_age_s.max(0) as u64);
+            (f.now, age)
+        });
     joc.active_without_lease_since = if active_now && !holds {
         Some(joc.active_without_lease_since.unwrap_or(f.now))
     } else {
@@ -184,7 +194,7 @@ pub(super) fn readiness(s: &mut State, f: &Facts, view: JocView, out: &mut Vec<A
     let run = f
         .own
         .as_ref()
-        .map_or(JocRun::Unknown, |o| o.joc_run.clone());
+        .map_or(ContainerRun::Unknown, |o| o.joc_run.clone());
     let Some(joc) = &mut s.joc else {
         return Flow::Continue;
     };

@@ -3,7 +3,7 @@
 //! `decide/fence.rs`).
 
 use super::*;
-use crate::js7::JocRun;
+use crate::js7::ContainerRun;
 
 /// `view` with this member's instance heartbeat `age_s` seconds old.
 fn own_age(mut view: JocView, age_s: i64) -> JocView {
@@ -326,11 +326,11 @@ fn a_restarted_container_of_the_former_active_joc_is_not_fenced_while_it_starts(
         ("same run: hung", own_pod().joc_run, true),
         (
             "new run: starting",
-            JocRun::Running("1@t9".to_owned()),
+            ContainerRun::Running("1@t9".to_owned()),
             false,
         ),
-        ("stopped: nothing to fence", JocRun::Stopped, false),
-        ("run unknown: as before", JocRun::Unknown, true),
+        ("stopped: nothing to fence", ContainerRun::Stopped, false),
+        ("run unknown: as before", ContainerRun::Unknown, true),
     ];
     for (name, run, fenced) in cases {
         let mut f = facts(now, Role::Standby, Some("standby"), true);
@@ -388,6 +388,92 @@ fn a_holder_thawed_after_its_lease_ran_out_fences_before_it_follows_the_lease() 
     // Its lease still valid (a long look, not a freeze past the lease): no fence.
     let mut f = facts(now, active(5, now), Some("active"), false);
     let (_, actions) = drive(&frozen(holding(true, 5)), &mut f, Event::Tick, &answers);
+    assert!(
+        !brief(&actions).contains(&"fence".to_owned()),
+        "{:?}",
+        brief(&actions)
+    );
+}
+
+/// The 1.01 s of two JOCs a js7 campaign found after a 30 s database
+/// outage: a standby JOC polled first when the database came back, saw the
+/// active member's heartbeat 31 s old and took over while the old active JOC
+/// still ran its services until its own next poll. The old logic fenced
+/// nothing while the tables were unreadable.
+#[test]
+fn the_active_joc_is_fenced_while_the_database_is_gone_before_its_heartbeat_looks_silent() {
+    let t0 = Instant::now();
+    let gone = || JocReadError {
+        not_installed: false,
+        message: "JOC's tables cannot be read: connection refused".to_owned(),
+    };
+    // A look that reads: this member's JOC is JOC's live active member and
+    // the other members' JOCs stand ready.
+    let mut f = facts(t0, active(5, t0), Some("active"), false);
+    let (mut state, _) = drive(
+        &was_active(holding(true, 5)),
+        &mut f,
+        Event::JocLook,
+        &Answers::default(),
+    );
+    let unreadable = Answers {
+        joc: Err(gone()),
+        ..Answers::default()
+    };
+    // (seconds since the last read, fenced?): silent after 5 − 2 × 1 = 3 s.
+    for (secs, fenced) in [(1, false), (3, false), (4, true), (5, false)] {
+        let now = t0 + Duration::from_secs(secs);
+        let mut f = facts(now, active(5, now), Some("active"), false);
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &unreadable);
+        let b = brief(&actions);
+        assert_eq!(
+            b.contains(&"fence".to_owned()),
+            fenced,
+            "after {secs}s: {b:?}"
+        );
+        if fenced {
+            assert!(
+                actions.contains(&Action::Metric(Metric::JocFenced("database_lost"))),
+                "{actions:?}"
+            );
+        }
+        state = after;
+    }
+}
+
+#[test]
+fn no_fence_for_a_database_outage_without_a_ready_joc_to_take_over() {
+    let t0 = Instant::now();
+    let mut alone = view(Some(ME), None);
+    for i in &mut alone.instances {
+        if i.member_id != id(ME) {
+            i.heart_beat_age_s = 60;
+        }
+    }
+    let mut f = facts(t0, active(5, t0), Some("active"), false);
+    let (state, _) = drive(
+        &was_active(holding(true, 5)),
+        &mut f,
+        Event::JocLook,
+        &Answers {
+            joc: Ok(alone),
+            ..Answers::default()
+        },
+    );
+    let now = t0 + Duration::from_secs(30);
+    let mut f = facts(now, active(5, now), Some("active"), false);
+    let (_, actions) = drive(
+        &state,
+        &mut f,
+        Event::JocLook,
+        &Answers {
+            joc: Err(JocReadError {
+                not_installed: false,
+                message: "connection refused".to_owned(),
+            }),
+            ..Answers::default()
+        },
+    );
     assert!(
         !brief(&actions).contains(&"fence".to_owned()),
         "{:?}",

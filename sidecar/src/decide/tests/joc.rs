@@ -1,7 +1,7 @@
 //! js7 mode: readiness, the holder's step, following JOC.
 
 use super::*;
-use crate::js7::JocRun;
+use crate::js7::ContainerRun;
 
 fn look(state: &State, view: JocView, answers: Answers) -> (State, Vec<Action>) {
     let now = Instant::now();
@@ -304,7 +304,7 @@ fn a_restarted_jocs_old_heartbeat_does_not_make_the_member_ready() {
     old.instances[0].stamp.heart_beat = Some("old".to_owned());
     // The kubelet reports the `joc` container's new run.
     if let Some(own) = &mut f.own {
-        own.joc_run = JocRun::Running("1@t9".to_owned());
+        own.joc_run = ContainerRun::Running("1@t9".to_owned());
     }
     let (state, actions) = look(&standby(true), &mut f, old.clone());
     assert_eq!(
@@ -322,7 +322,7 @@ fn a_restarted_jocs_old_heartbeat_does_not_make_the_member_ready() {
     );
     // The container stops: not ready, whatever the row says.
     if let Some(own) = &mut f.own {
-        own.joc_run = JocRun::Stopped;
+        own.joc_run = ContainerRun::Stopped;
     }
     let (_, actions) = look(&state, &mut f, view(Some("joc-1"), None));
     assert_eq!(

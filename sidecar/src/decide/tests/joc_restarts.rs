@@ -2,13 +2,13 @@
 //! container run anew or stopped, its own or the active member's.
 
 use super::*;
-use crate::js7::JocRun;
+use crate::js7::ContainerRun;
 
 /// The kubelet's report of a new run of JOC's container is an input: the
 /// sidecar looks at JOC at once and drops readiness, not at the next tick.
 #[test]
 fn a_reported_joc_restart_drops_readiness_at_once() {
-    let cases: Vec<(&str, JocRun, Vec<&str>, Option<bool>)> = vec![
+    let cases: Vec<(&str, ContainerRun, Vec<&str>, Option<bool>)> = vec![
         (
             "same run: nothing to look at",
             own_pod().joc_run,
@@ -17,13 +17,13 @@ fn a_reported_joc_restart_drops_readiness_at_once() {
         ),
         (
             "restarted",
-            JocRun::Running("1@t9".to_owned()),
+            ContainerRun::Running("1@t9".to_owned()),
             vec!["read-joc", "joc-health:false", "ready:false"],
             Some(false),
         ),
         (
             "stopped",
-            JocRun::Stopped,
+            ContainerRun::Stopped,
             vec!["read-joc", "joc-health:false", "ready:false"],
             Some(false),
         ),
@@ -60,7 +60,7 @@ fn the_holder_releases_the_row_of_an_active_joc_whose_container_ran_anew() {
     let restarted = |f: &mut Facts, run: &str| {
         for p in &mut f.pods {
             if p.name == "joc-1" {
-                p.joc_run = JocRun::Running(run.to_owned());
+                p.joc_run = ContainerRun::Running(run.to_owned());
             }
         }
     };
@@ -146,7 +146,7 @@ fn the_gone_row_goes_to_the_holder_only_when_its_joc_can_take_over() {
         let (state, _) = drive(&state, &mut f, Event::JocLook, &answers);
         for p in &mut f.pods {
             if p.name == "joc-1" {
-                p.joc_run = JocRun::Running("1@t9".to_owned());
+                p.joc_run = ContainerRun::Running("1@t9".to_owned());
             }
         }
         let (_, actions) = drive(&state, &mut f, Event::JocLook, &answers);

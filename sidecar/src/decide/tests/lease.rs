@@ -25,6 +25,7 @@ fn down(mut facts: Facts) -> Facts {
         connected: false,
         failing: true,
         holder_is_me: true,
+        live_holder: None,
     };
     facts
 }

@@ -4,6 +4,7 @@
 
 mod fence;
 mod fresh_install;
+mod gone;
 mod joc;
 mod joc_restarts;
 mod lease;
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config::JocSettings;
-use crate::js7::{ClusterRow, InstanceRow, InstanceStamp, JocRun, member_id};
+use crate::js7::{ClusterRow, ContainerRun, InstanceRow, InstanceStamp, member_id};
 use crate::lease::{HandOverOutcome, Role};
 
 pub const ME: &str = "joc-0";
@@ -88,7 +89,15 @@ pub fn member(name: &str, role: Option<&str>) -> PodFacts {
         ready: true,
         terminating: false,
         failsafe: false,
-        joc_run: JocRun::Running("0@t0".to_owned()),
+        joc_run: ContainerRun::Running("0@t0".to_owned()),
+        sidecar_run: ContainerRun::Running("0@t0".to_owned()),
+    }
+}
+
+fn role_term(role: Role) -> i64 {
+    match role {
+        Role::Active { term, .. } => term,
+        Role::Standby => 0,
     }
 }
 
@@ -109,6 +118,7 @@ pub fn facts(now: Instant, role: Role, own: Option<&str>, other_active: bool) ->
             connected: true,
             failing: false,
             holder_is_me: role.is_active(),
+            live_holder: role.is_active().then(|| (ME.to_owned(), role_term(role))),
         },
         pods: vec![
             member(ME, own),
@@ -131,7 +141,7 @@ pub fn own_pod() -> OwnPodFacts {
         cluster: Some("joc".to_owned()),
         component: Some(joc_ha_crds::names::COMPONENT_MEMBER.to_owned()),
         controlled: true,
-        joc_run: JocRun::Running("0@t0".to_owned()),
+        joc_run: ContainerRun::Running("0@t0".to_owned()),
     }
 }
 
@@ -363,6 +373,9 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ReadOwnPod => "read-pod".to_owned(),
                 Action::HandOver { target } => format!("handover:{target}"),
                 Action::Release => "release".to_owned(),
+                Action::ConfirmHolderGone { member, term } => {
+                    format!("holder-gone:{member}:{term}")
+                }
                 Action::WaitForLabel { target, .. } => format!("wait-label:{target}"),
                 Action::WaitForJocToLeave { .. } => "wait-joc-leave".to_owned(),
                 Action::RecordSwitchover(status) => format!("record:{:?}", status.result),

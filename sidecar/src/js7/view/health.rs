@@ -31,12 +31,12 @@ pub fn security_level_number(name: &str) -> Option<i64> {
 pub fn keeps_waiting_heart_beat(
     view: &JocView,
     me: &str,
-    run: &JocRun,
+    run: &ContainerRun,
     kept_until_controller: Option<Duration>,
     own_fresh: bool,
     grace: Duration,
 ) -> bool {
-    if !view.confirms(me) || !matches!(run, JocRun::Running(_)) {
+    if !view.confirms(me) || !matches!(run, ContainerRun::Running(_)) {
         return false;
     }
     if view.waits_for_controller(me) {
@@ -45,13 +45,15 @@ pub fn keeps_waiting_heart_beat(
     kept_until_controller.is_some_and(|since| since <= grace) && !own_fresh
 }
 
-/// The run of this pod's `joc` container, from its own pod's status.
+/// The run of one container of a pod (its `joc` container, or its
+/// sidecar), from the pod's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JocRun {
+pub enum ContainerRun {
     /// No status for it (the pod is not seen yet, or it has no such
-    /// container): the sidecar's own start stands for the run's start.
+    /// container): for this pod's own `joc` container, the sidecar's own
+    /// start stands for the run's start.
     Unknown,
-    /// Not running (terminated, waiting to restart): no JOC process.
+    /// Not running (terminated, waiting to restart): none of its processes.
     Stopped,
     /// Running; the text names this run (restart count and start time, as
     /// the kubelet reports them, compared and never parsed).
@@ -62,7 +64,7 @@ pub enum JocRun {
 /// first saw the current run of its `joc` container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthBaseline {
-    /// The run it was taken for (None: [`JocRun::Unknown`]).
+    /// The run it was taken for (None: [`ContainerRun::Unknown`]).
     pub run: Option<String>,
     /// The row then (None: no row).
     pub stamp: Option<InstanceStamp>,
@@ -73,11 +75,11 @@ pub struct HealthBaseline {
 impl HealthBaseline {
     /// Whether it was taken for this run of the JOC container: if not, the
     /// health it proved is void ([`own_health`] starts afresh).
-    pub fn is_for(&self, run: &JocRun) -> bool {
+    pub fn is_for(&self, run: &ContainerRun) -> bool {
         match run {
-            JocRun::Stopped => false,
-            JocRun::Unknown => self.run.is_none(),
-            JocRun::Running(id) => self.run.as_deref() == Some(id.as_str()),
+            ContainerRun::Stopped => false,
+            ContainerRun::Unknown => self.run.is_none(),
+            ContainerRun::Running(id) => self.run.as_deref() == Some(id.as_str()),
         }
     }
 }
@@ -95,14 +97,14 @@ impl HealthBaseline {
 /// container's restart and the kubelet reporting it.
 pub fn own_health(
     baseline: Option<&HealthBaseline>,
-    run: &JocRun,
+    run: &ContainerRun,
     view: &JocView,
     me: &str,
 ) -> (bool, Option<HealthBaseline>) {
     let run = match run {
-        JocRun::Stopped => return (false, None),
-        JocRun::Unknown => None,
-        JocRun::Running(id) => Some(id.clone()),
+        ContainerRun::Stopped => return (false, None),
+        ContainerRun::Unknown => None,
+        ContainerRun::Running(id) => Some(id.clone()),
     };
     let stamp = view.instance(me).map(|i| i.stamp.clone());
     let Some(baseline) = baseline.filter(|b| b.run == run) else {

@@ -128,8 +128,7 @@ impl JocView {
     /// silent active member is handed on from ([`holder_step`]); a silent
     /// former active member is fenced once JOC runs another.
     pub fn silent_after_s(&self, polling_interval_s: i64) -> i64 {
-        let poll = polling_interval_s.max(1);
-        (self.exceeded_interval_s - 2 * poll).max(2 * poll)
+        silent_after_s(self.exceeded_interval_s, polling_interval_s)
     }
 
     /// `member_id`'s instance heartbeat is older than
@@ -137,6 +136,14 @@ impl JocView {
     pub fn is_silent(&self, member_id: &str, polling_interval_s: i64) -> bool {
         self.instance(member_id)
             .is_none_or(|i| i.heart_beat_age_s > self.silent_after_s(polling_interval_s))
+    }
+
+    /// Another member (not `member_id`, not an API server) whose JOC
+    /// heartbeat is fresh: a JOC that would take over from `member_id`.
+    pub fn has_ready_member_besides(&self, member_id: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.member_id != member_id && self.is_ready_member(&i.member_id))
     }
 
     /// The `JOC_INSTANCES` row of `member_id`.
@@ -172,13 +179,19 @@ impl JocView {
     }
 }
 
+/// [`JocView::silent_after_s`] for JOC's timeout `exceeded_interval_s`.
+pub fn silent_after_s(exceeded_interval_s: i64, polling_interval_s: i64) -> i64 {
+    let poll = polling_interval_s.max(1);
+    (exceeded_interval_s - 2 * poll).max(2 * poll)
+}
+
 mod health;
 mod holder;
 #[cfg(test)]
 mod tests;
 
 pub use health::{
-    HealthBaseline, JocRun, keeps_waiting_heart_beat, own_health, security_level_number,
+    ContainerRun, HealthBaseline, keeps_waiting_heart_beat, own_health, security_level_number,
 };
 pub use holder::{
     HolderStep, StaleSwitchRequest, holder_step, stale_switch_request, unlicensed_holder_step,

@@ -226,7 +226,7 @@ fn values<'a>(
             Param::FreshMs => Value::Int(ctx.fresh_ms),
             Param::TtlUs => micros(ctx.ttl_ms),
             Param::FreshUs => micros(ctx.fresh_ms),
-            Param::StealAfterUs => micros(ctx.steal_after_ms),
+            Param::StealAfterUs => micros(args.steal_after_ms.unwrap_or(ctx.steal_after_ms)),
             Param::Lock => Value::Text(&me.lock),
             Param::Boot => Value::Text(&me.boot),
             Param::Now => Value::Int(now),
@@ -370,13 +370,21 @@ impl Store {
 
     /// Takes the lease from the holder with session `key` at `term`, whose
     /// session lock was seen released.
-    pub(crate) async fn steal(&mut self, term: i64, key: i64) -> Result<bool, LeaseError> {
+    /// With `confirmed` (Kubernetes reports the holder's processes gone), a
+    /// product that checks the time since the holder's last renew does not.
+    pub(crate) async fn steal(
+        &mut self,
+        term: i64,
+        key: i64,
+        confirmed: bool,
+    ) -> Result<bool, LeaseError> {
         let Some(stmt) = &self.dialect().steal else {
             return Ok(false);
         };
         let args = Args {
             term,
             holder_key: key,
+            steal_after_ms: confirmed.then_some(0),
             ..Args::default()
         };
         self.update(stmt, args).await

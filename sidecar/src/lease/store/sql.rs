@@ -76,6 +76,8 @@ pub(crate) struct Args<'a> {
     pub term: i64,
     pub target: &'a str,
     pub holder_key: i64,
+    /// Overrides `Ctx::steal_after_ms` (a take-over Kubernetes confirmed).
+    pub steal_after_ms: Option<i64>,
 }
 
 /// The answer of an `UPDATE`/`INSERT`: how many rows it changed.

@@ -3,7 +3,7 @@
 
 use super::*;
 
-type Look = (JocRun, JocView, bool);
+type Look = (ContainerRun, JocView, bool);
 
 /// This member's row, written by JOC at `started` / `beat`, `age` old.
 fn own_row(started: &str, beat: &str, age: i64) -> JocView {
@@ -25,7 +25,7 @@ fn own_row(started: &str, beat: &str, age: i64) -> JocView {
 
 #[test]
 fn only_a_heartbeat_of_the_joc_process_now_running_counts() {
-    use JocRun::{Running, Stopped, Unknown};
+    use ContainerRun::{Running, Stopped, Unknown};
     let run = |id: &str| Running(id.to_owned());
     let no_row = JocView::new(None, vec![], Duration::from_secs(5));
     // (story, [(container run, JOC's row, healthy?)], one look after another)
@@ -156,7 +156,7 @@ fn a_fresh_install_waits_for_a_controller_of_jocs_own_security_level() {
 
 #[test]
 fn the_sidecar_keeps_the_heartbeat_of_its_waiting_joc_and_no_longer() {
-    let running = JocRun::Running("0@t0".to_owned());
+    let running = ContainerRun::Running("0@t0".to_owned());
     let grace = Duration::from_secs(62);
     let s = |secs: u64| Some(Duration::from_secs(secs));
     // (case, view, me, run, since the Controller, own heartbeat fresh, keep)
@@ -164,7 +164,7 @@ fn the_sidecar_keeps_the_heartbeat_of_its_waiting_joc_and_no_longer() {
         &'a str,
         JocView,
         &'a str,
-        JocRun,
+        ContainerRun,
         Option<Duration>,
         bool,
         bool,
@@ -192,7 +192,7 @@ fn the_sidecar_keeps_the_heartbeat_of_its_waiting_joc_and_no_longer() {
             "container not running",
             waiting(9, vec![]),
             "a:1",
-            JocRun::Stopped,
+            ContainerRun::Stopped,
             None,
             false,
             false,
@@ -201,7 +201,7 @@ fn the_sidecar_keeps_the_heartbeat_of_its_waiting_joc_and_no_longer() {
             "run unknown",
             waiting(9, vec![]),
             "a:1",
-            JocRun::Unknown,
+            ContainerRun::Unknown,
             None,
             false,
             false,
