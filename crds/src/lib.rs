@@ -1,9 +1,11 @@
 //! The joc-ha API: the `JocCluster` custom resource (`joc-ha.dev/v1alpha1`)
 //! and every label, annotation and condition name the operator and the
-//! sidecar use, and how their readers judge a pod (`pods`). Nothing else
-//! lives here.
+//! sidecar use, how their readers judge a pod (`pods`), and the JOC view
+//! the js7 sidecars publish on their pods (`joc_view`). Nothing else lives
+//! here.
 
 mod database_kind;
+pub mod joc_view;
 pub mod names;
 pub mod pods;
 pub mod v1alpha1;

@@ -28,6 +28,12 @@ pub const ANNOTATION_LEASE_TERM: &str = "joc-ha.dev/lease-term";
 /// Annotation on the active pod while it stays active in failsafe mode (the
 /// database is down for everyone); a new holder waits for it to go.
 pub const ANNOTATION_FAILSAFE: &str = "joc-ha.dev/failsafe";
+/// js7: annotation on each member pod with JOC's view as that pod's sidecar
+/// last published it (JSON, [`crate::joc_view::JocViewNote`]): JOC's active
+/// member and the heartbeat ages it saw. Written only by the pod's own
+/// sidecar, when JOC's active member changes or at most every 30 s, never
+/// per look (every pod patch wakes every sidecar's pod watch).
+pub const ANNOTATION_JOC_VIEW: &str = "joc-ha.dev/joc-view";
 
 /// Pod-template annotation with the resourceVersions of the Secrets the
 /// pods read at start (database, its CA, license), e.g. `db=812,license=77`:

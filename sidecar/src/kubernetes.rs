@@ -9,8 +9,8 @@ use axum::http;
 use joc_ha_crds::JocCluster;
 pub use joc_ha_crds::names::{ANNOTATION_FAILSAFE, ANNOTATION_LEASE_TERM};
 use joc_ha_crds::names::{
-    ANNOTATION_SWITCHOVER_TO, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE,
-    pod,
+    ANNOTATION_JOC_VIEW, ANNOTATION_SWITCHOVER_TO, FIELD_MANAGER_SIDECAR, LABEL_CLUSTER,
+    LABEL_COMPONENT, LABEL_ROLE, pod,
 };
 use joc_ha_crds::v1alpha1::SwitchoverStatus;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -170,6 +170,16 @@ impl ClusterApi {
             .await
             .map(|_| ())
             .map_err(call("mark this pod failsafe"))
+    }
+
+    /// js7: publishes JOC's view on our own pod (`ANNOTATION_JOC_VIEW`).
+    pub async fn write_joc_view(&self, note: &str) -> Result<(), KubeError> {
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_JOC_VIEW: note}}});
+        self.pods
+            .patch(&self.pod_name, &sidecar_patch(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(call("publish JOC's view on this pod"))
     }
 
     /// Reads the cluster's pods from the API server itself (not a cache):

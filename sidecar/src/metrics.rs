@@ -1,11 +1,19 @@
 //! Prometheus metrics of one sidecar, served at `/metrics`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::js7::look::Look;
+use crate::lease::Role;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -32,6 +40,75 @@ pub struct Metrics {
     pub kube_api_requests: Counter,
     /// js7: times this sidecar fenced its JOC JVM, by why.
     pub joc_fenced: Family<WhyLabel, Counter>,
+    /// 1 while this member is active in failsafe mode.
+    pub failsafe: Gauge,
+    /// What is read at scrape time (see [`LiveGauges`]).
+    live: Arc<Mutex<Live>>,
+}
+
+/// The values behind [`LiveGauges`].
+#[derive(Debug, Default)]
+struct Live {
+    /// When this member's last successful lease write (renew or take-over)
+    /// was published; `None` while it does not hold the lease.
+    renewed_at: Option<Instant>,
+    /// js7: JOC's view at the last look.
+    joc: Option<Look>,
+}
+
+/// Gauges that are computed at each scrape or are absent while they mean
+/// nothing (Prometheus' convention: no series rather than NaN, so that
+/// `max by (cluster)` and alerts see only members the value applies to).
+#[derive(Debug)]
+struct LiveGauges(Arc<Mutex<Live>>);
+
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: Option<N>,
+) -> Result<(), std::fmt::Error> {
+    if let Some(value) = value {
+        let gauge = ConstGauge::new(value);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
+}
+
+impl Collector for LiveGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (renewed_at, joc) = match self.0.lock() {
+            Ok(live) => (live.renewed_at, live.joc.clone()),
+            Err(_) => return Ok(()),
+        };
+        gauge(
+            &mut encoder,
+            "lease_renew_age_seconds",
+            "Seconds since the holder's last successful lease renew; absent unless this member holds the lease",
+            renewed_at.map(|at| at.elapsed().as_secs_f64()),
+        )?;
+        let Some(joc) = joc else {
+            return Ok(());
+        };
+        gauge(
+            &mut encoder,
+            "joc_active",
+            "js7: 1 while JOC's JOC_CLUSTER.MEMBER_ID names this member, at the sidecar's last look",
+            Some(i64::from(joc.names_me)),
+        )?;
+        gauge(
+            &mut encoder,
+            "joc_cluster_heartbeat_age_seconds",
+            "js7: age of JOC_CLUSTER.HEART_BEAT (JOC's active member) by the database's clock, at the last look; absent while JOC has no active member",
+            joc.cluster_age_s,
+        )?;
+        gauge(
+            &mut encoder,
+            "joc_instance_heartbeat_age_seconds",
+            "js7: age of this member's JOC_INSTANCES.HEART_BEAT by the database's clock, at the last look; absent while JOC has no row for it",
+            joc.own_age_s,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +137,8 @@ impl Metrics {
             database_errors: Counter::default(),
             kube_api_requests: Counter::default(),
             joc_fenced: Family::default(),
+            failsafe: Gauge::default(),
+            live: Arc::default(),
         };
         registry.register(
             "role",
@@ -101,7 +180,61 @@ impl Metrics {
             "js7: times this sidecar SIGKILLed its JOC JVM, by why",
             metrics.joc_fenced.clone(),
         );
+        registry.register(
+            "failsafe",
+            "1 while this member stays active in failsafe mode (the database is down for everyone)",
+            metrics.failsafe.clone(),
+        );
+        registry.register_collector(Box::new(LiveGauges(metrics.live.clone())));
         (metrics, registry)
+    }
+
+    fn live(&self, change: impl FnOnce(&mut Live)) {
+        if let Ok(mut live) = self.live.lock() {
+            change(&mut live);
+        }
+    }
+
+    /// js7: what the last look at JOC's tables showed.
+    pub fn joc_looked(&self, look: &Look) {
+        self.live(|live| live.joc = Some(look.clone()));
+    }
+
+    /// Follows the elector's role for `lease_renew_age_seconds`: each
+    /// successful renew publishes the holder's role with a later deadline.
+    pub async fn track_renews(self, mut roles: watch::Receiver<Role>) {
+        let mut renews = Renews::default();
+        loop {
+            let role = *roles.borrow_and_update();
+            if let Some(renewed_at) = renews.seen(role, Instant::now()) {
+                self.live(|live| live.renewed_at = renewed_at);
+            }
+            if roles.changed().await.is_err() {
+                self.live(|live| live.renewed_at = None);
+                return;
+            }
+        }
+    }
+}
+
+/// Tells a renew from the roles the elector publishes.
+#[derive(Debug, Default)]
+struct Renews {
+    until: Option<Instant>,
+}
+
+impl Renews {
+    /// The new "renewed at" for `role` seen at `now`, if it changes: a
+    /// new deadline is a renew (or the take-over), standby has none.
+    fn seen(&mut self, role: Role, now: Instant) -> Option<Option<Instant>> {
+        match role {
+            Role::Active { until, .. } if self.until != Some(until) => {
+                self.until = Some(until);
+                Some(Some(now))
+            }
+            Role::Active { .. } => None,
+            Role::Standby => self.until.take().map(|_| None),
+        }
     }
 }
 
@@ -143,5 +276,59 @@ mod tests {
         }
         assert!(text.contains(r#"cluster="joc""#));
         assert!(text.contains(r#"result="completed""#));
+        assert!(text.contains("joc_ha_failsafe{"), "{text}");
+        for absent in ["joc_ha_lease_renew_age_seconds", "joc_ha_joc_"] {
+            assert!(
+                !text.contains(absent),
+                "{absent} before it means anything:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_live_gauges_appear_once_they_mean_something() {
+        let (metrics, registry) = Metrics::new("js7", "joc", "joc-0");
+        metrics.live(|live| live.renewed_at = Some(Instant::now()));
+        metrics.joc_looked(&Look {
+            member_id: Some("joc-1:bb".into()),
+            cluster_age_s: None,
+            own_age_s: Some(4),
+            names_me: false,
+        });
+        let text = encode(&registry);
+        for line in [
+            "joc_ha_joc_active{namespace=\"js7\",cluster=\"joc\",member=\"joc-0\"} 0",
+            "joc_ha_joc_instance_heartbeat_age_seconds{namespace=\"js7\",cluster=\"joc\",member=\"joc-0\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(text.contains("joc_ha_lease_renew_age_seconds{"), "{text}");
+        assert!(
+            !text.contains("joc_ha_joc_cluster_heartbeat_age_seconds"),
+            "no JOC_CLUSTER row, no series: {text}"
+        );
+    }
+
+    #[test]
+    fn a_new_deadline_is_a_renew_and_standby_has_none() {
+        let t0 = Instant::now();
+        let s = std::time::Duration::from_secs;
+        let active = |until| Role::Active {
+            term: 3,
+            until: t0 + s(until),
+        };
+        let mut renews = Renews::default();
+        // (role seen, at, the new "renewed at" if it changes)
+        let table = [
+            (Role::Standby, 0, None),
+            (active(10), 1, Some(Some(t0 + s(1)))),
+            (active(10), 2, None),
+            (active(12), 3, Some(Some(t0 + s(3)))),
+            (Role::Standby, 4, Some(None)),
+            (Role::Standby, 5, None),
+        ];
+        for (role, at, want) in table {
+            assert_eq!(renews.seen(role, t0 + s(at)), want, "{role:?} at {at}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::kubernetes::ClusterApi;
 use crate::lease::{Elector, LeaseConfig, MemberKind};
 use crate::metrics::Metrics;
 use crate::role::RoleReport;
-use crate::runner::Runner;
+use crate::runner::{JocNotes, Runner};
 
 /// Errors that stop the sidecar at start-up; each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
     let (elector, roles) = Elector::start(lease, &config.database_url)?;
+    tokio::spawn(metrics.clone().track_renews(roles.clone()));
     let elector_status = elector.status();
 
     let pods_changed = Arc::new(Notify::new());
@@ -122,6 +123,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         renew_interval: config.renew_interval,
         joc: config.joc.clone(),
     });
+    let joc_notes = JocNotes::start(api.clone());
     let mut runner = Runner {
         config,
         api,
@@ -140,6 +142,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         last_login_event: None,
         last_renew_latency: None,
         database_owned: false,
+        joc_notes,
     };
     runner.publish(standby);
     runner

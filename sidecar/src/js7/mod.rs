@@ -37,6 +37,7 @@
 
 mod config_files;
 pub mod fence;
+pub mod look;
 mod member_id;
 mod tables;
 mod view;

@@ -30,7 +30,9 @@ use crate::lease::{ElectorHandle, ElectorStatus, HandOverTarget, LeaseError, Rol
 use crate::metrics::{Metrics, ResultLabel, WhyLabel};
 use crate::role::{RoleReport, write_role_file};
 
+mod joc_view;
 mod waits;
+pub use joc_view::JocNotes;
 use waits::{recv_signal, run_role_command};
 
 /// How often a js7 holder looks at JOC's tables while it waits for JOC to
@@ -71,6 +73,8 @@ pub struct Runner {
     /// JOC's tables are neither read nor written: on a database another
     /// cluster owns, they hold that cluster's rows under the same member ids.
     pub database_owned: bool,
+    /// js7: JOC's view as published on this pod.
+    pub joc_notes: JocNotes,
 }
 
 impl Runner {
@@ -136,6 +140,8 @@ impl Runner {
             let facts = self.facts();
             let (state, actions) = decide(&self.state, &facts, event);
             self.state = state;
+            let failsafe = self.state.failsafe_until.is_some_and(|u| facts.now < u);
+            self.metrics.failsafe.set(i64::from(failsafe));
             for action in actions {
                 if action == Action::Exit {
                     go_on = false;
@@ -311,6 +317,9 @@ impl Runner {
                         message: "not in js7 mode".to_owned(),
                     }),
                 };
+                if let Ok(view) = &view {
+                    self.looked_at_joc(view);
+                }
                 return Some(Outcome::Joc(view));
             }
             Action::FenceJoc { why } => {

@@ -1,0 +1,59 @@
+//! js7: what the runner does with each look at JOC's tables besides
+//! deciding: the metrics of JOC's view, and the pod annotation
+//! `joc-ha.dev/joc-view` (when: `js7::look::note_due`, a pure table).
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::Runner;
+use crate::js7::JocView;
+use crate::js7::look::{Look, NoteWritten, note_due};
+use crate::kubernetes::ClusterApi;
+
+/// The annotation's writer: the loop hands over the latest note and goes
+/// on; one task writes them in order (the newest wins, none waits on the
+/// API server inside a flow).
+pub struct JocNotes {
+    last: Option<NoteWritten>,
+    tx: watch::Sender<Option<String>>,
+}
+
+impl JocNotes {
+    pub fn start(api: ClusterApi) -> JocNotes {
+        let (tx, mut rx) = watch::channel(None::<String>);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let note = rx.borrow_and_update().clone();
+                if let Some(note) = note
+                    && let Err(error) = api.write_joc_view(&note).await
+                {
+                    // The next due note (at most 30 s later) tries again.
+                    warn!(%error, "cannot publish JOC's view on this pod");
+                }
+            }
+        });
+        JocNotes { last: None, tx }
+    }
+}
+
+impl Runner {
+    /// A look at JOC's tables succeeded: its metrics, and the annotation
+    /// when one is due.
+    pub(super) fn looked_at_joc(&mut self, view: &JocView) {
+        let Some(settings) = &self.config.joc else {
+            return;
+        };
+        let look = Look::of(view, &settings.member_id);
+        self.metrics.joc_looked(&look);
+        let now = Instant::now();
+        if note_due(self.joc_notes.last.as_ref(), &look, now) {
+            let note = look.note(jiff::Timestamp::now()).to_annotation();
+            let _ = self.joc_notes.tx.send(Some(note));
+            self.joc_notes.last = Some(NoteWritten {
+                member_id: look.member_id,
+                at: now,
+            });
+        }
+    }
+}
