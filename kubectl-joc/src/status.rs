@@ -2,9 +2,10 @@
 //! publish it, in one view. Gathering is `gather`; everything else is pure.
 
 use joc_ha_crds::JocCluster;
+use joc_ha_crds::joc_view::JocViewNote;
 use joc_ha_crds::names::{
-    ANNOTATION_FAILSAFE, ANNOTATION_LEASE_TERM, COMPONENT_API_SERVER, LABEL_CLUSTER,
-    LABEL_COMPONENT, LABEL_ROLE,
+    ANNOTATION_FAILSAFE, ANNOTATION_JOC_VIEW, ANNOTATION_LEASE_TERM, COMPONENT_API_SERVER,
+    LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE,
 };
 use joc_ha_crds::pods::is_ready;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -45,6 +46,20 @@ pub struct PodView {
     pub failsafe: bool,
     pub restarts: i32,
     pub age_seconds: Option<i64>,
+    /// js7: JOC's view as this member's sidecar last published it
+    /// (`joc-ha.dev/joc-view`); `None` in generic mode, or before the first
+    /// look.
+    pub joc: Option<JocSeen>,
+}
+
+/// JOC's view from one member: the sidecar's note and how long ago it
+/// looked, by this machine's clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JocSeen {
+    #[serde(flatten)]
+    pub note: JocViewNote,
+    pub looked_seconds_ago: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -114,6 +129,31 @@ fn pod_view(pod: &Pod, now: jiff::Timestamp) -> PodView {
             .creation_timestamp
             .as_ref()
             .map(|t| age(now, t.0)),
+        joc: pod
+            .annotations()
+            .get(ANNOTATION_JOC_VIEW)
+            .and_then(|text| JocViewNote::from_annotation(text))
+            .map(|note| JocSeen {
+                looked_seconds_ago: age(now, note.looked_at.0),
+                note,
+            }),
+    }
+}
+
+/// The JOC ACTIVE and JOC HEARTBEAT cells: JOC's active member (`none`:
+/// no JOC instance is active), and this member's instance heartbeat age at
+/// the look with how long ago the look was; "—" without a JOC view.
+fn joc_cells(joc: &Option<JocSeen>) -> (String, String) {
+    match joc {
+        None => ("—".into(), "—".into()),
+        Some(seen) => (
+            seen.note.member.clone().unwrap_or_else(|| "none".into()),
+            format!(
+                "{} ({} ago)",
+                seconds(seen.note.instance_heart_beat_age_seconds),
+                seconds(Some(seen.looked_seconds_ago))
+            ),
+        ),
     }
 }
 
@@ -207,19 +247,30 @@ pub fn render(v: &StatusView) -> String {
             return;
         }
         out.push_str(&format!(
-            "\n{title}\n{:<28} {:<8} {:<6} {:<6} {:<9} {:<9} {}\n",
-            "NAME", "ROLE", "READY", "TERM", "FAILSAFE", "RESTARTS", "AGE"
+            "\n{title}\n{:<28} {:<8} {:<6} {:<6} {:<9} {:<9} {:<6} {:<28} {}\n",
+            "NAME",
+            "ROLE",
+            "READY",
+            "TERM",
+            "FAILSAFE",
+            "RESTARTS",
+            "AGE",
+            "JOC ACTIVE",
+            "JOC HEARTBEAT"
         ));
         for p in pods {
+            let (joc_active, joc_heartbeat) = joc_cells(&p.joc);
             out.push_str(&format!(
-                "{:<28} {:<8} {:<6} {:<6} {:<9} {:<9} {}\n",
+                "{:<28} {:<8} {:<6} {:<6} {:<9} {:<9} {:<6} {:<28} {}\n",
                 p.name,
                 dash(&p.role),
                 p.ready,
                 p.lease_term.map_or("-".into(), |t| t.to_string()),
                 if p.failsafe { "yes" } else { "no" },
                 p.restarts,
-                seconds(p.age_seconds)
+                seconds(p.age_seconds),
+                joc_active,
+                joc_heartbeat
             ));
         }
     };
@@ -358,8 +409,13 @@ mod tests {
             lease_term: Some(7),
             ..JocClusterStatus::default()
         });
+        let mut active = pod("joc-1", "member", Some("active"), Some("7"), true);
+        active.annotations_mut().insert(
+            ANNOTATION_JOC_VIEW.into(),
+            r#"{"memberId":"joc-1:97c8","member":"joc-1","clusterHeartBeatAgeSeconds":1,"instanceHeartBeatAgeSeconds":2,"lookedAt":"1970-01-01T00:33:10Z"}"#.into(),
+        );
         let pods = [
-            pod("joc-1", "member", Some("active"), Some("7"), true),
+            active,
             pod("joc-api-0", "api-server", None, None, true),
             pod(
                 "joc-0",
@@ -405,8 +461,21 @@ mod tests {
         let text = render(&v);
         assert!(text.contains("active member joc-1, lease term 7"), "{text}");
         assert!(text.contains("API SERVERS"), "{text}");
+        assert!(
+            text.contains("joc-1                        active   true   7      no        3         16m    joc-1                        2s (10s ago)"),
+            "JOC's view, its heartbeat age at the look and the look's age: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("joc-0 ") && l.ends_with("—                            —")),
+            "no JOC view (generic mode): {text}"
+        );
         let json = serde_json::to_value(&v).expect("json");
         assert_eq!(json["members"][1]["leaseTerm"], 7);
+        assert_eq!(json["members"][1]["joc"]["member"], "joc-1");
+        assert_eq!(json["members"][1]["joc"]["instanceHeartBeatAgeSeconds"], 2);
+        assert_eq!(json["members"][1]["joc"]["lookedSecondsAgo"], 10);
+        assert_eq!(json["members"][0]["joc"], serde_json::Value::Null);
         assert_eq!(json["events"][0]["type"], "Normal");
     }
 
