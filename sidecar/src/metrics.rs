@@ -200,6 +200,12 @@ impl Metrics {
         self.live(|live| live.joc = Some(look.clone()));
     }
 
+    /// When this member's last successful lease write was seen; `None`:
+    /// not the holder.
+    pub fn renewed_at(&self, at: Option<Instant>) {
+        self.live(|live| live.renewed_at = at);
+    }
+
     /// Follows the elector's role for `lease_renew_age_seconds`: each
     /// successful renew publishes the holder's role with a later deadline.
     pub async fn track_renews(self, mut roles: watch::Receiver<Role>) {
@@ -207,10 +213,10 @@ impl Metrics {
         loop {
             let role = *roles.borrow_and_update();
             if let Some(renewed_at) = renews.seen(role, Instant::now()) {
-                self.live(|live| live.renewed_at = renewed_at);
+                self.renewed_at(renewed_at);
             }
             if roles.changed().await.is_err() {
-                self.live(|live| live.renewed_at = None);
+                self.renewed_at(None);
                 return;
             }
         }
@@ -288,7 +294,7 @@ mod tests {
     #[test]
     fn the_live_gauges_appear_once_they_mean_something() {
         let (metrics, registry) = Metrics::new("js7", "joc", "joc-0");
-        metrics.live(|live| live.renewed_at = Some(Instant::now()));
+        metrics.renewed_at(Some(Instant::now()));
         metrics.joc_looked(&Look {
             member_id: Some("joc-1:bb".into()),
             cluster_age_s: None,

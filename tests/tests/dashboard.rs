@@ -54,6 +54,14 @@ fn exported_by_joc_ha() -> BTreeSet<String> {
             result: "completed".into(),
         })
         .inc();
+    // The holder's renew age and JOC's view exist once they mean something.
+    sidecar_metrics.renewed_at(Some(tokio::time::Instant::now()));
+    sidecar_metrics.joc_looked(&joc_ha_sidecar::js7::look::Look {
+        member_id: Some("joc-0:aa".into()),
+        cluster_age_s: Some(1),
+        own_age_s: Some(1),
+        names_me: true,
+    });
     operator_metrics.reconciled(false, std::time::Duration::from_millis(3));
     let mut names = exported(&joc_ha_sidecar::metrics::encode(&sidecar));
     names.extend(exported(&joc_ha_operator::metrics::encode(&operator)));
@@ -111,12 +119,18 @@ fn every_panel_and_alert_asks_for_an_exported_metric() -> anyhow::Result<()> {
         }
     }
     // What the dashboard is for: the active member, fail-overs, switch-overs,
-    // the lease's renewals, the operator's reconcile errors.
+    // the lease's renewals and time since the last, failsafe, JOC's
+    // heartbeats and active member, the operator's reconcile errors.
     for needed in [
         "joc_ha_role",
         "joc_ha_takeovers_total",
         "joc_ha_switchovers_total",
         "joc_ha_renew_latency_seconds_bucket",
+        "joc_ha_lease_renew_age_seconds",
+        "joc_ha_failsafe",
+        "joc_ha_joc_cluster_heartbeat_age_seconds",
+        "joc_ha_joc_instance_heartbeat_age_seconds",
+        "joc_ha_joc_active",
         "joc_ha_operator_reconciliations_total",
     ] {
         assert!(asked.contains(needed), "no panel shows {needed}");
