@@ -6,7 +6,9 @@
 use std::process::Output;
 use std::time::Duration;
 
-use joc_ha_crds::names::reason;
+use joc_ha_crds::joc_view::JocViewNote;
+use joc_ha_crds::names::{ANNOTATION_JOC_VIEW, reason};
+use joc_ha_tests::agreement::wait_agreement;
 use joc_ha_tests::stack::{Stack, StackOptions, WorkloadMode};
 use joc_ha_tests::wait::wait_for;
 use serde_json::Value;
@@ -71,6 +73,10 @@ async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<(
             .map(|m| m["role"].clone())
     };
     assert_eq!(role_of(&active), Some(Value::from("active")), "{json}");
+    assert!(
+        members.iter().all(|m| m["joc"].is_null()),
+        "generic mode has no JOC view: {json}"
+    );
     assert!(json["leaseTerm"].as_i64().is_some_and(|t| t >= 1), "{json}");
     let table = kubectl_joc(&stack, &["status", &name]).await?;
     let table = text(&table.stdout);
@@ -223,6 +229,118 @@ async fn a_restart_through_the_plugin_replaces_every_pod_and_keeps_one_active() 
         text(&out.stderr).contains("kubectl get joc -A"),
         "{}",
         text(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Waits until `kubectl joc status -o json` shows every member's JOC view
+/// naming `pod` as JOC's active member; returns the members' rows.
+async fn status_names_joc_active(stack: &Stack, pod: &str) -> anyhow::Result<Vec<Value>> {
+    let name = stack.options.name.clone();
+    wait_for(
+        &format!("every member's JOC view in kubectl joc status to name {pod}"),
+        UP,
+        Duration::from_millis(300),
+        || async {
+            let out = kubectl_joc(stack, &["status", &name, "-o", "json"])
+                .await
+                .ok()?;
+            let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let members = json["members"].as_array()?.clone();
+            (out.status.success()
+                && members.len() == stack.options.members as usize
+                && members.iter().all(|m| m["joc"]["member"] == pod))
+            .then_some(members)
+        },
+    )
+    .await
+}
+
+/// js7 with the JOC stand-ins: each sidecar publishes JOC's view on its
+/// pod (`joc-ha.dev/joc-view`), naming JOC's active member; after a
+/// switch-over it names the new one, and `kubectl joc status` shows it.
+#[tokio::test]
+async fn status_shows_jocs_own_active_member_and_it_moves_with_a_switchover() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions {
+        members: 2,
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.wait_members_ready(UP).await?;
+    let first = wait_agreement(&stack, None, UP).await?;
+    let name = stack.options.name.clone();
+
+    let members = status_names_joc_active(&stack, &first.pod).await?;
+    for member in &members {
+        let pod = member["name"].as_str().expect("a name");
+        // The annotation itself, as the sidecar wrote it on its own pod.
+        let annotations = stack.pods().get(pod).await?.metadata.annotations;
+        let note = annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_JOC_VIEW))
+            .and_then(|text| JocViewNote::from_annotation(text))
+            .expect("the JOC view annotation");
+        assert_eq!(note.member.as_deref(), Some(first.pod.as_str()), "{pod}");
+        assert!(
+            note.member_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with(&format!("{}:", first.pod))),
+            "JOC's MEMBER_ID is <host>:<hash>: {note:?}"
+        );
+        assert!(
+            member["joc"]["instanceHeartBeatAgeSeconds"]
+                .as_i64()
+                .is_some_and(|age| age >= 0),
+            "a Ready member's JOC has its own heartbeat row: {member}"
+        );
+        assert!(
+            member["joc"]["lookedSecondsAgo"].as_i64().is_some(),
+            "{member}"
+        );
+    }
+    let table = text(&kubectl_joc(&stack, &["status", &name]).await?.stdout);
+    assert!(table.contains("JOC ACTIVE"), "{table}");
+
+    // A switch-over: JOC's own active member moves, and so does every
+    // member's view, at once (a change of MEMBER_ID is published at the
+    // next look, not after the 30 s refresh).
+    let target = stack
+        .member_names()
+        .into_iter()
+        .find(|m| *m != first.pod)
+        .expect("a standby");
+    let out = kubectl_joc(
+        &stack,
+        &[
+            "switchover",
+            &name,
+            "--to",
+            &target,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await?;
+    assert!(
+        out.status.success(),
+        "switchover failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let second = wait_agreement(&stack, Some(first.term), UP).await?;
+    assert_eq!(second.pod, target);
+    let agreed = std::time::Instant::now();
+    status_names_joc_active(&stack, &target).await?;
+    let took = agreed.elapsed();
+    println!(
+        "every member's JOC view named {target} {:.1} s after the agreement",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "a move of JOC's active member is published at the next look, not at the 30 s refresh: {took:?}"
     );
     Ok(())
 }
