@@ -50,7 +50,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Live {
     /// When this member's last successful lease write (renew or take-over)
-    /// was published; `None` while it does not hold the lease.
+    /// was published. Shown only while `role` is 1: a failsafe holder stays
+    /// active with the database down, and its renew age grows.
     renewed_at: Option<Instant>,
     /// js7: JOC's view at the last look.
     joc: Option<Look>,
@@ -60,7 +61,10 @@ struct Live {
 /// nothing (Prometheus' convention: no series rather than NaN, so that
 /// `max by (cluster)` and alerts see only members the value applies to).
 #[derive(Debug)]
-struct LiveGauges(Arc<Mutex<Live>>);
+struct LiveGauges {
+    live: Arc<Mutex<Live>>,
+    role: Gauge,
+}
 
 fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
@@ -77,14 +81,15 @@ fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
 
 impl Collector for LiveGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (renewed_at, joc) = match self.0.lock() {
+        let (renewed_at, joc) = match self.live.lock() {
             Ok(live) => (live.renewed_at, live.joc.clone()),
             Err(_) => return Ok(()),
         };
+        let renewed_at = renewed_at.filter(|_| self.role.get() == 1);
         gauge(
             &mut encoder,
             "lease_renew_age_seconds",
-            "Seconds since the holder's last successful lease renew; absent unless this member holds the lease",
+            "Seconds since the active member's last successful lease renew (it grows in failsafe mode); absent while this member is not active",
             renewed_at.map(|at| at.elapsed().as_secs_f64()),
         )?;
         let Some(joc) = joc else {
@@ -185,7 +190,10 @@ impl Metrics {
             "1 while this member stays active in failsafe mode (the database is down for everyone)",
             metrics.failsafe.clone(),
         );
-        registry.register_collector(Box::new(LiveGauges(metrics.live.clone())));
+        registry.register_collector(Box::new(LiveGauges {
+            live: metrics.live.clone(),
+            role: metrics.role.clone(),
+        }));
         (metrics, registry)
     }
 
@@ -200,10 +208,9 @@ impl Metrics {
         self.live(|live| live.joc = Some(look.clone()));
     }
 
-    /// When this member's last successful lease write was seen; `None`:
-    /// not the holder.
-    pub fn renewed_at(&self, at: Option<Instant>) {
-        self.live(|live| live.renewed_at = at);
+    /// When this member's last successful lease write was seen.
+    pub fn renewed_at(&self, at: Instant) {
+        self.live(|live| live.renewed_at = Some(at));
     }
 
     /// Follows the elector's role for `lease_renew_age_seconds`: each
@@ -212,11 +219,10 @@ impl Metrics {
         let mut renews = Renews::default();
         loop {
             let role = *roles.borrow_and_update();
-            if let Some(renewed_at) = renews.seen(role, Instant::now()) {
-                self.renewed_at(renewed_at);
+            if renews.seen(role) {
+                self.renewed_at(Instant::now());
             }
             if roles.changed().await.is_err() {
-                self.renewed_at(None);
                 return;
             }
         }
@@ -230,16 +236,19 @@ struct Renews {
 }
 
 impl Renews {
-    /// The new "renewed at" for `role` seen at `now`, if it changes: a
-    /// new deadline is a renew (or the take-over), standby has none.
-    fn seen(&mut self, role: Role, now: Instant) -> Option<Option<Instant>> {
+    /// Whether `role` shows a renew: a new deadline (or the take-over's
+    /// first one).
+    fn seen(&mut self, role: Role) -> bool {
         match role {
             Role::Active { until, .. } if self.until != Some(until) => {
                 self.until = Some(until);
-                Some(Some(now))
+                true
             }
-            Role::Active { .. } => None,
-            Role::Standby => self.until.take().map(|_| None),
+            Role::Active { .. } => false,
+            Role::Standby => {
+                self.until = None;
+                false
+            }
         }
     }
 }
@@ -294,7 +303,13 @@ mod tests {
     #[test]
     fn the_live_gauges_appear_once_they_mean_something() {
         let (metrics, registry) = Metrics::new("js7", "joc", "joc-0");
-        metrics.renewed_at(Some(Instant::now()));
+        metrics.renewed_at(Instant::now());
+        let text = encode(&registry);
+        assert!(
+            !text.contains("joc_ha_lease_renew_age_seconds"),
+            "not while standby: {text}"
+        );
+        metrics.role.set(1);
         metrics.joc_looked(&Look {
             member_id: Some("joc-1:bb".into()),
             cluster_age_s: None,
@@ -316,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_deadline_is_a_renew_and_standby_has_none() {
+    fn a_new_deadline_is_a_renew() {
         let t0 = Instant::now();
         let s = std::time::Duration::from_secs;
         let active = |until| Role::Active {
@@ -324,17 +339,17 @@ mod tests {
             until: t0 + s(until),
         };
         let mut renews = Renews::default();
-        // (role seen, at, the new "renewed at" if it changes)
+        // (role seen, a renew)
         let table = [
-            (Role::Standby, 0, None),
-            (active(10), 1, Some(Some(t0 + s(1)))),
-            (active(10), 2, None),
-            (active(12), 3, Some(Some(t0 + s(3)))),
-            (Role::Standby, 4, Some(None)),
-            (Role::Standby, 5, None),
+            (Role::Standby, false),
+            (active(10), true),
+            (active(10), false),
+            (active(12), true),
+            (Role::Standby, false),
+            (active(12), true),
         ];
-        for (role, at, want) in table {
-            assert_eq!(renews.seen(role, t0 + s(at)), want, "{role:?} at {at}");
+        for (step, (role, renew)) in table.into_iter().enumerate() {
+            assert_eq!(renews.seen(role), renew, "step {step}: {role:?}");
         }
     }
 }

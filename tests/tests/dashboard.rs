@@ -55,7 +55,8 @@ fn exported_by_joc_ha() -> BTreeSet<String> {
         })
         .inc();
     // The holder's renew age and JOC's view exist once they mean something.
-    sidecar_metrics.renewed_at(Some(tokio::time::Instant::now()));
+    sidecar_metrics.role.set(1);
+    sidecar_metrics.renewed_at(tokio::time::Instant::now());
     sidecar_metrics.joc_looked(&joc_ha_sidecar::js7::look::Look {
         member_id: Some("joc-0:aa".into()),
         cluster_age_s: Some(1),

@@ -39,6 +39,17 @@ async fn cluster(backend: Backend, api_servers: i32) -> anyhow::Result<(Stack, S
     Ok((stack, active))
 }
 
+/// The value of the first series in a `/metrics` text that starts with `prefix`.
+fn metric_value(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 async fn role_label(stack: &Stack, pod: &str) -> anyhow::Result<Option<String>> {
     Ok(stack
         .pods()
@@ -531,6 +542,20 @@ async fn database_down_for_everyone(backend: Backend) -> anyhow::Result<()> {
         role_files(&dir).iter().any(|r| r.is_active_now()),
         "failsafe keeps the cockpit active"
     );
+    // Its metrics say so: failsafe, and no renew for longer than the TTL.
+    let url = format!(
+        "{}/metrics",
+        stack.sidecar_url(&active).expect("sidecar port")
+    );
+    let (_, metrics) = joc_ha_tests::wait::http_get(&url, Duration::from_secs(5)).await?;
+    assert_eq!(
+        metric_value(&metrics, "joc_ha_failsafe{"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let renew_age = metric_value(&metrics, "joc_ha_lease_renew_age_seconds{")
+        .expect("the failsafe holder's renew age");
+    assert!(renew_age >= ttl.as_secs_f64(), "{renew_age}");
 
     stack.db_server()?.start().await?;
     stack.endpoints.wait_single(None, FAILOVER).await?;
@@ -677,6 +702,20 @@ async fn role_endpoints_metrics_and_command(backend: Backend) -> anyhow::Result<
         },
     )
     .await?;
+    // The holder's renew age: present and below the TTL (it renews every
+    // second); absent on the standby; no failsafe, no JOC view (generic).
+    let (_, metrics) = get(&active, "/metrics").await?;
+    let renew_age =
+        metric_value(&metrics, "joc_ha_lease_renew_age_seconds{").expect("the holder's renew age");
+    assert!((0.0..5.0).contains(&renew_age), "{renew_age}");
+    assert_eq!(metric_value(&metrics, "joc_ha_failsafe{"), Some(0.0));
+    assert!(!metrics.contains("joc_ha_joc_"), "{metrics}");
+    let (_, metrics) = get(&standby, "/metrics").await?;
+    assert_eq!(
+        metric_value(&metrics, "joc_ha_lease_renew_age_seconds{"),
+        None,
+        "{metrics}"
+    );
     assert_eq!(get(&active, "/healthz").await?.0, 200);
     assert_eq!(get(&active, "/readyz").await?.0, 200);
     stack.endpoints.assert_never_two();
