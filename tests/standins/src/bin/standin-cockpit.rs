@@ -1,7 +1,14 @@
 //! A stand-in for the JOC Cockpit container in tests and the demo: while its
 //! sidecar's role report says active, it copies the simulated Controller's
 //! events into the history (see `joc_ha_standins::history`), fenced by its term.
-//! It serves `GET /` saying which member answered, and appends its active
+//! It serves `GET /` (JSON) saying which member answered, the role it has
+//! at that instant (`active` or `standby`, judged from the role report when
+//! the request comes, as its loop does) and the lease term it acts under
+//! (`null` when standby): a client behind the Service learns who served it
+//! and under which term. It listens on `--http-addr`, else on JOC's default
+//! HTTP port 4446 on every address (a pod as the operator renders it in
+//! generic mode sets nothing, and the readiness probe dials that port).
+//! It appends its active
 //! periods (CLOCK_MONOTONIC, comparable across processes of one host) to a
 //! file for the overlap checker: `started` when the process starts,
 //! `active` when it first sees its role active for a term, `standby` when it
@@ -20,15 +27,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use joc_ha_sidecar::role::{monotonic_now_ns, read_role_file, writer_alive};
+use joc_ha_sidecar::role::{RoleReport, monotonic_now_ns, read_role_file, writer_alive};
 use joc_ha_standins::history::{self, Dialect, Step};
 use serde_json::json;
+
+/// Where it listens when nothing is set: JOC's default HTTP port (the
+/// JocCluster's `ports.http` default), on every address.
+const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:4446";
 
 struct Args {
     member: String,
     role_dir: PathBuf,
     database_url: Option<String>,
-    http_addr: Option<String>,
+    http_addr: String,
     periods: Option<PathBuf>,
 }
 
@@ -69,7 +80,7 @@ fn args() -> Result<Args> {
         member: member.context("--member (or JOC_HA_POD_NAME, or HOSTNAME) is required")?,
         role_dir: role_dir.context("--role-dir (or JOC_HA_ROLE_DIR) is required")?,
         database_url,
-        http_addr,
+        http_addr: http_addr.unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned()),
         periods,
     })
 }
@@ -77,23 +88,32 @@ fn args() -> Result<Args> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = args()?;
-    let state = std::sync::Arc::new(std::sync::Mutex::new(json!({
-        "member": args.member, "active": false, "term": null
-    })));
-    if let Some(addr) = &args.http_addr {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let shared = state.clone();
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || {
-                let body = shared.lock().map(|s| s.clone()).unwrap_or_default();
-                async move { axum::Json(body) }
-            }),
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-    }
+    // The term the database fenced (shared with the HTTP answers).
+    let fenced = std::sync::Arc::new(std::sync::Mutex::new(None::<i64>));
+    let listener = tokio::net::TcpListener::bind(&args.http_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.http_addr))?;
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get({
+            let fenced = fenced.clone();
+            let member = args.member.clone();
+            let role_dir = args.role_dir.clone();
+            move || {
+                // The role at the instant of the request, not the loop's
+                // last look (up to one step old).
+                let fenced_term = fenced.lock().map(|f| *f).unwrap_or(None);
+                let report = read_role_file(&role_dir).ok();
+                let term = active_term(report.as_ref(), || writer_alive(&role_dir), fenced_term);
+                async move { axum::Json(answer(&member, term)) }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("standin: HTTP server stopped: {error}");
+        }
+    });
 
     let dialect = match &args.database_url {
         Some(url) => Some(Dialect::of_url(url)?),
@@ -123,12 +143,11 @@ async fn main() -> Result<()> {
     loop {
         let report = read_role_file(&args.role_dir).ok();
         let now = monotonic_now_ns();
-        // Active only while the sidecar that wrote the report lives.
-        let active_term = report
-            .as_ref()
-            .filter(|r| r.is_active_now() && writer_alive(&args.role_dir))
-            .and_then(|r| r.term)
-            .filter(|term| Some(*term) != fenced_term);
+        let active_term = active_term(
+            report.as_ref(),
+            || writer_alive(&args.role_dir),
+            fenced_term,
+        );
         let deadline = report
             .as_ref()
             .filter(|_| active_term.is_some())
@@ -163,10 +182,6 @@ async fn main() -> Result<()> {
             (Some(_), Some(_)) => seen_until = seen_until.max(deadline),
             _ => {}
         }
-        if let Ok(mut s) = state.lock() {
-            s["active"] = acting.is_some().into();
-            s["term"] = acting.map(|(t, _)| t).into();
-        }
         if let (Some((term, _)), Some(url), Some(dialect)) =
             (acting, args.database_url.as_deref(), dialect)
         {
@@ -184,6 +199,9 @@ async fn main() -> Result<()> {
                     Ok(Step::Fenced) => {
                         eprintln!("standin {}: term {term} fenced by a newer one", args.member);
                         fenced_term = Some(term);
+                        if let Ok(mut shared) = fenced.lock() {
+                            *shared = Some(term);
+                        }
                     }
                     Ok(_) => {}
                     Err(error) => {
@@ -215,6 +233,30 @@ async fn main() -> Result<()> {
     }
 }
 
+/// The term this stand-in may act under now: the report's, while it says
+/// active before its deadline, the sidecar that wrote it lives, and the
+/// database has not fenced that term.
+fn active_term(
+    report: Option<&RoleReport>,
+    writer_alive: impl FnOnce() -> bool,
+    fenced_term: Option<i64>,
+) -> Option<i64> {
+    report
+        .filter(|r| r.is_active_now())
+        .and_then(|r| r.term)
+        .filter(|term| Some(*term) != fenced_term)
+        .filter(|_| writer_alive())
+}
+
+/// The answer to `GET /`: who served, in which role, under which term.
+fn answer(member: &str, active_term: Option<i64>) -> serde_json::Value {
+    let role = match active_term {
+        Some(_) => joc_ha_crds::names::ROLE_ACTIVE,
+        None => joc_ha_crds::names::ROLE_STANDBY,
+    };
+    json!({"member": member, "role": role, "term": active_term, "active": active_term.is_some()})
+}
+
 /// When the role file was written, on CLOCK_MONOTONIC (from its
 /// modification time, which the kernel sets whatever the writer's clock).
 fn written_at(role_dir: &std::path::Path) -> Option<u64> {
@@ -234,5 +276,49 @@ fn record(file: &mut Option<std::fs::File>, member: &str, event: &str, term: i64
     if let Some(file) = file {
         let line = json!({"member": member, "event": event, "term": term, "mono_ns": at_ns});
         let _ = file.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_acts_only_under_a_live_unfenced_unexpired_active_report() {
+        let active = RoleReport::active("joc-0", "joc", 7, Duration::from_secs(60));
+        let expired = RoleReport {
+            valid_until_monotonic_ns: Some(monotonic_now_ns().saturating_sub(1)),
+            ..active.clone()
+        };
+        let standby = RoleReport::standby("joc-0", "joc");
+        // (report, writer alive, fenced term) -> term acted under
+        let table: [(Option<&RoleReport>, bool, Option<i64>, Option<i64>); 7] = [
+            (Some(&active), true, None, Some(7)),
+            (Some(&active), true, Some(6), Some(7)),
+            (Some(&active), true, Some(7), None),
+            (Some(&active), false, None, None),
+            (Some(&expired), true, None, None),
+            (Some(&standby), true, None, None),
+            (None, true, None, None),
+        ];
+        for (report, alive, fenced, want) in table {
+            assert_eq!(
+                active_term(report, || alive, fenced),
+                want,
+                "{report:?} alive {alive} fenced {fenced:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_answer_says_standby_with_no_term_when_not_acting() {
+        assert_eq!(
+            answer("joc-1", None),
+            json!({"member": "joc-1", "role": "standby", "term": null, "active": false})
+        );
+        assert_eq!(
+            answer("joc-0", Some(3)),
+            json!({"member": "joc-0", "role": "active", "term": 3, "active": true})
+        );
     }
 }
