@@ -12,6 +12,7 @@ pub mod operator;
 pub mod process;
 pub mod proxy;
 pub mod realnode;
+pub mod service_client;
 pub mod stack;
 pub mod wait;
 
