@@ -4,6 +4,8 @@
 # uncompressed layer each, owned by root, run as the non-root user 65532.
 #
 #   scripts/images.sh [OUT_DIR]     build, print one line per image with its digest
+#   scripts/images.sh OUT_DIR NAME…  only those archives (e.g. standin-cockpit after a
+#                                   change to a stand-in), built with only their package
 #
 # Images (tag = the chart's appVersion):
 #   ghcr.io/joc-ha/joc-ha-operator   /usr/local/bin/joc-ha-operator
@@ -20,6 +22,11 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 out=${1:-$target_dir/images}
+only=("${@:2}")
+wanted() { [[ ${#only[@]} -eq 0 || " ${only[*]} " == *" $1 "* ]]; }
+package_of() {
+  case $1 in joc-ha-operator | joc-ha-sidecar) echo "$1" ;; *) echo joc-ha-standins ;; esac
+}
 triple=x86_64-unknown-linux-musl
 tag=$(awk -F'"' '/^appVersion:/ { print $2 }' "$repo/charts/joc-ha/Chart.yaml")
 
@@ -35,9 +42,13 @@ export CC_x86_64_unknown_linux_musl=musl-gcc
 # Paths of this machine stay out of the binaries' panic messages.
 export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$repo=/src --remap-path-prefix=$HOME/.cargo=/cargo"
 echo "images: building the static binaries (profile dist, $triple)" >&2
-(cd "$repo" && cargo build --locked --profile dist --target "$triple" \
-  -p joc-ha-operator -p joc-ha-sidecar -p joc-ha-standins \
-  --bin joc-ha-operator --bin joc-ha-sidecar --bin joc-standin --bin standin-cockpit >&2)
+all_bins=(joc-ha-operator joc-ha-sidecar joc-standin standin-cockpit)
+select=()
+for bin in "${all_bins[@]}"; do
+  if wanted "$bin"; then select+=(-p "$(package_of "$bin")" --bin "$bin"); fi
+done
+[[ ${#select[@]} -gt 0 ]] || { echo "images: no such image: ${only[*]} (known: ${all_bins[*]})" >&2; exit 1; }
+(cd "$repo" && cargo build --locked --profile dist --target "$triple" "${select[@]}" >&2)
 bins=$target_dir/$triple/dist
 
 mkdir -p "$out"
@@ -107,7 +118,8 @@ image() {
   echo "$out/$archive.oci.tar $name:$tag sha256:$manifest"
 }
 
-image joc-ha-operator ghcr.io/joc-ha/joc-ha-operator joc-ha-operator 8080
-image joc-ha-sidecar ghcr.io/joc-ha/joc-ha-sidecar joc-ha-sidecar 9086
-image joc-standin joc-ha.dev/joc-standin joc-standin 4446
-image standin-cockpit joc-ha.dev/standin-cockpit standin-cockpit 4446
+wanted joc-ha-operator && image joc-ha-operator ghcr.io/joc-ha/joc-ha-operator joc-ha-operator 8080
+wanted joc-ha-sidecar && image joc-ha-sidecar ghcr.io/joc-ha/joc-ha-sidecar joc-ha-sidecar 9086
+wanted joc-standin && image joc-standin joc-ha.dev/joc-standin joc-standin 4446
+wanted standin-cockpit && image standin-cockpit joc-ha.dev/standin-cockpit standin-cockpit 4446
+:  # the last `wanted` may be false

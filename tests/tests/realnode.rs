@@ -675,9 +675,9 @@ async fn the_operators_pods_with_the_real_sidecar_elect_one_active_member_on_rea
     // Each sidecar (the image that ships, in the operator's restricted pod
     // spec) reaches the apiserver in-cluster and the database, and exactly
     // one member holds the lease and is labelled active. (The cockpit,
-    // standin-cockpit, finds its member name and role dir by itself; it
-    // serves no port here, so it never turns Ready: only that it runs is
-    // checked below, before its preStop hook.)
+    // standin-cockpit, finds its member name and role dir by itself and
+    // listens on JOC's default port 4446, which the readiness probe dials;
+    // what a client of the Service sees is tests/tests/realnode_client.rs.)
     let elected = wait_for_ok(
         "both sidecars running, one pod labelled active and one standby",
         Duration::from_secs(120),
