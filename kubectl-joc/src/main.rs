@@ -43,7 +43,7 @@ enum Command {
     /// and in js7 mode JOC's own view; the conditions, the last switch-over
     /// and the latest Events.
     #[command(
-        after_help = "JOC ACTIVE and JOC HEARTBEAT (js7 mode; \"—\" in generic mode): what each member's sidecar\nsaw at its last look at JOC's tables, as it publishes it on its pod (annotation joc-ha.dev/joc-view,\nrefreshed when JOC's active member changes, else at most every 30 s). JOC ACTIVE is JOC's own\nactive member (JOC_CLUSTER.MEMBER_ID; \"none\": no JOC instance is active). JOC HEARTBEAT is the\nage of that member's own JOC_INSTANCES heartbeat at the look, by the database's clock, then how\nlong ago the look was, by this machine's clock: \"2s (10s ago)\". -o json carries the same per\nmember under \"joc\" (ages at the look, lookedAt, lookedSecondsAgo).\n\nExamples:\n  kubectl joc status joc -n js7\n  kubectl joc status joc -o json"
+        after_help = "JOC ACTIVE and JOC HEARTBEAT (js7 mode; \"—\" in generic mode): what each member's sidecar\nsaw at its last look at JOC's tables, as it publishes it on its pod (annotation joc-ha.dev/joc-view,\nrefreshed when JOC's active member changes, else at most every 30 s). JOC ACTIVE is JOC's own\nactive member (JOC_CLUSTER.MEMBER_ID; \"none\": no JOC instance is active). JOC HEARTBEAT is the\nage of the row's own member's JOC_INSTANCES heartbeat at the look, by the database's clock, then how\nlong ago the look was, by this machine's clock: \"2s (10s ago)\". -o json carries the same per\nmember under \"joc\" (ages at the look, lookedAt, lookedSecondsAgo).\n\nExamples:\n  kubectl joc status joc -n js7\n  kubectl joc status joc -o json"
     )]
     Status {
         /// The JocCluster.

@@ -339,7 +339,7 @@ async fn status_shows_jocs_own_active_member_and_it_moves_with_a_switchover() ->
         took.as_secs_f64()
     );
     assert!(
-        took < Duration::from_secs(30),
+        took < Duration::from_secs(10),
         "a move of JOC's active member is published at the next look, not at the 30 s refresh: {took:?}"
     );
     Ok(())

@@ -208,6 +208,12 @@ impl Metrics {
         self.live(|live| live.joc = Some(look.clone()));
     }
 
+    /// js7: JOC's tables could not be read: JOC's gauges go until the
+    /// next successful look.
+    pub fn joc_unread(&self) {
+        self.live(|live| live.joc = None);
+    }
+
     /// When this member's last successful lease write was seen.
     pub fn renewed_at(&self, at: Instant) {
         self.live(|live| live.renewed_at = Some(at));

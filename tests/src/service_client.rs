@@ -191,6 +191,9 @@ pub fn parse_response(response: &[u8]) -> Result<Answer, String> {
     })
 }
 
+/// The longest a look at the lease row (or a reconnect) may take.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Polls the lease row of one cluster every `every`; stops on drop.
 pub struct LeaseObserver {
     stop: Arc<AtomicBool>,
@@ -201,6 +204,9 @@ pub struct LeaseObserver {
 impl LeaseObserver {
     /// `cluster_id` is the lease row's key, `<namespace>/<name>`.
     pub async fn start(database_url: &str, cluster_id: &str, every: Duration) -> Result<Self> {
+        if !(database_url.starts_with("postgres") || database_url.starts_with("mysql")) {
+            anyhow::bail!("the lease observer reads PostgreSQL or MariaDB, not {database_url}");
+        }
         let mut conn = crate::joc::connect(database_url).await?;
         let statement = if database_url.starts_with("postgres") {
             "SELECT holder, term, CAST(CASE WHEN expires_at > now() THEN 1 ELSE 0 END AS BIGINT) \
@@ -227,13 +233,19 @@ impl LeaseObserver {
                 while !stop.load(Ordering::SeqCst) {
                     ticks.tick().await;
                     if conn.is_none() {
-                        conn = crate::joc::connect(&url).await.ok();
+                        // Bounded, so that stop() never waits on a stalled server.
+                        conn = tokio::time::timeout(LOOK_TIMEOUT, crate::joc::connect(&url))
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
                     }
                     let Some(c) = conn.as_mut() else { continue };
                     let sent_ns = monotonic_ns();
                     // A failed look is no look: the holdings widen over it.
-                    match look(c, statement, &cluster_id).await {
-                        Ok(holder) => {
+                    match tokio::time::timeout(LOOK_TIMEOUT, look(c, statement, &cluster_id))
+                        .await
+                    {
+                        Ok(Ok(holder)) => {
                             let sample = LeaseSample {
                                 sent_ns,
                                 received_ns: monotonic_ns(),
@@ -243,7 +255,7 @@ impl LeaseObserver {
                                 samples.push(sample);
                             }
                         }
-                        Err(_) => conn = None,
+                        Ok(Err(_)) | Err(_) => conn = None,
                     }
                 }
             }

@@ -88,18 +88,12 @@ async fn steady(client: &ServiceClient, term: i64) -> anyhow::Result<()> {
     .await
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Both members Ready, one labelled active and one standby.
-async fn settled(pods: &Api<Pod>) -> anyhow::Result<()> {
+/// Both members Ready, one labelled active and one standby, and no
+/// switch-over request left on the cluster (the next one must be new).
+async fn settled(pods: &Api<Pod>, clusters: &Api<JocCluster>) -> anyhow::Result<()> {
     let members = ListParams::default().labels(&format!("{}=joc", names::LABEL_CLUSTER));
     wait_for_ok(
-        "both members Ready, one active and one standby",
+        "both members Ready, one active and one standby, no switch-over pending",
         Duration::from_secs(120),
         Duration::from_millis(200),
         || async {
@@ -117,11 +111,19 @@ async fn settled(pods: &Api<Pod>) -> anyhow::Result<()> {
                     (
                         role,
                         p.metadata.name.clone().unwrap_or_default(),
-                        pod_ready(p),
+                        joc_ha_crds::pods::is_ready(p),
                     )
                 })
                 .collect();
             roles.sort();
+            let cluster = clusters.get("joc").await.map_err(|e| e.to_string())?;
+            if cluster
+                .metadata
+                .annotations
+                .is_some_and(|a| a.contains_key(names::ANNOTATION_SWITCHOVER_TO))
+            {
+                return Err("the switch-over annotation is still there".into());
+            }
             let labels: Vec<&str> = roles.iter().map(|(r, _, _)| r.as_str()).collect();
             if labels == [names::ROLE_ACTIVE, names::ROLE_STANDBY] && roles.iter().all(|r| r.2) {
                 Ok(())
@@ -155,11 +157,15 @@ fn crash_pod_processes(uid: &str) -> anyhow::Result<usize> {
             .lines()
             .any(|l| l.contains("/kubepods") && l.contains(&format!("/pod{uid}/")));
         if in_pod && !cmdline.starts_with(b"/pause") {
-            nix::sys::signal::kill(
+            match nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
-            )?;
-            killed += 1;
+            ) {
+                Ok(()) => killed += 1,
+                // It ended between the scan and the signal.
+                Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(killed)
@@ -224,7 +230,7 @@ async fn a_client_behind_the_service_is_served_only_by_the_lease_holder_through_
         },
     )
     .await?;
-    settled(&pods).await?;
+    settled(&pods, &clusters).await?;
 
     // The lease as the database shows it, every 10 ms, beside the client on node 1.
     let observer = LeaseObserver::start(&db.url(), "ha/joc", Duration::from_millis(10)).await?;
@@ -238,7 +244,7 @@ async fn a_client_behind_the_service_is_served_only_by_the_lease_holder_through_
     let mut faults: Vec<(&str, i64)> = Vec::new();
     for trial in 0..trials {
         if trial > 0 {
-            settled(&pods).await?;
+            settled(&pods, &clusters).await?;
         }
         steady(&client, term).await?;
         // Switch-over by annotation: any standby.
@@ -255,7 +261,7 @@ async fn a_client_behind_the_service_is_served_only_by_the_lease_holder_through_
             served_after(&client, term, "answers after the switch-over").await?;
         assert_ne!(next, serving, "the switch-over kept {serving} serving");
         (serving, term) = (next, next_term);
-        settled(&pods).await?;
+        settled(&pods, &clusters).await?;
         steady(&client, term).await?;
 
         // A crash of the active pod's processes.

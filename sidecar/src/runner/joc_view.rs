@@ -2,6 +2,9 @@
 //! deciding: the metrics of JOC's view, and the pod annotation
 //! `joc-ha.dev/joc-view` (when: `js7::look::note_due`, a pure table).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::warn;
@@ -17,23 +20,32 @@ use crate::kubernetes::ClusterApi;
 pub struct JocNotes {
     last: Option<NoteWritten>,
     tx: watch::Sender<Option<String>>,
+    /// Set by the writer when a write failed: the next look writes again
+    /// (a missed move of JOC's active member must not wait for the 30 s).
+    failed: Arc<AtomicBool>,
 }
 
 impl JocNotes {
     pub fn start(api: ClusterApi) -> JocNotes {
         let (tx, mut rx) = watch::channel(None::<String>);
+        let failed = Arc::new(AtomicBool::new(false));
+        let failure = failed.clone();
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let note = rx.borrow_and_update().clone();
                 if let Some(note) = note
                     && let Err(error) = api.write_joc_view(&note).await
                 {
-                    // The next due note (at most 30 s later) tries again.
                     warn!(%error, "cannot publish JOC's view on this pod");
+                    failure.store(true, Ordering::Relaxed);
                 }
             }
         });
-        JocNotes { last: None, tx }
+        JocNotes {
+            last: None,
+            tx,
+            failed,
+        }
     }
 }
 
@@ -47,6 +59,9 @@ impl Runner {
         let look = Look::of(view, &settings.member_id);
         self.metrics.joc_looked(&look);
         let now = Instant::now();
+        if self.joc_notes.failed.swap(false, Ordering::Relaxed) {
+            self.joc_notes.last = None;
+        }
         if note_due(self.joc_notes.last.as_ref(), &look, now) {
             let note = look.note(jiff::Timestamp::now()).to_annotation();
             let _ = self.joc_notes.tx.send(Some(note));

@@ -273,8 +273,10 @@ impl Runner {
                         message: "not in js7 mode".to_owned(),
                     }),
                 };
-                if let Ok(view) = &view {
-                    self.looked_at_joc(view);
+                match &view {
+                    Ok(view) => self.looked_at_joc(view),
+                    // Ages from before the outage would look healthy.
+                    Err(_) => self.metrics.joc_unread(),
                 }
                 return Some(Outcome::Joc(view));
             }
