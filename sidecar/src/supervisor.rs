@@ -143,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         last_renew_latency: None,
         database_owned: false,
         joc_notes,
+        joc_container_left: Vec::new(),
     };
     runner.publish(standby);
     runner

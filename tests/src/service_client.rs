@@ -242,8 +242,7 @@ impl LeaseObserver {
                     let Some(c) = conn.as_mut() else { continue };
                     let sent_ns = monotonic_ns();
                     // A failed look is no look: the holdings widen over it.
-                    match tokio::time::timeout(LOOK_TIMEOUT, look(c, statement, &cluster_id))
-                        .await
+                    match tokio::time::timeout(LOOK_TIMEOUT, look(c, statement, &cluster_id)).await
                     {
                         Ok(Ok(holder)) => {
                             let sample = LeaseSample {

@@ -398,9 +398,11 @@ const AFTER_STORM: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn a_switchover_storm_ends_with_one_endpoint_and_the_last_outcome() -> anyhow::Result<()> {
     let (stack, first, second) = cluster().await?;
+    let mut last_target = &first;
     for i in 0..20 {
         let target = if i % 2 == 0 { &second } else { &first };
         stack.annotate_switchover(target).await?;
+        last_target = target;
         // The storm's pace is the case itself, not a wait for a condition.
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
@@ -408,7 +410,9 @@ async fn a_switchover_storm_ends_with_one_endpoint_and_the_last_outcome() -> any
     // that pod the only one labeled active, and status naming the request
     // handled last: it moved the lease there, or found it already there.
     // (The annotation goes before its outcome is recorded, and a hand-over
-    // moves the endpoint after it: all four are waited for together.)
+    // moves the endpoint after it: all four are waited for together, on
+    // the last request's target; an earlier outcome naming the holder that
+    // has just taken the last request looks settled for a moment.)
     let (active, record) = wait_for(
         "the storm to settle: one endpoint, its pod alone labeled, recorded",
         AFTER_STORM,
@@ -425,6 +429,9 @@ async fn a_switchover_storm_ends_with_one_endpoint_and_the_last_outcome() -> any
             let [active] = routed.as_slice() else {
                 return None;
             };
+            if active != last_target {
+                return None;
+            }
             if stack.labeled_active().await.ok()? != vec![active.clone()] {
                 return None;
             }

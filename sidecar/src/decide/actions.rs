@@ -133,10 +133,15 @@ pub enum Action {
     },
     /// js7, awaited: fence this pod's JOC: SIGKILL its JVM, confirm it gone
     /// within a bound, then write what JOC's clean shutdown writes
-    /// (docs/joc-facts.md fact 12). `why` for the log.
+    /// (docs/joc-facts.md fact 12). `why` for the log; `end_container`:
+    /// its container's processes too (see `FenceWhy::ends_container`).
     FenceJoc {
         why: String,
+        end_container: bool,
     },
+    /// js7: end the processes of the container a fence left running
+    /// (`FenceDone::container_left`), so that the kubelet starts it anew.
+    EndJocContainer,
     /// Awaited: remove the switch-over annotation if it still says `value`.
     ClearSwitchover {
         value: String,

@@ -228,6 +228,9 @@ pub struct FenceDone {
     /// Whether the JVM's container's process group was SIGKILLed too (the
     /// container ends and the kubelet starts it anew).
     pub container_ended: bool,
+    /// Whether the container's processes were left running on purpose
+    /// (`end_container: false`): they are to be ended later.
+    pub container_left: bool,
     /// JOC's clean-shutdown writes for the fenced member, or why not.
     pub release: Result<crate::js7::FencedRelease, String>,
 }

@@ -61,6 +61,21 @@ pub struct FenceWhy {
     pub note: String,
 }
 
+/// The reason whose fence leaves JOC's container running until the
+/// database answers again.
+pub const DATABASE_LOST: &str = "database_lost";
+
+impl FenceWhy {
+    /// Whether the fence ends the JVM's container too, so that the kubelet
+    /// starts it anew at once. Not while the database is gone: JOC's start
+    /// would fail on it and leave the container without a JVM
+    /// (docs/joc-facts.md fact 3) until its probes restart it, minutes later;
+    /// the runner ends that container once the database answers.
+    pub fn ends_container(&self) -> bool {
+        self.label != DATABASE_LOST
+    }
+}
+
 /// Whether to fence this member's JOC now, and why.
 pub fn fence_reason(f: &FenceFacts) -> Option<FenceWhy> {
     // The database is gone while this JOC is JOC's active member: once it is
@@ -75,7 +90,7 @@ pub fn fence_reason(f: &FenceFacts) -> Option<FenceWhy> {
         && age > f.silent_after
     {
         return Some(FenceWhy {
-            label: "database_lost",
+            label: DATABASE_LOST,
             note: format!(
                 "JOC's tables are unreadable and its cluster heartbeat, written by this member's JOC as JOC's active member, is {:.1}s old by now: once the database is back another JOC takes over at its first poll, while this one would run its services until its own next poll",
                 age.as_secs_f64()

@@ -112,6 +112,10 @@ pub struct JocState {
     /// This sidecar did not run for this long before its last look (kept
     /// until a JOC read judged it).
     pub resumed_after: Option<Duration>,
+    /// A fence while the database was gone left JOC's container running
+    /// (`FenceWhy::ends_container`): it is ended at the next read that
+    /// succeeds, when JOC can start again.
+    pub container_left: bool,
 }
 
 impl State {

@@ -24,9 +24,14 @@ pub const CONFIRM_BOUND: Duration = Duration::from_secs(5);
 pub enum Fenced {
     /// No JVM with this JETTY_BASE runs: nothing to stop.
     NoJvm,
-    /// These pids were SIGKILLed and are gone (or zombies); so were the
-    /// process groups `groups` (the JVM's container, so that it ends).
-    Killed { pids: Vec<i32>, groups: Vec<i32> },
+    /// These pids were SIGKILLed and are gone (or zombies). `groups`: the
+    /// JVM's container's process groups, SIGKILLed too if `ended` (so that
+    /// the container ends), else left running.
+    Killed {
+        pids: Vec<i32>,
+        groups: Vec<i32>,
+        ended: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +102,13 @@ pub fn is_gone(proc_root: &Path, pid: i32) -> bool {
 
 /// SIGKILLs every JVM of `jetty_base` and waits up to `bound` until each is
 /// gone. A frozen (SIGSTOPped) JVM dies too: SIGKILL needs no cooperation.
+/// `end_container`: its container's process groups die with it; otherwise
+/// they are returned, to be ended later with [`end_groups`].
 pub async fn fence_jvm(
     proc_root: &Path,
     jetty_base: &str,
     bound: Duration,
+    end_container: bool,
 ) -> Result<Fenced, FenceError> {
     let pids = find_jvms(proc_root, jetty_base)?;
     if pids.is_empty() {
@@ -123,7 +131,10 @@ pub async fn fence_jvm(
     // Best effort, the group first (its main process must not see the JVM
     // end and exit by itself first): the JVM is what must die; a group
     // that cannot be signalled leaves the container to its liveness probe.
-    groups.retain(|&group| killpg(Pid::from_raw(group), Signal::SIGKILL).is_ok());
+    let ended = end_container;
+    if end_container {
+        groups = end_groups(&groups);
+    }
     for &pid in &pids {
         match kill(Pid::from_raw(pid), Signal::SIGKILL) {
             Ok(()) | Err(Errno::ESRCH) => {}
@@ -140,7 +151,24 @@ pub async fn fence_jvm(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    Ok(Fenced::Killed { pids, groups })
+    Ok(Fenced::Killed {
+        pids,
+        groups,
+        ended,
+    })
+}
+
+/// SIGKILLs the process groups `groups` (never the pod's init nor this
+/// process's own); returns those signalled. A group already gone is
+/// skipped.
+pub fn end_groups(groups: &[i32]) -> Vec<i32> {
+    let own_group = getpgrp();
+    groups
+        .iter()
+        .copied()
+        .filter(|&group| is_other_container_group(Pid::from_raw(group), own_group))
+        .filter(|&group| killpg(Pid::from_raw(group), Signal::SIGKILL).is_ok())
+        .collect()
 }
 
 /// A process group the fence may end: not the pod's init (pid 1, the pause
@@ -211,11 +239,11 @@ mod tests {
         let found = find_jvms(Path::new("/proc"), base_str).expect("find");
         assert!(found.contains(&pid), "{found:?}");
         assert!(!found.contains(&other_pid), "{found:?}");
-        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND)
+        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND, true)
             .await
             .expect("fence");
         assert!(
-            matches!(&fenced, Fenced::Killed { pids, groups } if pids.contains(&pid) && groups.is_empty()),
+            matches!(&fenced, Fenced::Killed { pids, groups, .. } if pids.contains(&pid) && groups.is_empty()),
             "{fenced:?}"
         );
         // Not reaped yet: a zombie counts as gone.
@@ -227,7 +255,7 @@ mod tests {
         );
         settle(base_str).await;
         assert_eq!(
-            fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND)
+            fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND, true)
                 .await
                 .expect("fence"),
             Fenced::NoJvm
@@ -240,25 +268,23 @@ mod tests {
         let _ = other.wait();
     }
 
-    #[tokio::test]
-    async fn the_jvms_container_ends_with_it_but_never_the_sidecars_group() {
-        use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base = dir.path().join("jetty-base");
+    /// A container as a kubelet starts one: its main process (no marker,
+    /// its own process group) waits for its JVM child (the marker), then
+    /// lives on without it as the image's entrypoint does (fact 3). The
+    /// child, its main pid, and the JVM pids found.
+    async fn container_with_jvm(base: &Path) -> (std::process::Child, i32, Vec<i32>) {
+        use std::os::unix::process::CommandExt as _;
         let marker = format!("{JETTY_BASE_MARKER}{}", base.display());
-        // A container: its main process (no marker, its own process group,
-        // as a kubelet starts one) waits for its JVM child (the marker).
-        let mut container = std::process::Command::new("/bin/sh")
+        let container = std::process::Command::new("/bin/sh")
             .args([
                 "-c",
-                "/bin/sh -c 'while :; do sleep 0.1; done' \"$M\" & wait",
+                "/bin/sh -c 'while :; do sleep 0.1; done' \"$M\" & wait; while :; do sleep 0.1; done",
             ])
             .env("M", &marker)
             .process_group(0)
             .spawn()
             .expect("spawn");
         let main_pid = container.id() as i32;
-        let guard = KillOnDrop(vec![main_pid]);
         let base_str = base.to_str().expect("utf8");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let found = loop {
@@ -273,14 +299,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert!(!found.contains(&main_pid), "{found:?}");
-        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND)
+        (container, main_pid, found)
+    }
+
+    #[tokio::test]
+    async fn the_jvms_container_ends_with_it_but_never_the_sidecars_group() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("jetty-base");
+        let (mut container, main_pid, found) = container_with_jvm(&base).await;
+        let guard = KillOnDrop(vec![main_pid]);
+        let base_str = base.to_str().expect("utf8");
+        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND, true)
             .await
             .expect("fence");
         assert_eq!(
             fenced,
             Fenced::Killed {
                 pids: found,
-                groups: vec![main_pid]
+                groups: vec![main_pid],
+                ended: true,
             }
         );
         let status = container.wait().expect("wait");
@@ -294,6 +332,36 @@ mod tests {
         // earlier test's fence left that group alone (the guard).
         assert!(!is_other_container_group(getpgrp(), getpgrp()));
         assert!(!is_other_container_group(Pid::from_raw(1), getpgrp()));
+    }
+
+    #[tokio::test]
+    async fn a_container_left_running_by_the_fence_is_ended_later() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("jetty-base");
+        let (mut container, main_pid, found) = container_with_jvm(&base).await;
+        let guard = KillOnDrop(vec![main_pid]);
+        let base_str = base.to_str().expect("utf8");
+        let fenced = fence_jvm(Path::new("/proc"), base_str, CONFIRM_BOUND, false)
+            .await
+            .expect("fence");
+        assert_eq!(
+            fenced,
+            Fenced::Killed {
+                pids: found,
+                groups: vec![main_pid],
+                ended: false,
+            }
+        );
+        // The JVM is gone, its container lives on (as the image's does).
+        assert_eq!(container.try_wait().expect("try_wait"), None);
+        assert_eq!(
+            end_groups(&[main_pid, 1, getpgrp().as_raw()]),
+            vec![main_pid]
+        );
+        let status = container.wait().expect("wait");
+        assert_eq!(status.signal(), Some(9), "ended later");
+        drop(guard);
     }
 
     struct KillOnDrop(Vec<i32>);

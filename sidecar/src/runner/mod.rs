@@ -40,6 +40,9 @@ use waits::{recv_signal, run_role_command};
 /// confirm it (JOC switches at its polls; this bounds the added delay).
 const JOC_WAIT_LOOK: Duration = Duration::from_millis(200);
 
+/// An action that keeps the main loop longer is logged.
+const SLOW_ACTION: Duration = Duration::from_secs(3);
+
 /// How often bounded waits look again.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
@@ -73,6 +76,9 @@ pub struct Runner {
     pub database_owned: bool,
     /// js7: JOC's view as published on this pod.
     pub joc_notes: JocNotes,
+    /// js7: the process groups of the container a fence left running, to
+    /// end once the database answers (`Action::EndJocContainer`).
+    pub joc_container_left: Vec<i32>,
 }
 
 impl Runner {
@@ -143,7 +149,21 @@ impl Runner {
             for action in actions {
                 if action == Action::Exit {
                     go_on = false;
-                } else if let Some(outcome) = self.execute(action).await {
+                    continue;
+                }
+                // Nothing else runs meanwhile: a slow effect is worth a line.
+                let what = format!("{action:?}");
+                let what = what
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let started = Instant::now();
+                let outcome = self.execute(action).await;
+                if started.elapsed() > SLOW_ACTION {
+                    warn!(action = %what, took = ?started.elapsed(), "an action held up the main loop");
+                }
+                if let Some(outcome) = outcome {
                     next = Some(Event::Done(outcome));
                 }
             }
@@ -280,9 +300,12 @@ impl Runner {
                 }
                 return Some(Outcome::Joc(view));
             }
-            Action::FenceJoc { why } => {
-                return Some(Outcome::JocFenced(self.fence_joc(&why).await));
+            Action::FenceJoc { why, end_container } => {
+                return Some(Outcome::JocFenced(
+                    self.fence_joc(&why, end_container).await,
+                ));
             }
+            Action::EndJocContainer => self.end_joc_container(),
             Action::JocHealth { fresh } => {
                 self.health.joc_not_ready.store(!fresh, Ordering::Relaxed);
             }

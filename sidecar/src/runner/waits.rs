@@ -18,7 +18,11 @@ use super::{Runner, WAIT_POLL};
 impl Runner {
     /// Fences this pod's JOC: SIGKILL of its JVM (found by `-Djetty.base=`),
     /// confirmed gone, then JOC's clean-shutdown writes for its member.
-    pub(super) async fn fence_joc(&self, why: &str) -> Result<FenceDone, String> {
+    pub(super) async fn fence_joc(
+        &mut self,
+        why: &str,
+        end_container: bool,
+    ) -> Result<FenceDone, String> {
         use crate::js7::fence::{CONFIRM_BOUND, Fenced, fence_jvm};
         let settings = self
             .config
@@ -26,17 +30,26 @@ impl Runner {
             .as_ref()
             .ok_or_else(|| "not in js7 mode".to_owned())?;
         info!(jetty_base = %settings.jetty_base, "fencing JOC: {why}");
-        let (pids, groups) = match fence_jvm(
+        let (pids, groups, ended) = match fence_jvm(
             std::path::Path::new("/proc"),
             &settings.jetty_base,
             CONFIRM_BOUND,
+            end_container,
         )
         .await
         .map_err(|e| e.to_string())?
         {
-            Fenced::NoJvm => (Vec::new(), Vec::new()),
-            Fenced::Killed { pids, groups } => (pids, groups),
+            Fenced::NoJvm => (Vec::new(), Vec::new(), false),
+            Fenced::Killed {
+                pids,
+                groups,
+                ended,
+            } => (pids, groups, ended),
         };
+        let container_left = !ended && !groups.is_empty();
+        if container_left {
+            self.joc_container_left = groups.clone();
+        }
         let release = match self.owned_joc_tables() {
             Some(tables) => tables
                 .release_fenced_member(&settings.member_id)
@@ -46,9 +59,24 @@ impl Runner {
         };
         Ok(FenceDone {
             pids,
-            container_ended: !groups.is_empty(),
+            container_ended: ended && !groups.is_empty(),
+            container_left,
             release,
         })
+    }
+
+    /// Ends the container a fence left running (`EndJocContainer`).
+    pub(super) fn end_joc_container(&mut self) {
+        let groups = std::mem::take(&mut self.joc_container_left);
+        let ended = crate::js7::fence::end_groups(&groups);
+        if ended.is_empty() {
+            info!(?groups, "the fenced JOC's container had ended already");
+        } else {
+            info!(
+                ?ended,
+                "ended the fenced JOC's container: the kubelet starts it anew"
+            );
+        }
     }
 
     /// Acts on JOC's cluster row of a gone active JOC

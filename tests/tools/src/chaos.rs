@@ -769,7 +769,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         }
         if f.services_missing {
             details.push(format!(
-                "{} at {:.0} s: no JOC services in {}",
+                "{} at {:.0} s: no JOC services in the pod the Service routes to (active after the recovery: {})",
                 f.kind.name(),
                 f.at_s,
                 f.active_after
@@ -1253,16 +1253,23 @@ impl Campaign<'_> {
         record: &mut FaultRecord,
         from_ns: i64,
     ) -> Result<()> {
-        let active = record.active_after.clone();
         let frozen = &self.frozen;
+        // In the pod the Service routes to when they run: that may no
+        // longer be the pod active right after the recovery (a holder whose
+        // JOC was fenced while the database was gone hands on once it is
+        // back).
         let running = wait_for(
-            &format!("JOC's services to run in {active}"),
+            "JOC's services to run in the one pod the Service routes to",
             self.config.bound(record.kind),
             Duration::from_millis(50),
             || async {
+                let routed: Vec<String> = stack.endpoints.current().into_iter().collect();
+                let [active] = routed.as_slice() else {
+                    return None;
+                };
                 let now = now_ns();
                 let report = services_report(&stack.periods_dir, frozen, now).ok()?;
-                report.running_at(&active, now).then_some(())
+                report.running_at(active, now).then_some(())
             },
         )
         .await;

@@ -51,7 +51,10 @@ pub(in crate::decide) fn fence_if_resumed(s: &mut State, f: &Facts, out: &mut Ve
     ));
     s.wait(
         Pending::FenceThenGoOn { label: why.label },
-        Action::FenceJoc { why: why.note },
+        Action::FenceJoc {
+            end_container: why.ends_container(),
+            why: why.note,
+        },
         out,
     )
 }
@@ -128,7 +131,14 @@ fn fence_then(
             why.note
         ),
     ));
-    s.wait(then(why.label), Action::FenceJoc { why: why.note }, out)
+    s.wait(
+        then(why.label),
+        Action::FenceJoc {
+            end_container: why.ends_container(),
+            why: why.note,
+        },
+        out,
+    )
 }
 
 /// A fence's outcome: say what was stopped; the JVM's memory goes with it.
@@ -147,6 +157,7 @@ pub(in crate::decide) fn fenced(
                 joc.resumed_after = None;
                 joc.active_without_lease_since = None;
                 joc.active_at_last_read = None;
+                joc.container_left |= done.container_left;
             }
             let release = match &done.release {
                 Ok(r) => format!(
@@ -172,6 +183,8 @@ pub(in crate::decide) fn fenced(
             } else {
                 let restart = if done.container_ended {
                     "its container's processes were ended with it: the kubelet starts the container anew, JOC comes back as a standby"
+                } else if done.container_left {
+                    "its container is ended once the database answers again (JOC's start would fail without it): the kubelet then starts it anew"
                 } else {
                     "its liveness probe restarts it as a standby"
                 };

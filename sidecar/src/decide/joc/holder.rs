@@ -176,7 +176,10 @@ pub(in crate::decide) fn holder(
                         note,
                         reason: reason::LEASE_FOLLOWED_JOC,
                     },
-                    Action::FenceJoc { why: why.note },
+                    Action::FenceJoc {
+                        end_container: why.ends_container(),
+                        why: why.note,
+                    },
                     out,
                 );
             }
@@ -224,7 +227,10 @@ pub(in crate::decide) fn holder(
                         note,
                         reason: reason::HANDED_ON_FROM_SILENT_JOC,
                     },
-                    Action::FenceJoc { why },
+                    Action::FenceJoc {
+                        why,
+                        end_container: true,
+                    },
                     out,
                 );
             }

@@ -3,6 +3,7 @@
 //! follow JOC (the pure choice is [`crate::js7::holder_step`]).
 //! The fence flows are in `fencing.rs`, the holder's in `holder.rs`.
 
+use super::fence::DATABASE_LOST;
 use super::{Action, Facts, Flow, JocReadError, Level, Pending, State, Step};
 use crate::js7::{ContainerRun, JocView, hostname_of, keeps_waiting_heart_beat, own_health};
 
@@ -58,7 +59,7 @@ pub(super) fn read(
         Ok(view) => view,
         Err(error) => {
             note(s, Level::Warn, error.message, out);
-            if let Some(why) = fence_why(s, None, Some(f)).filter(|w| w.label == "database_lost") {
+            if let Some(why) = fence_why(s, None, Some(f)).filter(|w| w.label == DATABASE_LOST) {
                 return fence_unread(s, why, out);
             }
             if error.not_installed {
@@ -76,6 +77,15 @@ pub(super) fn read(
             return Flow::Continue;
         }
     };
+    if let Some(joc) = &mut s.joc
+        && std::mem::take(&mut joc.container_left)
+    {
+        out.push(Action::Log(
+            Level::Info,
+            "the database answers again: ending the container of the JOC fenced while it was gone, so that the kubelet starts it anew".to_owned(),
+        ));
+        out.push(Action::EndJocContainer);
+    }
     remember(s, f, &view);
     let why = fence_why(s, Some(&view), Some(f));
     if let Some(joc) = &mut s.joc {

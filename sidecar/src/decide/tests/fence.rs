@@ -426,17 +426,32 @@ fn the_active_joc_is_fenced_while_the_database_is_gone_before_its_heartbeat_look
         let mut f = facts(now, active(5, now), Some("active"), false);
         let (after, actions) = drive(&state, &mut f, Event::JocLook, &unreadable);
         let b = brief(&actions);
+        // The JVM only: JOC's start would fail while the database is gone.
         assert_eq!(
-            b.contains(&"fence".to_owned()),
+            b.contains(&"fence-jvm-only".to_owned()),
             fenced,
             "after {secs}s: {b:?}"
         );
+        assert!(!b.contains(&"fence".to_owned()), "{b:?}");
         if fenced {
             assert!(
                 actions.contains(&Action::Metric(Metric::JocFenced("database_lost"))),
                 "{actions:?}"
             );
         }
+        state = after;
+    }
+    // The database answers: the container left running is ended, once.
+    for (secs, ends) in [(6, true), (7, false)] {
+        let now = t0 + Duration::from_secs(secs);
+        let mut f = facts(now, active(5, now), Some("active"), false);
+        let (after, actions) = drive(&state, &mut f, Event::JocLook, &Answers::default());
+        let b = brief(&actions);
+        assert_eq!(
+            b.contains(&"end-joc-container".to_owned()),
+            ends,
+            "after {secs}s: {b:?}"
+        );
         state = after;
     }
 }

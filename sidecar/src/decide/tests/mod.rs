@@ -224,6 +224,7 @@ impl Default for Answers {
             fence: Ok(FenceDone {
                 pids: vec![4242],
                 container_ended: true,
+                container_left: false,
                 release: Ok(crate::js7::FencedRelease {
                     cluster_row_deleted: true,
                     heartbeat_reset: true,
@@ -286,7 +287,14 @@ impl Answers {
             }
             Action::WaitForLabel { .. } => Outcome::TargetLabeled(self.target_labeled.clone()),
             Action::ReadOwnPod => Outcome::OwnPod(Ok(facts.own.clone())),
-            Action::FenceJoc { .. } => Outcome::JocFenced(self.fence.clone()),
+            // As the runner's fence does: the container ends, or is left.
+            Action::FenceJoc { end_container, .. } => {
+                Outcome::JocFenced(self.fence.clone().map(|done| FenceDone {
+                    container_ended: done.container_ended && *end_container,
+                    container_left: done.container_ended && !*end_container,
+                    ..done
+                }))
+            }
             other => panic!("{other:?} is not awaited"),
         }
     }
@@ -343,7 +351,12 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ListPodsNow => "list-pods".to_owned(),
                 Action::WaitForElector { .. } => "wait-elector".to_owned(),
                 Action::ReadJoc => "read-joc".to_owned(),
-                Action::FenceJoc { .. } => "fence".to_owned(),
+                Action::FenceJoc {
+                    end_container: true,
+                    ..
+                } => "fence".to_owned(),
+                Action::FenceJoc { .. } => "fence-jvm-only".to_owned(),
+                Action::EndJocContainer => "end-joc-container".to_owned(),
                 Action::KeepJocHeartbeat => "keep-joc-heartbeat".to_owned(),
                 Action::ReleaseGoneJoc {
                     member_id,

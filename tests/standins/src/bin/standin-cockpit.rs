@@ -292,7 +292,8 @@ mod tests {
         };
         let standby = RoleReport::standby("joc-0", "joc");
         // (report, writer alive, fenced term) -> term acted under
-        let table: [(Option<&RoleReport>, bool, Option<i64>, Option<i64>); 7] = [
+        type Row<'a> = (Option<&'a RoleReport>, bool, Option<i64>, Option<i64>);
+        let table: [Row; 7] = [
             (Some(&active), true, None, Some(7)),
             (Some(&active), true, Some(6), Some(7)),
             (Some(&active), true, Some(7), None),
