@@ -149,6 +149,9 @@ async fn main() {
     // `joc-standin jvm -Djetty.base=<base> <container args...>`: the JVM child
     // (hidden; the marker is what `ps` shows of a real JOC's java).
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == WITNESS_SUBCOMMAND) {
+        std::process::exit(run_witness(&argv[2..]).await);
+    }
     let is_jvm = argv.get(1).is_some_and(|a| a == JVM_SUBCOMMAND)
         && argv
             .get(2)
@@ -182,6 +185,57 @@ async fn main() {
 
 /// The hidden subcommand that runs the JVM part as its own process.
 const JVM_SUBCOMMAND: &str = "jvm";
+/// `joc-standin witness <jvm pid> <periods file> <host>` (hidden): notes in
+/// the periods file that the JVM died. The container part notes it too
+/// when it survives the JVM, but a fence SIGKILLs the container's whole
+/// process group with it (README "Fencing"); the witness runs in a process
+/// group of its own and outlives them.
+const WITNESS_SUBCOMMAND: &str = "witness";
+/// How often the witness looks (its note is at most this late).
+const WITNESS_LOOK: Duration = Duration::from_millis(2);
+
+async fn run_witness(args: &[std::ffi::OsString]) -> i32 {
+    let [pid, periods, host] = args else {
+        eprintln!("usage: joc-standin {WITNESS_SUBCOMMAND} <jvm pid> <periods file> <host>");
+        return 2;
+    };
+    let Some(pid) = pid.to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        eprintln!("joc-standin {WITNESS_SUBCOMMAND}: {pid:?} is no pid");
+        return 2;
+    };
+    let proc_root = Path::new("/proc");
+    while !joc_ha_sidecar::js7::fence::is_gone(proc_root, pid) {
+        tokio::time::sleep(WITNESS_LOOK).await;
+    }
+    // After a clean stop or a refused start no period is open, and the
+    // judge (`joc_ha_tests::agreement`) ignores the note.
+    let host = host.to_string_lossy();
+    match joc::append_period_record(Path::new(periods), &host, "killed") {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("[periods] {error:#}");
+            1
+        }
+    }
+}
+
+/// Starts the witness of the JVM `pid` (see [`WITNESS_SUBCOMMAND`]).
+fn spawn_witness(pid: i32, periods_file: &Path, host: &str) -> Result<()> {
+    let exe = std::env::current_exe().context("finding joc-standin's own binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg(WITNESS_SUBCOMMAND)
+        .arg(pid.to_string())
+        .arg(periods_file)
+        .arg(host)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("starting the JVM's witness")?;
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(())
+}
 /// The JVM's command-line marker. ASSUMPTION (the image's start script is
 /// not in SOS's public repository): the image starts Jetty as
 /// `java ... -Djetty.base=$JETTY_BASE -jar start.jar`, as Jetty's own
@@ -288,6 +342,9 @@ async fn run(args: Args) -> Result<i32> {
     let periods_file = args.periods_file.clone();
     let mut child = spawn_jvm(&base)?;
     let pid = child.id().map_or(-1, |p| p as i32);
+    if let Some(path) = &periods_file {
+        spawn_witness(pid, path, &host)?;
+    }
     tracing::info!("[container] JVM started, pid {pid}");
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
