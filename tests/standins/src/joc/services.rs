@@ -50,33 +50,71 @@ impl Services {
         state.active = active;
         let event = if active { "start" } else { "stop" };
         tracing::info!(member = %state.member, "[services][{event}]{why}");
-        let line = serde_json::json!({
-            "member": state.member,
-            "event": event,
-            "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
-            "pid": std::process::id(),
-        });
+        let member = state.member.clone();
         if let Some(file) = &mut state.periods {
-            let _ = writeln!(file, "{line}");
+            let _ = write_record(file, &member, event);
         }
     }
+}
+
+/// Writes one record as a single `write` on a file opened for appending:
+/// the stand-in, its JVM and the JVM's witness append to the same file, and
+/// a line written in pieces interleaves with theirs (a CI run read
+/// `..."pid"{:14112}` when the stand-in and the witness both noted a kill).
+fn write_record(file: &mut std::fs::File, member: &str, event: &str) -> std::io::Result<()> {
+    let mut line = serde_json::json!({
+        "member": member,
+        "event": event,
+        "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
+        "pid": std::process::id(),
+    })
+    .to_string();
+    line.push('\n');
+    file.write_all(line.as_bytes())
 }
 
 /// Appends one record to a periods file (the format [`Services`] writes),
 /// for an end the stand-in's services cannot record themselves: the JVM
 /// killed inside the container, or the whole process killed by the harness.
 pub fn append_period_record(path: &Path, member: &str, event: &str) -> Result<()> {
-    let line = serde_json::json!({
-        "member": member,
-        "event": event,
-        "mono_ns": joc_ha_sidecar::role::monotonic_now_ns(),
-        "pid": std::process::id(),
-    });
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("opening periods file {}", path.display()))?;
-    writeln!(file, "{line}")?;
-    Ok(())
+    write_record(&mut file, member, event)
+        .with_context(|| format!("appending to periods file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_appending_at_once_leave_whole_lines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("joc-0.joc.jsonl");
+        let writers: Vec<_> = (0..4)
+            .map(|n| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        append_period_record(&path, &format!("joc-{n}"), "killed")
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer thread");
+        }
+        let text = std::fs::read_to_string(&path).expect("read back");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2000);
+        for line in lines {
+            let record: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("line {line:?} is not one record: {e}"));
+            assert_eq!(record["event"], "killed");
+        }
+    }
 }
