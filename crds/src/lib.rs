@@ -1,10 +1,12 @@
 //! The joc-ha API: the `JocCluster` custom resource (`joc-ha.dev/v1alpha1`)
 //! and every label, annotation and condition name the operator and the
-//! sidecar use, how their readers judge a pod (`pods`), and the JOC view
+//! sidecar use, how their readers judge a pod (`pods`), how they read the
+//! fenced members (`fencing`), and the JOC view
 //! the js7 sidecars publish on their pods (`joc_view`). Nothing else lives
 //! here.
 
 mod database_kind;
+pub mod fencing;
 pub mod joc_view;
 pub mod names;
 pub mod pods;

@@ -47,6 +47,13 @@ pub const ANNOTATION_SWITCHOVER_TO: &str = "joc-ha.dev/switchover-to";
 /// Value of [`ANNOTATION_SWITCHOVER_TO`] meaning "the best ready standby".
 pub const SWITCHOVER_TO_ANY: &str = "any";
 
+/// Annotation on a JocCluster listing the members a user fenced (`kubectl
+/// joc fence`), a JSON array of pod names as CloudNativePG's
+/// `cnpg.io/fencedInstances`: a fenced member never takes or receives the
+/// lease (see [`crate::fencing`]). On the JocCluster, not on the pod, so
+/// that it outlives the pod.
+pub const ANNOTATION_FENCED_MEMBERS: &str = "joc-ha.dev/fenced-members";
+
 /// Standard labels every object created for a JocCluster carries.
 pub const LABEL_APP_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_APP_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -76,6 +83,9 @@ pub mod condition {
     /// js7: whether joc-ha knows the JOC release of `spec.image` (read from
     /// its tag); False with reason `UnknownJocVersion` otherwise.
     pub const JOC_VERSION: &str = "JocVersion";
+    /// True while `joc-ha.dev/fenced-members` names members (Unknown while
+    /// it is malformed).
+    pub const FENCED: &str = "Fenced";
 }
 
 /// Reasons of Events and conditions, in the words `kubectl describe` shows.
@@ -112,6 +122,18 @@ pub mod reason {
     /// selector needs was removed, or it was orphaned): its sidecar gives up
     /// the lease until it is back.
     pub const LEFT_SERVICE: &str = "LeftService";
+    /// A member's sidecar saw itself named in `joc-ha.dev/fenced-members`:
+    /// it gave up the lease (to a ready standby) and takes no part in it.
+    pub const MEMBER_FENCED: &str = "MemberFenced";
+    /// A member's sidecar saw itself taken off `joc-ha.dev/fenced-members`.
+    pub const MEMBER_UNFENCED: &str = "MemberUnfenced";
+    /// `Fenced` condition: members are fenced.
+    pub const MEMBERS_FENCED: &str = "MembersFenced";
+    /// `Fenced` condition: no member is fenced.
+    pub const NONE_FENCED: &str = "NoneFenced";
+    /// `Fenced` condition (Unknown) and Warning Event: the annotation
+    /// `joc-ha.dev/fenced-members` is malformed; nothing changed.
+    pub const INVALID_FENCING: &str = "InvalidFencing";
     /// js7: the sidecar SIGKILLed its pod's JOC JVM (it must not run
     /// services: no lease, or hung after being JOC's active member).
     pub const JOC_FENCED: &str = "JocFenced";

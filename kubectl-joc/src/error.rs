@@ -30,6 +30,20 @@ pub enum PluginError {
         "no outcome within {0:?}: the request may still be handled\n  see `kubectl joc status` and `kubectl describe joc`; a sidecar must be running to handle it"
     )]
     Timeout(Duration),
+    #[error(
+        "pod {namespace}/{pod} not found\n  list the members with `kubectl joc status <cluster>`, or pass -n <namespace>"
+    )]
+    PodNotFound { namespace: String, pod: String },
+    #[error(
+        "{pod} is not a member of a JocCluster: {why}\n  only member pods take part in the lease; API servers never do"
+    )]
+    NotAMemberPod { pod: String, why: String },
+    #[error(
+        "{pod} is the active member and no other member is Ready to take the lease (or all are fenced)\n  fencing it would leave the cluster without an active member: unfence or start another member first (`kubectl joc status`)"
+    )]
+    NoOtherMember { pod: String },
+    #[error("{error}\n  fix or remove it: kubectl annotate joc {name} joc-ha.dev/fenced-members-")]
+    MalformedFencing { error: String, name: String },
     #[error("the switch-over was rejected: {0}")]
     Rejected(String),
     #[error(

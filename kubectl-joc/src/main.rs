@@ -4,6 +4,7 @@
 //! `kubectl joc …`.
 
 mod error;
+mod fence;
 mod restart;
 mod status;
 mod switchover;
@@ -22,8 +23,8 @@ use error::PluginError;
 #[command(
     name = "kubectl joc",
     bin_name = "kubectl joc",
-    about = "Status, switch-over and restart of joc-ha JocClusters",
-    long_about = "Status and switch-over of joc-ha JocClusters.\n\nTalks only to the Kubernetes API, with kubectl's configuration (KUBECONFIG, the current context and its namespace).",
+    about = "Status, switch-over, restart and fencing of joc-ha JocClusters",
+    long_about = "Status, switch-over, restart and fencing of joc-ha JocClusters.\n\nTalks only to the Kubernetes API, with kubectl's configuration (KUBECONFIG, the current context and its namespace).",
     version
 )]
 struct Cli {
@@ -87,6 +88,42 @@ enum Command {
         wait: bool,
         /// How long --wait waits, e.g. 5m.
         #[arg(long, default_value = "10m", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
+    /// Fences a member: it gives up the lease (the active member hands it to
+    /// the best ready standby first) and neither takes nor receives it until
+    /// unfenced; its JOC keeps running as a standby. Refused for the active
+    /// member while no other member is Ready. Exit code: 0 fenced (or
+    /// requested, without --wait), 3 not acted on in time, 1 any other error.
+    #[command(
+        after_help = "Writes the JocCluster annotation joc-ha.dev/fenced-members (a JSON array of pod names),
+which outlives the pod.
+
+Examples:
+  kubectl joc fence joc-1 -n js7
+  kubectl joc fence joc-0 --wait        # the active member: waits until another member is active"
+    )]
+    Fence {
+        /// The member pod.
+        pod: String,
+        /// Wait until its sidecar has acted (and, for the active member,
+        /// another member carries the active label).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. 30s.
+        #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
+    /// Unfences a member: it takes part in the lease again.
+    #[command(after_help = "Example:\n  kubectl joc unfence joc-1 --wait")]
+    Unfence {
+        /// The member pod.
+        pod: String,
+        /// Wait until its sidecar has acted.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. 30s.
+        #[arg(long, default_value = "60s", value_parser = parse_timeout)]
         timeout: Duration,
     },
     /// Prints a shell completion script (bash, zsh, fish, …).
@@ -153,6 +190,12 @@ async fn run(cli: Cli) -> Result<String, PluginError> {
             wait,
             timeout,
         } => restart::run(&client, &namespace, &cluster, wait.then_some(timeout)).await,
+        Command::Fence { pod, wait, timeout } => {
+            fence::run(&client, &namespace, &pod, true, wait.then_some(timeout)).await
+        }
+        Command::Unfence { pod, wait, timeout } => {
+            fence::run(&client, &namespace, &pod, false, wait.then_some(timeout)).await
+        }
         Command::Completion { .. } => Ok(String::new()),
     }
 }

@@ -44,6 +44,8 @@ pub struct PodView {
     pub lease_term: Option<i64>,
     /// The sidecar is acting on its last known role while the database is out of reach.
     pub failsafe: bool,
+    /// Fenced by `kubectl joc fence`: it never takes or receives the lease.
+    pub fenced: bool,
     pub restarts: i32,
     pub age_seconds: Option<i64>,
     /// js7: JOC's view as this member's sidecar last published it
@@ -123,6 +125,7 @@ fn pod_view(pod: &Pod, now: jiff::Timestamp) -> PodView {
             .get(ANNOTATION_LEASE_TERM)
             .and_then(|t| t.parse().ok()),
         failsafe: pod.annotations().contains_key(ANNOTATION_FAILSAFE),
+        fenced: false,
         restarts,
         age_seconds: pod
             .metadata
@@ -165,10 +168,12 @@ pub fn view(
     now: jiff::Timestamp,
 ) -> StatusView {
     let status = cluster.status.clone().unwrap_or_default();
+    let fenced = crate::fence::fenced_now(cluster);
     let mut members = Vec::new();
     let mut api_servers = Vec::new();
     for pod in pods {
-        let view = pod_view(pod, now);
+        let mut view = pod_view(pod, now);
+        view.fenced = fenced.contains(&view.name);
         if pod.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(COMPONENT_API_SERVER) {
             api_servers.push(view);
         } else {
@@ -247,12 +252,13 @@ pub fn render(v: &StatusView) -> String {
             return;
         }
         out.push_str(&format!(
-            "\n{title}\n{:<28} {:<8} {:<6} {:<6} {:<9} {:<9} {:<6} {:<28} {}\n",
+            "\n{title}\n{:<28} {:<8} {:<6} {:<6} {:<9} {:<7} {:<9} {:<6} {:<28} {}\n",
             "NAME",
             "ROLE",
             "READY",
             "TERM",
             "FAILSAFE",
+            "FENCED",
             "RESTARTS",
             "AGE",
             "JOC ACTIVE",
@@ -261,12 +267,13 @@ pub fn render(v: &StatusView) -> String {
         for p in pods {
             let (joc_active, joc_heartbeat) = joc_cells(&p.joc);
             out.push_str(&format!(
-                "{:<28} {:<8} {:<6} {:<6} {:<9} {:<9} {:<6} {:<28} {}\n",
+                "{:<28} {:<8} {:<6} {:<6} {:<9} {:<7} {:<9} {:<6} {:<28} {}\n",
                 p.name,
                 dash(&p.role),
                 p.ready,
                 p.lease_term.map_or("-".into(), |t| t.to_string()),
                 if p.failsafe { "yes" } else { "no" },
+                if p.fenced { "yes" } else { "no" },
                 p.restarts,
                 seconds(p.age_seconds),
                 joc_active,
@@ -404,6 +411,10 @@ mod tests {
             "spec": {"image": "i", "database": {"type": "postgresql", "secretRef": {"name": "db"}}}
         }))
         .expect("a JocCluster");
+        cluster.annotations_mut().insert(
+            joc_ha_crds::names::ANNOTATION_FENCED_MEMBERS.into(),
+            r#"["joc-0"]"#.into(),
+        );
         cluster.status = Some(JocClusterStatus {
             active_member: Some("joc-1".into()),
             lease_term: Some(7),
@@ -462,7 +473,7 @@ mod tests {
         assert!(text.contains("active member joc-1, lease term 7"), "{text}");
         assert!(text.contains("API SERVERS"), "{text}");
         assert!(
-            text.contains("joc-1                        active   true   7      no        3         16m    joc-1                        2s (10s ago)"),
+            text.contains("joc-1                        active   true   7      no        no      3         16m    joc-1                        2s (10s ago)"),
             "JOC's view, its heartbeat age at the look and the look's age: {text}"
         );
         assert!(
@@ -470,6 +481,12 @@ mod tests {
                 .any(|l| l.starts_with("joc-0 ") && l.ends_with("—                            —")),
             "no JOC view (generic mode): {text}"
         );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("joc-0 ") && l.contains(" no        yes     3 ")),
+            "joc-0 fenced by the annotation: {text}"
+        );
+        assert!(v.members[0].fenced && !v.members[1].fenced);
         let json = serde_json::to_value(&v).expect("json");
         assert_eq!(json["members"][1]["leaseTerm"], 7);
         assert_eq!(json["members"][1]["joc"]["member"], "joc-1");

@@ -175,6 +175,7 @@ mod tests {
                     name: (*n).into(),
                     ready: true,
                     role: None,
+                    fenced: false,
                 })
                 .collect(),
             ..JocClusterStatus::default()

@@ -37,6 +37,18 @@ async fn two_members() -> anyhow::Result<(Stack, String)> {
     Ok((stack, active))
 }
 
+/// `kubectl joc status -o json` of the stack's cluster, if it succeeds.
+async fn status_json(stack: &Stack) -> Option<Value> {
+    let name = stack.options.name.clone();
+    let out = kubectl_joc(stack, &["status", &name, "-o", "json"])
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -54,12 +66,8 @@ async fn status_and_a_waited_switchover_through_the_plugin() -> anyhow::Result<(
         UP,
         Duration::from_millis(300),
         || async {
-            let out = kubectl_joc(&stack, &["status", &name, "-o", "json"])
-                .await
-                .ok()?;
-            let json: Value = serde_json::from_slice(&out.stdout).ok()?;
-            (out.status.success()
-                && json["activeMember"] == active.as_str()
+            let json = status_json(&stack).await?;
+            (json["activeMember"] == active.as_str()
                 && json["members"].as_array().is_some_and(|m| m.len() == 2))
             .then_some(json)
         },
@@ -236,19 +244,14 @@ async fn a_restart_through_the_plugin_replaces_every_pod_and_keeps_one_active() 
 /// Waits until `kubectl joc status -o json` shows every member's JOC view
 /// naming `pod` as JOC's active member; returns the members' rows.
 async fn status_names_joc_active(stack: &Stack, pod: &str) -> anyhow::Result<Vec<Value>> {
-    let name = stack.options.name.clone();
     wait_for(
         &format!("every member's JOC view in kubectl joc status to name {pod}"),
         UP,
         Duration::from_millis(300),
         || async {
-            let out = kubectl_joc(stack, &["status", &name, "-o", "json"])
-                .await
-                .ok()?;
-            let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let json = status_json(stack).await?;
             let members = json["members"].as_array()?.clone();
-            (out.status.success()
-                && members.len() == stack.options.members as usize
+            (members.len() == stack.options.members as usize
                 && members.iter().all(|m| m["joc"]["member"] == pod))
             .then_some(members)
         },
@@ -342,5 +345,194 @@ async fn status_shows_jocs_own_active_member_and_it_moves_with_a_switchover() ->
         took < Duration::from_secs(10),
         "a move of JOC's active member is published at the next look, not at the 30 s refresh: {took:?}"
     );
+    Ok(())
+}
+
+/// `fence` / `unfence`: a fenced standby is never a switch-over target;
+/// fencing the active member is refused while no other member could take
+/// the lease, and otherwise moves the lease first; a fenced member never
+/// takes the lease back, even when the holder's pod goes; a malformed list
+/// is refused with the fix and changes nothing.
+#[tokio::test]
+async fn fencing_moves_the_lease_away_and_keeps_it_away_until_unfenced() -> anyhow::Result<()> {
+    use joc_ha_crds::names::ANNOTATION_FENCED_MEMBERS;
+    let (stack, active) = two_members().await?;
+    let standby = stack.member_other_than(&active).expect("two members");
+    let name = stack.options.name.clone();
+    let ok = |out: &Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: exit {:?}: {}{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    let fenced_annotation = |cluster: &joc_ha_crds::JocCluster| {
+        cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_FENCED_MEMBERS).cloned())
+    };
+
+    // A standby: fenced at once; never a switch-over target.
+    let out = kubectl_joc(&stack, &["fence", &standby, "--wait"]).await?;
+    ok(&out, "fence the standby");
+    stack
+        .wait_event(reason::MEMBER_FENCED, &standby, UP)
+        .await?;
+    let json = wait_for(
+        "status to show the standby fenced",
+        UP,
+        Duration::from_millis(300),
+        || async {
+            let json = status_json(&stack).await?;
+            json["members"]
+                .as_array()?
+                .iter()
+                .any(|m| m["name"] == standby.as_str() && m["fenced"] == true)
+                .then_some(json)
+        },
+    )
+    .await?;
+    assert!(
+        json["members"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["name"] == active.as_str() && m["fenced"] == false)),
+        "{json}"
+    );
+    wait_for(
+        "the operator's status.fenced, for kubectl get joc",
+        UP,
+        Duration::from_millis(300),
+        || async {
+            let status = stack.cluster().await.ok()?.status?;
+            (status.fenced.as_deref() == Some(standby.as_str())).then_some(())
+        },
+    )
+    .await?;
+    let out = kubectl_joc(&stack, &["switchover", &name, "--to", &standby, "--wait"]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is fenced"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The active member, while the only other one is fenced: refused,
+    // nothing written.
+    let out = kubectl_joc(&stack, &["fence", &active]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("no other member is Ready"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fenced_annotation(&stack.cluster().await?),
+        Some(format!("[\"{standby}\"]"))
+    );
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&active)
+    );
+
+    // Unfenced, then the active member fenced: the lease moves first.
+    ok(
+        &kubectl_joc(&stack, &["unfence", &standby, "--wait"]).await?,
+        "unfence",
+    );
+    let fenced_at = std::time::Instant::now();
+    let out = kubectl_joc(&stack, &["fence", &active, "--wait", "--timeout", "90s"]).await?;
+    ok(&out, "fence the active member");
+    println!("{}", text(&out.stdout).trim_end());
+    assert!(
+        text(&out.stdout).contains("the lease moved"),
+        "{}",
+        text(&out.stdout)
+    );
+    stack.endpoints.wait_single(Some(&active), UP).await?;
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&standby)
+    );
+
+    // The holder's pod goes: the fenced member does not take the lease;
+    // the holder's new pod does.
+    stack.delete_pod(&standby).await?;
+    wait_for(
+        "the Service to have no endpoint while the holder's pod is replaced",
+        UP,
+        Duration::from_millis(50),
+        || async { stack.endpoints.current().is_empty().then_some(()) },
+    )
+    .await?;
+    let back = stack.endpoints.wait_single(None, UP).await?;
+    assert_eq!(back, standby, "the new pod of the holder takes the lease");
+    // From the moment the lease moved away on, never the fenced member.
+    let timeline = stack.endpoints.timeline();
+    let moved_at = timeline
+        .iter()
+        .find(|(at, pods)| *at >= fenced_at && pods.contains(&standby))
+        .map(|(at, _)| *at)
+        .expect("the Service routed to the standby after the fence");
+    let fenced_active: Vec<_> = timeline
+        .into_iter()
+        .filter(|(at, pods)| *at >= moved_at && pods.contains(&active))
+        .collect();
+    assert!(
+        fenced_active.is_empty(),
+        "the fenced member was routed to: {fenced_active:?}"
+    );
+
+    // Unfenced: a switch-over to it works again.
+    ok(
+        &kubectl_joc(&stack, &["unfence", &active, "--wait"]).await?,
+        "unfence the old active",
+    );
+    ok(
+        &kubectl_joc(
+            &stack,
+            &[
+                "switchover",
+                &name,
+                "--to",
+                &active,
+                "--wait",
+                "--timeout",
+                "60s",
+            ],
+        )
+        .await?,
+        "switch back",
+    );
+
+    // A malformed list (written by hand): the operator warns, the plugin
+    // refuses with the fix, nothing moves.
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_FENCED_MEMBERS: active.clone()}}});
+    stack
+        .clusters()
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    stack
+        .wait_event(reason::INVALID_FENCING, "JSON array", UP)
+        .await?;
+    let out = kubectl_joc(&stack, &["fence", &standby]).await?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("joc-ha.dev/fenced-members-"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        stack.endpoints.current().into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&active)
+    );
+    stack.endpoints.assert_never_two();
     Ok(())
 }

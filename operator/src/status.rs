@@ -1,7 +1,10 @@
 //! The JocCluster's status from what the operator observed: pods, the active
 //! Service's endpoints, and problems found while reading the spec. Pure.
 
+use std::collections::BTreeSet;
+
 use joc_ha_crds::JocCluster;
+use joc_ha_crds::fencing::fenced_members;
 use joc_ha_crds::names::{
     COMPONENT_API_SERVER, COMPONENT_MEMBER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, condition,
     reason,
@@ -120,6 +123,18 @@ pub fn compute_status(
 ) -> JocClusterStatus {
     let previous = cluster.status.clone().unwrap_or_default();
     let generation = cluster.metadata.generation;
+    // A malformed annotation changes nothing: the members fenced before
+    // stay fenced here as in the sidecars, and the condition says why.
+    let fencing = fenced_members(cluster.annotations());
+    let fenced: BTreeSet<String> = match &fencing {
+        Ok(fenced) => fenced.clone(),
+        Err(_) => previous
+            .members
+            .iter()
+            .filter(|m| m.fenced)
+            .map(|m| m.name.clone())
+            .collect(),
+    };
 
     let mut members: Vec<MemberStatus> = observed
         .pods
@@ -129,6 +144,7 @@ pub fn compute_status(
             name: pod.name_any(),
             ready: is_pod_ready(pod),
             role: pod.labels().get(LABEL_ROLE).cloned(),
+            fenced: fenced.contains(&pod.name_any()),
         })
         .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
@@ -255,6 +271,32 @@ pub fn compute_status(
                 .map_or_else(|| "no problem found".to_owned(), |d| d.1.clone()),
         ),
     ];
+    conditions.push(match &fencing {
+        Ok(_) if fenced.is_empty() => set(
+            condition::FENCED,
+            false,
+            reason::NONE_FENCED,
+            "no member is fenced".to_owned(),
+        ),
+        Ok(_) => set(
+            condition::FENCED,
+            true,
+            reason::MEMBERS_FENCED,
+            format!(
+                "{} never take or receive the lease until `kubectl joc unfence`",
+                fenced.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Err(error) => Condition {
+            status: "Unknown".to_owned(),
+            ..set(
+                condition::FENCED,
+                false,
+                reason::INVALID_FENCING,
+                format!("{error}; nothing changed"),
+            )
+        },
+    });
     if cluster.spec.workload.mode == WorkloadMode::Js7 {
         let (licensed, reason, message) = license_state(cluster);
         conditions.push(set(condition::LICENSED, licensed, reason, message));
@@ -281,6 +323,7 @@ pub fn compute_status(
         member_summary: Some(format!("{ready_members}/{desired_members}")),
         ready_api_servers,
         api_server_summary: Some(format!("{ready_api_servers}/{desired_api}")),
+        fenced: (!fenced.is_empty()).then(|| fenced.iter().cloned().collect::<Vec<_>>().join(",")),
         observed_generation: generation,
         conditions,
         // Owned by the sidecars; the operator never writes it.
@@ -355,12 +398,17 @@ pub struct Warning {
 const WARNING_CONDITIONS: [&str; 2] = [condition::LICENSED, condition::JOC_VERSION];
 
 /// Warnings for the conditions of [`WARNING_CONDITIONS`] that are False in
-/// `current` and were not False with the same reason and message in `previous`.
+/// `current`, and for a malformed `joc-ha.dev/fenced-members` (its
+/// condition Unknown with reason `InvalidFencing`), that were not so with
+/// the same reason and message in `previous`.
 pub fn new_warnings(previous: &JocClusterStatus, current: &JocClusterStatus) -> Vec<Warning> {
     current
         .conditions
         .iter()
-        .filter(|c| WARNING_CONDITIONS.contains(&c.type_.as_str()) && c.status == "False")
+        .filter(|c| {
+            (WARNING_CONDITIONS.contains(&c.type_.as_str()) && c.status == "False")
+                || c.reason == reason::INVALID_FENCING
+        })
         // The single-member case is information, not a warning.
         .filter(|c| c.reason != reason::NO_LICENSE_SINGLE_MEMBER)
         .filter(|c| {

@@ -374,3 +374,108 @@ fn transition_times_survive_an_unchanged_condition() {
         .expect("Available");
     assert_eq!(available.last_transition_time, earlier);
 }
+
+#[test]
+fn fenced_members_show_in_status_and_a_malformed_list_changes_nothing() {
+    use joc_ha_crds::names::ANNOTATION_FENCED_MEMBERS;
+    let observed = Observed {
+        pods: vec![
+            pod("joc-0", "member", Some("active"), true),
+            pod("joc-1", "member", Some("standby"), true),
+        ],
+        active_endpoints: vec!["joc-0".into()],
+        ..Default::default()
+    };
+    let annotated = |value: &str, previous: Option<JocClusterStatus>| {
+        let mut c = cluster(2, 0);
+        c.metadata.annotations =
+            Some([(ANNOTATION_FENCED_MEMBERS.to_owned(), value.to_owned())].into());
+        c.status = previous;
+        c
+    };
+    // (story, annotation, fenced in status, condition status, reason)
+    let fenced_one = compute_status(&annotated(r#"["joc-1"]"#, None), &observed, &[], now());
+    let cases = [
+        (
+            "none fenced",
+            compute_status(&cluster(2, 0), &observed, &[], now()),
+            None,
+            "False",
+            reason::NONE_FENCED,
+        ),
+        (
+            "one fenced",
+            fenced_one.clone(),
+            Some("joc-1"),
+            "True",
+            reason::MEMBERS_FENCED,
+        ),
+        (
+            "emptied",
+            compute_status(
+                &annotated("[]", Some(fenced_one.clone())),
+                &observed,
+                &[],
+                now(),
+            ),
+            None,
+            "False",
+            reason::NONE_FENCED,
+        ),
+        (
+            "malformed: the members fenced before stay so",
+            compute_status(
+                &annotated("joc-0", Some(fenced_one.clone())),
+                &observed,
+                &[],
+                now(),
+            ),
+            Some("joc-1"),
+            "Unknown",
+            reason::INVALID_FENCING,
+        ),
+        (
+            "malformed with none fenced before",
+            compute_status(&annotated("[\"*\"]", None), &observed, &[], now()),
+            None,
+            "Unknown",
+            reason::INVALID_FENCING,
+        ),
+    ];
+    for (story, status, fenced, condition_status, why) in cases {
+        assert_eq!(status.fenced.as_deref(), fenced, "{story}");
+        let members: Vec<&str> = status
+            .members
+            .iter()
+            .filter(|m| m.fenced)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(members, fenced.into_iter().collect::<Vec<_>>(), "{story}");
+        let c = find(&status, condition::FENCED).expect("the Fenced condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            (condition_status, why),
+            "{story}: {}",
+            c.message
+        );
+    }
+    // A malformed list warns once, not at every reconcile.
+    let malformed = compute_status(
+        &annotated("joc-0", Some(fenced_one.clone())),
+        &observed,
+        &[],
+        now(),
+    );
+    let warnings = new_warnings(&fenced_one, &malformed);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.reason == reason::INVALID_FENCING && w.message.contains("JSON array")),
+        "{warnings:?}"
+    );
+    assert!(
+        new_warnings(&malformed, &malformed)
+            .iter()
+            .all(|w| w.reason != reason::INVALID_FENCING)
+    );
+}

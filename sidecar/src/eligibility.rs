@@ -35,7 +35,7 @@ impl Target {
         if value == SWITCHOVER_TO_ANY {
             return Ok(Target::Any);
         }
-        if is_dns_label_or_subdomain(value) {
+        if joc_ha_crds::pods::is_pod_name(value) {
             Ok(Target::Pod(value.to_owned()))
         } else {
             Err(format!(
@@ -43,20 +43,6 @@ impl Target {
             ))
         }
     }
-}
-
-fn is_dns_label_or_subdomain(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// A possible target as the caller sees it.
@@ -83,6 +69,8 @@ pub struct PodState {
     pub ready: bool,
     /// Being deleted (has a deletionTimestamp).
     pub terminating: bool,
+    /// Named in the JocCluster's `joc-ha.dev/fenced-members`.
+    pub fenced: bool,
 }
 
 /// Whether `candidate` may receive the lease from `holder`; the error says
@@ -104,6 +92,11 @@ pub fn check(candidate: &Candidate, holder: &str) -> Result<(), String> {
     if let Some(pod) = candidate.pod {
         if pod.terminating {
             return Err(format!("{name} is being deleted"));
+        }
+        if pod.fenced {
+            return Err(format!(
+                "{name} is fenced (`kubectl joc unfence {name}` lets it take part again)"
+            ));
         }
         if !pod.ready {
             return Err(format!("{name} is not Ready"));
@@ -168,6 +161,7 @@ mod tests {
             pod: Some(PodState {
                 ready,
                 terminating: false,
+                fenced: false,
             }),
         }
     }
@@ -255,9 +249,27 @@ mod tests {
         all[2].pod = Some(PodState {
             ready: true,
             terminating: true,
+            fenced: false,
         });
         let refused = choose(&Target::Pod("joc-2".into()), "joc-0", &all).expect_err("refused");
         assert!(refused.contains("being deleted"));
+    }
+
+    #[test]
+    fn a_fenced_member_is_refused_and_skipped_by_any() {
+        let mut all = pods();
+        all[2].pod = Some(PodState {
+            ready: true,
+            terminating: false,
+            fenced: true,
+        });
+        let refused = choose(&Target::Pod("joc-2".into()), "joc-0", &all).expect_err("refused");
+        assert!(refused.contains("joc-2 is fenced"), "{refused}");
+        assert_eq!(choose(&Target::Any, "joc-2", &all), Ok("joc-0".to_owned()));
+        assert_eq!(
+            choose(&Target::Any, "joc-0", &all),
+            Err("no standby is Ready with a fresh heartbeat".to_owned())
+        );
     }
 
     #[test]

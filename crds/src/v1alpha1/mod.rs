@@ -43,6 +43,7 @@ pub use status::{JocClusterStatus, MemberStatus, Phase, SwitchoverResult, Switch
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeMember","description":"The member the Service routes to"}"#,
     printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.memberSummary","description":"Ready members / desired members"}"#,
     printcolumn = r#"{"name":"API Servers","type":"string","jsonPath":".status.apiServerSummary","description":"Ready API servers / desired API servers"}"#,
+    printcolumn = r#"{"name":"Fenced","type":"string","jsonPath":".status.fenced","description":"Members fenced by kubectl joc fence"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

@@ -33,6 +33,10 @@ pub struct JocClusterStatus {
     /// `ready/desired` API servers, for `kubectl get joc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server_summary: Option<String>,
+    /// The fenced members (`kubectl joc fence`), comma-separated, for
+    /// `kubectl get joc`; absent while none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -64,6 +68,10 @@ pub struct MemberStatus {
     /// `active` or `standby`, from the pod's `joc-ha.dev/role` label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Named in `joc-ha.dev/fenced-members` (`kubectl joc fence`): it never
+    /// takes or receives the lease.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }
 
 /// A switch-over request and its outcome.

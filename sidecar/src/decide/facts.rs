@@ -2,6 +2,7 @@
 //! facts (a snapshot the runner takes before every call: no I/O happens in
 //! `decide`, and time is one of the facts), and the events it answers.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -136,10 +137,30 @@ impl PodFacts {
 }
 
 /// The JocCluster as far as the sidecar cares.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterFacts {
     /// The pending `joc-ha.dev/switchover-to` annotation.
     pub switchover_to: Option<String>,
+    /// The members named in `joc-ha.dev/fenced-members`, or why the
+    /// annotation cannot be read (then nothing changes).
+    pub fenced: Result<BTreeSet<String>, String>,
+}
+
+impl Default for ClusterFacts {
+    fn default() -> Self {
+        ClusterFacts {
+            switchover_to: None,
+            fenced: Ok(BTreeSet::new()),
+        }
+    }
+}
+
+impl ClusterFacts {
+    /// Whether the user fenced `pod` (a malformed list fences no one new:
+    /// its readers keep what they had).
+    pub fn is_fenced(&self, pod: &str) -> bool {
+        self.fenced.as_ref().is_ok_and(|f| f.contains(pod))
+    }
 }
 
 /// A lease member row as the holder reads it for a hand-over.

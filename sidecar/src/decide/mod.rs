@@ -17,6 +17,7 @@
 mod actions;
 mod facts;
 pub mod fence;
+mod fenced;
 mod gone;
 mod joc;
 mod lease;
@@ -71,6 +72,9 @@ enum Step {
     /// Look at this pod: step down if it is being deleted; give up the
     /// lease if it left the active Service's selector.
     OwnPod,
+    /// Give up the lease if the user fenced this member; take part again
+    /// once unfenced.
+    Fenced,
     /// `GET /prestop`: read this pod; step down only if it is being deleted.
     Prestop,
     /// Lost or gave up the lease.
@@ -240,6 +244,7 @@ fn agenda(input: &Event) -> Vec<Step> {
         Event::Tick => vec![
             Step::FenceIfResumed,
             Step::OwnPod,
+            Step::Fenced,
             Step::FollowLease,
             Step::WatchHolder,
             Step::AgreeWithJoc,
@@ -256,7 +261,7 @@ fn agenda(input: &Event) -> Vec<Step> {
             vec![Step::Demote("the lease elector stopped".into()), Step::Exit]
         }
         Event::PodsChanged => vec![Step::OwnPod, Step::WatchHolder, Step::CorrectLabels],
-        Event::ClusterChanged => vec![Step::HandleSwitchover],
+        Event::ClusterChanged => vec![Step::Fenced, Step::HandleSwitchover],
         Event::Prestop => vec![Step::Prestop],
         Event::Sigterm => vec![Step::LeaveLease("SIGTERM"), Step::Exit],
         Event::JocLook => vec![Step::AgreeWithJoc],
@@ -294,6 +299,7 @@ fn run(s: &mut State, f: &Facts, step: Step, out: &mut Vec<Action>) -> Flow {
         Step::LeaveLease(why) => switchover::step_down(s, f, why, out),
         Step::HandOff(why) => switchover::hand_off(s, why, out),
         Step::OwnPod => pod::check(s, f, out),
+        Step::Fenced => fenced::check(s, f, out),
         Step::Prestop => pod::prestop(s, out),
         Step::Demote(why) => {
             lease::demote(s, &why, out);

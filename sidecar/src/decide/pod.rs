@@ -97,7 +97,7 @@ pub(super) fn check(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
 /// Competes for the lease again, unless something else still forbids it.
 /// In js7 mode the readiness in the lease follows JOC's heartbeat at the
 /// next look ([`super::joc`]); in generic mode it is set here.
-fn become_eligible(s: &mut State, out: &mut Vec<Action>) {
+pub(super) fn become_eligible(s: &mut State, out: &mut Vec<Action>) {
     if s.may_hold() && s.settings.joc.is_none() {
         out.push(Action::SetReady {
             ready: true,

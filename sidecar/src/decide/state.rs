@@ -23,6 +23,11 @@ pub struct State {
     /// needs was removed, or it was orphaned): it gave up the lease and
     /// does not take it while this lasts.
     pub left_service: Option<String>,
+    /// The user fenced this member (`kubectl joc fence`): it gave up the
+    /// lease and neither takes nor receives it while this lasts.
+    pub fenced: bool,
+    /// Why `joc-ha.dev/fenced-members` could not be read, once logged.
+    pub fencing_unreadable: Option<String>,
     /// Active in failsafe mode until then: the database is down for
     /// everyone and the API server shows no other active pod.
     pub failsafe_until: Option<tokio::time::Instant>,
@@ -127,6 +132,8 @@ impl State {
             stepped_down: false,
             stepped_down_at: None,
             left_service: None,
+            fenced: false,
+            fencing_unreadable: None,
             failsafe_until: None,
             holder_seen: None,
             agenda: VecDeque::new(),
@@ -147,7 +154,7 @@ impl State {
 
     /// Whether this member may hold the lease now.
     pub fn may_hold(&self) -> bool {
-        !self.stepped_down && self.left_service.is_none()
+        !self.stepped_down && self.left_service.is_none() && !self.fenced
     }
 
     /// How long after stepping down a member whose pod is neither being

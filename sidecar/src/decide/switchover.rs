@@ -29,6 +29,7 @@ pub fn candidates(f: &Facts, members: &[MemberFacts]) -> Vec<Candidate> {
                 pod: Some(PodState {
                     ready: pod.ready,
                     terminating: pod.terminating,
+                    fenced: f.cluster.as_ref().is_some_and(|c| c.is_fenced(&pod.name)),
                 }),
             }
         })
@@ -303,6 +304,11 @@ pub(super) fn hand_off(s: &mut State, why: String, out: &mut Vec<Action>) -> Flo
         ready: false,
         report: false,
     });
+    // js7: the readiness step sets it again only when it differs from
+    // what it last set.
+    if let Some(joc) = &mut s.joc {
+        joc.ready = Some(false);
+    }
     if s.active_term.is_none() {
         return Flow::Continue;
     }

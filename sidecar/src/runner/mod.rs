@@ -194,6 +194,7 @@ impl Runner {
             pods: self.pods.state().iter().map(|p| pod_facts(p)).collect(),
             cluster: self.clusters.state().first().map(|c| ClusterFacts {
                 switchover_to: c.annotations().get(ANNOTATION_SWITCHOVER_TO).cloned(),
+                fenced: joc_ha_crds::fencing::fenced_members(c.annotations()),
             }),
             own: self
                 .own_pod

@@ -45,9 +45,12 @@ pub(in crate::decide) fn holder(
         .filter(|p| p.is_member())
         .map(|p| p.name.as_str())
         .collect();
+    // A fenced member is never followed nor handed JOC's row: the holder
+    // asks JOC to switch back instead (`decide/fenced.rs`).
+    let fenced = |pod: &str| f.cluster.as_ref().is_some_and(|c| c.is_fenced(pod));
     let pod_of = |id: &str| {
         let pod = hostname_of(id);
-        (pod != me_pod && members.contains(&pod)).then(|| pod.to_owned())
+        (pod != me_pod && members.contains(&pod) && !fenced(pod)).then(|| pod.to_owned())
     };
     let (licensed, polling_s) = s.settings.joc.as_ref().map_or((true, 1), |j| {
         (j.licensed, j.polling_interval.as_secs() as i64)

@@ -3,6 +3,7 @@
 //! describe what the old logic did.
 
 mod fence;
+mod fenced;
 mod fresh_install;
 mod gone;
 mod joc;

@@ -6,6 +6,7 @@ fn asked(now: Instant, value: &str) -> Facts {
     let mut f = facts(now, active(5, now), Some("active"), false);
     f.cluster = Some(ClusterFacts {
         switchover_to: Some(value.to_owned()),
+        ..ClusterFacts::default()
     });
     f
 }

@@ -99,8 +99,7 @@ mod tests {
                 let path = path.clone();
                 std::thread::spawn(move || {
                     for _ in 0..500 {
-                        append_period_record(&path, &format!("joc-{n}"), "killed")
-                            .expect("append");
+                        append_period_record(&path, &format!("joc-{n}"), "killed").expect("append");
                     }
                 })
             })
