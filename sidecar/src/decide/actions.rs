@@ -168,6 +168,11 @@ pub enum Action {
         member: String,
         term: i64,
     },
+    /// Awaited: ask the elector to read the lease now: `pod` carries the
+    /// active label under a holder this member has not read.
+    LookAtLease {
+        pod: String,
+    },
     /// Awaited: wait up to `bound` for `target` to carry the active label,
     /// or for the lease to come back to this member, whichever is first.
     WaitForLabel {
@@ -212,6 +217,7 @@ impl Action {
             | Action::ClearSwitchover { .. }
             | Action::ReadMembers
             | Action::ReadOwnPod
+            | Action::LookAtLease { .. }
             | Action::HandOver { .. }
             | Action::WaitForLabel { .. } => true,
             _ => false,

@@ -227,6 +227,8 @@ pub enum Outcome {
     SwitchoverTaken(Result<bool, String>),
     /// [`super::Action::ReadMembers`].
     Members(Result<Vec<MemberFacts>, String>),
+    /// [`super::Action::LookAtLease`]: read, or why not.
+    LeaseLooked(Result<(), String>),
     /// [`super::Action::HandOver`].
     HandOver(Result<HandOverOutcome, String>),
     /// [`super::Action::WaitForLabel`]: labeled, or why not.

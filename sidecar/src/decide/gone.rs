@@ -8,12 +8,16 @@
 //! lock is free, with the term and session it saw (`lease::decide`).
 
 use super::state::HolderSeen;
-use super::{Action, Facts, Flow, Level, State};
+use super::{Action, Facts, Flow, Level, Pending, State};
 use crate::js7::ContainerRun;
 
 /// Remembers the live holder's container runs at its term's first sight,
 /// and tells the elector once both have changed.
 pub(super) fn watch_holder(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> Flow {
+    if let Some(pod) = unread_holder(s, f) {
+        s.looked_for_label = Some(pod.clone());
+        return s.wait(Pending::LeaseLooked, Action::LookAtLease { pod }, out);
+    }
     let Some((holder, term)) = f
         .elector
         .live_holder
@@ -67,6 +71,38 @@ pub(super) fn watch_holder(s: &mut State, f: &Facts, out: &mut Vec<Action>) -> F
         }
     }
     Flow::Continue
+}
+
+/// A standby reads the lease once per TTL where the product's heartbeat
+/// does not return it (MariaDB, MySQL): a crash of a holder it has not yet
+/// read would find no baseline of that holder's runs, and the take-over
+/// would wait out the rule for a holder blind to its session's end. So
+/// when another member's pod is labeled active (a holder labels itself
+/// once it acts) and the lease as last read does not name it, read now:
+/// once per labeled pod, and look at the holder's runs right after.
+fn unread_holder(s: &mut State, f: &Facts) -> Option<String> {
+    if s.active_term.is_some() {
+        return None;
+    }
+    let labeled = f
+        .pods
+        .iter()
+        .find(|p| p.is_member() && p.is_labeled_active() && p.name != s.settings.me)
+        .map(|p| p.name.clone());
+    let known = |pod: &str| {
+        f.elector
+            .live_holder
+            .as_ref()
+            .is_some_and(|(holder, _)| holder == pod)
+    };
+    match labeled {
+        Some(pod) if !known(&pod) && s.looked_for_label.as_ref() != Some(&pod) => Some(pod),
+        Some(_) => None,
+        None => {
+            s.looked_for_label = None;
+            None
+        }
+    }
 }
 
 fn adopt_if_unknown(seen: &mut ContainerRun, now: &ContainerRun) {

@@ -185,6 +185,8 @@ enum Pending {
     SwitchoverMembers(Switchover, Target),
     SwitchoverHandOver(Switchover),
     SwitchoverLabeled(Switchover),
+    /// A read of the lease, then Kubernetes' word on the holder again.
+    LeaseLooked,
     StepDownMembers(String),
     StepDownHandOver(String),
     PrestopPod,
@@ -435,6 +437,15 @@ fn resume(
             Flow::Continue
         }
         (Pending::PrestopPod, Outcome::OwnPod(own)) => pod::prestop_read(s, own, out),
+        (Pending::LeaseLooked, Outcome::LeaseLooked(result)) => {
+            if let Err(error) = result {
+                out.push(Action::Log(
+                    Level::Warn,
+                    format!("cannot read the lease for the pod labeled active: {error}"),
+                ));
+            }
+            gone::watch_holder(s, f, out)
+        }
         (pending, done) => {
             out.push(Action::Log(
                 Level::Warn,

@@ -36,6 +36,8 @@ pub struct State {
     /// Another member's live lease term, to learn from Kubernetes that its
     /// processes are gone.
     pub holder_seen: Option<HolderSeen>,
+    /// The pod labeled active for which the lease was last read at once.
+    pub looked_for_label: Option<String>,
     /// Steps still to run for the current event, first first.
     pub(super) agenda: VecDeque<Step>,
 }
@@ -136,6 +138,7 @@ impl State {
             fencing_unreadable: None,
             failsafe_until: None,
             holder_seen: None,
+            looked_for_label: None,
             agenda: VecDeque::new(),
         }
     }

@@ -101,6 +101,9 @@ pub(crate) enum Command {
         member: String,
         term: i64,
     },
+    /// Read the lease now, if not active (a pod was labeled active by a
+    /// holder this member has not read yet); answered once read.
+    Look(oneshot::Sender<Result<(), LeaseError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -122,6 +125,7 @@ impl std::fmt::Debug for Command {
             Command::SetReady(..) => "SetReady",
             Command::Members(_) => "Members",
             Command::HolderGone { .. } => "HolderGone",
+            Command::Look(_) => "Look",
             Command::Shutdown(_) => "Shutdown",
         })
     }
@@ -159,6 +163,12 @@ impl ElectorHandle {
             .send(Command::HolderGone { member, term })
             .await
             .map_err(|_| LeaseError::Stopped)
+    }
+
+    /// Asks the elector to read the lease now and waits until it has (it
+    /// reads nothing while it holds the lease or has no session).
+    pub async fn look(&self) -> Result<(), LeaseError> {
+        self.call(Command::Look).await?
     }
 
     /// The cluster's member rows.

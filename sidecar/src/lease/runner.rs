@@ -225,6 +225,9 @@ impl Runner {
             Some(Command::HolderGone { member, term }) => {
                 self.holder_gone = Some((member, term));
             }
+            Some(Command::Look(reply)) => {
+                let _ = reply.send(Err(not_connected()));
+            }
         }
     }
 

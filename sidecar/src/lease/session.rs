@@ -340,6 +340,15 @@ impl Runner {
                     Ok(())
                 }
             }
+            Command::Look(reply) => {
+                let result = if s.active.is_none() {
+                    self.refresh(s).await
+                } else {
+                    Ok(())
+                };
+                let _ = reply.send(result.clone());
+                result
+            }
             Command::Shutdown(reply) => {
                 // Handled by the caller; kept for completeness.
                 self.stopping = true;

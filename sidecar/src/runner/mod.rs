@@ -417,6 +417,11 @@ impl Runner {
                     warn!(%error, "cannot release the lease; standbys take over when it expires");
                 }
             }
+            Action::LookAtLease { .. } => {
+                return Some(Outcome::LeaseLooked(
+                    self.elector.look().await.map_err(|e| e.to_string()),
+                ));
+            }
             Action::ConfirmHolderGone { member, term } => {
                 if let Err(error) = self.elector.holder_gone(member, term).await {
                     warn!(%error, "cannot tell the elector that the lease holder is gone");

@@ -105,7 +105,7 @@ fn nothing_is_remembered_while_this_member_holds_or_nobody_does() {
     // The lease expired: nobody holds it.
     let mut free = seeing(now, 4, "1@t1", "1@t1");
     free.elector.live_holder = None;
-    let (next, actions) = decide(&state, &free, Event::Tick);
+    let (next, actions) = drive(&state, &mut free, Event::Tick, &Answers::default());
     assert!(next.holder_seen.is_none() && confirmations(&actions).is_empty());
     // This member holds it.
     let (next, actions) = decide(
@@ -114,4 +114,53 @@ fn nothing_is_remembered_while_this_member_holds_or_nobody_does() {
         Event::Tick,
     );
     assert!(next.holder_seen.is_none() && confirmations(&actions).is_empty());
+}
+
+/// A standby that has not read the lease since another member took it
+/// (MariaDB: once per TTL) reads it as soon as that member labels itself
+/// active, so that a crash right after finds the holder's runs known.
+#[test]
+fn a_pod_labeled_active_under_an_unread_holder_makes_the_standby_read_the_lease_once() {
+    let now = Instant::now();
+    let looks = |actions: &[Action]| -> Vec<String> {
+        brief(actions)
+            .into_iter()
+            .filter(|a| a.starts_with("look-lease"))
+            .collect()
+    };
+    // joc-1 carries the active label; the lease as last read named no one.
+    let mut f = facts(now, Role::Standby, Some("standby"), true);
+    f.elector.live_holder = None;
+    let (after, actions) = drive(
+        &standby(false),
+        &mut f,
+        Event::PodsChanged,
+        &Answers::default(),
+    );
+    assert_eq!(looks(&actions), ["look-lease:joc-1"]);
+    let (after, actions) = drive(&after, &mut f, Event::Tick, &Answers::default());
+    assert_eq!(
+        looks(&actions),
+        Vec::<String>::new(),
+        "once per labeled pod"
+    );
+    // Read: the lease names joc-1; nothing more to look for.
+    f.elector.live_holder = Some(("joc-1".to_owned(), 4));
+    let (after, actions) = drive(&after, &mut f, Event::PodsChanged, &Answers::default());
+    assert_eq!(looks(&actions), Vec::<String>::new());
+    // joc-2 labeled next, under a term not read yet: read again.
+    f.pods[1].role = Some("standby".into());
+    f.pods[2].role = Some("active".into());
+    let (_, actions) = drive(&after, &mut f, Event::PodsChanged, &Answers::default());
+    assert_eq!(looks(&actions), ["look-lease:joc-2"]);
+    // The holder itself never asks.
+    let mut f = facts(now, active(5, now), Some("active"), true);
+    f.elector.live_holder = None;
+    let (_, actions) = drive(
+        &holding(false, 5),
+        &mut f,
+        Event::PodsChanged,
+        &Answers::default(),
+    );
+    assert_eq!(looks(&actions), Vec::<String>::new());
 }

@@ -119,7 +119,12 @@ pub fn facts(now: Instant, role: Role, own: Option<&str>, other_active: bool) ->
             connected: true,
             failing: false,
             holder_is_me: role.is_active(),
-            live_holder: role.is_active().then(|| (ME.to_owned(), role_term(role))),
+            // A standby beside an active joc-1 has read joc-1's lease.
+            live_holder: if role.is_active() {
+                Some((ME.to_owned(), role_term(role)))
+            } else {
+                other_active.then(|| ("joc-1".to_owned(), 4))
+            },
         },
         pods: vec![
             member(ME, own),
@@ -288,6 +293,7 @@ impl Answers {
             }
             Action::WaitForLabel { .. } => Outcome::TargetLabeled(self.target_labeled.clone()),
             Action::ReadOwnPod => Outcome::OwnPod(Ok(facts.own.clone())),
+            Action::LookAtLease { .. } => Outcome::LeaseLooked(Ok(())),
             // As the runner's fence does: the container ends, or is left.
             Action::FenceJoc { end_container, .. } => {
                 Outcome::JocFenced(self.fence.clone().map(|done| FenceDone {
@@ -387,6 +393,7 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ReadOwnPod => "read-pod".to_owned(),
                 Action::HandOver { target } => format!("handover:{target}"),
                 Action::Release => "release".to_owned(),
+                Action::LookAtLease { pod } => format!("look-lease:{pod}"),
                 Action::ConfirmHolderGone { member, term } => {
                     format!("holder-gone:{member}:{term}")
                 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use joc_ha_tests::agreement::{
-    Agreement, Frozen, kill_pod_processes, now_ns, services_report, wait_agreement,
+    Agreement, Frozen, ServicesReport, kill_pod_processes, now_ns, services_report, wait_agreement,
 };
 use joc_ha_tests::db::Backend;
 use joc_ha_tests::stack::{Stack, StackOptions};
@@ -154,8 +154,22 @@ async fn one_run(
 ) -> Result<(Agreement, Duration, Duration)> {
     let fault_ns = now_ns();
     let agreement = agree(stack, fault, before, bound, frozen, fault_ns).await?;
-    let pod = agreement.pod.clone();
-    let services = joc_ha_tests::wait::wait_for(
+    let (services_from, report) = wait_services(stack, &agreement.pod, bound, frozen).await?;
+    let services_after = Duration::from_nanos((services_from - fault_ns).max(0) as u64);
+    let gap = report.longest_gap_within(fault_ns, now_ns().max(services_from));
+    let took = agreement.took.max(services_after);
+    Ok((agreement, took, gap))
+}
+
+/// Waits until `pod`'s JOC runs services; returns when they started and
+/// the periods then.
+async fn wait_services(
+    stack: &Stack,
+    pod: &str,
+    bound: Duration,
+    frozen: &[Frozen],
+) -> Result<(i64, ServicesReport)> {
+    joc_ha_tests::wait::wait_for(
         &format!("JOC's services to run in {pod}"),
         bound,
         Duration::from_millis(20),
@@ -169,12 +183,7 @@ async fn one_run(
             Some((period.start_ns, report))
         },
     )
-    .await?;
-    let (services_from, report) = services;
-    let services_after = Duration::from_nanos((services_from - fault_ns).max(0) as u64);
-    let gap = report.longest_gap_within(fault_ns, now_ns().max(services_from));
-    let took = agreement.took.max(services_after);
-    Ok((agreement, took, gap))
+    .await
 }
 
 async fn agree(
@@ -234,6 +243,12 @@ async fn main() -> Result<()> {
             let mut agreed = wait_agreement(&stack, None, up).await?;
             // A switch needs up to two polls; a hang the timeout and a poll.
             let bound = Duration::from_secs(60 + 3 * timing.poll_s + 2 * timing.exceeded_s);
+            // The first fault finds the cluster as every later one does:
+            // services running in the agreed pod's JOC (the standbys have
+            // looked at JOC's new active member meanwhile), every member
+            // ready.
+            wait_services(&stack, &agreed.pod, bound, &[]).await?;
+            stack.wait_members_ready(up).await?;
             let mut samples: Vec<(Fault, f64, f64)> = Vec::new();
             let mut frozen = Vec::new();
             // `--runs` per fault kind.
