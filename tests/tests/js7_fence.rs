@@ -236,6 +236,50 @@ async fn a_gone_active_row_is_handed_on_or_released(backend: Backend) -> Result<
     Ok(())
 }
 
+/// A JOC frozen inside its transaction keeps its row lock on JOC_CLUSTER
+/// (a bench-js7 run saw the sidecar's switch request wait 61 s behind one,
+/// its main loop held all that time): a write gives up within its bound
+/// and says why; reads are not blocked; once the lock goes, writes work.
+async fn a_locked_row_bounds_the_write_instead_of_holding_the_sidecar(
+    backend: Backend,
+) -> Result<()> {
+    let (_db, _url, pool, tables) = two_instances(backend).await?;
+    let (a, b) = (A, B);
+    set_cluster_row(&pool, backend, a, None).await?;
+    // Another session (the frozen JOC) holds the row.
+    let mut frozen = pool.begin().await?;
+    let lock = quote(
+        backend,
+        "SELECT MEMBER_ID FROM JOC_CLUSTER WHERE ID = 'cluster' FOR UPDATE",
+    );
+    sqlx::query(AssertSqlSafe(lock))
+        .fetch_all(&mut *frozen)
+        .await?;
+
+    let started = std::time::Instant::now();
+    let error = tables
+        .request_switch(a, b)
+        .await
+        .expect_err("the row is locked");
+    let took = started.elapsed();
+    println!("{backend:?}: the write gave up after {took:?}: {error}");
+    assert!(
+        error.to_string().contains("is locked by another session"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(10), "bounded: {took:?}");
+    let view = tables.read().await?;
+    assert_eq!(view.active_member(), Some(a), "reads are not blocked");
+
+    frozen.rollback().await?;
+    assert!(
+        tables.request_switch(a, b).await?,
+        "the lock gone, the write lands"
+    );
+    assert!(tables.read().await?.switch_pending_to(b));
+    Ok(())
+}
+
 macro_rules! on_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -258,6 +302,7 @@ macro_rules! on_backends {
 }
 
 on_backends!(
+    a_locked_row_bounds_the_write_instead_of_holding_the_sidecar,
     a_fenced_member_is_released_like_a_clean_shutdown,
     a_gone_active_row_is_handed_on_or_released
 );

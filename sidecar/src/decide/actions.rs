@@ -134,10 +134,14 @@ pub enum Action {
     /// js7, awaited: fence this pod's JOC: SIGKILL its JVM, confirm it gone
     /// within a bound, then write what JOC's clean shutdown writes
     /// (docs/joc-facts.md fact 12). `why` for the log; `end_container`:
-    /// its container's processes too (see `FenceWhy::ends_container`).
+    /// its container's processes too (see `FenceWhy::ends_container`);
+    /// `switch_to`: a member id to name in JOC's switch request once the
+    /// JVM is gone, before those writes (the request written before the
+    /// fence may have failed behind the hung JOC's row lock).
     FenceJoc {
         why: String,
         end_container: bool,
+        switch_to: Option<String>,
     },
     /// js7: end the processes of the container a fence left running
     /// (`FenceDone::container_left`), so that the kubelet starts it anew.

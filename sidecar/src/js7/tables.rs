@@ -24,7 +24,28 @@ pub enum TablesError {
         "reading or writing JOC's tables in {url} failed: {detail}; check the database and the Secret"
     )]
     Database { url: String, detail: String },
+    #[error(
+        "JOC's tables in {url} did not answer within {bound:?}{locked}: the next look tries again"
+    )]
+    Timeout {
+        url: String,
+        bound: Duration,
+        locked: &'static str,
+    },
 }
+
+/// How long a write waits for a row lock on JOC's tables, on the server. A
+/// JOC frozen or hung inside its transaction keeps its locks on
+/// `JOC_CLUSTER` for as long as it is stopped (the sidecar's switch request
+/// once waited 61 s behind one, its main loop held all that time): the
+/// sidecar gives up instead and tries again at its next look, once the
+/// fence has ended that JOC's session.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+/// How long any statement on JOC's tables may take, on the server and, in
+/// case the server does not answer at all, on this side.
+const STATEMENT_BOUND: Duration = Duration::from_secs(3);
+
+const LOCKED: &str = " (a row of JOC_CLUSTER or JOC_INSTANCES is locked by another session: a JOC frozen or hung inside its transaction?)";
 
 /// What [`JocTables::release_fenced_member`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,17 +121,34 @@ const LITE_AGE: &str =
 impl JocTables {
     pub fn new(url: &DatabaseUrl, exceeded_interval: Duration) -> JocTables {
         let timeout = Duration::from_secs(5);
+        let lock_wait = format!("{}ms", LOCK_WAIT.as_millis());
+        let statement = format!("{}ms", STATEMENT_BOUND.as_millis());
         let pool = match url.options().clone() {
             Options::Postgres(o) => Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(timeout)
-                    .connect_lazy_with(o.application_name("joc-ha-js7")),
+                    .connect_lazy_with(o.application_name("joc-ha-js7").options([
+                        ("lock_timeout", lock_wait.as_str()),
+                        ("statement_timeout", statement.as_str()),
+                    ])),
             ),
             Options::MySql(o) => Pool::MySql(
                 MySqlPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(timeout)
+                    // Whole seconds; MySQL and MariaDB both know these two.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            let sql = format!(
+                                "SET SESSION innodb_lock_wait_timeout = {}, lock_wait_timeout = {}",
+                                LOCK_WAIT.as_secs().max(1),
+                                STATEMENT_BOUND.as_secs().max(1)
+                            );
+                            sqlx::query(AssertSqlSafe(sql)).execute(conn).await?;
+                            Ok(())
+                        })
+                    })
                     .connect_lazy_with(o),
             ),
             Options::Sqlite(o) => Pool::Sqlite(
@@ -130,6 +168,21 @@ impl JocTables {
 
     fn error(&self, error: sqlx::Error) -> TablesError {
         let text = error.to_string();
+        let lock_timeout = match &error {
+            // lock_not_available / query_canceled (PostgreSQL), ER_LOCK_WAIT_TIMEOUT (MySQL).
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("55P03") | Some("57014"))
+                    || text.contains("Lock wait timeout exceeded")
+            }
+            _ => false,
+        };
+        if lock_timeout {
+            return TablesError::Timeout {
+                url: self.url.redacted().to_owned(),
+                bound: LOCK_WAIT,
+                locked: LOCKED,
+            };
+        }
         let missing_table = match &error {
             sqlx::Error::Database(db) => {
                 // undefined_table (PostgreSQL), ER_NO_SUCH_TABLE (MySQL).
@@ -206,12 +259,15 @@ impl JocTables {
             switch_age = age_of("SWITCH_HEART_BEAT"),
             id = col("ID"),
         );
-        let rows: Vec<ViewRow> = match &self.pool {
-            Pool::Postgres(pool) => fetch_view_rows!(pool, sql),
-            Pool::MySql(pool) => fetch_view_rows!(pool, sql),
-            Pool::Sqlite(pool) => fetch_view_rows!(pool, sql),
-        }
-        .map_err(|e| self.error(e))?;
+        let rows: Vec<ViewRow> = self
+            .bounded(async {
+                match &self.pool {
+                    Pool::Postgres(pool) => fetch_view_rows!(pool, sql),
+                    Pool::MySql(pool) => fetch_view_rows!(pool, sql),
+                    Pool::Sqlite(pool) => fetch_view_rows!(pool, sql),
+                }
+            })
+            .await?;
         let mut cluster = None;
         let mut instances = Vec::new();
         let mut controllers = Vec::new();
@@ -416,31 +472,50 @@ impl JocTables {
     }
 
     /// Runs an UPDATE with text parameters; whether it changed a row.
-    async fn execute(&self, sql: &'static str, params: &[&str]) -> Result<bool, TablesError> {
-        let affected = match &self.pool {
-            Pool::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(*param);
-                }
-                query.execute(pool).await.map(|r| r.rows_affected())
-            }
-            Pool::MySql(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(*param);
-                }
-                query.execute(pool).await.map(|r| r.rows_affected())
-            }
-            Pool::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(*param);
-                }
-                query.execute(pool).await.map(|r| r.rows_affected())
-            }
+    /// Runs a statement within [`STATEMENT_BOUND`] (plus a margin for the
+    /// server's own bound to answer first).
+    async fn bounded<T>(
+        &self,
+        statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, TablesError> {
+        match tokio::time::timeout(STATEMENT_BOUND + Duration::from_secs(1), statement).await {
+            Ok(result) => result.map_err(|e| self.error(e)),
+            Err(_) => Err(TablesError::Timeout {
+                url: self.url.redacted().to_owned(),
+                bound: STATEMENT_BOUND + Duration::from_secs(1),
+                locked: "",
+            }),
         }
-        .map_err(|e| self.error(e))?;
+    }
+
+    async fn execute(&self, sql: &'static str, params: &[&str]) -> Result<bool, TablesError> {
+        let affected = self
+            .bounded(async {
+                match &self.pool {
+                    Pool::Postgres(pool) => {
+                        let mut query = sqlx::query(sql);
+                        for param in params {
+                            query = query.bind(*param);
+                        }
+                        query.execute(pool).await.map(|r| r.rows_affected())
+                    }
+                    Pool::MySql(pool) => {
+                        let mut query = sqlx::query(sql);
+                        for param in params {
+                            query = query.bind(*param);
+                        }
+                        query.execute(pool).await.map(|r| r.rows_affected())
+                    }
+                    Pool::Sqlite(pool) => {
+                        let mut query = sqlx::query(sql);
+                        for param in params {
+                            query = query.bind(*param);
+                        }
+                        query.execute(pool).await.map(|r| r.rows_affected())
+                    }
+                }
+            })
+            .await?;
         Ok(affected > 0)
     }
 }

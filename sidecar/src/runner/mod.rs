@@ -301,9 +301,14 @@ impl Runner {
                 }
                 return Some(Outcome::Joc(view));
             }
-            Action::FenceJoc { why, end_container } => {
+            Action::FenceJoc {
+                why,
+                end_container,
+                switch_to,
+            } => {
                 return Some(Outcome::JocFenced(
-                    self.fence_joc(&why, end_container).await,
+                    self.fence_joc(&why, end_container, switch_to.as_deref())
+                        .await,
                 ));
             }
             Action::EndJocContainer => self.end_joc_container(),

@@ -17,11 +17,14 @@ use super::{Runner, WAIT_POLL};
 
 impl Runner {
     /// Fences this pod's JOC: SIGKILL of its JVM (found by `-Djetty.base=`),
-    /// confirmed gone, then JOC's clean-shutdown writes for its member.
+    /// confirmed gone, then JOC's clean-shutdown writes for its member
+    /// (after a switch request to `switch_to`, if given: so the row stays
+    /// and only that member's JOC takes over).
     pub(super) async fn fence_joc(
         &mut self,
         why: &str,
         end_container: bool,
+        switch_to: Option<&str>,
     ) -> Result<FenceDone, String> {
         use crate::js7::fence::{CONFIRM_BOUND, Fenced, fence_jvm};
         let settings = self
@@ -49,6 +52,16 @@ impl Runner {
         let container_left = !ended && !groups.is_empty();
         if container_left {
             self.joc_container_left = groups.clone();
+        }
+        if let (Some(target), Some(tables)) = (switch_to, self.owned_joc_tables()) {
+            // The dead JVM's session, and with it any row lock it held, is
+            // gone now: a request that failed behind that lock lands.
+            match tables.request_switch(&settings.member_id, target).await {
+                Ok(written) => info!(written, %target, "switch request written after the fence"),
+                Err(error) => {
+                    warn!(%error, %target, "cannot write the switch request after the fence")
+                }
+            }
         }
         let release = match self.owned_joc_tables() {
             Some(tables) => tables

@@ -52,6 +52,7 @@ pub(in crate::decide) fn fence_if_resumed(s: &mut State, f: &Facts, out: &mut Ve
     s.wait(
         Pending::FenceThenGoOn { label: why.label },
         Action::FenceJoc {
+            switch_to: None,
             end_container: why.ends_container(),
             why: why.note,
         },
@@ -134,6 +135,7 @@ fn fence_then(
     s.wait(
         then(why.label),
         Action::FenceJoc {
+            switch_to: None,
             end_container: why.ends_container(),
             why: why.note,
         },

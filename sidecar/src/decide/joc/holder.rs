@@ -180,6 +180,7 @@ pub(in crate::decide) fn holder(
                         reason: reason::LEASE_FOLLOWED_JOC,
                     },
                     Action::FenceJoc {
+                        switch_to: None,
                         end_container: why.ends_container(),
                         why: why.note,
                     },
@@ -210,7 +211,7 @@ pub(in crate::decide) fn holder(
             // writer of JOC's switch requests.
             out.push(Action::RequestJocSwitch {
                 from: me_id,
-                to: member_id,
+                to: member_id.clone(),
                 pod: pod.clone(),
                 report: false,
             });
@@ -231,6 +232,7 @@ pub(in crate::decide) fn holder(
                         reason: reason::HANDED_ON_FROM_SILENT_JOC,
                     },
                     Action::FenceJoc {
+                        switch_to: Some(member_id),
                         why,
                         end_container: true,
                     },

@@ -124,7 +124,9 @@ fn every_holder_step_in_order() {
                 "joc-health:true",
                 "publish:standby",
                 "joc-switch:joc-0->joc-1",
-                "fence",
+                // Again once the JVM is gone: the first one may have
+                // waited in vain behind the hung JOC's row lock.
+                "fence,then-joc-switch:joc-1",
                 "event:JocFenced",
                 "handover:joc-1",
                 "event:HandedOnFromSilentJoc",

@@ -360,6 +360,11 @@ pub fn brief(actions: &[Action]) -> Vec<String> {
                 Action::ReadJoc => "read-joc".to_owned(),
                 Action::FenceJoc {
                     end_container: true,
+                    switch_to: Some(to),
+                    ..
+                } => format!("fence,then-joc-switch:{}", crate::js7::hostname_of(to)),
+                Action::FenceJoc {
+                    end_container: true,
                     ..
                 } => "fence".to_owned(),
                 Action::FenceJoc { .. } => "fence-jvm-only".to_owned(),
