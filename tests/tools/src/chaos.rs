@@ -192,6 +192,11 @@ impl FaultKind {
     }
 }
 
+/// The JocCluster's last recorded switch-over, if it can be read.
+async fn last_switchover(stack: &Stack) -> Option<joc_ha_crds::v1alpha1::SwitchoverStatus> {
+    stack.cluster().await.ok()?.status?.last_switchover
+}
+
 /// What the members run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -1128,20 +1133,46 @@ impl Campaign<'_> {
                 let to = self.random_standby(stack, &active)?;
                 target = Some(to.clone());
                 let cockpit = stack.cockpit(&to).context("no JOC process")?;
-                stack.annotate_switchover(&to).await?;
                 // Poll JOC_CLUSTER as fast as a look takes: the target's
-                // services start about 1 s after MEMBER_ID names it.
+                // services start about 1 s after MEMBER_ID names it. A
+                // request the holder rejects (the target's readiness still
+                // flickering after a database restart, as the README says)
+                // is asked again once every member is Ready: the fault is
+                // the freeze, not the request.
                 let url = stack.database_url.clone();
-                wait_for(
-                    &format!("JOC_CLUSTER.MEMBER_ID to name {to}"),
-                    self.config.bound(kind) + GIVE_UP,
-                    Duration::from_millis(5),
-                    || async {
-                        let row = joc_ha_tests::joc::cluster_row(&url).await.ok()??;
-                        (host_of(&row.member_id) == to).then_some(())
-                    },
-                )
-                .await?;
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let before = last_switchover(stack).await;
+                    stack.annotate_switchover(&to).await?;
+                    let moved = wait_for(
+                        &format!("JOC_CLUSTER.MEMBER_ID to name {to}, or the request rejected"),
+                        self.config.bound(kind) + GIVE_UP,
+                        Duration::from_millis(5),
+                        || async {
+                            let row = joc_ha_tests::joc::cluster_row(&url).await.ok().flatten();
+                            if row.is_some_and(|row| host_of(&row.member_id) == to) {
+                                return Some(true);
+                            }
+                            let last = last_switchover(stack).await;
+                            let rejected = last != before
+                                && last.as_ref().is_some_and(|l| {
+                                    l.to == to
+                                        && l.result
+                                            == joc_ha_crds::v1alpha1::SwitchoverResult::Rejected
+                                });
+                            rejected.then_some(false)
+                        },
+                    )
+                    .await?;
+                    if moved {
+                        break;
+                    }
+                    if attempts >= 3 {
+                        bail!("the switch-over to {to} was rejected {attempts} times");
+                    }
+                    stack.wait_members_ready(self.config.bound(kind)).await?;
+                }
                 let moved_ns = now_ns();
                 // The target sees the move at its next poll (within 1 s) and
                 // then sleeps 1 s before its services start (fact 11): a
