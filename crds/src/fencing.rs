@@ -11,6 +11,9 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
+use kube::ResourceExt as _;
+
+use crate::JocCluster;
 use crate::names::ANNOTATION_FENCED_MEMBERS;
 
 /// The fenced members named by `annotations`: empty if the annotation is
@@ -20,6 +23,21 @@ pub fn fenced_members(annotations: &BTreeMap<String, String>) -> Result<BTreeSet
         None => Ok(BTreeSet::new()),
         Some(value) => parse(value),
     }
+}
+
+/// The members fenced now: the annotation, or while it is malformed, what
+/// the operator last recorded in the status (the sidecars, too, keep what
+/// they had).
+pub fn fenced_now(cluster: &JocCluster) -> BTreeSet<String> {
+    fenced_members(cluster.annotations()).unwrap_or_else(|_| {
+        cluster
+            .status
+            .iter()
+            .flat_map(|s| &s.members)
+            .filter(|m| m.fenced)
+            .map(|m| m.name.clone())
+            .collect()
+    })
 }
 
 /// Reads the annotation's value.

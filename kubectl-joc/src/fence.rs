@@ -22,20 +22,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use crate::error::PluginError;
 
-/// The members fenced now: the annotation, or while it is malformed, what
-/// the operator last recorded (the sidecars keep that too).
-pub fn fenced_now(cluster: &JocCluster) -> BTreeSet<String> {
-    fenced_members(cluster.annotations()).unwrap_or_else(|_| {
-        cluster
-            .status
-            .iter()
-            .flat_map(|s| &s.members)
-            .filter(|m| m.fenced)
-            .map(|m| m.name.clone())
-            .collect()
-    })
-}
-
 /// A member pod as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberPod {
@@ -221,13 +207,7 @@ async fn sidecar_said(
     // Seconds: Events keep whole-second timestamps.
     let since_s = since.as_second();
     Ok(list.items.iter().any(|e| {
-        let at = e
-            .series
-            .as_ref()
-            .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
-            .or_else(|| e.event_time.as_ref().map(|t| t.0))
-            .or_else(|| e.last_timestamp.as_ref().map(|t| t.0));
-        at.is_some_and(|t| t.as_second() >= since_s)
+        crate::status::last_seen(e).is_some_and(|t| t.as_second() >= since_s)
             && e.message
                 .as_deref()
                 .is_some_and(|m| m.starts_with(&format!("{pod} ")))

@@ -100,7 +100,7 @@ fn age(now: jiff::Timestamp, then: jiff::Timestamp) -> i64 {
 
 /// When an Event last happened: its series, its last timestamp, its event
 /// time or its creation, whichever the writer filled.
-fn last_seen(e: &Event) -> Option<jiff::Timestamp> {
+pub(crate) fn last_seen(e: &Event) -> Option<jiff::Timestamp> {
     e.series
         .as_ref()
         .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
@@ -168,7 +168,7 @@ pub fn view(
     now: jiff::Timestamp,
 ) -> StatusView {
     let status = cluster.status.clone().unwrap_or_default();
-    let fenced = crate::fence::fenced_now(cluster);
+    let fenced = joc_ha_crds::fencing::fenced_now(cluster);
     let mut members = Vec::new();
     let mut api_servers = Vec::new();
     for pod in pods {

@@ -1,10 +1,8 @@
 //! The JocCluster's status from what the operator observed: pods, the active
 //! Service's endpoints, and problems found while reading the spec. Pure.
 
-use std::collections::BTreeSet;
-
 use joc_ha_crds::JocCluster;
-use joc_ha_crds::fencing::fenced_members;
+use joc_ha_crds::fencing::{fenced_members, fenced_now};
 use joc_ha_crds::names::{
     COMPONENT_API_SERVER, COMPONENT_MEMBER, LABEL_COMPONENT, LABEL_ROLE, ROLE_ACTIVE, condition,
     reason,
@@ -126,15 +124,7 @@ pub fn compute_status(
     // A malformed annotation changes nothing: the members fenced before
     // stay fenced here as in the sidecars, and the condition says why.
     let fencing = fenced_members(cluster.annotations());
-    let fenced: BTreeSet<String> = match &fencing {
-        Ok(fenced) => fenced.clone(),
-        Err(_) => previous
-            .members
-            .iter()
-            .filter(|m| m.fenced)
-            .map(|m| m.name.clone())
-            .collect(),
-    };
+    let fenced = fenced_now(cluster);
 
     let mut members: Vec<MemberStatus> = observed
         .pods

@@ -113,6 +113,17 @@ macro_rules! fetch_view_rows {
     };
 }
 
+/// The same binding of text parameters for each database product.
+macro_rules! execute_bound {
+    ($pool:expr, $sql:expr, $params:expr) => {{
+        let mut query = sqlx::query($sql);
+        for param in $params {
+            query = query.bind(*param);
+        }
+        query.execute($pool).await.map(|r| r.rows_affected())
+    }};
+}
+
 const PG_AGE: &str = "(EXTRACT(EPOCH FROM date_trunc('second', timezone('UTC', now()))) - EXTRACT(EPOCH FROM date_trunc('second', {col})))::bigint";
 const MY_AGE: &str = "CAST(TIMESTAMPDIFF(SECOND, {col}, UTC_TIMESTAMP()) AS SIGNED)";
 const LITE_AGE: &str =
@@ -168,19 +179,25 @@ impl JocTables {
 
     fn error(&self, error: sqlx::Error) -> TablesError {
         let text = error.to_string();
-        let lock_timeout = match &error {
-            // lock_not_available / query_canceled (PostgreSQL), ER_LOCK_WAIT_TIMEOUT (MySQL).
-            sqlx::Error::Database(db) => {
-                matches!(db.code().as_deref(), Some("55P03") | Some("57014"))
-                    || text.contains("Lock wait timeout exceeded")
+        let timed_out = match &error {
+            // lock_not_available (PostgreSQL), ER_LOCK_WAIT_TIMEOUT (MySQL);
+            // query_canceled (PostgreSQL's statement_timeout).
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                Some((STATEMENT_BOUND, ""))
             }
-            _ => false,
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some("55P03")
+                    || text.contains("Lock wait timeout exceeded") =>
+            {
+                Some((LOCK_WAIT, LOCKED))
+            }
+            _ => None,
         };
-        if lock_timeout {
+        if let Some((bound, locked)) = timed_out {
             return TablesError::Timeout {
                 url: self.url.redacted().to_owned(),
-                bound: LOCK_WAIT,
-                locked: LOCKED,
+                bound,
+                locked,
             };
         }
         let missing_table = match &error {
@@ -471,7 +488,6 @@ impl JocTables {
         }
     }
 
-    /// Runs an UPDATE with text parameters; whether it changed a row.
     /// Runs a statement within [`STATEMENT_BOUND`] (plus a margin for the
     /// server's own bound to answer first).
     async fn bounded<T>(
@@ -488,31 +504,14 @@ impl JocTables {
         }
     }
 
+    /// Runs an UPDATE with text parameters; whether it changed a row.
     async fn execute(&self, sql: &'static str, params: &[&str]) -> Result<bool, TablesError> {
         let affected = self
             .bounded(async {
                 match &self.pool {
-                    Pool::Postgres(pool) => {
-                        let mut query = sqlx::query(sql);
-                        for param in params {
-                            query = query.bind(*param);
-                        }
-                        query.execute(pool).await.map(|r| r.rows_affected())
-                    }
-                    Pool::MySql(pool) => {
-                        let mut query = sqlx::query(sql);
-                        for param in params {
-                            query = query.bind(*param);
-                        }
-                        query.execute(pool).await.map(|r| r.rows_affected())
-                    }
-                    Pool::Sqlite(pool) => {
-                        let mut query = sqlx::query(sql);
-                        for param in params {
-                            query = query.bind(*param);
-                        }
-                        query.execute(pool).await.map(|r| r.rows_affected())
-                    }
+                    Pool::Postgres(pool) => execute_bound!(pool, sql, params),
+                    Pool::MySql(pool) => execute_bound!(pool, sql, params),
+                    Pool::Sqlite(pool) => execute_bound!(pool, sql, params),
                 }
             })
             .await?;

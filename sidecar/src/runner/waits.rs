@@ -53,7 +53,8 @@ impl Runner {
         if container_left {
             self.joc_container_left = groups.clone();
         }
-        if let (Some(target), Some(tables)) = (switch_to, self.owned_joc_tables()) {
+        let tables = self.owned_joc_tables();
+        if let (Some(target), Some(tables)) = (switch_to, tables) {
             // The dead JVM's session, and with it any row lock it held, is
             // gone now: a request that failed behind that lock lands.
             match tables.request_switch(&settings.member_id, target).await {
@@ -63,7 +64,7 @@ impl Runner {
                 }
             }
         }
-        let release = match self.owned_joc_tables() {
+        let release = match tables {
             Some(tables) => tables
                 .release_fenced_member(&settings.member_id)
                 .await
