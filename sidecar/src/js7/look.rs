@@ -53,11 +53,15 @@ impl Look {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteWritten {
     pub member_id: Option<String>,
+    /// It had an age of this member's own `JOC_INSTANCES` row.
+    pub has_own_row: bool,
     pub at: Instant,
 }
 
 /// Whether `look` is to be written now: the first look, a change of JOC's
-/// active member (at once: that is what a reader asks about), or once
+/// active member (at once: that is what a reader asks about), this
+/// member's own instance row appearing or going (a note written before its
+/// JOC registered said "no heartbeat" for up to the period), or once
 /// [`NOTE_PERIOD`] has passed since the last write (fresher ages); never
 /// for ages alone within the period.
 pub fn note_due(last: Option<&NoteWritten>, look: &Look, now: Instant) -> bool {
@@ -65,6 +69,7 @@ pub fn note_due(last: Option<&NoteWritten>, look: &Look, now: Instant) -> bool {
         None => true,
         Some(last) => {
             last.member_id != look.member_id
+                || last.has_own_row != look.own_age_s.is_some()
                 || now.saturating_duration_since(last.at) >= NOTE_PERIOD
         }
     }
@@ -89,11 +94,20 @@ mod tests {
         let t0 = Instant::now();
         let written = |member: Option<&str>| NoteWritten {
             member_id: member.map(str::to_owned),
+            has_own_row: true,
             at: t0,
+        };
+        let before_own_row = NoteWritten {
+            has_own_row: false,
+            ..written(Some("joc-0:aa"))
+        };
+        let no_own_row = Look {
+            own_age_s: None,
+            ..look(Some("joc-0:aa"), 0)
         };
         let s = Duration::from_secs;
         // (last written, this look, time since the last write, due)
-        let table: [(Option<NoteWritten>, Look, Duration, bool); 8] = [
+        let table: [(Option<NoteWritten>, Look, Duration, bool); 11] = [
             (None, look(Some("joc-0:aa"), 1), s(0), true),
             (None, look(None, 1), s(0), true),
             (
@@ -122,6 +136,15 @@ mod tests {
             ),
             (Some(written(Some("joc-0:aa"))), look(None, 1), s(1), true),
             (Some(written(None)), look(Some("joc-1:bb"), 1), s(0), true),
+            // This member's JOC registered since the last note: at once.
+            (
+                Some(before_own_row.clone()),
+                look(Some("joc-0:aa"), 1),
+                s(1),
+                true,
+            ),
+            (Some(before_own_row), no_own_row.clone(), s(1), false),
+            (Some(written(Some("joc-0:aa"))), no_own_row, s(1), true),
         ];
         for (last, look, after, due) in table {
             assert_eq!(

@@ -66,6 +66,7 @@ impl Runner {
             let note = look.note(jiff::Timestamp::now()).to_annotation();
             let _ = self.joc_notes.tx.send(Some(note));
             self.joc_notes.last = Some(NoteWritten {
+                has_own_row: look.own_age_s.is_some(),
                 member_id: look.member_id,
                 at: now,
             });
