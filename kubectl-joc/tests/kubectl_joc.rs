@@ -460,12 +460,18 @@ async fn fencing_moves_the_lease_away_and_keeps_it_away_until_unfenced() -> anyh
 
     // The holder's pod goes: the fenced member does not take the lease;
     // the holder's new pod does.
+    // (The Service may never be seen empty: the old pod's terminating
+    // endpoint can stay until the new pod of the same name replaces it.)
+    let old_uid = stack.pods().get(&standby).await?.metadata.uid;
     stack.delete_pod(&standby).await?;
     wait_for(
-        "the Service to have no endpoint while the holder's pod is replaced",
+        "the holder's pod to be replaced and routed to",
         UP,
         Duration::from_millis(50),
-        || async { stack.endpoints.current().is_empty().then_some(()) },
+        || async {
+            let uid = stack.pods().get(&standby).await.ok()?.metadata.uid;
+            (uid != old_uid && stack.endpoints.current().iter().eq([&standby])).then_some(())
+        },
     )
     .await?;
     let back = stack.endpoints.wait_single(None, UP).await?;
